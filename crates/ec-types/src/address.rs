@@ -1,0 +1,411 @@
+//! Domains and mailbox addresses as they appear in an SMTP envelope.
+//!
+//! The checks here are the ones an outbound engine needs before it queues
+//! anything: no byte that could end or split an SMTP command line, and the
+//! length limits of RFC 5321 section 4.5.3.1. Full RFC 5321 `Mailbox`
+//! grammar checking is left to the receiving server, which is the authority
+//! on what it accepts.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Maximum length of a domain name in octets (RFC 5321 section 4.5.3.1.2).
+pub const MAX_DOMAIN_LEN: usize = 255;
+
+/// Maximum length of a local part in octets (RFC 5321 section 4.5.3.1.1).
+pub const MAX_LOCAL_PART_LEN: usize = 64;
+
+/// Maximum length of a reverse or forward path, without the angle brackets
+/// (RFC 5321 section 4.5.3.1.3 allows 256 octets including them).
+pub const MAX_PATH_LEN: usize = 254;
+
+/// Why a domain or address was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum AddressError {
+    /// The value was empty.
+    #[error("{what} is empty")]
+    Empty {
+        /// Which part was empty ("address", "domain", "local part").
+        what: &'static str,
+    },
+    /// The value contained a byte that could end or split an SMTP command.
+    #[error("{what} {value:?} contains the control character {byte:#04x}; remove it")]
+    ControlCharacter {
+        /// Which part contained it.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+        /// The first offending byte.
+        byte: u8,
+    },
+    /// The value contained a character that is not allowed there.
+    #[error("{what} {value:?} contains {character:?}, which is not allowed there")]
+    InvalidCharacter {
+        /// Which part contained it.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+        /// The offending character.
+        character: char,
+    },
+    /// The value was longer than RFC 5321 allows.
+    #[error("{what} {value:?} is {len} octets long; the maximum is {max}")]
+    TooLong {
+        /// Which part was too long.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+        /// Its length in octets.
+        len: usize,
+        /// The limit in octets.
+        max: usize,
+    },
+    /// The address had no `@` separating local part and domain.
+    #[error("address {value:?} has no '@domain' part; write it as local-part@domain")]
+    MissingDomain {
+        /// The rejected value.
+        value: String,
+    },
+}
+
+fn check_characters(what: &'static str, value: &str) -> Result<(), AddressError> {
+    if let Some(byte) = value.bytes().find(|b| b.is_ascii_control()) {
+        return Err(AddressError::ControlCharacter {
+            what,
+            value: value.to_owned(),
+            byte,
+        });
+    }
+    if let Some(character) = value.chars().find(|c| matches!(c, ' ' | '<' | '>')) {
+        return Err(AddressError::InvalidCharacter {
+            what,
+            value: value.to_owned(),
+            character,
+        });
+    }
+    Ok(())
+}
+
+fn check_length(what: &'static str, value: &str, max: usize) -> Result<(), AddressError> {
+    if value.len() > max {
+        return Err(AddressError::TooLong {
+            what,
+            value: value.to_owned(),
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// A destination domain name, stored in lower case so that
+/// `Example.COM` and `example.com` share one queue.
+///
+/// A trailing dot is removed. Internationalized names are kept as given
+/// (U-labels or A-labels); they are compared after lower-casing only.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Domain(Box<str>);
+
+impl Domain {
+    /// Parses and normalizes a domain name.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the name is empty, longer than 255 octets, or
+    /// contains a control character, a space or an angle bracket.
+    pub fn new(name: &str) -> Result<Self, AddressError> {
+        let trimmed = name.strip_suffix('.').unwrap_or(name);
+        if trimmed.is_empty() {
+            return Err(AddressError::Empty { what: "domain" });
+        }
+        check_characters("domain", trimmed)?;
+        if let Some(character) = trimmed.chars().find(|c| matches!(c, '@' | ',' | ';')) {
+            return Err(AddressError::InvalidCharacter {
+                what: "domain",
+                value: trimmed.to_owned(),
+                character,
+            });
+        }
+        check_length("domain", trimmed, MAX_DOMAIN_LEN)?;
+        Ok(Self(trimmed.to_lowercase().into_boxed_str()))
+    }
+
+    /// The normalized name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Domain({})", self.0)
+    }
+}
+
+impl TryFrom<String> for Domain {
+    type Error = AddressError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<Domain> for String {
+    fn from(domain: Domain) -> Self {
+        domain.0.into()
+    }
+}
+
+impl std::str::FromStr for Domain {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+/// A mailbox address (`local-part@domain`) for an RCPT TO forward path or a
+/// non-null MAIL FROM reverse path.
+///
+/// The local part keeps its case, because RFC 5321 section 2.4 lets the
+/// receiving server treat it as case-sensitive; the domain is normalized.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Address {
+    text: Box<str>,
+    at: usize,
+    domain: Domain,
+}
+
+impl Address {
+    /// Parses an address written as `local-part@domain`, with or without
+    /// surrounding angle brackets.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the address is empty, has no domain, contains a
+    /// control character, space or bracket, or breaks an RFC 5321 length limit.
+    pub fn new(text: &str) -> Result<Self, AddressError> {
+        let text = text
+            .strip_prefix('<')
+            .and_then(|t| t.strip_suffix('>'))
+            .unwrap_or(text);
+        if text.is_empty() {
+            return Err(AddressError::Empty { what: "address" });
+        }
+        check_characters("address", text)?;
+        check_length("address", text, MAX_PATH_LEN)?;
+        let at = text.rfind('@').ok_or_else(|| AddressError::MissingDomain {
+            value: text.to_owned(),
+        })?;
+        let local = &text[..at];
+        if local.is_empty() {
+            return Err(AddressError::Empty { what: "local part" });
+        }
+        check_length("local part", local, MAX_LOCAL_PART_LEN)?;
+        let domain = Domain::new(&text[at + 1..])?;
+        let text = format!("{local}@{domain}").into_boxed_str();
+        Ok(Self { text, at, domain })
+    }
+
+    /// The local part, as given.
+    pub fn local_part(&self) -> &str {
+        &self.text[..self.at]
+    }
+
+    /// The normalized domain.
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    /// The whole address, without angle brackets.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the address needs the SMTPUTF8 extension (RFC 6531).
+    pub fn is_ascii(&self) -> bool {
+        self.text.is_ascii()
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Address({})", self.text)
+    }
+}
+
+impl TryFrom<String> for Address {
+    type Error = AddressError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<Address> for String {
+    fn from(address: Address) -> Self {
+        address.text.into()
+    }
+}
+
+impl std::str::FromStr for Address {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+/// The MAIL FROM reverse path: a mailbox, or the null path `<>` that
+/// bounces and other delivery status notifications use (RFC 5321 section 4.5.5).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ReversePath {
+    /// The null reverse path, sent as `MAIL FROM:<>`.
+    Null,
+    /// A mailbox.
+    Mailbox(Address),
+}
+
+impl ReversePath {
+    /// Parses a reverse path; an empty string or `<>` is the null path.
+    ///
+    /// # Errors
+    ///
+    /// Returns the same errors as [`Address::new`] for a non-empty path.
+    pub fn new(text: &str) -> Result<Self, AddressError> {
+        match text {
+            "" | "<>" => Ok(Self::Null),
+            _ => Address::new(text).map(Self::Mailbox),
+        }
+    }
+
+    /// The path without angle brackets; empty for the null path.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Null => "",
+            Self::Mailbox(address) => address.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ReversePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.as_str())
+    }
+}
+
+impl fmt::Debug for ReversePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReversePath(<{}>)", self.as_str())
+    }
+}
+
+impl TryFrom<String> for ReversePath {
+    type Error = AddressError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(&value)
+    }
+}
+
+impl From<ReversePath> for String {
+    fn from(path: ReversePath) -> Self {
+        path.as_str().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_is_lowercased_and_trimmed() {
+        let domain = Domain::new("Example.COM.").expect("valid domain");
+        assert_eq!(domain.as_str(), "example.com");
+    }
+
+    #[test]
+    fn domain_rejects_crlf() {
+        let error = Domain::new("example.com\r\nRSET").expect_err("CR must be rejected");
+        assert!(matches!(
+            error,
+            AddressError::ControlCharacter { byte: b'\r', .. }
+        ));
+    }
+
+    #[test]
+    fn domain_rejects_overlong() {
+        let long = "a".repeat(256);
+        assert!(matches!(
+            Domain::new(&long),
+            Err(AddressError::TooLong { max: 255, .. })
+        ));
+    }
+
+    #[test]
+    fn address_keeps_local_case() {
+        let address = Address::new("<John.Doe@Example.org>").expect("valid address");
+        assert_eq!(address.local_part(), "John.Doe");
+        assert_eq!(address.domain().as_str(), "example.org");
+        assert_eq!(address.as_str(), "John.Doe@example.org");
+    }
+
+    #[test]
+    fn address_rejects_nul_and_missing_domain() {
+        assert!(matches!(
+            Address::new("a\0b@example.org"),
+            Err(AddressError::ControlCharacter { byte: 0, .. })
+        ));
+        assert!(matches!(
+            Address::new("nobody"),
+            Err(AddressError::MissingDomain { .. })
+        ));
+        assert!(matches!(
+            Address::new("@example.org"),
+            Err(AddressError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn address_rejects_long_local_part() {
+        let text = format!("{}@example.org", "x".repeat(65));
+        assert!(matches!(
+            Address::new(&text),
+            Err(AddressError::TooLong { max: 64, .. })
+        ));
+    }
+
+    #[test]
+    fn reverse_path_null() {
+        assert_eq!(
+            ReversePath::new("<>").expect("null path"),
+            ReversePath::Null
+        );
+        assert_eq!(ReversePath::Null.to_string(), "<>");
+    }
+
+    #[test]
+    fn address_serde_round_trip() {
+        let address = Address::new("a@b.example").expect("valid address");
+        let json = String::from(address.clone());
+        assert_eq!(Address::try_from(json).expect("parses back"), address);
+    }
+}

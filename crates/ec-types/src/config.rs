@@ -1,0 +1,586 @@
+//! Configuration with Momentum-like scopes.
+//!
+//! A setting can be given at four scopes. The most specific one that sets it
+//! wins: binding × domain, then domain, then binding, then global, then the
+//! built-in default documented on each field of [`EffectiveSettings`].
+//!
+//! In TOML:
+//!
+//! ```toml
+//! [engine]
+//! max_connections = 20000
+//!
+//! [global]
+//! idle_timeout = "5s"
+//!
+//! [binding.outbound-a]
+//! max_outbound_connections = 16
+//!
+//! [domain."example.com"]
+//! tls = { policy = "required", verify = "host" }
+//!
+//! [binding.outbound-a.domain."example.com"]
+//! max_outbound_connections = 4
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::address::Domain;
+
+mod duration_serde;
+
+/// The whole configuration: engine-wide limits and the four scopes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Limits that span every binding and domain.
+    #[serde(default)]
+    pub engine: EngineLimits,
+    /// Settings for every binding and domain.
+    #[serde(default)]
+    pub global: Settings,
+    /// Per-binding settings, and per binding × domain settings inside them.
+    #[serde(default)]
+    pub binding: BTreeMap<String, BindingScope>,
+    /// Per-domain settings.
+    #[serde(default)]
+    pub domain: BTreeMap<Domain, Settings>,
+}
+
+/// A binding's scope: its own settings and its binding × domain overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingScope {
+    /// Settings for this binding.
+    #[serde(flatten)]
+    pub settings: Settings,
+    /// Settings for this binding and one domain.
+    #[serde(default)]
+    pub domain: BTreeMap<Domain, Settings>,
+}
+
+impl Config {
+    /// Resolves the settings that apply to one binding and one domain.
+    pub fn resolve(&self, binding: &str, domain: &Domain) -> EffectiveSettings {
+        let binding_scope = self.binding.get(binding);
+        let layers = [
+            binding_scope.and_then(|b| b.domain.get(domain)),
+            self.domain.get(domain),
+            binding_scope.map(|b| &b.settings),
+            Some(&self.global),
+        ];
+        let mut effective = EffectiveSettings::default();
+        for layer in layers.into_iter().flatten().rev() {
+            layer.apply_to(&mut effective);
+        }
+        effective
+    }
+
+    /// Domains that some scope names, for bounding metric labels.
+    pub fn configured_domains(&self) -> impl Iterator<Item = &Domain> {
+        self.domain
+            .keys()
+            .chain(self.binding.values().flat_map(|b| b.domain.keys()))
+    }
+}
+
+/// Limits that span the whole engine. A connection counts against each of
+/// them from the start of its connect until its socket is closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineLimits {
+    /// Connections across all bindings and domains. Default 20,000, below
+    /// the usual 65,536 open-file limit that a server process is given.
+    pub max_connections: u32,
+    /// Connections from one binding across all domains. Default 5,000.
+    pub max_connections_per_binding: u32,
+    /// Connections to one remote host (IP address and port) from one
+    /// binding, across domains that share it. Default 64.
+    pub max_connections_per_host: u32,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 20_000,
+            max_connections_per_binding: 5_000,
+            max_connections_per_host: 64,
+        }
+    }
+}
+
+/// The settings one scope may set; `None` leaves the value to a wider scope.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// See [`EffectiveSettings::max_outbound_connections`].
+    pub max_outbound_connections: Option<u32>,
+    /// See [`EffectiveSettings::max_deliveries_per_connection`].
+    pub max_deliveries_per_connection: Option<u32>,
+    /// See [`EffectiveSettings::max_connection_age`].
+    #[serde(with = "duration_serde::option")]
+    pub max_connection_age: Option<Duration>,
+    /// See [`EffectiveSettings::idle_timeout`].
+    #[serde(with = "duration_serde::option")]
+    pub idle_timeout: Option<Duration>,
+    /// See [`EffectiveSettings::batch_size`].
+    pub batch_size: Option<u32>,
+    /// See [`EffectiveSettings::ehlo_name`].
+    pub ehlo_name: Option<String>,
+    /// See [`EffectiveSettings::route`].
+    pub route: Option<Route>,
+    /// See [`EffectiveSettings::tls`].
+    pub tls: Option<TlsSettings>,
+    /// Per-phase timeouts; each field overrides one timeout.
+    pub timeouts: TimeoutSettings,
+    /// Retry policy; each field overrides one value.
+    pub retry: RetrySettings,
+}
+
+impl Settings {
+    fn apply_to(&self, effective: &mut EffectiveSettings) {
+        if let Some(value) = self.max_outbound_connections {
+            effective.max_outbound_connections = value;
+        }
+        if let Some(value) = self.max_deliveries_per_connection {
+            effective.max_deliveries_per_connection = value;
+        }
+        if let Some(value) = self.max_connection_age {
+            effective.max_connection_age = value;
+        }
+        if let Some(value) = self.idle_timeout {
+            effective.idle_timeout = value;
+        }
+        if let Some(value) = self.batch_size {
+            effective.batch_size = value.max(1);
+        }
+        if let Some(value) = &self.ehlo_name {
+            effective.ehlo_name.clone_from(value);
+        }
+        if let Some(value) = &self.route {
+            effective.route = value.clone();
+        }
+        if let Some(value) = &self.tls {
+            effective.tls = value.clone();
+        }
+        self.timeouts.apply_to(&mut effective.timeouts);
+        self.retry.apply_to(&mut effective.retry);
+    }
+}
+
+/// The settings in force for one binding × domain, every value resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectiveSettings {
+    /// Connections from one binding to one domain. Default 32, Momentum's
+    /// default for `max_outbound_connections`.
+    pub max_outbound_connections: u32,
+    /// Transactions on one connection before it is closed and a fresh one is
+    /// opened; 0 means no limit. Default 1,000.
+    pub max_deliveries_per_connection: u32,
+    /// Age after which a connection takes no new batch and is closed when
+    /// idle. Default 10 minutes.
+    #[serde(with = "duration_serde")]
+    pub max_connection_age: Duration,
+    /// How long an idle connection is kept open for more mail. Default 5 s.
+    #[serde(with = "duration_serde")]
+    pub idle_timeout: Duration,
+    /// Messages handed to a connection at once; each is its own transaction.
+    /// Default 1, so that mail spreads across connections.
+    pub batch_size: u32,
+    /// The name sent in EHLO when the binding sets none. Default `localhost`.
+    pub ehlo_name: String,
+    /// Where mail for the domain goes. Default: the domain's MX hosts.
+    pub route: Route,
+    /// STARTTLS policy and certificate checks.
+    pub tls: TlsSettings,
+    /// Per-phase timeouts.
+    pub timeouts: Timeouts,
+    /// Retry policy for deferred mail.
+    pub retry: RetryPolicy,
+}
+
+impl Default for EffectiveSettings {
+    fn default() -> Self {
+        Self {
+            max_outbound_connections: 32,
+            max_deliveries_per_connection: 1_000,
+            max_connection_age: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(5),
+            batch_size: 1,
+            ehlo_name: "localhost".to_owned(),
+            route: Route::Mx,
+            tls: TlsSettings::default(),
+            timeouts: Timeouts::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Where a domain's mail goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Route {
+    /// The domain's MX hosts (RFC 5321 section 5.1).
+    Mx,
+    /// One SMTP server for everything, as `host:port` or an address.
+    Relay {
+        /// Host name or IP address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// Fixed socket addresses, tried in order (for tests and private relays).
+    Addresses(Vec<SocketAddr>),
+}
+
+/// When to use STARTTLS (RFC 3207, RFC 7435).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TlsPolicy {
+    /// Never send STARTTLS.
+    Disabled,
+    /// Use STARTTLS when the server offers it; otherwise send in clear text.
+    Opportunistic,
+    /// Never send mail in clear text: no STARTTLS or a failed handshake or
+    /// verification defers the mail.
+    Required,
+}
+
+/// How a server certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TlsVerify {
+    /// Accept any certificate. Opportunistic TLS uses this by default, as
+    /// RFC 7435 describes: encryption without authentication.
+    None,
+    /// The chain must lead to a trusted root; the name is not checked.
+    Ca,
+    /// The chain must lead to a trusted root and the certificate must name
+    /// the server.
+    Host,
+}
+
+/// STARTTLS policy, certificate checks and the name to check against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// When to use STARTTLS. Default opportunistic.
+    pub policy: TlsPolicy,
+    /// How to check the certificate. Default: `host` under `required`,
+    /// `none` otherwise.
+    pub verify: Option<TlsVerify>,
+    /// PEM file of trusted roots; without one, the web PKI roots are used.
+    pub ca_file: Option<PathBuf>,
+    /// The name for SNI and the certificate name check; default: the host
+    /// name connected to (the relay's, or the MX host's).
+    pub server_name: Option<String>,
+}
+
+impl TlsSettings {
+    /// The verification mode in force, after the policy's default.
+    pub fn effective_verify(&self) -> TlsVerify {
+        match (self.verify, self.policy) {
+            (Some(verify), _) => verify,
+            (None, TlsPolicy::Required) => TlsVerify::Host,
+            (None, _) => TlsVerify::None,
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            policy: TlsPolicy::Opportunistic,
+            verify: None,
+            ca_file: None,
+            server_name: None,
+        }
+    }
+}
+
+/// Per-phase timeouts. The defaults of the command phases are the minimums
+/// of RFC 5321 section 4.5.3.2; the others are ours, with reasons given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// TCP connect. Default 30 s: an unreachable host must not hold a slot
+    /// for the kernel's two minutes of SYN retries.
+    #[serde(with = "duration_serde")]
+    pub connect: Duration,
+    /// The 220 banner. Default 5 min (RFC 5321 "Initial 220 Message").
+    #[serde(with = "duration_serde")]
+    pub banner: Duration,
+    /// The EHLO or HELO reply. Default 5 min, as for MAIL; RFC 5321 names no
+    /// EHLO timeout.
+    #[serde(with = "duration_serde")]
+    pub ehlo: Duration,
+    /// The reply to STARTTLS. Default 2 min, as for DATA initiation.
+    #[serde(with = "duration_serde")]
+    pub starttls: Duration,
+    /// The whole TLS handshake. Default 60 s.
+    #[serde(with = "duration_serde")]
+    pub tls_handshake: Duration,
+    /// The MAIL reply. Default 5 min (RFC 5321 "MAIL Command").
+    #[serde(with = "duration_serde")]
+    pub mail: Duration,
+    /// Each RCPT reply. Default 5 min (RFC 5321 "RCPT Command").
+    #[serde(with = "duration_serde")]
+    pub rcpt: Duration,
+    /// The 354 reply to DATA. Default 2 min (RFC 5321 "DATA Initiation").
+    #[serde(with = "duration_serde")]
+    pub data: Duration,
+    /// Each write of the message body. Default 3 min (RFC 5321 "Data Block").
+    #[serde(with = "duration_serde")]
+    pub data_block: Duration,
+    /// The reply to the final dot. Default 10 min (RFC 5321 "DATA
+    /// Termination"); a shorter one risks duplicates, because the server may
+    /// still be accepting the message.
+    #[serde(with = "duration_serde")]
+    pub data_termination: Duration,
+    /// The RSET reply. Default 2 min.
+    #[serde(with = "duration_serde")]
+    pub rset: Duration,
+    /// The 221 reply to QUIT. Default 10 s: a missing 221 is normal and
+    /// only delays the close.
+    #[serde(with = "duration_serde")]
+    pub quit: Duration,
+    /// The whole transport shutdown after `closeconn` (QUIT, close_notify,
+    /// FIN, read to EOF). Default 15 s.
+    #[serde(with = "duration_serde")]
+    pub close: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(30),
+            banner: Duration::from_secs(300),
+            ehlo: Duration::from_secs(300),
+            starttls: Duration::from_secs(120),
+            tls_handshake: Duration::from_secs(60),
+            mail: Duration::from_secs(300),
+            rcpt: Duration::from_secs(300),
+            data: Duration::from_secs(120),
+            data_block: Duration::from_secs(180),
+            data_termination: Duration::from_secs(600),
+            rset: Duration::from_secs(120),
+            quit: Duration::from_secs(10),
+            close: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Overrides for [`Timeouts`]; each `None` keeps the wider scope's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct TimeoutSettings {
+    #[serde(with = "duration_serde::option")]
+    pub connect: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub banner: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub ehlo: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub starttls: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub tls_handshake: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub mail: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub rcpt: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub data: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub data_block: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub data_termination: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub rset: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub quit: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub close: Option<Duration>,
+}
+
+impl TimeoutSettings {
+    fn apply_to(&self, timeouts: &mut Timeouts) {
+        let pairs = [
+            (self.connect, &mut timeouts.connect),
+            (self.banner, &mut timeouts.banner),
+            (self.ehlo, &mut timeouts.ehlo),
+            (self.starttls, &mut timeouts.starttls),
+            (self.tls_handshake, &mut timeouts.tls_handshake),
+            (self.mail, &mut timeouts.mail),
+            (self.rcpt, &mut timeouts.rcpt),
+            (self.data, &mut timeouts.data),
+            (self.data_block, &mut timeouts.data_block),
+            (self.data_termination, &mut timeouts.data_termination),
+            (self.rset, &mut timeouts.rset),
+            (self.quit, &mut timeouts.quit),
+            (self.close, &mut timeouts.close),
+        ];
+        for (value, slot) in pairs {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+    }
+}
+
+/// When deferred mail is tried again: the interval doubles after each
+/// failed attempt, up to a cap, until the message is older than the
+/// maximum age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Wait after the first failed attempt. Default 20 min, Momentum's
+    /// default `retry_interval` of 1,200 s.
+    #[serde(with = "duration_serde")]
+    pub interval: Duration,
+    /// The longest wait between attempts. Default 4 h.
+    #[serde(with = "duration_serde")]
+    pub max_interval: Duration,
+    /// Age after which a deferred message fails for good. Default 5 days,
+    /// within the 4 to 5 days that RFC 5321 section 4.5.4.1 suggests.
+    #[serde(with = "duration_serde")]
+    pub max_age: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after `attempts` failed attempts (1 for the first).
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(31);
+        self.interval
+            .checked_mul(1 << doublings)
+            .map_or(self.max_interval, |wait| wait.min(self.max_interval))
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1_200),
+            max_interval: Duration::from_secs(4 * 3_600),
+            max_age: Duration::from_secs(5 * 86_400),
+        }
+    }
+}
+
+/// Overrides for [`RetryPolicy`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RetrySettings {
+    #[serde(with = "duration_serde::option")]
+    pub interval: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub max_interval: Option<Duration>,
+    #[serde(with = "duration_serde::option")]
+    pub max_age: Option<Duration>,
+}
+
+impl RetrySettings {
+    fn apply_to(&self, retry: &mut RetryPolicy) {
+        if let Some(value) = self.interval {
+            retry.interval = value;
+        }
+        if let Some(value) = self.max_interval {
+            retry.max_interval = value;
+        }
+        if let Some(value) = self.max_age {
+            retry.max_age = value;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(name: &str) -> Domain {
+        Domain::new(name).expect("valid test domain")
+    }
+
+    #[test]
+    fn defaults_without_configuration() {
+        let settings = Config::default().resolve("default", &domain("example.com"));
+        assert_eq!(settings.max_outbound_connections, 32);
+        assert_eq!(settings.idle_timeout, Duration::from_secs(5));
+        assert_eq!(settings.timeouts.data_termination, Duration::from_secs(600));
+        assert_eq!(settings.tls.effective_verify(), TlsVerify::None);
+    }
+
+    #[test]
+    fn most_specific_scope_wins() {
+        let config: Config = toml::from_str(
+            r#"
+            [global]
+            max_outbound_connections = 10
+            idle_timeout = "7s"
+
+            [binding.a]
+            max_outbound_connections = 20
+
+            [domain."example.com"]
+            max_outbound_connections = 30
+            timeouts = { rcpt = "1m" }
+
+            [binding.a.domain."example.com"]
+            max_outbound_connections = 40
+            "#,
+        )
+        .expect("valid TOML");
+
+        let example = domain("Example.com");
+        let other = domain("other.example");
+        assert_eq!(config.resolve("a", &example).max_outbound_connections, 40);
+        assert_eq!(config.resolve("b", &example).max_outbound_connections, 30);
+        assert_eq!(config.resolve("a", &other).max_outbound_connections, 20);
+        assert_eq!(config.resolve("b", &other).max_outbound_connections, 10);
+        assert_eq!(
+            config.resolve("a", &example).timeouts.rcpt,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            config.resolve("a", &example).idle_timeout,
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn required_tls_verifies_host_by_default() {
+        let tls = TlsSettings {
+            policy: TlsPolicy::Required,
+            ..TlsSettings::default()
+        };
+        assert_eq!(tls.effective_verify(), TlsVerify::Host);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let error = toml::from_str::<Config>("[global]\nmax_connectionz = 3\n")
+            .expect_err("unknown key must be rejected");
+        assert!(error.to_string().contains("max_connectionz"), "{error}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_cap() {
+        let retry = RetryPolicy {
+            interval: Duration::from_secs(60),
+            max_interval: Duration::from_secs(300),
+            max_age: Duration::from_secs(3_600),
+        };
+        assert_eq!(retry.backoff(1), Duration::from_secs(60));
+        assert_eq!(retry.backoff(2), Duration::from_secs(120));
+        assert_eq!(retry.backoff(3), Duration::from_secs(240));
+        assert_eq!(retry.backoff(4), Duration::from_secs(300));
+        assert_eq!(retry.backoff(200), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,68 @@
+//! The delivery construct: a connection's working context
+//! (Momentum's `delivery_construct`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::address::Domain;
+use crate::binding::BindingSlot;
+use crate::config::EffectiveSettings;
+use crate::connection::{ConnectionHandle, ConnectionId};
+use crate::message::SharedMessage;
+
+/// What a connection is working on: its current batch and the settings
+/// snapshot taken when it opened, so that a configuration change never
+/// alters a session half-way.
+#[derive(Debug, Clone)]
+pub struct DeliveryConstruct {
+    /// The connection's handle.
+    pub handle: ConnectionHandle,
+    /// The connection's id.
+    pub id: ConnectionId,
+    /// The binding.
+    pub binding: BindingSlot,
+    /// The destination domain.
+    pub domain: Domain,
+    /// Messages handed to the session that have no transaction outcome yet.
+    /// While a message is here it is "in flight on this connection" and in
+    /// no queue.
+    pub batch: Vec<SharedMessage>,
+    /// Settings snapshot.
+    pub settings: Arc<EffectiveSettings>,
+    /// Transactions finished on this connection.
+    pub deliveries: u32,
+    /// When the connect started.
+    pub opened_at: Instant,
+}
+
+impl DeliveryConstruct {
+    /// A construct with an empty batch.
+    pub fn new(
+        handle: ConnectionHandle,
+        id: ConnectionId,
+        binding: BindingSlot,
+        domain: Domain,
+        settings: Arc<EffectiveSettings>,
+        opened_at: Instant,
+    ) -> Self {
+        Self {
+            handle,
+            id,
+            binding,
+            domain,
+            batch: Vec::new(),
+            settings,
+            deliveries: 0,
+            opened_at,
+        }
+    }
+
+    /// Whether the connection may take another batch under its delivery
+    /// and age limits.
+    pub fn reusable(&self, now: Instant) -> bool {
+        let max = self.settings.max_deliveries_per_connection;
+        let under_delivery_limit = max == 0 || self.deliveries < max;
+        let under_age_limit = now.duration_since(self.opened_at) < self.settings.max_connection_age;
+        under_delivery_limit && under_age_limit
+    }
+}

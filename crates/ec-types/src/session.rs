@@ -1,0 +1,285 @@
+//! The messages between the scheduler and the SMTP sessions it runs.
+//!
+//! The scheduler asks a driver to open a connection with an
+//! [`OpenRequest`], then sends it [`SessionCommand`]s; the session reports
+//! back with [`SessionEvent`]s. Everything here is plain data, so a test can
+//! play the session's part without sockets.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::address::Domain;
+use crate::binding::BindingSlot;
+use crate::config::EffectiveSettings;
+use crate::connection::{ConnectionHandle, ConnectionId, Stage};
+use crate::event::{CloseOutcome, CloseReason};
+use crate::message::{MessageId, RecipientStatus, SharedMessage};
+use crate::reply::Reply;
+
+/// Where a connection goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Target {
+    /// A host name (or address literal) and port, resolved by the driver.
+    Host {
+        /// The name; also the default TLS server name.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// A socket address.
+    Address(SocketAddr),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Host { host, port } => write!(f, "{host}:{port}"),
+            Self::Address(address) => write!(f, "{address}"),
+        }
+    }
+}
+
+/// The scheduler's request to open one connection.
+#[derive(Debug, Clone)]
+pub struct OpenRequest {
+    /// The scheduler's handle for it; every event must carry it.
+    pub handle: ConnectionHandle,
+    /// Its id for logs.
+    pub id: ConnectionId,
+    /// The binding it belongs to.
+    pub binding: BindingSlot,
+    /// The binding's source address, if it has one.
+    pub source_ip: Option<IpAddr>,
+    /// The destination domain.
+    pub domain: Domain,
+    /// Where to connect.
+    pub target: Target,
+    /// The settings in force for this binding × domain, EHLO name included.
+    pub settings: Arc<EffectiveSettings>,
+}
+
+/// What the scheduler asks an open session to do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionCommand {
+    /// Deliver these messages, one transaction each, in order. Before the
+    /// first, the session checks without waiting that an idle connection
+    /// has not been closed by the server.
+    Deliver(Vec<SharedMessage>),
+    /// Shut the transport down.
+    Close(ClosePlan),
+}
+
+/// How `closeconn` wants the transport shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosePlan {
+    /// Send QUIT first. False for a broken session: never write a command
+    /// into a failed stream or after QUIT.
+    pub send_quit: bool,
+    /// When the whole shutdown must be over; the socket is dropped then.
+    pub deadline: Instant,
+}
+
+/// What a session reports to the scheduler.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// The TCP connect completed.
+    Connected {
+        /// Our end.
+        local: SocketAddr,
+        /// The server's end.
+        peer: SocketAddr,
+    },
+    /// Banner, EHLO and (when used) STARTTLS are done: the session takes
+    /// mail.
+    Ready {
+        /// The TLS session, or `None` in clear text.
+        tls: Option<TlsInfo>,
+        /// What the server offered in its last EHLO reply.
+        capabilities: SessionCapabilities,
+    },
+    /// One message's transaction ended.
+    Transaction(TransactionOutcome),
+    /// Every message of the last `Deliver` has its transaction outcome and
+    /// the session is idle.
+    BatchDone,
+    /// The session cannot go on; the scheduler must close it.
+    Failed(SessionFailure),
+    /// The socket is gone. Only now are the connection's counts released.
+    Closed(CloseReport),
+}
+
+/// The TLS session of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version, such as `TLSv1.3`.
+    pub version: String,
+    /// Cipher suite name.
+    pub cipher_suite: String,
+    /// Whether the certificate was verified (chain, and name under `host`).
+    pub verified: bool,
+}
+
+/// The server capabilities a scheduler and a delivery log care about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCapabilities {
+    /// RFC 2920 PIPELINING.
+    pub pipelining: bool,
+    /// RFC 1870 SIZE limit in octets, when the server states one.
+    pub size_limit: Option<u64>,
+    /// RFC 6152 8BITMIME.
+    pub eight_bit_mime: bool,
+    /// RFC 6531 SMTPUTF8.
+    pub smtputf8: bool,
+    /// RFC 3207 STARTTLS (in the reply the session last saw).
+    pub starttls: bool,
+}
+
+/// The end of one transaction.
+#[derive(Debug, Clone)]
+pub struct TransactionOutcome {
+    /// The message.
+    pub message: MessageId,
+    /// The new status of each recipient, in the message's order. A
+    /// recipient that already had a final status keeps it.
+    pub recipients: Vec<RecipientStatus>,
+    /// From MAIL to the last reply.
+    pub elapsed: Duration,
+}
+
+/// Why a session stopped, and at which point of which transaction.
+#[derive(Debug)]
+pub struct SessionFailure {
+    /// What went wrong.
+    pub error: SessionError,
+    /// The stage the session was in.
+    pub stage: Stage,
+    /// The message whose transaction was under way, if one was.
+    pub in_transaction: Option<MessageId>,
+    /// The final dot of that transaction was sent and its reply is missing:
+    /// the message may have been accepted.
+    pub final_dot_sent: bool,
+}
+
+/// How the transport shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReport {
+    /// The classified outcome.
+    pub outcome: CloseOutcome,
+    /// We sent TLS close_notify.
+    pub close_notify_sent: bool,
+    /// The server sent TLS close_notify.
+    pub close_notify_received: bool,
+}
+
+/// What made a session fail. Each variant tells the scheduler which fate
+/// the batch gets (see [`SessionError::close_reason`]).
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The TCP connect failed.
+    #[error("connect to {target} failed: {kind}")]
+    Connect {
+        /// Where we tried to connect.
+        target: String,
+        /// The operating system's error kind.
+        kind: io::ErrorKind,
+    },
+    /// A step did not finish within its deadline.
+    #[error("timed out at stage {stage} after {after:?}")]
+    Timeout {
+        /// The stage.
+        stage: Stage,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The server replied with an error where the session cannot go on
+    /// (banner, EHLO and HELO, STARTTLS, or 421 at any point).
+    #[error("server replied \"{reply}\" at stage {stage}")]
+    Reply {
+        /// The stage.
+        stage: Stage,
+        /// The reply.
+        reply: Reply,
+    },
+    /// TLS is required and the server's EHLO reply did not offer STARTTLS.
+    #[error("TLS is required but the server does not offer STARTTLS")]
+    TlsNotOffered,
+    /// TLS is required and the server refused STARTTLS.
+    #[error("TLS is required but the server refused STARTTLS with \"{0}\"")]
+    StartTlsRefused(Reply),
+    /// The TLS handshake or certificate verification failed.
+    // NOTE: the cause is the TLS library's message, because this crate does
+    // not depend on a TLS library; the session logs the typed error.
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(String),
+    /// The server sent bytes after its 220 to STARTTLS and before the
+    /// handshake: a command-injection attack, never treated as a reply.
+    #[error("server sent {len} bytes after its 220 to STARTTLS, before the TLS handshake")]
+    StartTlsInjection {
+        /// How many bytes were waiting.
+        len: usize,
+    },
+    /// The server sent something that is not valid SMTP.
+    #[error("protocol error at stage {stage}: {detail}")]
+    Protocol {
+        /// The stage.
+        stage: Stage,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The server closed the connection.
+    #[error("connection closed by the server at stage {stage}")]
+    PeerClosed {
+        /// The stage.
+        stage: Stage,
+    },
+    /// The server reset the connection.
+    #[error("connection reset by the server at stage {stage}")]
+    Reset {
+        /// The stage.
+        stage: Stage,
+    },
+    /// Another I/O error.
+    #[error("I/O error at stage {stage}: {kind}")]
+    Io {
+        /// The stage.
+        stage: Stage,
+        /// The operating system's error kind.
+        kind: io::ErrorKind,
+    },
+}
+
+impl SessionError {
+    /// The close reason that `closeconn` records for this error.
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            Self::Connect { .. } => CloseReason::ConnectFailed,
+            Self::Timeout { .. } => CloseReason::Timeout,
+            Self::Reply { reply, .. } if reply.code.as_u16() == 421 => CloseReason::ServiceClosing,
+            Self::Reply { .. } => CloseReason::Greeting,
+            Self::TlsNotOffered | Self::StartTlsRefused(_) => CloseReason::TlsUnavailable,
+            Self::TlsHandshake(_) => CloseReason::TlsFailed,
+            Self::StartTlsInjection { .. } => CloseReason::StartTlsInjection,
+            Self::Protocol { .. } => CloseReason::ProtocolError,
+            Self::PeerClosed { .. } | Self::Reset { .. } | Self::Io { .. } => {
+                CloseReason::PeerClosed
+            }
+        }
+    }
+
+    /// Whether the transport is still usable for a QUIT. A session that
+    /// failed on I/O, TLS, a timeout or garbage is not.
+    pub fn transport_usable(&self) -> bool {
+        matches!(
+            self,
+            Self::Reply { .. } | Self::TlsNotOffered | Self::StartTlsRefused(_)
+        )
+    }
+}
