@@ -1,3 +1,4 @@
 //! End-to-end test support.
 
+pub mod fault_peer;
 pub mod pki;

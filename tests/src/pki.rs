@@ -312,9 +312,10 @@ fn leaf_params(profile: LeafProfile, names: &[&str]) -> Result<CertificateParams
         params.subject_alt_names.push(san(name)?);
     }
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, names.first().copied().unwrap_or("ec test leaf"));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("ec test leaf"),
+    );
 
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![
@@ -366,10 +367,12 @@ mod tests {
     use rustls::{CertificateError, Error, OtherError};
 
     fn verify(ca: &TestCa, cert: &TestCert, name: &str) -> Result<(), Error> {
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(ca.root_store()), crypto_provider())
-                .build()
-                .expect("a verifier over one root builds");
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            Arc::new(ca.root_store()),
+            crypto_provider(),
+        )
+        .build()
+        .expect("a verifier over one root builds");
         let name = ServerName::try_from(name.to_owned()).expect("test names are valid");
         verifier
             .verify_server_cert(&cert.cert_der(), &[], &name, &[], UnixTime::now())
@@ -409,20 +412,35 @@ mod tests {
         let issue = |profile| ca.issue(profile, &["mx.ec.test"]).unwrap();
 
         let error = certificate_error(verify(&ca, &issue(LeafProfile::Expired), "mx.ec.test"));
-        assert!(matches!(error, CertificateError::ExpiredContext { .. }), "{error:?}");
+        assert!(
+            matches!(error, CertificateError::ExpiredContext { .. }),
+            "{error:?}"
+        );
 
         let error = certificate_error(verify(&ca, &issue(LeafProfile::NotYetValid), "mx.ec.test"));
-        assert!(matches!(error, CertificateError::NotValidYetContext { .. }), "{error:?}");
+        assert!(
+            matches!(error, CertificateError::NotValidYetContext { .. }),
+            "{error:?}"
+        );
 
         let error = certificate_error(verify(&ca, &issue(LeafProfile::SelfSigned), "mx.ec.test"));
         assert_eq!(error, CertificateError::UnknownIssuer);
 
-        let error =
-            certificate_error(verify(&ca, &issue(LeafProfile::ClientAuthOnly), "mx.ec.test"));
-        assert!(matches!(error, CertificateError::InvalidPurposeContext { .. }), "{error:?}");
+        let error = certificate_error(verify(
+            &ca,
+            &issue(LeafProfile::ClientAuthOnly),
+            "mx.ec.test",
+        ));
+        assert!(
+            matches!(error, CertificateError::InvalidPurposeContext { .. }),
+            "{error:?}"
+        );
 
-        let error =
-            certificate_error(verify(&ca, &issue(LeafProfile::CaAsEndEntity), "mx.ec.test"));
+        let error = certificate_error(verify(
+            &ca,
+            &issue(LeafProfile::CaAsEndEntity),
+            "mx.ec.test",
+        ));
         assert!(
             matches!(&error, CertificateError::Other(OtherError(inner))
                 if format!("{inner:?}") == "CaUsedAsEndEntity"),
@@ -433,7 +451,9 @@ mod tests {
     #[test]
     fn wrong_key_usage_is_accepted_by_rustls() {
         let ca = TestCa::new().unwrap();
-        let leaf = ca.issue(LeafProfile::WrongKeyUsage, &["mx.ec.test"]).unwrap();
+        let leaf = ca
+            .issue(LeafProfile::WrongKeyUsage, &["mx.ec.test"])
+            .unwrap();
         verify(&ca, &leaf, "mx.ec.test").unwrap();
     }
 

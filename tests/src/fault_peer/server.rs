@@ -1,0 +1,51 @@
+//! The accept loop: one session task per connection, all of them ended when the
+//! loop is told to stop.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::record::Recorder;
+use super::scenario::Scenario;
+use super::session;
+
+/// Accepts connections until `stop` fires or its sender is dropped, playing the
+/// n-th scenario on the n-th connection (the last one on every later connection),
+/// then aborts every session and waits for them to end.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    scenarios: Vec<Arc<Scenario>>,
+    recorder: Arc<Recorder>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut sessions = JoinSet::new();
+    let mut accepted = 0usize;
+
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            result = listener.accept() => match result {
+                Ok((tcp, client)) => {
+                    let scenario = Arc::clone(&scenarios[accepted.min(scenarios.len() - 1)]);
+                    accepted += 1;
+                    let log = recorder.open(client);
+                    sessions.spawn(session::run(tcp, scenario, log));
+                }
+                Err(error) => {
+                    // EMFILE and the like: the listener stays usable once they clear.
+                    tracing::warn!(%error, "fault peer failed to accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            Some(joined) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(error) = joined {
+                    tracing::error!(%error, "fault peer session task failed");
+                }
+            }
+        }
+    }
+
+    sessions.shutdown().await;
+}

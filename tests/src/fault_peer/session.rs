@@ -1,0 +1,493 @@
+//! One connection: a scenario played against a client, every step recorded.
+//!
+//! The session answers the banner, then reads commands one line at a time from
+//! whatever the client sent (so pipelined commands are answered in order), looks up
+//! each answer in the scenario, writes it and does what follows it. After a `354` to
+//! `DATA` it reads message data up to the end-of-data mark. Whatever it does, the
+//! connection ends within the scenario's connection timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::command::{Input, Verb};
+use super::record::{ClientEnd, ConnectionLog, Event, TcpEnd};
+use super::scenario::{After, Close, Occasion, Payload, Response, Scenario};
+use super::tls;
+use super::transport::{ReadOutcome, Transport};
+
+/// The longest command line the peer waits for; past it, it records the line and
+/// closes. RFC 5321 section 4.5.3.1.4 allows 512 bytes.
+const MAX_LINE: usize = 64 * 1024;
+
+/// How much of a streamed payload goes into one write.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// Plays `scenario` on `tcp` and marks the record finished when done.
+pub(crate) async fn run(tcp: TcpStream, scenario: Arc<Scenario>, mut log: ConnectionLog) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::warn!(connection = log.id(), %error, "fault peer could not set TCP_NODELAY");
+    }
+
+    let limit = scenario.connection_timeout;
+    let mut session = Session {
+        transport: Transport::Plain(tcp),
+        input: Input::default(),
+        scenario,
+        log: &log,
+        occurrences: HashMap::new(),
+        messages: 0,
+        idle_fired: false,
+    };
+    if tokio::time::timeout(limit, session.play()).await.is_err() {
+        log.push(Event::ConnectionTimedOut);
+    }
+    drop(session);
+    log.finish();
+}
+
+/// Whether the session goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// A `354` went out: message data comes next.
+    ReadMessage,
+    Stop,
+}
+
+/// What waiting for a command brought.
+#[derive(Debug)]
+enum Next {
+    Command(Bytes, u64),
+    Idle(Response),
+    Stop,
+}
+
+/// What the first byte after a `220` to `STARTTLS` says.
+#[derive(Debug)]
+enum FirstByte {
+    Handshake,
+    PlainText,
+    Closed(ReadOutcome),
+}
+
+struct Session<'a> {
+    transport: Transport,
+    input: Input,
+    scenario: Arc<Scenario>,
+    log: &'a ConnectionLog,
+    /// Commands seen so far on this connection, by verb.
+    occurrences: HashMap<Verb, u32>,
+    /// Messages whose data started so far on this connection.
+    messages: u32,
+    idle_fired: bool,
+}
+
+impl Session<'_> {
+    async fn play(&mut self) {
+        if self.scenario.implicit_tls && self.handshake().await == Flow::Stop {
+            return;
+        }
+        let banner = self.scenario.banner.clone();
+        let mut flow = self.answer(&banner, &Occasion::Banner).await;
+
+        while flow != Flow::Stop {
+            flow = match self.next_command().await {
+                Next::Command(line, read) => self.command(line, read).await,
+                Next::Idle(response) => self.answer(&response, &Occasion::Idle).await,
+                Next::Stop => Flow::Stop,
+            };
+            if flow == Flow::ReadMessage {
+                flow = self.message_data().await;
+            }
+        }
+    }
+
+    /// Waits for the next complete command line, or for the idle timer.
+    async fn next_command(&mut self) -> Next {
+        let idle = match (&self.scenario.idle, self.idle_fired) {
+            (Some((after, response)), false) => Some((Instant::now() + *after, response.clone())),
+            _ => None,
+        };
+
+        loop {
+            if let Some((line, read)) = self.input.take_line() {
+                return Next::Command(line, read);
+            }
+            if self.input.len() > MAX_LINE {
+                self.log.push(Event::LineTooLong {
+                    bytes: self.input.len(),
+                });
+                self.close(Close::Clean).await;
+                return Next::Stop;
+            }
+
+            let outcome = match &idle {
+                Some((deadline, response)) => {
+                    match tokio::time::timeout_at(*deadline, self.read()).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            self.idle_fired = true;
+                            return Next::Idle(response.clone());
+                        }
+                    }
+                }
+                None => self.read().await,
+            };
+            if !matches!(outcome, ReadOutcome::Data(_)) {
+                self.client_left(outcome).await;
+                return Next::Stop;
+            }
+        }
+    }
+
+    async fn command(&mut self, line: Bytes, read: u64) -> Flow {
+        let verb = Verb::of_line(&line);
+        self.log.push(Event::Command {
+            line,
+            tls: self.transport.is_tls(),
+            read,
+        });
+
+        let occurrence = self.occurrences.entry(verb.clone()).or_default();
+        *occurrence += 1;
+        let response = self.scenario.response_to(&verb, *occurrence);
+        self.answer(&response, &Occasion::Command(verb)).await
+    }
+
+    /// Reads one message's data (applying a mid-data fault) and answers its end.
+    async fn message_data(&mut self) -> Flow {
+        self.messages += 1;
+        let message = self.messages;
+        let fault = self.scenario.mid_data(message);
+
+        loop {
+            if let Some(fault) = fault.filter(|fault| self.input.len() >= fault.after_bytes) {
+                self.log.push(Event::PartialBody {
+                    data: self.input.take_all(),
+                    tls: self.transport.is_tls(),
+                });
+                self.close(fault.close).await;
+                return Flow::Stop;
+            }
+            if let Some(data) = self.input.take_body() {
+                self.log.push(Event::Body {
+                    data,
+                    tls: self.transport.is_tls(),
+                });
+                break;
+            }
+            let outcome = self.read().await;
+            if !matches!(outcome, ReadOutcome::Data(_)) {
+                self.client_left(outcome).await;
+                return Flow::Stop;
+            }
+        }
+
+        let response = self.scenario.response_to_end_of_data(message);
+        self.answer(&response, &Occasion::EndOfData(message)).await
+    }
+
+    /// Writes `response` and does what follows it.
+    async fn answer(&mut self, response: &Response, occasion: &Occasion) -> Flow {
+        let Some(written) = self.send(response, occasion).await else {
+            return Flow::Stop;
+        };
+        let after = response.resolved_after(occasion, &written);
+
+        let data_accepted =
+            *occasion == Occasion::Command(Verb::Data) && written.starts_with(b"354");
+        match after {
+            After::Continue if data_accepted => Flow::ReadMessage,
+            After::Continue => Flow::Continue,
+            After::Silence => {
+                self.silence().await;
+                Flow::Stop
+            }
+            After::Close(how) => {
+                self.close(how).await;
+                Flow::Stop
+            }
+            After::Handshake => self.handshake().await,
+            After::RejectHandshake { alert } => {
+                self.reject_handshake(alert).await;
+                Flow::Stop
+            }
+        }
+    }
+
+    /// Waits the response's delay and writes its payload. Returns what was written
+    /// (a stream's prefix), or `None` when a write failed.
+    async fn send(&mut self, response: &Response, occasion: &Occasion) -> Option<Bytes> {
+        if !response.delay().is_zero() {
+            tokio::time::sleep(response.delay()).await;
+        }
+        match response.payload() {
+            Payload::Nothing => Some(Bytes::new()),
+            Payload::Standard => {
+                let reply = self
+                    .scenario
+                    .standard_reply(occasion, self.transport.is_tls());
+                self.write(reply).await
+            }
+            Payload::Bytes(bytes) => self.write(bytes.clone()).await,
+            Payload::Stream {
+                prefix,
+                unit,
+                limit,
+            } => self.stream(prefix, unit, *limit).await,
+        }
+    }
+
+    async fn write(&mut self, bytes: Bytes) -> Option<Bytes> {
+        let tls = self.transport.is_tls();
+        match self.transport.write(&bytes).await {
+            Ok(()) => {
+                self.log.push(Event::Sent {
+                    bytes: bytes.clone(),
+                    tls,
+                });
+                Some(bytes)
+            }
+            Err(error) => {
+                self.log.push(Event::WriteFailed(format!(
+                    "writing {} bytes: {error}",
+                    bytes.len()
+                )));
+                None
+            }
+        }
+    }
+
+    async fn stream(&mut self, prefix: &Bytes, unit: &Bytes, limit: usize) -> Option<Bytes> {
+        let mut units = BytesMut::with_capacity(STREAM_CHUNK + unit.len());
+        while units.len() < STREAM_CHUNK {
+            units.extend_from_slice(unit);
+        }
+        let mut first = BytesMut::from(&prefix[..]);
+        first.extend_from_slice(&units);
+
+        let tls = self.transport.is_tls();
+        let mut written = 0;
+        let mut error = None;
+        while written < limit {
+            let chunk = if written == 0 { &first[..] } else { &units[..] };
+            let chunk = &chunk[..chunk.len().min(limit - written)];
+            if let Err(e) = self.transport.write(chunk).await {
+                error = Some(e.to_string());
+                break;
+            }
+            written += chunk.len();
+        }
+
+        let failed = error.is_some();
+        self.log.push(Event::Streamed {
+            bytes: written,
+            tls,
+            error,
+        });
+        (!failed).then(|| prefix.clone())
+    }
+
+    /// Answers nothing more; records what arrives until the client closes.
+    async fn silence(&mut self) {
+        loop {
+            self.record_unanswered();
+            let outcome = self.read().await;
+            if !matches!(outcome, ReadOutcome::Data(_)) {
+                self.client_left(outcome).await;
+                return;
+            }
+        }
+    }
+
+    /// Closes as `how` says, then reads until the client closes or the drain
+    /// timeout passes.
+    async fn close(&mut self, how: Close) {
+        self.log.push(Event::PeerClosed(how));
+        if how == Close::Reset {
+            if let Err(error) = self.transport.reset() {
+                self.log.push(Event::WriteFailed(format!(
+                    "setting SO_LINGER to 0: {error}"
+                )));
+            }
+            return;
+        }
+
+        if let Err(error) = self.transport.shutdown(how == Close::Clean).await {
+            self.log
+                .push(Event::WriteFailed(format!("shutting down: {error}")));
+            return;
+        }
+        self.drain().await;
+    }
+
+    async fn drain(&mut self) {
+        let limit = self.scenario.drain_timeout;
+        let drained = tokio::time::timeout(limit, async {
+            loop {
+                self.record_unanswered();
+                let outcome = self.read().await;
+                if !matches!(outcome, ReadOutcome::Data(_)) {
+                    self.record_end(outcome);
+                    return;
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            self.log.push(Event::DrainTimedOut);
+        }
+    }
+
+    /// Starts TLS as the server on the plain connection.
+    async fn handshake(&mut self) -> Flow {
+        let held = self.input.take_all();
+        if !held.is_empty() {
+            self.log.push(Event::PlaintextAfterStartTls(held));
+        }
+
+        let Some(config) = self.scenario.tls.clone() else {
+            return self
+                .fail_handshake("the scenario has no TLS configuration")
+                .await;
+        };
+        match self.first_byte().await {
+            FirstByte::Handshake => {}
+            FirstByte::PlainText => {
+                if let ReadOutcome::Data(_) = self.read().await {
+                    let plain = self.input.take_all();
+                    self.log.push(Event::PlaintextAfterStartTls(plain));
+                }
+                return self
+                    .fail_handshake("the client sent plain text where a TLS ClientHello was due")
+                    .await;
+            }
+            FirstByte::Closed(outcome) => {
+                self.client_left(outcome).await;
+                return Flow::Stop;
+            }
+        }
+
+        let Some(tcp) = self.transport.take_plain() else {
+            return self
+                .fail_handshake("a handshake was scripted on a connection already inside TLS")
+                .await;
+        };
+        match TlsAcceptor::from(config).accept(tcp).into_fallible().await {
+            Ok(stream) => {
+                self.log
+                    .push(Event::TlsEstablished(tls::tls_info(stream.get_ref().1)));
+                self.transport = Transport::Tls(Box::new(stream));
+                Flow::Continue
+            }
+            Err((error, tcp)) => {
+                self.transport = Transport::Plain(tcp);
+                self.fail_handshake(&error.to_string()).await
+            }
+        }
+    }
+
+    async fn fail_handshake(&mut self, reason: &str) -> Flow {
+        self.log.push(Event::TlsHandshakeFailed(reason.to_owned()));
+        self.close(Close::Clean).await;
+        Flow::Stop
+    }
+
+    /// Peeks at the first byte the client sends on the plain connection.
+    async fn first_byte(&mut self) -> FirstByte {
+        let Transport::Plain(tcp) = &self.transport else {
+            return FirstByte::Handshake;
+        };
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first).await {
+            Ok(0) => FirstByte::Closed(ReadOutcome::Closed(ClientEnd {
+                close_notify: None,
+                tcp: TcpEnd::Fin,
+            })),
+            Ok(_) if first[0] == tls::HANDSHAKE_RECORD => FirstByte::Handshake,
+            Ok(_) => FirstByte::PlainText,
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                FirstByte::Closed(ReadOutcome::Closed(ClientEnd {
+                    close_notify: None,
+                    tcp: TcpEnd::Reset,
+                }))
+            }
+            Err(error) => FirstByte::Closed(ReadOutcome::Failed(error.to_string())),
+        }
+    }
+
+    /// Reads the client's first TLS record, answers it with a fatal alert, closes.
+    async fn reject_handshake(&mut self, alert: u8) {
+        let held = self.input.take_all();
+        if !held.is_empty() {
+            self.log.push(Event::PlaintextAfterStartTls(held));
+        }
+
+        let limit = self.scenario.drain_timeout;
+        if let Ok(outcome) = tokio::time::timeout(limit, self.read()).await {
+            if !matches!(outcome, ReadOutcome::Data(_)) {
+                self.client_left(outcome).await;
+                return;
+            }
+            self.record_unanswered();
+        }
+
+        let record = Bytes::copy_from_slice(&tls::alert_record(alert));
+        if self.write(record).await.is_some() {
+            self.close(Close::Clean).await;
+        }
+    }
+
+    /// Reads once into the input buffer.
+    async fn read(&mut self) -> ReadOutcome {
+        let tcp_wait = self.scenario.drain_timeout;
+        let outcome = self.transport.read(self.input.buf_mut(), tcp_wait).await;
+        if let ReadOutcome::Data(n) = outcome {
+            self.input.note_read(n);
+        }
+        outcome
+    }
+
+    /// Records a read that did not bring data; when the client closed its side,
+    /// closes the peer's side as a well-behaved server would.
+    async fn client_left(&mut self, outcome: ReadOutcome) {
+        let closed_cleanly = matches!(
+            outcome,
+            ReadOutcome::Closed(ClientEnd {
+                tcp: TcpEnd::Fin | TcpEnd::StillOpen,
+                ..
+            })
+        );
+        self.record_end(outcome);
+        if closed_cleanly {
+            self.log.push(Event::PeerClosed(Close::Clean));
+            // The client may be gone already; there is nothing left to learn.
+            let _ = self.transport.shutdown(true).await;
+        }
+    }
+
+    fn record_end(&self, outcome: ReadOutcome) {
+        match outcome {
+            ReadOutcome::Data(_) => {}
+            ReadOutcome::Closed(end) => self.log.push(Event::ClientClosed(end)),
+            ReadOutcome::Failed(reason) if self.transport.is_tls() => {
+                self.log.push(Event::TlsError(reason));
+            }
+            ReadOutcome::Failed(reason) => self.log.push(Event::ReadFailed(reason)),
+        }
+    }
+
+    fn record_unanswered(&mut self) {
+        if self.input.len() > 0 {
+            self.log.push(Event::Unanswered {
+                bytes: self.input.take_all(),
+                tls: self.transport.is_tls(),
+            });
+        }
+    }
+}
