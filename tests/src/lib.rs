@@ -1,4 +1,5 @@
 //! End-to-end test support.
 
 pub mod fault_peer;
+pub mod peers;
 pub mod pki;

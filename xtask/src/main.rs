@@ -1,1 +1,60 @@
-fn main() {}
+//! Contributor tasks for the ec workspace, run as `cargo xtask <command>`.
+//!
+//! Each command lives in its own module; `main` only parses the command line
+//! and dispatches.
+
+mod ci;
+mod peers;
+mod process;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                    bring the test peers up, then run fmt, clippy, tests,
+                        docs and cargo-deny, stopping at the first failure
+  peers up              configure and start the local test peers (needs root)
+  peers down            stop the local test peers
+  peers status          show where the test peers listen and whether they answer
+  help                  show this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<ExitCode> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["ci"] => ci::run(&workspace_root()).map(|()| ExitCode::SUCCESS),
+        ["peers", "up"] => peers::up().map(|()| ExitCode::SUCCESS),
+        ["peers", "down"] => peers::down().map(|()| ExitCode::SUCCESS),
+        ["peers", "status"] => peers::status(),
+        [] | ["help"] | ["-h"] | ["--help"] => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => bail!("unknown command `{}`\n\n{USAGE}", words.join(" ")),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
