@@ -1,0 +1,623 @@
+//! The SMTP client session as a state machine without I/O.
+//!
+//! [`Client`] takes the server's bytes and the current time and hands out
+//! bytes to write, events and its next deadline. It never touches a socket
+//! or a clock, so a test can drive a whole conversation in virtual time.
+
+mod event;
+mod handshake;
+mod mail;
+mod state;
+mod timer;
+mod transaction;
+
+use std::collections::VecDeque;
+use std::mem;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ec_types::{Reply, ReplyCode, Stage, TlsPolicy};
+
+pub use self::event::{ClientError, ClientEvent, TlsUnavailable, TransactionEnd};
+pub use self::state::ClientState;
+pub use self::timer::{Timeouts, Timer};
+pub use self::transaction::{RejectedTransaction, Transaction, TransactionError};
+
+use self::state::State;
+use super::capabilities::Capabilities;
+use super::command::{Command, CommandError};
+use super::reply_parser::{ReplyLimits, ReplyParser};
+
+/// The settings of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The domain or address literal sent with EHLO and HELO.
+    pub ehlo_domain: String,
+    /// When to use STARTTLS.
+    pub tls_policy: TlsPolicy,
+    /// How long each wait may take.
+    pub timeouts: Timeouts,
+    /// Bounds on the server's replies.
+    pub reply_limits: ReplyLimits,
+}
+
+impl ClientConfig {
+    /// Settings with opportunistic TLS, default timeouts and reply limits.
+    pub fn new(ehlo_domain: impl Into<String>) -> Self {
+        Self {
+            ehlo_domain: ehlo_domain.into(),
+            tls_policy: TlsPolicy::Opportunistic,
+            timeouts: Timeouts::default(),
+            reply_limits: ReplyLimits::default(),
+        }
+    }
+}
+
+/// One SMTP client session (RFC 5321), from the banner to QUIT, without
+/// I/O.
+///
+/// # The flow
+///
+/// Each state is named after what it waits for. `C:` is what the session
+/// sends, `S:` the reply that moves it on.
+///
+/// ```text
+///  (TCP connected: Client::new)
+///  ExpectBanner ──S: 2xx / C: EHLO──► ExpectEhlo ──S: 5xx / C: HELO──► ExpectHelo
+///                                        │ S: 2xx                        │ S: 2xx
+///           STARTTLS offered and policy ─┤                               │
+///           not Disabled / C: STARTTLS   │                               │
+///                                        ▼                               │
+///  ExpectStartTls ──S: 220──► ExpectTlsHandshake ──tls_established()     │
+///       │ S: 4xx/5xx              (driver's        / C: EHLO             │
+///       │ (Opportunistic)          handshake)          ▼                 │
+///       │                                      ExpectEhloAfterTls        │
+///       │                                          │ S: 2xx              │
+///       ▼                                          ▼                     ▼
+///  Ready ◄──────────────────────────────────────────────────────────────┘
+///    │ start_transaction()
+///    │ C: [RSET] MAIL RCPT… DATA (one write with PIPELINING, else one by one)
+///    ▼
+///  ExpectRset ──► ExpectMail ──► ExpectRcpt (× recipients) ──► ExpectData
+///                                                                │ S: 354 / C: data + "."
+///                                                                ▼
+///  Ready ◄──S: final reply── ExpectDataReply
+///    │ quit() / C: QUIT
+///    ▼
+///  ExpectQuit ──S: any reply, EOF or timeout──► Closed
+/// ```
+///
+/// A transaction on a reused connection starts with RSET; the first on a
+/// connection does not, because some servers count a needless RSET against
+/// the client. Any failure moves the session to
+/// [`ClientState::Closed`], or to [`ClientState::Unusable`] when the
+/// session is still in step with the server and may send QUIT
+/// ([`ClientError::allows_quit`]).
+///
+/// # Driving it
+///
+/// The driver loops:
+///
+/// 1. write every buffer from [`poll_transmit`](Self::poll_transmit) in
+///    order, then call [`handle_transmitted`](Self::handle_transmitted);
+/// 2. handle every event from [`poll_event`](Self::poll_event);
+/// 3. wait for input or [`next_timeout`](Self::next_timeout), whichever
+///    comes first, and pass it to [`handle_input`](Self::handle_input),
+///    [`handle_eof`](Self::handle_eof) or
+///    [`handle_timeout`](Self::handle_timeout).
+///
+/// After [`ClientEvent::StartTls`] the driver runs the TLS handshake on
+/// the same connection and then calls
+/// [`tls_established`](Self::tls_established); bytes read from then on are
+/// the decrypted stream.
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    state: State,
+    /// The stage of the current state, or the last one before `Closed`.
+    stage: Stage,
+    parser: ReplyParser,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ClientEvent>,
+    deadline: Option<(Timer, Instant)>,
+    /// The capabilities in force: from the last EHLO (or HELO), and none
+    /// between STARTTLS and the EHLO over TLS.
+    capabilities: Option<Capabilities>,
+    tls: bool,
+    /// Transactions started on this connection.
+    transactions: u64,
+    /// The message data of the current transaction has been handed to the
+    /// driver, so it may have reached the server.
+    data_handed_out: bool,
+}
+
+/// One buffer to write.
+#[derive(Debug)]
+struct Transmit {
+    bytes: Bytes,
+    /// Message data with its final dot.
+    is_data: bool,
+}
+
+/// An API call came in a state that does not allow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} is not allowed in state {state:?}")]
+pub struct StateError {
+    /// The method called.
+    pub operation: &'static str,
+    /// The state the session was in.
+    pub state: ClientState,
+}
+
+impl Client {
+    /// Starts a session on a freshly connected transport: the banner is due
+    /// by `now` plus [`Timeouts::banner`].
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`CommandError`] when `config.ehlo_domain` cannot be sent
+    /// in EHLO.
+    pub fn new(config: ClientConfig, now: Instant) -> Result<Self, CommandError> {
+        Command::Ehlo(&config.ehlo_domain).to_bytes()?;
+
+        let mut client = Self {
+            parser: ReplyParser::new(config.reply_limits),
+            config,
+            state: State::Closed,
+            stage: Stage::Banner,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            deadline: None,
+            capabilities: None,
+            tls: false,
+            transactions: 0,
+            data_handed_out: false,
+        };
+        client.enter(State::ExpectBanner, now);
+        Ok(client)
+    }
+
+    /// Takes bytes read from the server.
+    ///
+    /// Every complete reply is handled at once; a partial one waits for
+    /// more input. In [`ClientState::Closed`] input is ignored.
+    pub fn handle_input(&mut self, mut input: &[u8], now: Instant) {
+        match self.state {
+            State::Closed => {
+                tracing::trace!(len = input.len(), "ignoring input after close");
+                return;
+            }
+            State::ExpectTlsHandshake if !input.is_empty() => {
+                let len = input.len();
+                self.fail(ClientError::StartTlsInjection { len }, now);
+                return;
+            }
+            _ => {}
+        }
+
+        while !input.is_empty() {
+            // Feed only what fits, then drain, so a large read never trips
+            // the buffer limit while complete replies wait to be parsed.
+            let room =
+                (self.parser.limits().max_buffered).saturating_sub(self.parser.buffered_len());
+            let (chunk, rest) = input.split_at(input.len().min(room.max(1)));
+            input = rest;
+
+            if let Err(error) = self.parser.push(chunk) {
+                self.fail(error.into(), now);
+                return;
+            }
+            if !self.drain_replies(input.len(), now) {
+                return;
+            }
+        }
+    }
+
+    /// Tells the session that the server closed the connection (or the
+    /// transport failed). After QUIT this ends the session normally;
+    /// anywhere else it is a failure.
+    pub fn handle_eof(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => {}
+            State::ExpectQuit => self.close(None),
+            _ => {
+                let stage = self.stage;
+                self.fail(ClientError::ConnectionClosed { stage }, now);
+            }
+        }
+    }
+
+    /// Handles the expiry of the running timer, if it is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some((timer, deadline)) = self.deadline else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        self.deadline = None;
+
+        match timer {
+            Timer::Idle => self.events.push_back(ClientEvent::IdleTimeout),
+            Timer::Quit => self.close(None),
+            _ => {
+                let after = self.config.timeouts.get(timer);
+                tracing::debug!(%timer, ?after, stage = %self.stage, "timed out");
+                self.fail(ClientError::Timeout { timer, after }, now);
+            }
+        }
+    }
+
+    /// Tells the session that every buffer from
+    /// [`poll_transmit`](Self::poll_transmit) has been written.
+    ///
+    /// After the message data this starts the wait for the final reply
+    /// ([`Timeouts::data_termination`]); until then the write is bounded by
+    /// [`Timeouts::data_block`].
+    pub fn handle_transmitted(&mut self, now: Instant) {
+        let data_written = matches!(self.state, State::ExpectDataReply(_))
+            && self.transmits.is_empty()
+            && matches!(self.deadline, Some((Timer::DataBlock, _)));
+        if data_written {
+            self.arm(Timer::DataTermination, now);
+        }
+    }
+
+    /// The driver finished the TLS handshake after
+    /// [`ClientEvent::StartTls`]: the session sends EHLO again and forgets
+    /// the capabilities it learned in clear text (RFC 3207 section 4.2).
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`StateError`] outside [`ClientState::ExpectTlsHandshake`].
+    pub fn tls_established(&mut self, now: Instant) -> Result<(), StateError> {
+        if !matches!(self.state, State::ExpectTlsHandshake) {
+            return Err(StateError {
+                operation: "tls_established",
+                state: self.state(),
+            });
+        }
+
+        self.tls = true;
+        self.capabilities = None;
+        self.send_greeting(false);
+        self.enter(State::ExpectEhloAfterTls, now);
+        Ok(())
+    }
+
+    /// Starts a mail transaction. The commands are queued for
+    /// [`poll_transmit`](Self::poll_transmit); the outcome arrives as
+    /// [`ClientEvent::RecipientReply`] events and one
+    /// [`ClientEvent::TransactionFinished`].
+    ///
+    /// # Errors
+    ///
+    /// Hands the transaction back when the session is not
+    /// [`ClientState::Ready`], or when a command cannot be encoded or the
+    /// server cannot take the message (see
+    /// [`TransactionError::is_permanent`]). Nothing is sent then and the
+    /// session stays ready.
+    pub fn start_transaction(
+        &mut self,
+        transaction: Transaction,
+        now: Instant,
+    ) -> Result<(), Box<RejectedTransaction>> {
+        let capabilities = match (&self.state, &self.capabilities) {
+            (State::Ready, Some(capabilities)) => capabilities,
+            _ => {
+                return Err(Box::new(RejectedTransaction {
+                    error: TransactionError::NotReady(self.state()),
+                    transaction,
+                }))
+            }
+        };
+
+        let rset = self.transactions > 0;
+        let prepared = match transaction::prepare(&transaction, capabilities, rset) {
+            Ok(prepared) => prepared,
+            Err(error) => return Err(Box::new(RejectedTransaction { error, transaction })),
+        };
+
+        self.transactions += 1;
+        self.data_handed_out = false;
+        self.queue(prepared.first_transmit, false);
+        let in_flight = Box::new(prepared.in_flight);
+        let next = if rset {
+            State::ExpectRset(in_flight)
+        } else {
+            State::ExpectMail(in_flight)
+        };
+        self.enter(next, now);
+        Ok(())
+    }
+
+    /// Sends QUIT, if the session is idle and in step with the server
+    /// ([`ClientState::Ready`] or [`ClientState::Unusable`]). Returns
+    /// whether it did; if not, the driver just closes the transport (and
+    /// calls [`abort`](Self::abort) when a transaction is under way).
+    pub fn quit(&mut self, now: Instant) -> bool {
+        if !matches!(self.state, State::Ready | State::Unusable) {
+            return false;
+        }
+        self.send_command(Command::Quit);
+        self.enter(State::ExpectQuit, now);
+        true
+    }
+
+    /// Ends the session without QUIT, as when the driver must drop the
+    /// connection. A transaction under way ends with
+    /// [`TransactionEnd::Aborted`]; no other event is reported.
+    pub fn abort(&mut self) {
+        let before = self.state();
+        if before.in_transaction() {
+            let end = TransactionEnd::Aborted {
+                error: ClientError::Aborted,
+                delivery_unknown: self.delivery_unknown_pending(),
+            };
+            self.events.push_back(ClientEvent::TransactionFinished(end));
+        }
+        self.shut();
+    }
+
+    /// The next buffer to write, in order. With PIPELINING a transaction's
+    /// commands up to DATA come as one buffer, and the message data with its
+    /// final dot always comes as one buffer.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        let transmit = self.transmits.pop_front()?;
+        if transmit.is_data {
+            self.data_handed_out = true;
+        }
+        Some(transmit.bytes)
+    }
+
+    /// The next event, in order.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next,
+    /// if a timer runs.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.deadline.map(|(_, deadline)| deadline)
+    }
+
+    /// The running timer and its deadline.
+    pub fn running_timer(&self) -> Option<(Timer, Instant)> {
+        self.deadline
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ClientState {
+        self.state.kind()
+    }
+
+    /// The Momentum stage: of the current state, or after a close the stage
+    /// the session was in when it closed.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Whether the message data and final dot of the current transaction
+    /// were handed to the driver and no reply has come yet. If the
+    /// connection ends now, the message may or may not have been accepted:
+    /// `closeconn` gives it the "delivery unknown" fate.
+    pub fn delivery_unknown_pending(&self) -> bool {
+        // A lone dot is queued as a command, so it never sets the flag.
+        matches!(self.state, State::ExpectDataReply(_)) && self.data_handed_out
+    }
+
+    /// The capabilities from the last EHLO or HELO reply; `None` before it,
+    /// and between STARTTLS and the EHLO over TLS.
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.capabilities.as_ref()
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Octets read and not yet part of a handled reply.
+    pub fn buffered_len(&self) -> usize {
+        self.parser.buffered_len()
+    }
+
+    /// The session's settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Handles every complete reply in the parser. Returns `false` when the
+    /// session stopped reading: closed, failed, or waiting for the TLS
+    /// handshake. `unpushed` is the input not yet given to the parser.
+    fn drain_replies(&mut self, unpushed: usize, now: Instant) -> bool {
+        loop {
+            let reply = match self.parser.next_reply() {
+                Ok(Some(reply)) => reply,
+                Ok(None) => return true,
+                Err(error) => {
+                    self.fail(error.into(), now);
+                    return false;
+                }
+            };
+
+            self.handle_reply(reply, now);
+            match self.state {
+                State::Closed => return false,
+                State::ExpectTlsHandshake => {
+                    self.check_after_starttls(unpushed, now);
+                    return false;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Right after the 220 to STARTTLS nothing else may have arrived.
+    fn check_after_starttls(&mut self, unpushed: usize, now: Instant) {
+        let len = self.parser.buffered_len() + unpushed;
+        if len > 0 {
+            tracing::warn!(len, "server sent data after its 220 reply to STARTTLS");
+            self.fail(ClientError::StartTlsInjection { len }, now);
+            return;
+        }
+        self.events.push_back(ClientEvent::StartTls);
+    }
+
+    fn handle_reply(&mut self, reply: Reply, now: Instant) {
+        tracing::debug!(%reply, stage = %self.stage, "reply");
+
+        // RFC 5321 section 3.8: a server may answer any command with 421
+        // and close. After QUIT any reply ends the session anyway.
+        let closing = reply.code == ReplyCode::SERVICE_NOT_AVAILABLE;
+        if closing && !matches!(self.state, State::ExpectQuit) {
+            self.fail(ClientError::ServiceClosing(reply), now);
+            return;
+        }
+
+        let before = self.state();
+        let result = match mem::replace(&mut self.state, State::Closed) {
+            State::ExpectBanner => self.on_banner(reply),
+            State::ExpectEhlo => self.on_ehlo(reply),
+            State::ExpectHelo => self.on_helo(reply),
+            State::ExpectStartTls => self.on_starttls(reply),
+            State::ExpectEhloAfterTls => self.on_ehlo_after_tls(reply),
+            State::ExpectRset(in_flight) => self.on_rset(in_flight, reply),
+            State::ExpectMail(in_flight) => self.on_mail(in_flight, reply),
+            State::ExpectRcpt(in_flight) => self.on_rcpt(in_flight, reply),
+            State::ExpectData(in_flight) => self.on_data(in_flight, reply),
+            State::ExpectDataReply(in_flight) => self.on_data_reply(in_flight, reply),
+            State::ExpectQuit => {
+                self.close(Some(reply));
+                return;
+            }
+            State::Ready | State::Unusable | State::ExpectTlsHandshake | State::Closed => {
+                Err(self.unexpected(reply))
+            }
+        };
+
+        match result {
+            Ok(next) => self.enter(next, now),
+            Err(error) => self.fail_from(before, error, now),
+        }
+    }
+
+    /// A reply that the current state has no use for.
+    fn unexpected(&self, reply: Reply) -> ClientError {
+        ClientError::UnexpectedReply {
+            reply,
+            stage: self.stage,
+        }
+    }
+
+    /// Fails the session from its current state.
+    fn fail(&mut self, error: ClientError, now: Instant) {
+        let before = self.state();
+        self.state = State::Closed;
+        self.fail_from(before, error, now);
+    }
+
+    /// Fails the session, which was in `before`: ends a transaction under
+    /// way, reports the error, and moves to `Unusable` or `Closed`.
+    fn fail_from(&mut self, before: ClientState, error: ClientError, now: Instant) {
+        if before.in_transaction() {
+            // A 421 in reply to the final dot is an answer: the message was
+            // not taken.
+            let answered = matches!(error, ClientError::ServiceClosing(_));
+            let delivery_unknown =
+                before == ClientState::ExpectDataReply && self.data_handed_out && !answered;
+            let end = TransactionEnd::Aborted {
+                error: error.clone(),
+                delivery_unknown,
+            };
+            self.events.push_back(ClientEvent::TransactionFinished(end));
+        }
+
+        tracing::debug!(%error, stage = %self.stage, "session failed");
+        let stage = self.stage;
+        if error.allows_quit() {
+            self.enter(State::Unusable, now);
+        } else {
+            self.shut();
+        }
+        self.events.push_back(ClientEvent::Failed { stage, error });
+    }
+
+    /// Ends the session after QUIT.
+    fn close(&mut self, reply: Option<Reply>) {
+        if let Some(reply) = &reply {
+            if reply.code != ReplyCode::CLOSING {
+                tracing::debug!(%reply, "unusual reply to QUIT");
+            }
+        }
+        self.shut();
+        self.events.push_back(ClientEvent::Closed { reply });
+    }
+
+    /// Moves to `Closed`: nothing more is written, no timer runs.
+    fn shut(&mut self) {
+        self.state = State::Closed;
+        self.deadline = None;
+        self.transmits.clear();
+        self.data_handed_out = false;
+    }
+
+    /// Moves to `state` and starts its timer.
+    fn enter(&mut self, state: State, now: Instant) {
+        let kind = state.kind();
+        self.state = state;
+        if let Some(stage) = kind.stage() {
+            self.stage = stage;
+        }
+        match kind.timer() {
+            Some(timer) => self.arm(timer, now),
+            None => self.deadline = None,
+        }
+    }
+
+    fn arm(&mut self, timer: Timer, now: Instant) {
+        self.deadline = Some((timer, now + self.config.timeouts.get(timer)));
+    }
+
+    /// Queues EHLO, or HELO when `helo` is set.
+    fn send_greeting(&mut self, helo: bool) {
+        let domain = self.config.ehlo_domain.as_str();
+        let command = if helo {
+            Command::Helo(domain)
+        } else {
+            Command::Ehlo(domain)
+        };
+        let encoded = command.to_bytes();
+        self.queue_command(command.verb(), encoded);
+    }
+
+    /// Queues a command without arguments.
+    fn send_command(&mut self, command: Command<'static>) {
+        self.queue_command(command.verb(), command.to_bytes());
+    }
+
+    /// Queues a command the session built itself. Encoding cannot fail for
+    /// those: their only argument, the EHLO domain, was checked in `new`.
+    fn queue_command(&mut self, verb: &str, encoded: Result<Vec<u8>, CommandError>) {
+        match encoded {
+            Ok(bytes) => self.queue(Bytes::from(bytes), false),
+            Err(error) => {
+                unreachable!("{verb} failed to encode after Client::new checked it: {error}")
+            }
+        }
+    }
+
+    fn queue(&mut self, bytes: Bytes, is_data: bool) {
+        self.transmits.push_back(Transmit { bytes, is_data });
+    }
+
+    /// Reports that the session takes transactions.
+    fn ready(&mut self, capabilities: Capabilities) -> State {
+        self.events.push_back(ClientEvent::Ready {
+            capabilities: capabilities.clone(),
+            tls: self.tls,
+        });
+        self.capabilities = Some(capabilities);
+        State::Ready
+    }
+}

@@ -1,0 +1,152 @@
+//! A mail transaction as the caller hands it in, and its preparation: every
+//! command and the message data are encoded before the first byte is sent,
+//! so a bad address or an oversized message fails without touching the
+//! connection.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::state::{ClientState, InFlight};
+use crate::proto::capabilities::Capabilities;
+use crate::proto::command::{Command, CommandError, MailParameters};
+use crate::proto::data;
+
+/// One message to send: MAIL FROM, the RCPT TO list and the data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// The reverse path without angle brackets; empty for the null path
+    /// `<>`.
+    pub reverse_path: String,
+    /// The forward paths without angle brackets, in order. Events name
+    /// recipients by their index here.
+    pub recipients: Vec<String>,
+    /// The message (RFC 5322 header and body) with any line endings; it is
+    /// normalized to CRLF and dot-stuffed on the way out.
+    pub data: Bytes,
+}
+
+impl fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("reverse_path", &self.reverse_path)
+            .field("recipients", &self.recipients)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Why [`Client::start_transaction`](super::Client::start_transaction)
+/// did not start a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TransactionError {
+    /// The session is not in [`ClientState::Ready`]; the message was not
+    /// attempted.
+    #[error("the session is {0:?}, not ready for a transaction; wait for the Ready event or a TransactionFinished")]
+    NotReady(ClientState),
+    /// The transaction has no recipients.
+    #[error("the transaction has no recipients")]
+    NoRecipients,
+    /// A command could not be encoded, or the message cannot go to this
+    /// server (SIZE, SMTPUTF8).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+impl TransactionError {
+    /// Whether the message itself cannot be sent to this server, so the
+    /// caller fails it permanently; `false` means it was not attempted and
+    /// goes back to its queue.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::NoRecipients | Self::Command(_))
+    }
+}
+
+/// A transaction that was not started, handed back with the reason so the
+/// caller never loses the message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{error}")]
+pub struct RejectedTransaction {
+    /// Why it was not started.
+    pub error: TransactionError,
+    /// The transaction, unchanged.
+    pub transaction: Transaction,
+}
+
+/// The encoded transaction and the bytes to send first.
+pub(super) struct Prepared {
+    pub(super) in_flight: InFlight,
+    pub(super) first_transmit: Bytes,
+}
+
+/// Encodes every command and the data of `transaction`.
+///
+/// With `rset`, the group starts with RSET. With PIPELINING the first
+/// transmit is the whole group up to DATA (RFC 2920 section 3.1 allows RSET,
+/// MAIL and RCPT anywhere in a group and DATA as its last command);
+/// without, it is the first command alone and the rest wait in `unsent`.
+pub(super) fn prepare(
+    transaction: &Transaction,
+    capabilities: &Capabilities,
+    rset: bool,
+) -> Result<Prepared, TransactionError> {
+    if transaction.recipients.is_empty() {
+        return Err(TransactionError::NoRecipients);
+    }
+
+    let info = data::measure(&transaction.data);
+    let params = MailParameters::negotiate(
+        capabilities,
+        &transaction.reverse_path,
+        &transaction.recipients,
+        &info,
+    )?;
+
+    let mut commands = Vec::with_capacity(transaction.recipients.len() + 3);
+    if rset {
+        commands.push(Command::Rset.to_bytes()?);
+    }
+    let mail = Command::Mail {
+        reverse_path: &transaction.reverse_path,
+        params,
+    };
+    commands.push(mail.to_bytes()?);
+    for recipient in &transaction.recipients {
+        let rcpt = Command::Rcpt {
+            forward_path: recipient,
+            smtputf8: params.smtputf8,
+        };
+        commands.push(rcpt.to_bytes()?);
+    }
+    commands.push(Command::Data.to_bytes()?);
+
+    let mut wire = Vec::with_capacity(info.encoded_len);
+    data::encode_into(&transaction.data, &mut wire);
+
+    let pipelined = capabilities.pipelining;
+    let (first_transmit, unsent) = if pipelined {
+        (Bytes::from(commands.concat()), VecDeque::new())
+    } else {
+        let mut unsent: VecDeque<Bytes> = commands.into_iter().map(Bytes::from).collect();
+        let first = unsent.pop_front().unwrap_or_default();
+        (first, unsent)
+    };
+
+    let in_flight = InFlight {
+        pipelined,
+        unsent,
+        recipients: transaction.recipients.len(),
+        next_rcpt: 0,
+        accepted: 0,
+        mail_rejected: None,
+        data: Some(Bytes::from(wire)),
+        lone_dot: false,
+    };
+    Ok(Prepared {
+        in_flight,
+        first_transmit,
+    })
+}

@@ -1,0 +1,145 @@
+//! The message data encoder for the DATA command (RFC 5321 sections
+//! 4.1.1.4 and 4.5.2).
+//!
+//! Any input becomes wire-safe mail data: every line ending (CRLF, bare LF
+//! or bare CR) is written as CRLF, a line that starts with `.` gets a second
+//! `.`, the last line is ended with CRLF if it was not, and the end-of-data
+//! line `.` CRLF follows. No byte sequence in the input can then form
+//! `CRLF . CRLF` before the real end, and no bare CR or LF reaches a server
+//! that might read it as a line end (the SMTP smuggling attacks of 2023).
+//!
+//! The result is one buffer, body and final dot together, so a session
+//! writes a message in one write call.
+
+/// What [`measure`] found out about a message, in one pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The message size in octets as RFC 1870 section 3 counts it for
+    /// `SIZE=`: with CRLF line endings, without the dot-stuffing and without
+    /// the end-of-data line.
+    pub size: u64,
+    /// The exact length of [`encode`]'s output in octets.
+    pub encoded_len: usize,
+    /// The data has an octet above 127, so it needs `BODY=8BITMIME`.
+    pub has_8bit: bool,
+    /// The header section (up to the first empty line) has an octet above
+    /// 127, so it needs `SMTPUTF8` (RFC 6532 header fields).
+    pub has_8bit_headers: bool,
+}
+
+/// The end-of-data line (RFC 5321 section 4.1.1.4).
+pub const END_OF_DATA: &[u8] = b".\r\n";
+
+/// Measures a message without encoding it.
+pub fn measure(body: &[u8]) -> MessageInfo {
+    let mut info = MessageInfo::default();
+    let mut in_headers = true;
+    let mut stuffed_dots = 0;
+
+    for line in Lines::new(body) {
+        if line.text.first() == Some(&b'.') {
+            stuffed_dots += 1;
+        }
+        if !line.text.is_ascii() {
+            info.has_8bit = true;
+            info.has_8bit_headers |= in_headers;
+        }
+        if line.text.is_empty() {
+            in_headers = false;
+        }
+        info.size += line.text.len() as u64 + 2;
+    }
+
+    info.encoded_len = info.size as usize + stuffed_dots + END_OF_DATA.len();
+    info
+}
+
+/// Encodes `body` as mail data, end-of-data line included, into a buffer of
+/// exactly the needed size.
+pub fn encode(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(measure(body).encoded_len);
+    encode_into(body, &mut out);
+    out
+}
+
+/// Appends `body` as mail data, end-of-data line included, to `out`.
+///
+/// Reserve [`MessageInfo::encoded_len`] first to write without
+/// reallocating.
+pub fn encode_into(body: &[u8], out: &mut Vec<u8>) {
+    for line in Lines::new(body) {
+        if line.text.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line.text);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(END_OF_DATA);
+}
+
+/// The lines of a message, split at CRLF, bare LF or bare CR. A last line
+/// without an ending is returned too; an empty message has no lines.
+struct Lines<'a> {
+    rest: &'a [u8],
+}
+
+struct Line<'a> {
+    /// The line without its ending.
+    text: &'a [u8],
+}
+
+impl<'a> Lines<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        Self { rest: body }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+
+        let Some(end) = self
+            .rest
+            .iter()
+            .position(|&byte| byte == b'\r' || byte == b'\n')
+        else {
+            let text = self.rest;
+            self.rest = &[];
+            return Some(Line { text });
+        };
+
+        let text = &self.rest[..end];
+        let ending_len = if self.rest[end..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        self.rest = &self.rest[end + ending_len..];
+        Some(Line { text })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_message_is_only_dot() {
+        assert_eq!(encode(b""), b".\r\n");
+        assert_eq!(measure(b"").size, 0);
+    }
+
+    #[test]
+    fn headers_end_at_empty_line() {
+        let info = measure("Subject: x\r\n\r\nbody \u{e9}\r\n".as_bytes());
+        assert!(info.has_8bit);
+        assert!(!info.has_8bit_headers);
+
+        let info = measure("Subject: \u{e9}\n\nbody\n".as_bytes());
+        assert!(info.has_8bit_headers);
+    }
+}
