@@ -55,9 +55,10 @@ pub struct TlsInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A command line as received, line ending included; `read` numbers the read
-    /// that completed it (1-based, per connection), so commands sharing a `read`
-    /// were pipelined into one segment.
+    /// A command line as received, line ending included. `read` numbers the read
+    /// that completed it (1-based, per connection): lines completed by different
+    /// reads came in different segments; lines sharing a read came in one segment,
+    /// or in several that all arrived before the peer read.
     Command {
         /// The raw line.
         line: Bytes,

@@ -27,6 +27,11 @@ const MAX_LINE: usize = 64 * 1024;
 /// How much of a streamed payload goes into one write.
 const STREAM_CHUNK: usize = 64 * 1024;
 
+/// Free space the input buffer has before each read, so one read takes whatever
+/// the socket holds (a loopback segment is at most 64 KiB) and the read numbers in
+/// the record follow segments, not the buffer's growth.
+const READ_SPACE: usize = 64 * 1024;
+
 /// Plays `scenario` on `tcp` and marks the record finished when done.
 pub(crate) async fn run(tcp: TcpStream, scenario: Arc<Scenario>, mut log: ConnectionLog) {
     if let Err(error) = tcp.set_nodelay(true) {
@@ -446,6 +451,7 @@ impl Session<'_> {
     /// Reads once into the input buffer.
     async fn read(&mut self) -> ReadOutcome {
         let tcp_wait = self.scenario.drain_timeout;
+        self.input.buf_mut().reserve(READ_SPACE);
         let outcome = self.transport.read(self.input.buf_mut(), tcp_wait).await;
         if let ReadOutcome::Data(n) = outcome {
             self.input.note_read(n);
