@@ -54,7 +54,7 @@ pub(crate) fn up() -> Result<()> {
     let status = Status {
         postfix_pid,
         ipv6: settings.ipv6,
-        promtool: process::exists("promtool").then(|| "promtool".to_owned()),
+        promtool: process::find_on_path("promtool"),
     };
     status.write(&layout)?;
     print_status(&layout, &status);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::layout::{Layout, PORT_IMPLICIT_TLS, PORT_PLAIN, PORT_TLS_REQUIRED};
-use super::users;
+use super::{status_file, users};
 use crate::process;
 
 const POSTFIX: &str = "/usr/sbin/postfix";
@@ -59,15 +59,22 @@ fn postfix(layout: &Layout) -> Command {
     command
 }
 
-/// The master's pid when the instance is running.
+/// The master's pid when the instance is running. Postfix's pid file is
+/// readable only by root, so other users fall back to the pid in the
+/// status file.
 pub(crate) fn running_pid(layout: &Layout) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(layout.postfix_pid_file())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let from_pid_file = fs::read_to_string(layout.postfix_pid_file())
+        .ok()
+        .and_then(|text| text.trim().parse().ok());
+    let pid = from_pid_file.or_else(|| status_file_pid(layout))?;
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim() == "master").then_some(pid)
+}
+
+fn status_file_pid(layout: &Layout) -> Option<u32> {
+    let entries = status_file::read(layout).ok()??;
+    let (_, pid) = entries.iter().find(|(key, _)| key == "POSTFIX_PID")?;
+    pid.parse().ok()
 }
 
 /// Checks the written configuration, then starts the instance or, when it

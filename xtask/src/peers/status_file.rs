@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -20,7 +21,7 @@ use super::layout::{
 pub(crate) struct Status {
     pub(crate) postfix_pid: u32,
     pub(crate) ipv6: bool,
-    pub(crate) promtool: Option<String>,
+    pub(crate) promtool: Option<PathBuf>,
 }
 
 impl Status {
@@ -46,7 +47,10 @@ impl Status {
             ("DOMAIN_DISCARD", DOMAIN_DISCARD.to_owned()),
             ("DOMAIN_REPLY", DOMAIN_REPLY.to_owned()),
             ("SMTP_SINK", "/usr/sbin/smtp-sink".to_owned()),
-            ("PROMTOOL", self.promtool.clone().unwrap_or_default()),
+            (
+                "PROMTOOL",
+                self.promtool.as_deref().map(text).unwrap_or_default(),
+            ),
         ]
     }
 
