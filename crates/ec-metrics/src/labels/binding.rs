@@ -1,0 +1,129 @@
+//! The `binding` label: one value per configured binding.
+
+use std::fmt;
+use std::sync::Arc;
+
+use ec_types::{Binding, Config};
+use metrics::{Label, SharedString};
+
+/// The `binding` label value of one binding, handed out by
+/// [`BindingLabels`]. Cloning it is a reference-count increment.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BindingLabel(SharedString);
+
+impl BindingLabel {
+    /// The label value: the binding's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn to_label(&self) -> Label {
+        Label::new("binding", self.0.clone())
+    }
+}
+
+impl fmt::Display for BindingLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for BindingLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BindingLabel({})", self.as_str())
+    }
+}
+
+/// The `binding` labels of the configured bindings, and no others, so the
+/// number of binding values is the number of configured bindings.
+///
+/// Build it once when the engine starts, look each binding up once, and
+/// keep the returned [`BindingLabel`] with the binding's slot.
+#[derive(Debug, Clone)]
+pub struct BindingLabels {
+    labels: Vec<BindingLabel>,
+}
+
+impl BindingLabels {
+    /// Labels for these binding names; a repeated name gets one label.
+    pub fn new<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut labels: Vec<BindingLabel> = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            if labels.iter().all(|label| label.as_str() != name) {
+                labels.push(BindingLabel(SharedString::from_shared(Arc::from(name))));
+            }
+        }
+        Self { labels }
+    }
+
+    /// Labels for the `default` binding, which every engine has, and the
+    /// bindings that `config` names.
+    pub fn from_config(config: &Config) -> Self {
+        let configured = config.binding.keys().map(String::as_str);
+        Self::new(std::iter::once(Binding::DEFAULT_NAME).chain(configured))
+    }
+
+    /// The label of the binding named `name`, or `None` when no such
+    /// binding was configured.
+    pub fn get(&self, name: &str) -> Option<BindingLabel> {
+        self.labels
+            .iter()
+            .find(|label| label.as_str() == name)
+            .cloned()
+    }
+
+    /// Every label, in the order the names were given.
+    pub fn iter(&self) -> impl Iterator<Item = &BindingLabel> {
+        self.labels.iter()
+    }
+
+    /// The number of bindings.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether no binding was given.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ec_types::BindingScope;
+
+    use super::*;
+
+    #[test]
+    fn only_configured_bindings() {
+        let labels = BindingLabels::new(["default", "outbound-1", "default"]);
+
+        assert_eq!(labels.len(), 2);
+        assert_eq!(
+            labels.get("outbound-1").map(|l| l.as_str().to_owned()),
+            Some("outbound-1".to_owned())
+        );
+        assert!(labels.get("outbound-2").is_none());
+    }
+
+    #[test]
+    fn from_config_includes_default() {
+        let mut config = Config::default();
+        config
+            .binding
+            .insert("outbound-1".to_owned(), BindingScope::default());
+        config
+            .binding
+            .insert(Binding::DEFAULT_NAME.to_owned(), BindingScope::default());
+
+        let labels = BindingLabels::from_config(&config);
+
+        let names: Vec<&str> = labels.iter().map(BindingLabel::as_str).collect();
+        assert_eq!(names, ["default", "outbound-1"]);
+    }
+}
