@@ -1,6 +1,6 @@
 //! Proves the fault peer: a minimal client written here drives each fault, checks
-//! that it really happens on the wire, and checks that the peer's record says what
-//! the client did. A failure here is a bug in the peer, not in ec.
+//! that it really happens on the wire, and checks that the peer's record matches
+//! what the client did. A failure here is a bug in the peer, not in ec.
 
 use std::io::{self, Read as _, Write as _};
 use std::time::{Duration, Instant};

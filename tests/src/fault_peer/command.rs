@@ -1,6 +1,6 @@
 //! Reading SMTP commands and message data out of the bytes a client sent.
 //!
-//! [`Input`] holds what was read and not yet used. It splits it into command lines
+//! [`Input`] stores the bytes read and not yet taken. It splits them into command lines
 //! (RFC 5321 section 2.3.8; a bare LF also ends a line, so a client that sends one
 //! is recorded, not stalled) and message data ending in `CRLF . CRLF` (section
 //! 4.1.1.4). It remembers which read delivered each byte, so a record shows which

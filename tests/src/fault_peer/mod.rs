@@ -1,6 +1,6 @@
 //! A scripted SMTP server for faults real servers cannot be made to produce.
 //!
-//! A test writes a [`Scenario`] as data (the banner, the answer to each command by
+//! A test writes a [`Scenario`] as data (the banner, the reply to each command by
 //! verb and occurrence, faults during message data, an idle timer), starts a
 //! [`FaultPeer`] on 127.0.0.1, points the client at [`FaultPeer::addr`], and then
 //! checks the [`ConnectionRecord`]s: what arrived on the wire (raw command lines, which
@@ -35,9 +35,12 @@
 
 #![warn(missing_docs)]
 
+mod capabilities;
 mod command;
+mod faults;
 mod peer;
 mod record;
+mod response;
 mod scenario;
 mod server;
 mod session;
@@ -46,12 +49,12 @@ mod transport;
 
 use std::time::Duration;
 
+pub use capabilities::Capabilities;
 pub use command::Verb;
 pub use peer::FaultPeer;
 pub use record::{ClientEnd, ConnectionRecord, Event, TcpEnd, TimedEvent, TlsInfo};
-pub use scenario::{
-    After, Capabilities, Close, MidData, Payload, Response, Scenario, ScenarioBuilder,
-};
+pub use response::{After, Close, Payload, Response};
+pub use scenario::{MidData, Scenario, ScenarioBuilder};
 
 /// Why a fault peer could not start, or a wait for its connections failed.
 #[derive(Debug, thiserror::Error)]

@@ -15,9 +15,9 @@ use super::FaultPeerError;
 
 /// A scripted SMTP server on 127.0.0.1 with a port of its own.
 ///
-/// Dropping it stops accepting and ends every open connection; no task or thread
-/// outlives it (with [`FaultPeer::start`] the tasks end at their next poll, with
-/// [`FaultPeer::start_on_thread`] before `drop` returns).
+/// Dropping it stops accepting and ends every open connection, so no task or
+/// thread outlives it. With [`FaultPeer::start`] the tasks end at their next poll.
+/// With [`FaultPeer::start_on_thread`] they end before `drop` returns.
 #[derive(Debug)]
 pub struct FaultPeer {
     addr: SocketAddr,

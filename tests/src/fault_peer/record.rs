@@ -14,7 +14,7 @@ use rustls::{CipherSuite, ProtocolVersion};
 use tokio::sync::watch;
 
 use super::command::{has_transaction_line, Verb};
-use super::scenario::Close;
+use super::response::Close;
 use super::FaultPeerError;
 
 /// How the client's side of the TCP stream ended, as the peer's reads saw it.
@@ -56,8 +56,8 @@ pub struct TlsInfo {
 #[non_exhaustive]
 pub enum Event {
     /// A command line as received, line ending included. `read` numbers the read
-    /// that completed it (1-based, per connection): lines completed by different
-    /// reads came in different segments; lines sharing a read came in one segment,
+    /// that completed it (1-based, per connection). Lines completed by different
+    /// reads came in different segments. Lines sharing a read came in one segment,
     /// or in several that all arrived before the peer read.
     Command {
         /// The raw line.
@@ -108,7 +108,7 @@ pub enum Event {
     TlsHandshakeFailed(String),
     /// A read inside TLS failed for a reason other than the stream ending.
     TlsError(String),
-    /// Bytes that arrived while the peer answered nothing (silence, draining after
+    /// Bytes that arrived while the peer sent no replies (silence, draining after
     /// its close, the client's first TLS record before an alert).
     Unanswered {
         /// The bytes (decrypted inside TLS).
@@ -420,7 +420,7 @@ impl ConnectionLog {
         self.recorder.lock().records[self.id].events.push(timed);
     }
 
-    /// Marks the connection finished and wakes whoever waits for it.
+    /// Marks the connection finished and wakes the tasks and threads waiting for it.
     pub(crate) fn finish(&mut self) {
         if self.finished {
             return;

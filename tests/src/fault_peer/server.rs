@@ -1,5 +1,5 @@
 //! The accept loop: one session task per connection, all of them ended when the
-//! loop is told to stop.
+//! loop receives its stop signal.
 
 use std::sync::Arc;
 

@@ -1,10 +1,11 @@
 //! One connection: a scenario played against a client, every step recorded.
 //!
-//! The session answers the banner, then reads commands one line at a time from
-//! whatever the client sent (so pipelined commands are answered in order), looks up
-//! each answer in the scenario, writes it and does what follows it. After a `354` to
-//! `DATA` it reads message data up to the end-of-data mark. Whatever it does, the
-//! connection ends within the scenario's connection timeout.
+//! The session sends the banner, then reads commands one line at a time from
+//! the bytes the client sent, so pipelined commands get their replies in order. For
+//! each command it looks up the response in the scenario, writes it and does what
+//! follows it. After a `354` to `DATA` it reads message data up to the end-of-data
+//! mark. Whatever it does, the connection ends within the scenario's connection
+//! timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,19 +17,20 @@ use tokio_rustls::TlsAcceptor;
 
 use super::command::{Input, Verb};
 use super::record::{ClientEnd, ConnectionLog, Event, TcpEnd};
-use super::scenario::{After, Close, Occasion, Payload, Response, Scenario};
+use super::response::{After, Close, Occasion, Payload, Response};
+use super::scenario::Scenario;
 use super::tls;
 use super::transport::{ReadOutcome, Transport};
 
-/// The longest command line the peer waits for; past it, it records the line and
-/// closes. RFC 5321 section 4.5.3.1.4 allows 512 bytes.
+/// The maximum command line length the peer waits for. Past it, the peer records
+/// the line and closes. RFC 5321 section 4.5.3.1.4 allows 512 bytes.
 const MAX_LINE: usize = 64 * 1024;
 
 /// How much of a streamed payload goes into one write.
 const STREAM_CHUNK: usize = 64 * 1024;
 
-/// Free space the input buffer has before each read, so one read takes whatever
-/// the socket holds (a loopback segment is at most 64 KiB) and the read numbers in
+/// Free space the input buffer has before each read, so one read takes everything
+/// queued on the socket (a loopback segment is at most 64 KiB) and the read numbers in
 /// the record follow segments, not the buffer's growth.
 const READ_SPACE: usize = 64 * 1024;
 
@@ -72,7 +74,7 @@ enum Next {
     Stop,
 }
 
-/// What the first byte after a `220` to `STARTTLS` says.
+/// What the first byte after a `220` to `STARTTLS` shows.
 #[derive(Debug)]
 enum FirstByte {
     Handshake,
@@ -164,7 +166,7 @@ impl Session<'_> {
         self.answer(&response, &Occasion::Command(verb)).await
     }
 
-    /// Reads one message's data (applying a mid-data fault) and answers its end.
+    /// Reads one message's data (applying a mid-data fault) and replies to its end.
     async fn message_data(&mut self) -> Flow {
         self.messages += 1;
         let message = self.messages;
@@ -298,7 +300,7 @@ impl Session<'_> {
         (!failed).then(|| prefix.clone())
     }
 
-    /// Answers nothing more; records what arrives until the client closes.
+    /// Sends nothing more; records what arrives until the client closes.
     async fn silence(&mut self) {
         loop {
             self.record_unanswered();
@@ -310,7 +312,7 @@ impl Session<'_> {
         }
     }
 
-    /// Closes as `how` says, then reads until the client closes or the drain
+    /// Closes the way `how` names, then reads until the client closes or the drain
     /// timeout passes.
     async fn close(&mut self, how: Close) {
         self.log.push(Event::PeerClosed(how));

@@ -133,7 +133,7 @@ async fn tcp_end(tcp: &mut TcpStream, wait: Duration) -> TcpEnd {
 }
 
 /// Sorts a failed TLS read: the TCP stream ended without `close_notify` (rustls
-/// says `UnexpectedEof`), was reset, or TLS itself failed.
+/// returns `UnexpectedEof`), was reset, or TLS itself failed.
 fn tls_read_error(error: io::Error) -> ReadOutcome {
     let tcp = match error.kind() {
         io::ErrorKind::UnexpectedEof => TcpEnd::Fin,
