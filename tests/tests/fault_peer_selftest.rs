@@ -437,6 +437,27 @@ async fn endless_continuation_lines() -> Result<()> {
 }
 
 #[tokio::test]
+async fn garbage_reply_sent_verbatim() -> Result<()> {
+    let garbage: &[u8] = b"2x0\xff\x00 not a reply\r\n\n\r250";
+    let scenario = Scenario::builder()
+        .on(Verb::Mail, Response::raw(garbage))
+        .build();
+    let peer = FaultPeer::start(scenario).await?;
+    let mut client = Client::connect(&peer).await?;
+    client.greet().await?;
+    client.send(b"MAIL FROM:<a@ec.test>\r\n").await?;
+    while client.buf.len() < garbage.len() {
+        ensure!(client.read_more(STEP).await? > 0);
+    }
+    assert_eq!(client.buf, garbage);
+    drop(client);
+
+    let record = only_connection(&peer).await?;
+    assert_eq!(record.sent().last().map(|bytes| &bytes[..]), Some(garbage));
+    Ok(())
+}
+
+#[tokio::test]
 async fn line_without_end() -> Result<()> {
     let scenario = Scenario::builder()
         .banner(Response::stream("220 ", "a", 10_000))

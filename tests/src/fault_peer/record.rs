@@ -140,7 +140,9 @@ pub enum Event {
 /// An event and when it was recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimedEvent {
-    /// When the peer recorded the event.
+    /// When the peer recorded the event. For received bytes that is when the peer
+    /// took them from its buffer, which comes after their arrival when they were
+    /// pipelined behind a delayed reply.
     pub at: Instant,
     /// What happened.
     pub event: Event,
