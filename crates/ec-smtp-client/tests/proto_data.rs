@@ -1,0 +1,152 @@
+//! The message data encoder: fixed cases and a property test over
+//! arbitrary bytes.
+
+use ec_smtp_client::proto::data::{encode, encode_into, measure};
+use proptest::prelude::*;
+
+/// What the encoder must produce before stuffing, written independently of
+/// it: every CRLF, bare LF and bare CR becomes CRLF, and a last line
+/// without an ending gets one.
+fn normalize(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+            }
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// What a server does on receipt (RFC 5321 section 4.5.2): drop the final
+/// dot line and the first dot of every line that starts with one.
+fn unstuff(encoded: &[u8]) -> Vec<u8> {
+    let body = encoded.strip_suffix(b".\r\n").expect("no end-of-data line");
+    let mut out = Vec::new();
+    let mut line_start = true;
+    for (i, &byte) in body.iter().enumerate() {
+        if line_start && byte == b'.' {
+            line_start = false;
+            continue;
+        }
+        out.push(byte);
+        line_start = byte == b'\n' && i > 0 && body[i - 1] == b'\r';
+    }
+    out
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|window| *window == needle)
+        .count()
+}
+
+#[test]
+fn already_clean_message() {
+    assert_eq!(
+        encode(b"Subject: x\r\n\r\nhello\r\n"),
+        b"Subject: x\r\n\r\nhello\r\n.\r\n"
+    );
+}
+
+#[test]
+fn line_endings_normalized() {
+    assert_eq!(encode(b"a\nb\rc\r\nd"), b"a\r\nb\r\nc\r\nd\r\n.\r\n");
+    assert_eq!(encode(b"a\r\r\nb"), b"a\r\n\r\nb\r\n.\r\n");
+    assert_eq!(encode(b"\n"), b"\r\n.\r\n");
+}
+
+#[test]
+fn dots_stuffed() {
+    assert_eq!(encode(b".\r\n"), b"..\r\n.\r\n");
+    assert_eq!(encode(b"a\n.b\n..c\n"), b"a\r\n..b\r\n...c\r\n.\r\n");
+    assert_eq!(encode(b"a.\r\n"), b"a.\r\n.\r\n");
+}
+
+#[test]
+fn smuggling_sequences_neutralized() {
+    // "\n.\n" and "\r.\r" end the data on lenient servers (SMTP smuggling);
+    // here they become stuffed lines.
+    let encoded = encode(b"a\n.\nMAIL FROM:<x@y>\r.\rb");
+    assert_eq!(encoded, b"a\r\n..\r\nMAIL FROM:<x@y>\r\n..\r\nb\r\n.\r\n");
+}
+
+#[test]
+fn measure_matches_encode() {
+    let body = b"Subject: x\n\n.dot\rend";
+    let info = measure(body);
+    let encoded = encode(body);
+    assert_eq!(info.encoded_len, encoded.len());
+    assert_eq!(info.size, normalize(body).len() as u64);
+    assert_eq!(
+        encoded.capacity(),
+        encoded.len(),
+        "reallocated or over-allocated"
+    );
+}
+
+#[test]
+fn encode_into_appends() {
+    let mut out = b"prefix".to_vec();
+    encode_into(b"x", &mut out);
+    assert_eq!(out, b"prefixx\r\n.\r\n");
+}
+
+/// Inputs rich in the bytes that matter: CR, LF, dots and 8-bit bytes.
+fn message_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let interesting = prop_oneof![
+        Just(b'\r'),
+        Just(b'\n'),
+        Just(b'.'),
+        Just(b'a'),
+        Just(0xe9u8),
+        any::<u8>(),
+    ];
+    prop::collection::vec(interesting, 0..200)
+}
+
+proptest! {
+    #[test]
+    fn encoded_data_is_wire_safe(input in message_bytes()) {
+        let encoded = encode(&input);
+
+        // Seen from the server, the data follows "DATA\r\n": the end of
+        // data appears exactly once, at the end.
+        let mut wire = b"DATA\r\n".to_vec();
+        wire.extend_from_slice(&encoded);
+        prop_assert_eq!(count(&wire, b"\r\n.\r\n"), 1);
+        prop_assert!(wire.ends_with(b"\r\n.\r\n"));
+
+        // No bare CR or LF.
+        for (i, &byte) in encoded.iter().enumerate() {
+            if byte == b'\r' {
+                prop_assert_eq!(encoded.get(i + 1), Some(&b'\n'), "bare CR at {}", i);
+            }
+            if byte == b'\n' {
+                prop_assert!(i > 0 && encoded[i - 1] == b'\r', "bare LF at {}", i);
+            }
+        }
+
+        prop_assert_eq!(unstuff(&encoded), normalize(&input));
+
+        let info = measure(&input);
+        prop_assert_eq!(info.encoded_len, encoded.len());
+        prop_assert_eq!(info.size, normalize(&input).len() as u64);
+        prop_assert_eq!(info.has_8bit, !input.is_ascii());
+    }
+}
