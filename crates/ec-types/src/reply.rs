@@ -1,9 +1,9 @@
 //! SMTP replies: the three-digit reply code of RFC 5321 section 4.2, the
 //! enhanced status code of RFC 3463, and the reply text.
 //!
-//! Parsing replies off the wire is the SMTP client's job; this module only
-//! holds the values and their rules, so every crate can store, compare, log
-//! and serialize a reply the same way.
+//! Parsing replies off the wire is the SMTP client's job. This module only
+//! defines the values and their rules, so every crate can store, compare,
+//! log and serialize a reply the same way.
 
 use std::fmt;
 use std::str::FromStr;
@@ -85,12 +85,12 @@ impl ReplyCode {
         }
     }
 
-    /// The code as a number.
+    /// Returns the code as a number.
     pub const fn as_u16(self) -> u16 {
         self.0
     }
 
-    /// The class given by the first digit.
+    /// Returns the class given by the first digit.
     pub const fn class(self) -> ReplyClass {
         match self.0 / 100 {
             2 => ReplyClass::PositiveCompletion,
@@ -100,22 +100,23 @@ impl ReplyCode {
         }
     }
 
-    /// Whether this is a 2yz reply.
+    /// Returns whether this is a 2yz reply.
     pub const fn is_positive_completion(self) -> bool {
         matches!(self.class(), ReplyClass::PositiveCompletion)
     }
 
-    /// Whether this is a 3yz reply.
+    /// Returns whether this is a 3yz reply.
     pub const fn is_positive_intermediate(self) -> bool {
         matches!(self.class(), ReplyClass::PositiveIntermediate)
     }
 
-    /// Whether this is a 4yz reply: a transient failure, worth retrying.
+    /// Returns whether this is a 4yz reply: a transient failure, worth
+    /// retrying.
     pub const fn is_transient(self) -> bool {
         matches!(self.class(), ReplyClass::TransientNegative)
     }
 
-    /// Whether this is a 5yz reply: a permanent failure.
+    /// Returns whether this is a 5yz reply: a permanent failure.
     pub const fn is_permanent(self) -> bool {
         matches!(self.class(), ReplyClass::PermanentNegative)
     }
@@ -183,22 +184,23 @@ impl EnhancedStatusCode {
         }
     }
 
-    /// The class digit: 2, 4 or 5.
+    /// Returns the class digit: 2, 4 or 5.
     pub const fn class(self) -> u8 {
         self.class
     }
 
-    /// The subject number (for example 7 for security or policy status).
+    /// Returns the subject number (for example 7 for security or policy
+    /// status).
     pub const fn subject(self) -> u16 {
         self.subject
     }
 
-    /// The detail number.
+    /// Returns the detail number.
     pub const fn detail(self) -> u16 {
         self.detail
     }
 
-    /// Whether this code's class agrees with the class of `code`: 2 with
+    /// Returns whether this code's class agrees with the class of `code`: 2 with
     /// 2yz, 4 with 4yz, 5 with 5yz. A 3yz reply matches no enhanced code.
     pub const fn matches(self, code: ReplyCode) -> bool {
         self.class as u16 == code.as_u16() / 100
@@ -279,7 +281,7 @@ impl fmt::Debug for EnhancedStatusCode {
 
 /// One complete SMTP reply, possibly of several lines.
 ///
-/// `lines` holds the text of each line without the reply code, the
+/// `lines` contains the text of each line without the reply code, the
 /// separator and the line ending. When the server sent an enhanced status
 /// code, it is in `enhanced` and removed from the start of every line that
 /// repeated it (RFC 2034 puts it on each line of a multi-line reply). Text
@@ -306,28 +308,28 @@ impl Reply {
         }
     }
 
-    /// The class of the reply code.
+    /// Returns the class of the reply code.
     pub fn class(&self) -> ReplyClass {
         self.code.class()
     }
 
-    /// Whether the reply is 2yz.
+    /// Returns whether the reply is 2yz.
     pub fn is_positive_completion(&self) -> bool {
         self.code.is_positive_completion()
     }
 
-    /// Whether the reply is 4yz: a transient failure.
+    /// Returns whether the reply is 4yz: a transient failure.
     pub fn is_transient(&self) -> bool {
         self.code.is_transient()
     }
 
-    /// Whether the reply is 5yz: a permanent failure.
+    /// Returns whether the reply is 5yz: a permanent failure.
     pub fn is_permanent(&self) -> bool {
         self.code.is_permanent()
     }
 
-    /// The text of all lines joined with single spaces, skipping empty
-    /// lines.
+    /// Returns the text of all lines joined with single spaces, skipping
+    /// empty lines.
     pub fn text(&self) -> String {
         let mut text = String::new();
         for line in self.lines.iter().filter(|line| !line.is_empty()) {
@@ -392,8 +394,14 @@ mod tests {
         assert_eq!(parsed.subject(), 7);
         assert_eq!(parsed.detail(), 1);
         assert_eq!(parsed.to_string(), "4.7.1");
-        assert_eq!("5.999.999".parse::<EnhancedStatusCode>().unwrap().detail(), 999);
-        assert_eq!("5.01.1".parse::<EnhancedStatusCode>().unwrap().to_string(), "5.1.1");
+        assert_eq!(
+            "5.999.999".parse::<EnhancedStatusCode>().unwrap().detail(),
+            999
+        );
+        assert_eq!(
+            "5.01.1".parse::<EnhancedStatusCode>().unwrap().to_string(),
+            "5.1.1"
+        );
     }
 
     #[test]
@@ -402,7 +410,10 @@ mod tests {
             "", "4", "4.7", "4.7.", "3.0.0", "6.0.0", "4.7.1.2", "4.1000.1", "4.7.1x", "4..1",
             "+4.7.1", "4.-7.1", " 4.7.1",
         ] {
-            assert!(text.parse::<EnhancedStatusCode>().is_err(), "{text:?} parsed");
+            assert!(
+                text.parse::<EnhancedStatusCode>().is_err(),
+                "{text:?} parsed"
+            );
         }
     }
 

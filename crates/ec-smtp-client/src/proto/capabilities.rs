@@ -3,11 +3,11 @@
 
 use ec_types::Reply;
 
-/// What a server offered in its EHLO reply.
+/// The service extensions a server offered in its EHLO reply.
 ///
 /// Keywords are matched without regard to case. After STARTTLS the client
-/// throws these away and asks again, because RFC 3207 section 4.2 says the
-/// pre-TLS list may have been tampered with.
+/// drops these and sends EHLO again, because RFC 3207 section 4.2 warns that
+/// the list received in clear text may have been tampered with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -69,7 +69,8 @@ impl Capabilities {
         Self::from_greeting(reply.lines.first().map_or("", String::as_str))
     }
 
-    /// Whether the server offered `keyword` (any case), known or not.
+    /// Returns whether the server offered `keyword` (in any case), whether or
+    /// not this type has a field for it.
     pub fn offers(&self, keyword: &str) -> bool {
         let flag = match keyword.to_ascii_uppercase().as_str() {
             "PIPELINING" => self.pipelining,

@@ -1,9 +1,9 @@
 //! The command encoder (RFC 5321 section 4.1) and the MAIL parameters
 //! negotiated from the EHLO reply.
 //!
-//! Every argument is checked before a byte is written: a CR, LF, NUL or any
+//! Every argument is checked before a byte is written. A CR, LF, NUL or any
 //! other control character in an address or EHLO name would let the caller's
-//! data end the command line and start another (command injection), so it is
+//! data end the command line and start another (command injection). So it is
 //! an error, never escaped or dropped.
 
 use std::fmt;
@@ -96,7 +96,7 @@ pub enum CommandError {
     TooLong {
         /// The argument.
         field: Field,
-        /// Which part was too long: "path", "local part" or "domain".
+        /// The part that was too long: "path", "local part" or "domain".
         part: &'static str,
         /// The rejected value.
         value: String,
@@ -175,7 +175,7 @@ impl MailParameters {
         recipients: &[S],
         message: &MessageInfo,
     ) -> Result<Self, CommandError> {
-        // NOTE: RFC 6152 section 3 asks for a 7-bit conversion or a bounce
+        // NOTE: RFC 6152 section 3 requires a 7-bit conversion or a bounce
         // when 8-bit data meets a server without 8BITMIME; this sends the
         // data unchanged, which most such servers accept.
         if let Some(max) = capabilities.max_message_size {
@@ -251,7 +251,7 @@ pub enum Command<'a> {
 }
 
 impl Command<'_> {
-    /// The command verb.
+    /// Returns the command verb.
     pub fn verb(&self) -> &'static str {
         match self {
             Self::Ehlo(_) => "EHLO",

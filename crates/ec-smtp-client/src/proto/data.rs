@@ -1,17 +1,17 @@
 //! The message data encoder for the DATA command (RFC 5321 sections
 //! 4.1.1.4 and 4.5.2).
 //!
-//! Any input becomes wire-safe mail data: every line ending (CRLF, bare LF
-//! or bare CR) is written as CRLF, a line that starts with `.` gets a second
-//! `.`, the last line is ended with CRLF if it was not, and the end-of-data
-//! line `.` CRLF follows. No byte sequence in the input can then form
+//! Any input becomes wire-safe mail data. Every line ending (CRLF, bare LF
+//! or bare CR) is written as CRLF, and a line that starts with `.` gets a
+//! second `.`. The last line is ended with CRLF if it was not, and the
+//! end-of-data line `.` CRLF follows. No byte sequence in the input can then form
 //! `CRLF . CRLF` before the real end, and no bare CR or LF reaches a server
 //! that might read it as a line end (the SMTP smuggling attacks of 2023).
 //!
 //! The result is one buffer, body and final dot together, so a session
 //! writes a message in one write call.
 
-/// What [`measure`] found out about a message, in one pass.
+/// The facts about a message that [`measure`] collects in one pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MessageInfo {
     /// The message size in octets as RFC 1870 section 3 counts it for

@@ -141,7 +141,7 @@ impl ReplyParser {
         }
     }
 
-    /// The limits in force.
+    /// Returns the limits in force.
     pub fn limits(&self) -> ReplyLimits {
         self.limits
     }
@@ -196,7 +196,8 @@ impl ReplyParser {
         self.input.len() + self.partial.as_ref().map_or(0, |partial| partial.raw_len)
     }
 
-    /// Whether the parser has returned an error and refuses more input.
+    /// Returns whether the parser has returned an error and rejects more
+    /// input.
     pub fn is_poisoned(&self) -> bool {
         self.failed.is_some()
     }
@@ -348,7 +349,7 @@ fn split_line(raw: &[u8]) -> Result<Line<'_>, ReplyError> {
     Ok(Line { code, last, text })
 }
 
-/// The start of a line for an error message, decoded lossily.
+/// Returns the start of a line for an error message, decoded lossily.
 fn quote(raw: &[u8]) -> String {
     let mut quoted = String::from_utf8_lossy(&raw[..raw.len().min(QUOTED_LINE_LEN)]).into_owned();
     if raw.len() > QUOTED_LINE_LEN {

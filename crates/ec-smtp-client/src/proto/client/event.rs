@@ -1,4 +1,4 @@
-//! What the session reports to its driver: events, transaction ends and
+//! The session's reports to its driver: events, transaction ends and
 //! errors.
 
 use std::fmt;
@@ -20,7 +20,7 @@ pub enum ClientEvent {
     /// The session takes transactions: banner, EHLO (or HELO) and, when
     /// used, STARTTLS and the second EHLO are done. Reported once.
     Ready {
-        /// What the server's last EHLO reply offered.
+        /// The extensions of the server's last EHLO reply.
         capabilities: Capabilities,
         /// Whether the session runs over TLS.
         tls: bool,
@@ -51,9 +51,9 @@ pub enum ClientEvent {
     /// with the server and [`Client::quit`](super::Client::quit) sends QUIT;
     /// otherwise it is closed and the driver drops the transport.
     Failed {
-        /// Where the session was when it failed.
+        /// The stage the session was in when it failed.
         stage: Stage,
-        /// What went wrong.
+        /// The error.
         error: ClientError,
     },
     /// The session is over after QUIT: the server replied, closed the
@@ -65,7 +65,7 @@ pub enum ClientEvent {
     },
 }
 
-/// How a transaction ended, and so what happens to its recipients.
+/// The end of a transaction, which decides what happens to its recipients.
 ///
 /// A recipient whose RCPT was rejected keeps the fate of its own RCPT reply
 /// ([`ClientEvent::RecipientReply`]); this value decides for every other
@@ -103,7 +103,7 @@ pub enum TransactionEnd {
     /// reply. The recipients without a final RCPT reply get the fate of
     /// `error`.
     Aborted {
-        /// Why the session stopped.
+        /// The reason the session stopped.
         error: ClientError,
         /// The message data with its final dot was handed to the driver for
         /// writing and no reply came: the server may have accepted the
@@ -112,10 +112,10 @@ pub enum TransactionEnd {
     },
 }
 
-/// Why a session failed.
+/// The reason a session failed.
 ///
 /// The variants follow the scheduler's questions: was it the server's
-/// reply (the reply says whether it is transient), a broken or hostile
+/// reply (whose class tells whether it is transient), a broken or hostile
 /// peer, a stall, or the TLS policy.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -135,7 +135,7 @@ pub enum ClientError {
     #[error("TLS required but unavailable: {0}")]
     TlsUnavailable(TlsUnavailable),
     /// The server sent bytes after its 220 reply to STARTTLS, before the TLS
-    /// handshake. Those bytes travelled in clear text; reading them as
+    /// handshake. Those bytes travelled in clear text. Reading them as
     /// replies inside the TLS session would let an attacker on the path
     /// inject responses, so the connection is dropped.
     #[error(
@@ -185,8 +185,8 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether the session is still in step with the server after this
-    /// error, so that QUIT may be sent. True for rejections of the greeting
+    /// Returns whether the session is still in step with the server after
+    /// this error, so that QUIT may be sent. True for rejections of the greeting
     /// steps and for an unavailable TLS, false for a broken, closing,
     /// stalled or hostile peer.
     pub fn allows_quit(&self) -> bool {
@@ -199,7 +199,7 @@ impl ClientError {
         )
     }
 
-    /// The server's reply behind the error, if there was one.
+    /// Returns the server's reply behind the error, if there was one.
     pub fn reply(&self) -> Option<&Reply> {
         match self {
             Self::BannerRejected(reply)
@@ -214,7 +214,7 @@ impl ClientError {
     }
 }
 
-/// Why TLS could not be started.
+/// The reason TLS could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TlsUnavailable {

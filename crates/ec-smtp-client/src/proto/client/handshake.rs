@@ -27,8 +27,8 @@ impl Client {
                 let capabilities = Capabilities::from_ehlo(&reply);
                 self.after_greeting(capabilities)
             }
-            // RFC 5321 section 4.1.4: a server that does not know EHLO
-            // answers 5xx, and the client may fall back to HELO.
+            // RFC 5321 section 4.1.4: a server that does not implement EHLO
+            // replies 5xx, and the client may fall back to HELO.
             ReplyClass::PermanentNegative => {
                 tracing::debug!(%reply, "EHLO rejected; trying HELO");
                 self.send_greeting(true);
@@ -65,8 +65,8 @@ impl Client {
         Ok(self.ready(capabilities))
     }
 
-    /// Whether the policy forbids mail in clear text. A policy this crate
-    /// does not know yet counts as required, the safe side.
+    /// Returns whether the policy forbids mail in clear text. A policy this
+    /// crate does not handle yet counts as required, the safe side.
     fn tls_required(&self) -> bool {
         !matches!(
             self.config.tls_policy,
@@ -101,7 +101,8 @@ impl Client {
                 Ok(self.ready(capabilities))
             }
             ReplyClass::PositiveIntermediate => Err(self.unexpected(reply)),
-            // A server that offered STARTTLS knows EHLO, so HELO is not tried.
+            // A server that offered STARTTLS implements EHLO, so HELO is not
+            // tried.
             _ => Err(ClientError::EhloRejected(reply)),
         }
     }

@@ -263,8 +263,8 @@ impl Client {
         }
     }
 
-    /// The driver finished the TLS handshake after
-    /// [`ClientEvent::StartTls`]: the session sends EHLO again and forgets
+    /// Reports that the driver finished the TLS handshake after
+    /// [`ClientEvent::StartTls`]. The session sends EHLO again and drops
     /// the capabilities it learned in clear text (RFC 3207 section 4.2).
     ///
     /// # Errors
@@ -359,7 +359,7 @@ impl Client {
         self.shut();
     }
 
-    /// The next buffer to write, in order. With PIPELINING a transaction's
+    /// Returns the next buffer to write, in order. With PIPELINING a transaction's
     /// commands up to DATA come as one buffer, and the message data with its
     /// final dot always comes as one buffer.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
@@ -370,7 +370,7 @@ impl Client {
         Some(transmit.bytes)
     }
 
-    /// The next event, in order.
+    /// Returns the next event, in order.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
@@ -381,24 +381,24 @@ impl Client {
         self.deadline.map(|(_, deadline)| deadline)
     }
 
-    /// The running timer and its deadline.
+    /// Returns the running timer and its deadline.
     pub fn running_timer(&self) -> Option<(Timer, Instant)> {
         self.deadline
     }
 
-    /// The current state.
+    /// Returns the current state.
     pub fn state(&self) -> ClientState {
         self.state.kind()
     }
 
-    /// The Momentum stage: of the current state, or after a close the stage
-    /// the session was in when it closed.
+    /// Returns the Momentum stage of the current state. After a close it is
+    /// the stage the session was in when it closed.
     pub fn stage(&self) -> Stage {
         self.stage
     }
 
-    /// Whether the message data and final dot of the current transaction
-    /// were handed to the driver and no reply has come yet. If the
+    /// Returns whether the message data and final dot of the current
+    /// transaction were handed to the driver and no reply has come yet. If the
     /// connection ends now, the message may or may not have been accepted:
     /// `closeconn` gives it the "delivery unknown" fate.
     pub fn delivery_unknown_pending(&self) -> bool {
@@ -406,23 +406,24 @@ impl Client {
         matches!(self.state, State::ExpectDataReply(_)) && self.data_handed_out
     }
 
-    /// The capabilities from the last EHLO or HELO reply; `None` before it,
-    /// and between STARTTLS and the EHLO over TLS.
+    /// Returns the capabilities from the last EHLO or HELO reply. They are
+    /// `None` before it, and between STARTTLS and the EHLO over TLS.
     pub fn capabilities(&self) -> Option<&Capabilities> {
         self.capabilities.as_ref()
     }
 
-    /// Whether the session runs over TLS.
+    /// Returns whether the session runs over TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
     }
 
-    /// Octets read and not yet part of a handled reply.
+    /// Returns the number of octets read and not yet part of a handled
+    /// reply.
     pub fn buffered_len(&self) -> usize {
         self.parser.buffered_len()
     }
 
-    /// The session's settings.
+    /// Returns the session's settings.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
@@ -467,8 +468,8 @@ impl Client {
     fn handle_reply(&mut self, reply: Reply, now: Instant) {
         tracing::debug!(%reply, stage = %self.stage, "reply");
 
-        // RFC 5321 section 3.8: a server may answer any command with 421
-        // and close. After QUIT any reply ends the session anyway.
+        // RFC 5321 section 3.8: a server may reply 421 to any command and
+        // then close. After QUIT any reply ends the session anyway.
         let closing = reply.code == ReplyCode::SERVICE_NOT_AVAILABLE;
         if closing && !matches!(self.state, State::ExpectQuit) {
             self.fail(ClientError::ServiceClosing(reply), now);
@@ -502,7 +503,7 @@ impl Client {
         }
     }
 
-    /// A reply that the current state has no use for.
+    /// Builds the error for a reply that the current state has no use for.
     fn unexpected(&self, reply: Reply) -> ClientError {
         ClientError::UnexpectedReply {
             reply,
@@ -521,8 +522,8 @@ impl Client {
     /// way, reports the error, and moves to `Unusable` or `Closed`.
     fn fail_from(&mut self, before: ClientState, error: ClientError, now: Instant) {
         if before.in_transaction() {
-            // A 421 in reply to the final dot is an answer: the message was
-            // not taken.
+            // A 421 in reply to the final dot is a final reply: the server
+            // did not take the message.
             let answered = matches!(error, ClientError::ServiceClosing(_));
             let delivery_unknown =
                 before == ClientState::ExpectDataReply && self.data_handed_out && !answered;

@@ -8,7 +8,7 @@ use ec_types::{Reply, Stage};
 
 use super::timer::Timer;
 
-/// The state of a [`Client`](super::Client), as the driver sees it.
+/// The state of a [`Client`](super::Client), without its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ClientState {
@@ -46,7 +46,7 @@ pub enum ClientState {
 }
 
 impl ClientState {
-    /// Whether a transaction is under way.
+    /// Returns whether a transaction is under way.
     pub fn in_transaction(self) -> bool {
         matches!(
             self,
@@ -58,7 +58,7 @@ impl ClientState {
         )
     }
 
-    /// The Momentum stage of this state.
+    /// Returns the Momentum stage of this state.
     pub(super) fn stage(self) -> Option<Stage> {
         let stage = match self {
             Self::ExpectBanner => Stage::Banner,
@@ -77,7 +77,8 @@ impl ClientState {
         Some(stage)
     }
 
-    /// The timer that bounds the wait of this state, on entry.
+    /// Returns the timer that bounds the wait of this state, started on
+    /// entry.
     pub(super) fn timer(self) -> Option<Timer> {
         let timer = match self {
             Self::ExpectBanner => Timer::Banner,
@@ -143,8 +144,8 @@ impl State {
 #[derive(Debug)]
 pub(super) struct InFlight {
     /// Whether every command went out in one group (RFC 2920), so replies
-    /// only need counting; without PIPELINING each command waits in
-    /// `unsent` for the previous reply.
+    /// only need counting. Without PIPELINING each command waits in `unsent`
+    /// for the previous reply.
     pub(super) pipelined: bool,
     /// Commands not yet sent, in order (MAIL, each RCPT, DATA); empty when
     /// pipelined.
@@ -161,6 +162,6 @@ pub(super) struct InFlight {
     /// Message data with its final dot; taken when the 354 arrives.
     pub(super) data: Option<Bytes>,
     /// Only the end-of-data line was sent, because no recipient was accepted
-    /// but the server still answered DATA with 354.
+    /// but the server still replied 354 to DATA.
     pub(super) lone_dot: bool,
 }

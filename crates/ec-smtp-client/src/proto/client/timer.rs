@@ -41,8 +41,8 @@ pub struct Timeouts {
     /// Write the message data with its final dot, from the 354 reply until
     /// the driver reports the write done. Default 3 minutes (RFC 5321
     /// section 4.5.3.2.5, "Data Block").
-    // NOTE: RFC 5321 applies this to each TCP send call; the session sees
-    // one write for the whole message, so a very large message on a slow
+    // NOTE: RFC 5321 applies this to each TCP send call, but the session
+    // gets one write for the whole message, so a very large message on a slow
     // link may need a larger value.
     pub data_block: Duration,
     /// Wait for the reply to the final dot, from the end of the data write.
@@ -99,7 +99,7 @@ impl Timeouts {
         }
     }
 
-    /// The duration of `timer`.
+    /// Returns the duration of `timer`.
     pub fn get(&self, timer: Timer) -> Duration {
         match timer {
             Timer::Banner => self.banner,

@@ -57,20 +57,20 @@ pub enum TransactionError {
 }
 
 impl TransactionError {
-    /// Whether the message itself cannot be sent to this server, so the
-    /// caller fails it permanently; `false` means it was not attempted and
-    /// goes back to its queue.
+    /// Returns whether the message itself cannot be sent to this server, so
+    /// the caller fails it permanently. `false` means the message was not
+    /// attempted and goes back to its queue.
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::NoRecipients | Self::Command(_))
     }
 }
 
-/// A transaction that was not started, handed back with the reason so the
-/// caller never loses the message.
+/// A transaction that was not started, handed back with the reason, so the
+/// caller still owns the message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{error}")]
 pub struct RejectedTransaction {
-    /// Why it was not started.
+    /// The reason it was not started.
     pub error: TransactionError,
     /// The transaction, unchanged.
     pub transaction: Transaction,
@@ -85,9 +85,10 @@ pub(super) struct Prepared {
 /// Encodes every command and the data of `transaction`.
 ///
 /// With `rset`, the group starts with RSET. With PIPELINING the first
-/// transmit is the whole group up to DATA (RFC 2920 section 3.1 allows RSET,
-/// MAIL and RCPT anywhere in a group and DATA as its last command);
-/// without, it is the first command alone and the rest wait in `unsent`.
+/// transmit is the whole group up to DATA, because RFC 2920 section 3.1
+/// allows RSET, MAIL and RCPT anywhere in a group and DATA as its last
+/// command. Without PIPELINING it is the first command alone, and the rest
+/// wait in `unsent`.
 pub(super) fn prepare(
     transaction: &Transaction,
     capabilities: &Capabilities,
