@@ -1,0 +1,746 @@
+//! The delivery log: one JSON line per recipient outcome, and the reader
+//! that `--resume` uses to skip what a previous run finished.
+//!
+//! Each record is one line of JSON, written with a single `write` call as
+//! the outcome happens, with no buffering in the process: a crash of `ec`
+//! loses no record whose write returned, and leaves at most one partial
+//! line at the end of the file. [`DeliveryLogWriter::open`] cuts such a
+//! line off before appending, and [`read_resume_set`] ignores it. Records
+//! reach the operating system at once but the disk only when the kernel
+//! writes them back, or at [`DeliveryLogWriter::sync`].
+//!
+//! A record looks like this (one line in the file):
+//!
+//! ```json
+//! {"timestamp":"2026-01-05T10:00:00.123Z","file":"mail/1.eml","message_id":"a@example.org",
+//!  "sender":"bounce@example.org","recipient":"joe@example.com","result":"delivered",
+//!  "reply":{"code":250,"enhanced":"2.0.0","lines":["Ok queued"]},"detail":null,
+//!  "attempts":1,"connection":"c3","tls":"TLSv1_3"}
+//! ```
+//!
+//! `sender` is empty for the null reverse path. An `invalid_input` record
+//! has no recipient when the file's recipients could not be read; it then
+//! stands for the whole file.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use ec_types::{Address, ConnectionId, RecipientStatus, Reply, ReversePath, TlsInfo};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::input::InvalidInput;
+
+/// A recipient's outcome as the log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LogResult {
+    /// The server accepted the message for the recipient.
+    Delivered,
+    /// A transient failure; the recipient was still queued for a retry when
+    /// the record was written, or the run ended first.
+    Deferred,
+    /// A permanent failure.
+    Failed,
+    /// The final dot was sent and no reply came.
+    DeliveryUnknown,
+    /// The message file could not be sent at all.
+    InvalidInput,
+}
+
+impl LogResult {
+    /// Whether `--resume` skips a recipient with this result: delivered,
+    /// failed and invalid input are final; deferred and delivery unknown are
+    /// tried again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Delivered | Self::Failed | Self::InvalidInput)
+    }
+
+    /// The result for an engine status; `None` for [`RecipientStatus::Pending`],
+    /// which is no outcome.
+    pub fn from_status(status: &RecipientStatus) -> Option<Self> {
+        match status {
+            RecipientStatus::Delivered(_) => Some(Self::Delivered),
+            RecipientStatus::Deferred(_) => Some(Self::Deferred),
+            RecipientStatus::Failed(_) => Some(Self::Failed),
+            RecipientStatus::DeliveryUnknown => Some(Self::DeliveryUnknown),
+            _ => None,
+        }
+    }
+
+    /// The name written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Deferred => "deferred",
+            Self::Failed => "failed",
+            Self::DeliveryUnknown => "delivery_unknown",
+            Self::InvalidInput => "invalid_input",
+        }
+    }
+}
+
+/// One line of the delivery log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// When the outcome was recorded, RFC 3339 in UTC with milliseconds.
+    pub timestamp: String,
+    /// The message file, as listed from the PATH arguments.
+    pub file: String,
+    /// The Message-ID header field without angle brackets.
+    pub message_id: Option<String>,
+    /// The MAIL FROM path without angle brackets; empty for the null path.
+    pub sender: String,
+    /// The RCPT TO path; `None` only in an `invalid_input` record for a
+    /// whole file.
+    pub recipient: Option<String>,
+    /// The outcome.
+    pub result: LogResult,
+    /// The server's reply that decided the outcome, when there was one.
+    pub reply: Option<Reply>,
+    /// Why, in words, when the reply alone does not say: the invalid-input
+    /// reason, or the engine's reason for a deferral without a reply.
+    pub detail: Option<String>,
+    /// Delivery attempts spent on the recipient's message.
+    pub attempts: u32,
+    /// Id of the connection of the last attempt, such as `c12`.
+    pub connection: Option<String>,
+    /// TLS protocol version of that connection; `None` in clear text.
+    pub tls: Option<String>,
+}
+
+/// What the engine reports for one recipient; the input of
+/// [`LogRecord::from_outcome`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecipientOutcome<'a> {
+    /// The message file.
+    pub file: &'a Path,
+    /// Its Message-ID.
+    pub message_id: Option<&'a str>,
+    /// The MAIL FROM path.
+    pub sender: &'a ReversePath,
+    /// The recipient.
+    pub recipient: &'a Address,
+    /// The recipient's status.
+    pub status: &'a RecipientStatus,
+    /// Delivery attempts spent.
+    pub attempts: u32,
+    /// The connection of the last attempt.
+    pub connection: Option<ConnectionId>,
+    /// That connection's TLS session.
+    pub tls: Option<&'a TlsInfo>,
+    /// The engine's explanation, if any.
+    pub detail: Option<&'a str>,
+}
+
+impl LogRecord {
+    /// The record for one recipient's outcome, stamped now; `None` when the
+    /// status is still pending.
+    pub fn from_outcome(outcome: &RecipientOutcome<'_>) -> Option<Self> {
+        let result = LogResult::from_status(outcome.status)?;
+        let reply = match outcome.status {
+            RecipientStatus::Delivered(reply)
+            | RecipientStatus::Deferred(reply)
+            | RecipientStatus::Failed(reply) => Some(reply.clone()),
+            _ => None,
+        };
+        Some(Self {
+            timestamp: now(),
+            file: file_key(outcome.file),
+            message_id: outcome.message_id.map(str::to_owned),
+            sender: outcome.sender.as_str().to_owned(),
+            recipient: Some(outcome.recipient.as_str().to_owned()),
+            result,
+            reply,
+            detail: outcome.detail.map(str::to_owned),
+            attempts: outcome.attempts,
+            connection: outcome.connection.map(|id| id.to_string()),
+            tls: outcome.tls.map(|tls| tls.version.clone()),
+        })
+    }
+
+    /// The record for a message file that cannot be sent, stamped now. It
+    /// has no recipient and stands for the whole file.
+    pub fn from_invalid_input(invalid: &InvalidInput) -> Self {
+        Self {
+            timestamp: now(),
+            file: file_key(&invalid.path),
+            message_id: invalid.message_id.clone(),
+            sender: String::new(),
+            recipient: None,
+            result: LogResult::InvalidInput,
+            reply: None,
+            detail: Some(invalid.reason.to_string()),
+            attempts: 0,
+            connection: None,
+            tls: None,
+        }
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// How the log names a file; [`ResumeSet`] looks files up the same way.
+fn file_key(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Why the delivery log could not be written or read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// Opening the log failed.
+    #[error("cannot open the delivery log {path}: {source}; check the --log path")]
+    Open {
+        /// The log file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Writing a record failed; the run cannot keep its log complete.
+    #[error("cannot write to the delivery log {path}: {source}")]
+    Write {
+        /// The log file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// `--resume` was given but the log does not exist.
+    #[error(
+        "the delivery log {0} does not exist, so there is nothing to resume; \
+         run without --resume to start it"
+    )]
+    Missing(PathBuf),
+    /// A line before the last is not a valid record.
+    #[error(
+        "line {line} of the delivery log {path} is not a valid record: {source}; \
+         fix or remove that line"
+    )]
+    Corrupt {
+        /// The log file.
+        path: PathBuf,
+        /// The line number, from 1.
+        line: usize,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+}
+
+/// Appends records to the delivery log.
+#[derive(Debug)]
+pub struct DeliveryLogWriter {
+    file: File,
+    path: PathBuf,
+    line: Vec<u8>,
+}
+
+impl DeliveryLogWriter {
+    /// Opens the log for appending, creating it if needed. Records of
+    /// earlier runs are kept, so a run never destroys the history that
+    /// `--resume` depends on. A partial last line, left by a crash, is cut
+    /// off first so the next record starts on a line of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Open`] when the file cannot be opened, read or truncated.
+    pub fn open(path: &Path) -> Result<Self, LogError> {
+        let open_error = |source| LogError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(open_error)?;
+
+        let complete = complete_length(&mut file).map_err(open_error)?;
+        let length = file.metadata().map_err(open_error)?.len();
+        if complete < length {
+            tracing::warn!(
+                path = %path.display(),
+                cut = length - complete,
+                "delivery log ends with a partial record from an interrupted run; removing it"
+            );
+            file.set_len(complete).map_err(open_error)?;
+        }
+
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+            line: Vec::with_capacity(512),
+        })
+    }
+
+    /// Writes one record as one line, with a single write to the file.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Write`] when the write fails.
+    pub fn write(&mut self, record: &LogRecord) -> Result<(), LogError> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record)
+            .map_err(|error| self.write_error(io::Error::other(error)))?;
+        self.line.push(b'\n');
+
+        self.file
+            .write_all(&self.line)
+            .map_err(|source| self.write_error(source))
+    }
+
+    /// Forces the records written so far to the disk (`fsync`).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Write`] when the sync fails.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.file
+            .sync_data()
+            .map_err(|source| self.write_error(source))
+    }
+
+    fn write_error(&self, source: io::Error) -> LogError {
+        LogError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// The length of the file up to and including its last newline.
+fn complete_length(file: &mut File) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut end = file.seek(SeekFrom::End(0))?;
+    let mut buffer = vec![0; CHUNK as usize];
+
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buffer[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(index) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + index as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// What a previous run finished, read from its delivery log.
+#[derive(Debug, Default)]
+pub struct ResumeSet {
+    recipients: HashSet<(String, String)>,
+    files: HashSet<String>,
+    records: usize,
+    truncated_tail: bool,
+}
+
+impl ResumeSet {
+    /// Whether the recipient of this file has a final outcome in the log.
+    pub fn is_final(&self, file: &Path, recipient: &Address) -> bool {
+        let key = (file_key(file), recipient.as_str().to_owned());
+        self.is_file_final(file) || self.recipients.contains(&key)
+    }
+
+    /// Whether the whole file is done: the log has an `invalid_input` record
+    /// for it without a recipient.
+    pub fn is_file_final(&self, file: &Path) -> bool {
+        self.files.contains(&file_key(file))
+    }
+
+    /// The recipients of `file` that still need an attempt, in order.
+    pub fn remaining<'a>(
+        &self,
+        file: &Path,
+        recipients: &'a [Address],
+    ) -> impl Iterator<Item = &'a Address> + use<'a, '_> {
+        let file_done = self.is_file_final(file);
+        let key = file_key(file);
+        recipients.iter().filter(move |recipient| {
+            !file_done
+                && !self
+                    .recipients
+                    .contains(&(key.clone(), recipient.as_str().to_owned()))
+        })
+    }
+
+    /// How many (file, recipient) pairs and whole files are final.
+    pub fn len(&self) -> usize {
+        self.recipients.len() + self.files.len()
+    }
+
+    /// Whether nothing is final.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many records were read.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Whether the log ended with a partial record, as a crash leaves it.
+    pub fn truncated_tail(&self) -> bool {
+        self.truncated_tail
+    }
+}
+
+/// The fields of a record that `--resume` needs; unknown fields are
+/// ignored so that later versions may add some.
+#[derive(Deserialize)]
+struct ResumeFields {
+    file: String,
+    recipient: Option<String>,
+    result: LogResult,
+}
+
+/// Reads a delivery log for `--resume`.
+///
+/// A partial last line (one without a newline that does not parse) is
+/// ignored, because a crash in the middle of a write leaves one. A recipient
+/// counts as final when any record for it is final, since a later record
+/// cannot undo a delivery or a permanent failure.
+///
+/// # Errors
+///
+/// [`LogError::Missing`] when the file does not exist, [`LogError::Open`]
+/// when it cannot be read, [`LogError::Corrupt`] for an invalid line
+/// anywhere else.
+pub fn read_resume_set(path: &Path) -> Result<ResumeSet, LogError> {
+    let data = std::fs::read(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => LogError::Missing(path.to_owned()),
+        _ => LogError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+
+    let mut set = ResumeSet::default();
+    let mut lines = data.split(|&b| b == b'\n').enumerate().peekable();
+    while let Some((index, line)) = lines.next() {
+        let is_tail = lines.peek().is_none();
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+
+        let fields: ResumeFields = match serde_json::from_slice(line) {
+            Ok(fields) => fields,
+            Err(_) if is_tail => {
+                set.truncated_tail = true;
+                break;
+            }
+            Err(source) => {
+                return Err(LogError::Corrupt {
+                    path: path.to_owned(),
+                    line: index + 1,
+                    source,
+                })
+            }
+        };
+
+        set.records += 1;
+        if !fields.result.is_final() {
+            continue;
+        }
+        match fields.recipient {
+            Some(recipient) => set.recipients.insert((fields.file, recipient)),
+            None => set.files.insert(fields.file),
+        };
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::InvalidReason;
+    use ec_types::ReplyCode;
+
+    fn address(text: &str) -> Address {
+        Address::new(text).expect("valid test address")
+    }
+
+    fn reply(code: u16, text: &str) -> Reply {
+        Reply::new(ReplyCode::new(code).expect("valid code"), None, text)
+    }
+
+    fn record(file: &str, recipient: &str, status: RecipientStatus) -> LogRecord {
+        let sender = ReversePath::new("s@example.org").expect("valid");
+        let recipient = address(recipient);
+        let tls = TlsInfo {
+            version: "TLSv1_3".into(),
+            cipher_suite: "TLS13_AES_128_GCM_SHA256".into(),
+            verified: true,
+        };
+        LogRecord::from_outcome(&RecipientOutcome {
+            file: Path::new(file),
+            message_id: Some("id@example.org"),
+            sender: &sender,
+            recipient: &recipient,
+            status: &status,
+            attempts: 2,
+            connection: Some(ConnectionId(12)),
+            tls: Some(&tls),
+            detail: None,
+        })
+        .expect("a final status gives a record")
+    }
+
+    fn write_all(path: &Path, records: &[LogRecord]) {
+        let mut writer = DeliveryLogWriter::open(path).expect("open log");
+        for record in records {
+            writer.write(record).expect("write record");
+        }
+    }
+
+    #[test]
+    fn record_fields_as_json() {
+        let record = record(
+            "m/1.eml",
+            "a@example.com",
+            RecipientStatus::Failed(reply(550, "no")),
+        );
+        let json: serde_json::Value = serde_json::to_value(&record).expect("serializes");
+        assert_eq!(json["file"], "m/1.eml");
+        assert_eq!(json["message_id"], "id@example.org");
+        assert_eq!(json["sender"], "s@example.org");
+        assert_eq!(json["recipient"], "a@example.com");
+        assert_eq!(json["result"], "failed");
+        assert_eq!(json["reply"]["code"], 550);
+        assert_eq!(json["attempts"], 2);
+        assert_eq!(json["connection"], "c12");
+        assert_eq!(json["tls"], "TLSv1_3");
+        let timestamp = json["timestamp"].as_str().expect("timestamp is a string");
+        humantime::parse_rfc3339(timestamp).expect("timestamp is RFC 3339");
+    }
+
+    #[test]
+    fn pending_gives_no_record() {
+        let sender = ReversePath::Null;
+        let recipient = address("a@example.com");
+        let outcome = RecipientOutcome {
+            file: Path::new("x"),
+            message_id: None,
+            sender: &sender,
+            recipient: &recipient,
+            status: &RecipientStatus::Pending,
+            attempts: 0,
+            connection: None,
+            tls: None,
+            detail: None,
+        };
+        assert!(LogRecord::from_outcome(&outcome).is_none());
+    }
+
+    #[test]
+    fn unknown_outcome_has_no_reply() {
+        let record = record("x", "a@example.com", RecipientStatus::DeliveryUnknown);
+        assert_eq!(record.result, LogResult::DeliveryUnknown);
+        assert_eq!(record.reply, None);
+    }
+
+    #[test]
+    fn one_line_per_record_round_trip() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.jsonl");
+        let records = [
+            record(
+                "a.eml",
+                "x@example.com",
+                RecipientStatus::Delivered(reply(250, "ok")),
+            ),
+            record(
+                "a.eml",
+                "y@example.com",
+                RecipientStatus::Deferred(reply(451, "later")),
+            ),
+        ];
+        write_all(&path, &records);
+
+        let text = std::fs::read_to_string(&path).expect("read log");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for (line, record) in lines.iter().zip(&records) {
+            let parsed: LogRecord = serde_json::from_str(line).expect("each line parses");
+            assert_eq!(&parsed, record);
+        }
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn resume_set_keeps_final_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.jsonl");
+        let invalid = InvalidInput {
+            tag: 3,
+            path: PathBuf::from("bad.eml"),
+            message_id: None,
+            reason: InvalidReason::NoSender,
+        };
+        write_all(
+            &path,
+            &[
+                record(
+                    "a.eml",
+                    "done@example.com",
+                    RecipientStatus::Delivered(reply(250, "ok")),
+                ),
+                record(
+                    "a.eml",
+                    "gone@example.com",
+                    RecipientStatus::Failed(reply(550, "no")),
+                ),
+                record(
+                    "a.eml",
+                    "later@example.com",
+                    RecipientStatus::Deferred(reply(451, "x")),
+                ),
+                record(
+                    "a.eml",
+                    "maybe@example.com",
+                    RecipientStatus::DeliveryUnknown,
+                ),
+                record(
+                    "b.eml",
+                    "later@example.com",
+                    RecipientStatus::Deferred(reply(421, "x")),
+                ),
+                record(
+                    "b.eml",
+                    "later@example.com",
+                    RecipientStatus::Delivered(reply(250, "ok")),
+                ),
+                LogRecord::from_invalid_input(&invalid),
+            ],
+        );
+
+        let set = read_resume_set(&path).expect("read log");
+        assert_eq!(set.records(), 7);
+        assert!(!set.truncated_tail());
+        let a = Path::new("a.eml");
+        assert!(set.is_final(a, &address("done@example.com")));
+        assert!(set.is_final(a, &address("gone@example.com")));
+        assert!(!set.is_final(a, &address("later@example.com")));
+        assert!(!set.is_final(a, &address("maybe@example.com")));
+        assert!(set.is_final(Path::new("b.eml"), &address("later@example.com")));
+        assert!(set.is_file_final(Path::new("bad.eml")));
+        assert!(set.is_final(Path::new("bad.eml"), &address("any@example.com")));
+        assert!(!set.is_file_final(a));
+        assert_eq!(set.len(), 4);
+
+        let recipients = [
+            address("done@example.com"),
+            address("later@example.com"),
+            address("maybe@example.com"),
+        ];
+        let remaining: Vec<&str> = set.remaining(a, &recipients).map(Address::as_str).collect();
+        assert_eq!(remaining, ["later@example.com", "maybe@example.com"]);
+    }
+
+    #[test]
+    fn truncated_last_line_is_ignored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.jsonl");
+        write_all(
+            &path,
+            &[record(
+                "a.eml",
+                "x@example.com",
+                RecipientStatus::Delivered(reply(250, "ok")),
+            )],
+        );
+        let full = serde_json::to_string(&record(
+            "a.eml",
+            "y@example.com",
+            RecipientStatus::Delivered(reply(250, "ok")),
+        ))
+        .expect("serializes");
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(&full.as_bytes()[..full.len() / 2])
+            .expect("write partial");
+        drop(file);
+
+        let set = read_resume_set(&path).expect("a truncated tail is tolerated");
+        assert!(set.truncated_tail());
+        assert_eq!(set.records(), 1);
+        assert!(set.is_final(Path::new("a.eml"), &address("x@example.com")));
+        assert!(!set.is_final(Path::new("a.eml"), &address("y@example.com")));
+    }
+
+    #[test]
+    fn reopen_cuts_partial_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.jsonl");
+        let first = record(
+            "a.eml",
+            "x@example.com",
+            RecipientStatus::Delivered(reply(250, "ok")),
+        );
+        write_all(&path, std::slice::from_ref(&first));
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(b"{\"timestamp\":\"2026-")
+            .expect("write partial");
+        drop(file);
+
+        let second = record(
+            "b.eml",
+            "y@example.com",
+            RecipientStatus::Failed(reply(554, "no")),
+        );
+        write_all(&path, std::slice::from_ref(&second));
+
+        let text = std::fs::read_to_string(&path).expect("read log");
+        let parsed: Vec<LogRecord> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("every line is whole"))
+            .collect();
+        assert_eq!(parsed, [first, second]);
+        let set = read_resume_set(&path).expect("read log");
+        assert!(!set.truncated_tail());
+        assert_eq!(set.records(), 2);
+    }
+
+    #[test]
+    fn corrupt_middle_line_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.jsonl");
+        let good = serde_json::to_string(&record(
+            "a.eml",
+            "x@example.com",
+            RecipientStatus::Delivered(reply(250, "ok")),
+        ))
+        .expect("serializes");
+        std::fs::write(&path, format!("{good}\nnot json\n{good}\n")).expect("write");
+
+        let error = read_resume_set(&path).expect_err("corrupt line");
+        assert!(
+            matches!(error, LogError::Corrupt { line: 2, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn missing_log_cannot_resume() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let error = read_resume_set(&dir.path().join("none.jsonl")).expect_err("missing");
+        assert!(matches!(error, LogError::Missing(_)), "{error}");
+    }
+
+    #[test]
+    fn empty_log_resumes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.jsonl");
+        DeliveryLogWriter::open(&path).expect("creates the file");
+        let set = read_resume_set(&path).expect("empty log");
+        assert!(set.is_empty());
+        assert!(!set.truncated_tail());
+    }
+}

@@ -1,0 +1,720 @@
+//! The messages of a run: which files they are, and the envelope of each.
+//!
+//! [`collect_paths`] turns the PATH arguments into the list of message
+//! files: a file is taken as given, whatever its name, and a directory
+//! contributes every file below it whose name ends in `.eml`, sorted so
+//! that two runs over the same tree see the same order. [`Input`] then
+//! reads the files one at a time and yields a [`Loaded`] for each: a
+//! [`Submission`] ready for the engine, or an [`InvalidInput`] record that
+//! says what is wrong with the file and how to fix it. One bad file never
+//! stops the run.
+//!
+//! A message is kept as the bytes read ([`Bytes`]), never decoded or
+//! re-encoded: the engine sends exactly those bytes, apart from SMTP's
+//! line-ending normalization and dot-stuffing. Header fields are sent as
+//! they are, Bcc included.
+//!
+//! # The envelope
+//!
+//! Without `--from`, the reverse path comes from the first of these header
+//! fields that carries an address: Return-Path (its first occurrence, the
+//! one the last delivery added; `<>` gives the null reverse path), Sender,
+//! From (its first mailbox). Without `--to`, the recipients are every
+//! mailbox of every To, Cc and Bcc field in that order, group members
+//! included, display names dropped, and duplicates removed; the domain is
+//! compared without regard to case and the local part exactly, as RFC 5321
+//! section 2.4 allows. A mailbox without an address (a display name alone)
+//! is skipped. An address that is present but not valid in an SMTP
+//! envelope makes the message invalid, and the record names the field and
+//! the value.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use ec_types::{Address, AddressError, ReversePath, Submission};
+use mail_parser::{HeaderName, HeaderValue, MessageParser};
+use thiserror::Error;
+
+/// The `--from` and `--to` flags: each replaces only its own part of the
+/// envelope taken from the header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvelopeOverride {
+    /// `--from`: the reverse path for every message.
+    pub from: Option<ReversePath>,
+    /// `--to`: the recipients of every message; empty means "from the header".
+    pub to: Vec<Address>,
+}
+
+/// An error in the PATH arguments that stops the run before anything is
+/// sent (exit status 64).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// A PATH argument does not exist or cannot be examined.
+    #[error("cannot access {path}: {source}; check the PATH argument")]
+    Access {
+        /// The argument.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A directory, given or found below one, cannot be listed.
+    #[error("cannot list the directory {path}: {source}; check its permissions")]
+    ReadDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A directory argument holds no message file.
+    #[error(
+        "the directory {0} contains no file whose name ends in .eml; \
+         name message files directly or give another directory"
+    )]
+    NoMessages(PathBuf),
+}
+
+/// Lists the message files named by `args`, in argument order: a file as
+/// given, a directory as the sorted list of files below it whose names end
+/// in `.eml`.
+///
+/// A file reached twice (named twice, or named and also inside a named
+/// directory) is listed once, at its first place, so that it is not sent
+/// twice. Symbolic links to files are followed; symbolic links to
+/// directories found while walking are not, so a link loop cannot make the
+/// walk endless.
+///
+/// # Errors
+///
+/// [`InputError`] when an argument cannot be accessed, a directory cannot
+/// be listed, or a directory argument contains no message file.
+pub fn collect_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+    let mut seen = HashSet::new();
+    let mut paths = Vec::new();
+
+    for arg in args {
+        let metadata = std::fs::metadata(arg).map_err(|source| InputError::Access {
+            path: arg.clone(),
+            source,
+        })?;
+
+        let found = if metadata.is_dir() {
+            let mut found = Vec::new();
+            walk_directory(arg, &mut found)?;
+            if found.is_empty() {
+                return Err(InputError::NoMessages(arg.clone()));
+            }
+            found.sort();
+            found
+        } else {
+            vec![arg.clone()]
+        };
+
+        for path in found {
+            let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if seen.insert(key) {
+                paths.push(path);
+            }
+        }
+    }
+    Ok(paths)
+}
+
+fn walk_directory(directory: &Path, found: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    let read_error = |source| InputError::ReadDirectory {
+        path: directory.to_owned(),
+        source,
+    };
+
+    for entry in std::fs::read_dir(directory).map_err(read_error)? {
+        let entry = entry.map_err(read_error)?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(read_error)?;
+
+        if file_type.is_dir() {
+            walk_directory(&path, found)?;
+        } else if has_eml_extension(&path) && !is_link_to_directory(&path, file_type) {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn has_eml_extension(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|name| name.as_encoded_bytes().ends_with(b".eml"))
+}
+
+fn is_link_to_directory(path: &Path, file_type: std::fs::FileType) -> bool {
+    file_type.is_symlink() && std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// A message ready for the engine.
+#[derive(Debug, Clone)]
+pub struct InputMessage {
+    /// The envelope and bytes; its `tag` is the message's index in the
+    /// input list.
+    pub submission: Submission,
+    /// The file it came from, as listed by [`collect_paths`].
+    pub path: PathBuf,
+    /// The Message-ID header field's value without angle brackets, if any.
+    pub message_id: Option<String>,
+}
+
+/// A message that cannot be sent, and why.
+#[derive(Debug)]
+pub struct InvalidInput {
+    /// The message's index in the input list.
+    pub tag: u64,
+    /// The file.
+    pub path: PathBuf,
+    /// The Message-ID, when the header could be read.
+    pub message_id: Option<String>,
+    /// What is wrong.
+    pub reason: InvalidReason,
+}
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// Why a message file cannot be sent. Each message says what to do.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum InvalidReason {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}; check that it exists and is readable")]
+    Unreadable(#[source] io::Error),
+    /// The file has no bytes.
+    #[error("the file is empty; give a complete RFC 5322 message or remove the file")]
+    Empty,
+    /// No header field could be parsed, and the envelope needs one.
+    #[error(
+        "no RFC 5322 header fields found; check that the file is a message, \
+         or give the envelope with --from and --to"
+    )]
+    NoHeader,
+    /// No Return-Path, Sender or From address.
+    #[error("no usable sender: no address in Return-Path, Sender or From; pass --from ADDRESS")]
+    NoSender,
+    /// No To, Cc or Bcc address.
+    #[error("no usable recipient: no address in To, Cc or Bcc; pass --to ADDRESS")]
+    NoRecipient,
+    /// A header field holds an address that cannot go into an SMTP envelope.
+    #[error(
+        "the {field} address {value:?} is invalid: {source}; \
+         fix the header field or give the envelope with --from and --to"
+    )]
+    InvalidAddress {
+        /// The header field ("Return-Path", "Sender", "From", "To", "Cc", "Bcc").
+        field: &'static str,
+        /// The address as the header gave it.
+        value: String,
+        /// Why it was rejected.
+        source: AddressError,
+    },
+}
+
+/// What reading one message file produced.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // One per file, handed on at once.
+pub enum Loaded {
+    /// A message to send.
+    Message(InputMessage),
+    /// A message that cannot be sent.
+    Invalid(InvalidInput),
+}
+
+/// Reads and checks one message file. `tag` becomes the submission's tag.
+pub fn load_file(tag: u64, path: &Path, envelope: &EnvelopeOverride) -> Loaded {
+    match std::fs::read(path) {
+        Ok(data) => load_bytes(tag, path.to_owned(), Bytes::from(data), envelope),
+        Err(error) => Loaded::Invalid(InvalidInput {
+            tag,
+            path: path.to_owned(),
+            message_id: None,
+            reason: InvalidReason::Unreadable(error),
+        }),
+    }
+}
+
+/// Checks a message already in memory, such as a bundled sample. `path`
+/// names it in records and logs.
+pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverride) -> Loaded {
+    let invalid = |message_id, reason| {
+        Loaded::Invalid(InvalidInput {
+            tag,
+            path: path.clone(),
+            message_id,
+            reason,
+        })
+    };
+    if data.is_empty() {
+        return invalid(None, InvalidReason::Empty);
+    }
+
+    let parsed = MessageParser::new().parse_headers(&data[..]);
+    let message_id = parsed
+        .as_ref()
+        .and_then(|message| message.message_id())
+        .map(str::to_owned);
+
+    let reverse_path = match &envelope.from {
+        Some(from) => from.clone(),
+        None => match parsed.as_ref().map(header_sender) {
+            Some(Ok(reverse_path)) => reverse_path,
+            Some(Err(reason)) => return invalid(message_id, reason),
+            None => return invalid(message_id, InvalidReason::NoHeader),
+        },
+    };
+
+    let recipients = if envelope.to.is_empty() {
+        match parsed.as_ref().map(header_recipients) {
+            Some(Ok(recipients)) => recipients,
+            Some(Err(reason)) => return invalid(message_id, reason),
+            None => return invalid(message_id, InvalidReason::NoHeader),
+        }
+    } else {
+        dedup(envelope.to.iter().cloned())
+    };
+
+    Loaded::Message(InputMessage {
+        submission: Submission {
+            tag,
+            reverse_path,
+            recipients,
+            data,
+        },
+        path,
+        message_id,
+    })
+}
+
+/// The Message-ID header field's value without angle brackets, if the
+/// message has one.
+pub fn message_id(data: &[u8]) -> Option<String> {
+    let parsed = MessageParser::new().parse_headers(data)?;
+    parsed.message_id().map(str::to_owned)
+}
+
+/// The reverse path from Return-Path, Sender or From, in that order.
+fn header_sender(message: &mail_parser::Message<'_>) -> Result<ReversePath, InvalidReason> {
+    if let Some(path) = return_path(message) {
+        return path;
+    }
+
+    let mailboxes = [("Sender", message.sender()), ("From", message.from())];
+    for (field, value) in mailboxes {
+        let first = value.and_then(|address| address.iter().find_map(|addr| addr.address()));
+        if let Some(text) = first {
+            return parse_address(field, text).map(ReversePath::Mailbox);
+        }
+    }
+    Err(InvalidReason::NoSender)
+}
+
+/// The first Return-Path field's path, or `None` when there is no such
+/// field or it holds nothing that looks like a path.
+fn return_path(message: &mail_parser::Message<'_>) -> Option<Result<ReversePath, InvalidReason>> {
+    let header = message
+        .headers()
+        .iter()
+        .find(|header| header.name == HeaderName::ReturnPath)?;
+
+    let text = match &header.value {
+        HeaderValue::Text(text) => text.as_ref(),
+        HeaderValue::TextList(list) => list.first()?.as_ref(),
+        _ => {
+            // mail-parser returns no value for `<>`, the null path. The raw
+            // field tells it apart from an empty or unparseable one.
+            let raw = message
+                .raw_message
+                .get(header.offset_start as usize..header.offset_end as usize)?;
+            let compact: Vec<u8> = raw
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            return (compact == b"<>").then_some(Ok(ReversePath::Null));
+        }
+    };
+    Some(parse_address("Return-Path", text).map(ReversePath::Mailbox))
+}
+
+/// Every To, Cc and Bcc mailbox, without duplicates.
+fn header_recipients(message: &mail_parser::Message<'_>) -> Result<Vec<Address>, InvalidReason> {
+    let mut recipients = Vec::new();
+    let fields = [
+        ("To", HeaderName::To),
+        ("Cc", HeaderName::Cc),
+        ("Bcc", HeaderName::Bcc),
+    ];
+    for (field, name) in fields {
+        let values = message
+            .header_values(name)
+            .filter_map(HeaderValue::as_address);
+        for text in values.flat_map(|address| address.iter().filter_map(|addr| addr.address())) {
+            recipients.push(parse_address(field, text)?);
+        }
+    }
+
+    if recipients.is_empty() {
+        return Err(InvalidReason::NoRecipient);
+    }
+    Ok(dedup(recipients))
+}
+
+fn parse_address(field: &'static str, text: &str) -> Result<Address, InvalidReason> {
+    Address::new(text).map_err(|source| InvalidReason::InvalidAddress {
+        field,
+        value: text.to_owned(),
+        source,
+    })
+}
+
+/// Removes repeated addresses, keeping the first. [`Address`] equality
+/// compares the lower-cased domain and the local part exactly.
+fn dedup(addresses: impl IntoIterator<Item = Address>) -> Vec<Address> {
+    let mut seen = HashSet::new();
+    addresses
+        .into_iter()
+        .filter(|address| seen.insert(address.clone()))
+        .collect()
+}
+
+/// The messages of a run, read one at a time, in the order of
+/// [`collect_paths`].
+#[derive(Debug)]
+pub struct Input {
+    paths: Vec<PathBuf>,
+    next: usize,
+    envelope: EnvelopeOverride,
+}
+
+impl Input {
+    /// Lists the message files named by `args` without reading them yet.
+    ///
+    /// # Errors
+    ///
+    /// As [`collect_paths`].
+    pub fn open(args: &[PathBuf], envelope: EnvelopeOverride) -> Result<Self, InputError> {
+        Ok(Self::from_paths(collect_paths(args)?, envelope))
+    }
+
+    /// Reads the given files, in the given order, as message files.
+    pub fn from_paths(paths: Vec<PathBuf>, envelope: EnvelopeOverride) -> Self {
+        Self {
+            paths,
+            next: 0,
+            envelope,
+        }
+    }
+
+    /// Every message file of the run; a message's tag is its index here.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+}
+
+impl Iterator for Input {
+    type Item = Loaded;
+
+    fn next(&mut self) -> Option<Loaded> {
+        let path = self.paths.get(self.next)?;
+        let tag = self.next as u64;
+        self.next += 1;
+        Some(load_file(tag, path, &self.envelope))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.paths.len() - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Input {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Loaded {
+        load_with(text, &EnvelopeOverride::default())
+    }
+
+    fn load_with(text: &str, envelope: &EnvelopeOverride) -> Loaded {
+        let data = Bytes::copy_from_slice(text.as_bytes());
+        load_bytes(7, PathBuf::from("test.eml"), data, envelope)
+    }
+
+    fn expect_message(loaded: Loaded) -> InputMessage {
+        match loaded {
+            Loaded::Message(message) => message,
+            Loaded::Invalid(invalid) => panic!("expected a message, got {invalid}"),
+        }
+    }
+
+    fn expect_invalid(loaded: Loaded) -> InvalidInput {
+        match loaded {
+            Loaded::Invalid(invalid) => invalid,
+            Loaded::Message(message) => panic!("expected invalid input, got {message:?}"),
+        }
+    }
+
+    fn recipients(message: &InputMessage) -> Vec<&str> {
+        message
+            .submission
+            .recipients
+            .iter()
+            .map(Address::as_str)
+            .collect()
+    }
+
+    fn address(text: &str) -> Address {
+        Address::new(text).expect("valid test address")
+    }
+
+    #[test]
+    fn from_and_to_with_display_names() {
+        let text = "From: \"Doe, Jane\" <jane@Example.ORG>\r\n\
+                    To: Joe <joe@example.com>, ann@example.net\r\n\
+                    Message-ID: <abc@example.org>\r\n\r\nbody\r\n";
+        let message = expect_message(load(text));
+        assert_eq!(message.submission.tag, 7);
+        assert_eq!(message.submission.reverse_path.as_str(), "jane@example.org");
+        assert_eq!(recipients(&message), ["joe@example.com", "ann@example.net"]);
+        assert_eq!(message.message_id.as_deref(), Some("abc@example.org"));
+        assert_eq!(&message.submission.data[..], text.as_bytes());
+    }
+
+    #[test]
+    fn sender_precedence() {
+        let text = "From: from@example.org\nSender: sender@example.org\n\
+                    Return-Path: <bounce@example.org>\nTo: a@example.com\n\nx\n";
+        let sender = expect_message(load(text)).submission.reverse_path;
+        assert_eq!(sender.as_str(), "bounce@example.org");
+
+        let text = "From: from@example.org\nSender: sender@example.org\nTo: a@example.com\n\nx\n";
+        let sender = expect_message(load(text)).submission.reverse_path;
+        assert_eq!(sender.as_str(), "sender@example.org");
+    }
+
+    #[test]
+    fn first_return_path_wins() {
+        let text = "Return-Path: <newest@example.org>\nReturn-Path: <older@example.org>\n\
+                    From: f@example.org\nTo: a@example.com\n\nx\n";
+        let sender = expect_message(load(text)).submission.reverse_path;
+        assert_eq!(sender.as_str(), "newest@example.org");
+    }
+
+    #[test]
+    fn null_return_path() {
+        let text = "Return-Path: < >\nFrom: MAILER-DAEMON@example.org\nTo: a@example.com\n\nx\n";
+        let sender = expect_message(load(text)).submission.reverse_path;
+        assert_eq!(sender, ReversePath::Null);
+    }
+
+    #[test]
+    fn groups_cc_bcc_and_duplicates() {
+        let text = "From: f@example.org\n\
+                    To: Team: a@example.com, B <b@example.com>;, undisclosed-recipients:;\n\
+                    Cc: A@EXAMPLE.COM, c@example.com\n\
+                    Cc: d@example.com\n\
+                    Bcc: a@example.com, \"Other A\" <a@Example.com>\n\nx\n";
+        let message = expect_message(load(text));
+        assert_eq!(
+            recipients(&message),
+            [
+                "a@example.com",
+                "b@example.com",
+                "A@example.com",
+                "c@example.com",
+                "d@example.com"
+            ]
+        );
+    }
+
+    #[test]
+    fn display_name_only_is_skipped() {
+        let text = "From: Whomever\nTo: Someone\n\nx\n";
+        let invalid = expect_invalid(load(text));
+        assert!(
+            matches!(invalid.reason, InvalidReason::NoSender),
+            "{invalid}"
+        );
+    }
+
+    #[test]
+    fn missing_recipient_is_reported() {
+        let text = "From: f@example.org\nSubject: no one\n\nx\n";
+        let invalid = expect_invalid(load(text));
+        assert!(
+            matches!(invalid.reason, InvalidReason::NoRecipient),
+            "{invalid}"
+        );
+        let text = invalid.to_string();
+        assert!(text.starts_with("test.eml: "), "{text}");
+        assert!(text.contains("--to"), "{text}");
+    }
+
+    #[test]
+    fn invalid_address_names_value() {
+        let text = "From: f@example.org\nTo: <bad\u{1}user@example.com>\n\nx\n";
+        let invalid = expect_invalid(load(text));
+        match &invalid.reason {
+            InvalidReason::InvalidAddress { field, value, .. } => {
+                assert_eq!(*field, "To");
+                assert_eq!(value, "bad\u{1}user@example.com");
+            }
+            other => panic!("expected an invalid address, got {other}"),
+        }
+        let text = "From: <no-domain>\nTo: a@example.com\n\nx\n";
+        let invalid = expect_invalid(load(text));
+        assert!(
+            matches!(
+                &invalid.reason,
+                InvalidReason::InvalidAddress { field: "From", .. }
+            ),
+            "{invalid}"
+        );
+    }
+
+    #[test]
+    fn empty_file_is_invalid() {
+        let invalid = expect_invalid(load(""));
+        assert!(matches!(invalid.reason, InvalidReason::Empty));
+    }
+
+    #[test]
+    fn overrides_replace_own_part_only() {
+        let text = "From: f@example.org\nTo: a@example.com\n\nx\n";
+        let envelope = EnvelopeOverride {
+            from: Some(ReversePath::new("flag@example.org").expect("valid")),
+            to: Vec::new(),
+        };
+        let message = expect_message(load_with(text, &envelope));
+        assert_eq!(message.submission.reverse_path.as_str(), "flag@example.org");
+        assert_eq!(recipients(&message), ["a@example.com"]);
+
+        let envelope = EnvelopeOverride {
+            from: None,
+            to: vec![address("x@example.net"), address("x@EXAMPLE.net")],
+        };
+        let message = expect_message(load_with(text, &envelope));
+        assert_eq!(message.submission.reverse_path.as_str(), "f@example.org");
+        assert_eq!(recipients(&message), ["x@example.net"]);
+    }
+
+    #[test]
+    fn full_override_needs_no_header() {
+        let envelope = EnvelopeOverride {
+            from: Some(ReversePath::Null),
+            to: vec![address("x@example.net")],
+        };
+        let message = expect_message(load_with("just a body line\n", &envelope));
+        assert_eq!(message.submission.reverse_path, ReversePath::Null);
+        assert_eq!(message.message_id, None);
+
+        let invalid = expect_invalid(load_with("", &envelope));
+        assert!(matches!(invalid.reason, InvalidReason::Empty));
+    }
+
+    #[test]
+    fn bytes_are_kept_exactly() {
+        let text =
+            b"From: f@example.org\nTo: a@example.com\nSubject: =?iso-8859-1?Q?M=FCller?=\r\n\
+                     \r\n\xfc\x00bare\rCR\n.\n";
+        let data = Bytes::from_static(text);
+        let loaded = load_bytes(0, "x".into(), data.clone(), &EnvelopeOverride::default());
+        let message = expect_message(loaded);
+        assert_eq!(message.submission.data, data);
+        assert_eq!(message.submission.data.as_ptr(), data.as_ptr(), "no copy");
+    }
+
+    #[test]
+    fn collect_sorts_and_deduplicates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("b/nested")).expect("mkdir");
+        std::fs::create_dir_all(root.join("a")).expect("mkdir");
+        for name in [
+            "b/2.eml",
+            "b/nested/1.eml",
+            "a/z.eml",
+            "a/skip.txt",
+            "a/UPPER.EML",
+        ] {
+            std::fs::write(root.join(name), "x").expect("write");
+        }
+        let single = root.join("single.msg");
+        std::fs::write(&single, "x").expect("write");
+
+        let args = [single.clone(), root.to_owned(), root.join("a/z.eml")];
+        let paths = collect_paths(&args).expect("paths");
+        let expected = [
+            single,
+            root.join("a/z.eml"),
+            root.join("b/2.eml"),
+            root.join("b/nested/1.eml"),
+        ];
+        assert_eq!(paths, expected);
+    }
+
+    #[test]
+    fn empty_directory_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
+        let error = collect_paths(&[dir.path().to_owned()]).expect_err("no messages");
+        assert!(matches!(error, InputError::NoMessages(_)), "{error}");
+        assert!(error
+            .to_string()
+            .contains(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn missing_path_is_an_error() {
+        let error = collect_paths(&[PathBuf::from("/nonexistent/ec-input")]).expect_err("missing");
+        assert!(matches!(error, InputError::Access { .. }), "{error}");
+        assert!(
+            error.to_string().contains("/nonexistent/ec-input"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn input_yields_tags_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = dir.path().join("1.eml");
+        std::fs::write(&good, "From: f@example.org\nTo: a@example.com\n\nx\n").expect("write");
+        let empty = dir.path().join("2.eml");
+        std::fs::write(&empty, "").expect("write");
+        let gone = dir.path().join("3.eml");
+
+        let input = Input::from_paths(vec![good, empty, gone], EnvelopeOverride::default());
+        assert_eq!(input.len(), 3);
+        let loaded: Vec<Loaded> = input.collect();
+
+        assert!(matches!(&loaded[0], Loaded::Message(m) if m.submission.tag == 0));
+        assert!(matches!(
+            &loaded[1],
+            Loaded::Invalid(InvalidInput {
+                tag: 1,
+                reason: InvalidReason::Empty,
+                ..
+            })
+        ));
+        assert!(matches!(
+            &loaded[2],
+            Loaded::Invalid(InvalidInput {
+                tag: 2,
+                reason: InvalidReason::Unreadable(_),
+                ..
+            })
+        ));
+    }
+}

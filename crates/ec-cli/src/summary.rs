@@ -1,0 +1,410 @@
+//! The totals of a run, the summary table printed at its end, and the exit
+//! status they give.
+//!
+//! Recipient outcomes are counted per recipient, invalid input per message
+//! file, because an invalid file may have no readable recipient at all.
+
+use std::fmt::{self, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ec_types::{CloseOutcome, RecipientStatus};
+
+/// The exit status of `ec`, from sysexits.h where it defines one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum ExitStatus {
+    /// 0: every recipient delivered, no invalid input.
+    Success = 0,
+    /// 64 (`EX_USAGE`): bad options, values, configuration or PATHs.
+    Usage = 64,
+    /// 65 (`EX_DATAERR`): some message files were invalid; the rest were
+    /// delivered.
+    InvalidInput = 65,
+    /// 69 (`EX_UNAVAILABLE`): mail was to be sent but no connection could
+    /// be made at all.
+    Unavailable = 69,
+    /// 75 (`EX_TEMPFAIL`): some recipients were deferred or their delivery
+    /// is unknown; running again (with `--resume`) may deliver them.
+    TempFail = 75,
+    /// 70 (`EX_SOFTWARE`): an error stopped the run before every outcome
+    /// was known, such as a delivery log that cannot be written.
+    Software = 70,
+    /// 76: some recipients failed permanently. sysexits.h defines 76 as
+    /// `EX_PROTOCOL`; `ec` uses it for permanent SMTP failures, which no
+    /// sysexits code names.
+    Failed = 76,
+}
+
+impl ExitStatus {
+    /// The numeric status.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        ExitCode::from(status.code())
+    }
+}
+
+/// How many connections ended each way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloseCounts {
+    counts: [u64; CloseOutcome::ALL.len()],
+}
+
+impl CloseCounts {
+    /// Counts one connection that ended with `outcome`.
+    pub fn record(&mut self, outcome: CloseOutcome) {
+        if let Some(index) = CloseOutcome::ALL.iter().position(|o| *o == outcome) {
+            self.counts[index] += 1;
+        }
+    }
+
+    /// How many connections ended with `outcome`.
+    pub fn get(&self, outcome: CloseOutcome) -> u64 {
+        CloseOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |index| self.counts[index])
+    }
+
+    /// Every outcome with a non-zero count, in [`CloseOutcome::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (CloseOutcome, u64)> + '_ {
+        CloseOutcome::ALL
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, count)| *count > 0)
+            .map(|(outcome, count)| (*outcome, count))
+    }
+
+    /// All closed connections.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Totals of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Recipients whose last outcome was a transient failure.
+    pub deferred: u64,
+    /// Recipients failed permanently.
+    pub failed: u64,
+    /// Recipients whose final dot got no reply.
+    pub delivery_unknown: u64,
+    /// Message files that could not be sent.
+    pub invalid_input: u64,
+    /// Message files whose every recipient has an outcome.
+    pub messages_done: u64,
+    /// Connections whose connect was started.
+    pub connections_opened: u64,
+    /// Connections that completed the TCP connect.
+    pub connections_established: u64,
+    /// Connections that completed a TLS handshake.
+    pub connections_tls: u64,
+    /// How the closed connections ended.
+    pub closes: CloseCounts,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+}
+
+impl RunTotals {
+    /// Counts one recipient's outcome. A pending status is not an outcome
+    /// and is not counted.
+    pub fn record_status(&mut self, status: &RecipientStatus) {
+        match status {
+            RecipientStatus::Delivered(_) => self.delivered += 1,
+            RecipientStatus::Deferred(_) => self.deferred += 1,
+            RecipientStatus::Failed(_) => self.failed += 1,
+            RecipientStatus::DeliveryUnknown => self.delivery_unknown += 1,
+            _ => {}
+        }
+    }
+
+    /// Recipients that got an outcome from the engine.
+    pub fn recipients(&self) -> u64 {
+        self.delivered + self.deferred + self.failed + self.delivery_unknown
+    }
+
+    /// Message files done per second of the run; 0 for a run of no time.
+    pub fn messages_per_second(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.messages_done as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// The share of established connections that used TLS, in percent;
+    /// `None` when no connection was established.
+    pub fn tls_percent(&self) -> Option<f64> {
+        (self.connections_established > 0)
+            .then(|| 100.0 * self.connections_tls as f64 / self.connections_established as f64)
+    }
+
+    /// The exit status for these totals.
+    pub fn exit_status(&self) -> ExitStatus {
+        exit_status(self)
+    }
+}
+
+/// The exit status of a run that got past option parsing: the first rule
+/// that applies, in this order:
+///
+/// 1. [`ExitStatus::Unavailable`] (69): recipients were handed to the engine
+///    and not one connection was established.
+/// 2. [`ExitStatus::TempFail`] (75): some recipient deferred or its delivery
+///    unknown.
+/// 3. [`ExitStatus::Failed`] (76): some recipient failed permanently.
+/// 4. [`ExitStatus::InvalidInput`] (65): some message file invalid.
+/// 5. [`ExitStatus::Success`] (0).
+///
+/// [`ExitStatus::Usage`] (64) comes before all of them, but from option
+/// parsing, never from totals.
+pub fn exit_status(totals: &RunTotals) -> ExitStatus {
+    if totals.recipients() > 0 && totals.connections_established == 0 {
+        ExitStatus::Unavailable
+    } else if totals.deferred + totals.delivery_unknown > 0 {
+        ExitStatus::TempFail
+    } else if totals.failed > 0 {
+        ExitStatus::Failed
+    } else if totals.invalid_input > 0 {
+        ExitStatus::InvalidInput
+    } else {
+        ExitStatus::Success
+    }
+}
+
+/// The end-of-run table, as `Display`.
+///
+/// ```text
+/// recipients   delivered 1200   deferred 3   failed 1   unknown 0   invalid files 2
+/// connections  opened 16   established 16   over TLS 100.0%
+/// closed       clean 15   quit_timed_out 1
+/// rate         1204 messages in 2.41 s, 499.6 messages/s
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryTable<'a>(pub &'a RunTotals);
+
+impl fmt::Display for SummaryTable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let totals = self.0;
+        writeln!(
+            f,
+            "recipients   delivered {}   deferred {}   failed {}   unknown {}   invalid files {}",
+            totals.delivered,
+            totals.deferred,
+            totals.failed,
+            totals.delivery_unknown,
+            totals.invalid_input
+        )?;
+
+        let tls = match totals.tls_percent() {
+            Some(percent) => format!("{percent:.1}%"),
+            None => "-".to_owned(),
+        };
+        writeln!(
+            f,
+            "connections  opened {}   established {}   over TLS {tls}",
+            totals.connections_opened, totals.connections_established
+        )?;
+
+        let mut closes = String::new();
+        for (outcome, count) in totals.closes.iter() {
+            if !closes.is_empty() {
+                closes.push_str("   ");
+            }
+            write!(closes, "{outcome} {count}")?;
+        }
+        if closes.is_empty() {
+            closes.push_str("none");
+        }
+        writeln!(f, "closed       {closes}")?;
+
+        writeln!(
+            f,
+            "rate         {} messages in {:.2} s, {:.1} messages/s",
+            totals.messages_done,
+            totals.elapsed.as_secs_f64(),
+            totals.messages_per_second()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ec_types::{Reply, ReplyCode};
+
+    fn totals() -> RunTotals {
+        RunTotals {
+            connections_opened: 1,
+            connections_established: 1,
+            ..RunTotals::default()
+        }
+    }
+
+    #[test]
+    fn all_delivered_is_success() {
+        let run = RunTotals {
+            delivered: 10,
+            ..totals()
+        };
+        assert_eq!(exit_status(&run), ExitStatus::Success);
+        assert_eq!(exit_status(&RunTotals::default()), ExitStatus::Success);
+    }
+
+    #[test]
+    fn no_connection_comes_first() {
+        let run = RunTotals {
+            deferred: 3,
+            failed: 1,
+            invalid_input: 1,
+            connections_opened: 5,
+            connections_established: 0,
+            ..RunTotals::default()
+        };
+        assert_eq!(exit_status(&run), ExitStatus::Unavailable);
+    }
+
+    #[test]
+    fn invalid_only_needs_no_connection() {
+        let run = RunTotals {
+            invalid_input: 2,
+            ..RunTotals::default()
+        };
+        assert_eq!(exit_status(&run), ExitStatus::InvalidInput);
+    }
+
+    #[test]
+    fn deferred_beats_failed_and_invalid() {
+        let run = RunTotals {
+            delivered: 1,
+            deferred: 1,
+            failed: 1,
+            invalid_input: 1,
+            ..totals()
+        };
+        assert_eq!(exit_status(&run), ExitStatus::TempFail);
+        let run = RunTotals {
+            delivery_unknown: 1,
+            failed: 1,
+            ..totals()
+        };
+        assert_eq!(exit_status(&run), ExitStatus::TempFail);
+    }
+
+    #[test]
+    fn failed_beats_invalid() {
+        let run = RunTotals {
+            delivered: 4,
+            failed: 1,
+            invalid_input: 1,
+            ..totals()
+        };
+        assert_eq!(exit_status(&run), ExitStatus::Failed);
+    }
+
+    #[test]
+    fn invalid_with_deliveries() {
+        let run = RunTotals {
+            delivered: 4,
+            invalid_input: 1,
+            ..totals()
+        };
+        assert_eq!(exit_status(&run), ExitStatus::InvalidInput);
+    }
+
+    #[test]
+    fn status_codes_are_sysexits() {
+        let codes = [
+            (ExitStatus::Success, 0),
+            (ExitStatus::Usage, 64),
+            (ExitStatus::InvalidInput, 65),
+            (ExitStatus::Unavailable, 69),
+            (ExitStatus::Software, 70),
+            (ExitStatus::TempFail, 75),
+            (ExitStatus::Failed, 76),
+        ];
+        for (status, code) in codes {
+            assert_eq!(status.code(), code, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn record_status_counts_each_kind() {
+        let reply = Reply::new(ReplyCode::OK, None, "ok");
+        let mut run = RunTotals::default();
+        run.record_status(&RecipientStatus::Delivered(reply.clone()));
+        run.record_status(&RecipientStatus::Deferred(reply.clone()));
+        run.record_status(&RecipientStatus::Failed(reply));
+        run.record_status(&RecipientStatus::DeliveryUnknown);
+        run.record_status(&RecipientStatus::Pending);
+        assert_eq!(
+            (
+                run.delivered,
+                run.deferred,
+                run.failed,
+                run.delivery_unknown
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(run.recipients(), 4);
+    }
+
+    #[test]
+    fn close_counts() {
+        let mut closes = CloseCounts::default();
+        closes.record(CloseOutcome::Clean);
+        closes.record(CloseOutcome::Clean);
+        closes.record(CloseOutcome::Reset);
+        assert_eq!(closes.get(CloseOutcome::Clean), 2);
+        assert_eq!(closes.get(CloseOutcome::Aborted), 0);
+        assert_eq!(closes.total(), 3);
+        let listed: Vec<_> = closes.iter().collect();
+        assert_eq!(listed, [(CloseOutcome::Clean, 2), (CloseOutcome::Reset, 1)]);
+    }
+
+    #[test]
+    fn table_shows_every_total() {
+        let mut run = RunTotals {
+            delivered: 1200,
+            deferred: 3,
+            failed: 1,
+            delivery_unknown: 0,
+            invalid_input: 2,
+            messages_done: 1204,
+            connections_opened: 16,
+            connections_established: 16,
+            connections_tls: 12,
+            elapsed: Duration::from_millis(2_000),
+            ..RunTotals::default()
+        };
+        run.closes.record(CloseOutcome::Clean);
+        run.closes.record(CloseOutcome::QuitTimedOut);
+
+        let table = SummaryTable(&run).to_string();
+        let expected = "\
+recipients   delivered 1200   deferred 3   failed 1   unknown 0   invalid files 2
+connections  opened 16   established 16   over TLS 75.0%
+closed       clean 1   quit_timed_out 1
+rate         1204 messages in 2.00 s, 602.0 messages/s
+";
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn table_without_connections() {
+        let table = SummaryTable(&RunTotals::default()).to_string();
+        assert!(table.contains("over TLS -"), "{table}");
+        assert!(table.contains("closed       none"), "{table}");
+        assert!(table.contains("0.0 messages/s"), "{table}");
+    }
+}
