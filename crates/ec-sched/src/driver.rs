@@ -1,0 +1,129 @@
+//! The interface between the scheduler and the code that runs SMTP
+//! sessions.
+//!
+//! The scheduler calls [`SessionDriver::open`] to start a connection and
+//! talks to it through the returned [`SessionLink`]; the session reports
+//! back through its [`EventSender`]. The contract, for each connection:
+//!
+//! 1. Report `Connected` when the TCP connect completes, then `Ready` when
+//!    the session takes mail (banner, EHLO and STARTTLS done), or `Failed`.
+//! 2. For each `SessionCommand::Deliver`, report one `Transaction` per
+//!    message, in order, then `BatchDone`; or `Failed`, naming the message
+//!    whose transaction was under way and whether its final dot was sent.
+//! 3. After `Failed`, do nothing until the scheduler closes the connection.
+//! 4. On `SessionCommand::Close(plan)`, shut the transport down by
+//!    `plan.deadline` and report `Closed` once the socket is gone.
+//! 5. A connection that never reported `Connected` gets no close command:
+//!    the scheduler drops its link instead. The session then stops
+//!    connecting (if it still is), drops the socket and reports
+//!    `Closed(NeverConnected)`.
+//!
+//! Until `Closed` arrives (or the close deadline passes) the connection
+//! counts against every limit.
+
+use std::fmt;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use ec_types::{CloseReason, ConnectionHandle, Event, OpenRequest, SessionCommand, SessionEvent};
+
+use crate::close::close_connection;
+use crate::runtime::Inbox;
+use crate::scheduler::Scheduler;
+use crate::token::SchedulerToken;
+
+/// Starts and closes SMTP sessions for the scheduler. Implemented by the
+/// SMTP client crate; tests use [`testing::FakeDriver`](crate::testing::FakeDriver).
+pub trait SessionDriver: Send + 'static {
+    /// Starts connecting as `request` says, and returns the link the
+    /// scheduler sends commands through. Events go through `events`, which
+    /// is bound to `request.handle`.
+    ///
+    /// Called on the scheduler thread: it must not block.
+    fn open(
+        &mut self,
+        token: &SchedulerToken,
+        request: OpenRequest,
+        events: EventSender,
+    ) -> Box<dyn SessionLink>;
+
+    /// Closes a connection the scheduler decided to end (idle timeout,
+    /// maximum age, shutdown, or a `Failed` event in `event`).
+    ///
+    /// An implementation calls its `closeconn`, which must call
+    /// [`begin_close`](crate::begin_close) exactly once for `handle`; the
+    /// default calls [`close_connection`], the engine's own mechanics with
+    /// its default QUIT decision.
+    fn close(
+        &mut self,
+        token: &mut SchedulerToken,
+        scheduler: &mut Scheduler,
+        handle: ConnectionHandle,
+        event: &Event,
+        reason: CloseReason,
+        now: Instant,
+    ) {
+        let _ = close_connection(token, scheduler, handle, event, reason, now);
+    }
+}
+
+/// The scheduler's end of one session's command channel. Dropping it tells
+/// the session to stop: see the contract in the [module docs](self).
+pub trait SessionLink: Send {
+    /// Sends a command to the session without blocking. A session that is
+    /// already gone ignores it.
+    fn send(&mut self, command: SessionCommand);
+}
+
+/// A `std::sync::mpsc` sender is a link, for drivers that run each session
+/// on a thread or task reading such a channel.
+impl SessionLink for mpsc::Sender<SessionCommand> {
+    fn send(&mut self, command: SessionCommand) {
+        // A send error means the session has ended; its `Closed` event (or
+        // the close deadline) settles the connection.
+        let _ = mpsc::Sender::send(self, command);
+    }
+}
+
+/// Sends one connection's events to its scheduler. Cloneable and `Send`,
+/// so a session task can keep a copy; every event carries the connection's
+/// handle.
+#[derive(Clone)]
+pub struct EventSender {
+    inbox: mpsc::Sender<Inbox>,
+    handle: ConnectionHandle,
+}
+
+impl EventSender {
+    pub(crate) fn new(inbox: mpsc::Sender<Inbox>, handle: ConnectionHandle) -> Self {
+        Self { inbox, handle }
+    }
+
+    /// The connection these events are about.
+    pub fn handle(&self) -> ConnectionHandle {
+        self.handle
+    }
+
+    /// Sends an event to the scheduler.
+    ///
+    /// # Errors
+    ///
+    /// Returns the event when the scheduler has stopped; the session should
+    /// then close its socket and end.
+    pub fn send(&self, event: SessionEvent) -> Result<(), SessionEvent> {
+        self.inbox
+            .send(Inbox::Session(self.handle, event))
+            .map_err(|error| match error.0 {
+                Inbox::Session(_, event) => event,
+                Inbox::Command(_) => unreachable!("an event sender only sends session events"),
+            })
+    }
+}
+
+impl fmt::Debug for EventSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSender")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}

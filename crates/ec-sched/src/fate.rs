@@ -1,0 +1,373 @@
+//! Where a message goes after a transaction or a close: the only code that
+//! changes recipient statuses, moves messages between queues and lets them
+//! leave the engine, and so the only code that emits recipient records.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ec_types::{
+    BindingSlot, ConnectionId, DomainRecord, EnhancedStatusCode, Message, MessageFate, MessageId,
+    RecipientStatus, Reply, ReplyCode, SharedMessage, TlsInfo,
+};
+
+use crate::domain::{BindingDomain, LaneKey};
+use crate::ledger::Ledger;
+use crate::report::{RecipientOutcome, RecipientRecord, Report};
+use crate::timers::{Timer, Timers};
+
+/// Binding × domains with work to look at, each at most once.
+#[derive(Debug, Default)]
+pub(crate) struct WakeQueue {
+    lanes: VecDeque<LaneKey>,
+}
+
+impl WakeQueue {
+    pub(crate) fn wake(&mut self, key: LaneKey, lane: &mut BindingDomain) {
+        if !lane.wake_pending {
+            lane.wake_pending = true;
+            self.lanes.push_back(key);
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<LaneKey> {
+        self.lanes.pop_front()
+    }
+}
+
+/// The scheduler-wide state that fate decisions touch.
+#[derive(Debug)]
+pub(crate) struct FateContext<'a> {
+    pub(crate) timers: &'a mut Timers,
+    pub(crate) ledger: &'a mut Ledger,
+    pub(crate) reports: &'a mut VecDeque<Report>,
+    pub(crate) wake: &'a mut WakeQueue,
+}
+
+/// One binding × domain, borrowed with its domain record.
+#[derive(Debug)]
+pub(crate) struct LaneRef<'a> {
+    pub(crate) key: LaneKey,
+    pub(crate) record: &'a mut DomainRecord,
+    pub(crate) lane: &'a mut BindingDomain,
+}
+
+/// The connection an outcome happened on, for the records.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Attempt {
+    pub(crate) connection: Option<ConnectionId>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) tls: Option<TlsInfo>,
+}
+
+impl FateContext<'_> {
+    fn record(
+        &mut self,
+        message: &Message,
+        index: usize,
+        binding: BindingSlot,
+        outcome: RecipientOutcome,
+        attempt: &Attempt,
+        now: Instant,
+    ) {
+        let recipient = &message.recipients[index];
+        self.reports.push_back(Report::Recipient(RecipientRecord {
+            tag: message.tag,
+            message: message.id,
+            domain: message.domain.clone(),
+            binding,
+            recipient: recipient.address.clone(),
+            outcome,
+            attempts: message.attempts,
+            connection: attempt.connection,
+            peer: attempt.peer,
+            tls: attempt.tls.clone(),
+            at: now,
+        }));
+    }
+
+    /// Applies a transaction's per-recipient statuses. A recipient that is
+    /// already final keeps its status, so it is never reported twice.
+    /// Returns how many statuses the session left out.
+    pub(crate) fn apply_statuses(
+        &mut self,
+        message: &mut Message,
+        statuses: Vec<RecipientStatus>,
+        binding: BindingSlot,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> usize {
+        let given = statuses.len();
+        for (index, status) in statuses.into_iter().enumerate() {
+            let Some(recipient) = message.recipients.get_mut(index) else {
+                break;
+            };
+            if recipient.status.is_final() {
+                continue;
+            }
+            recipient.status = status;
+            let outcome = match &recipient.status {
+                RecipientStatus::Delivered(reply) => RecipientOutcome::Delivered(reply.clone()),
+                RecipientStatus::Failed(reply) => RecipientOutcome::Failed(reply.clone()),
+                _ => continue,
+            };
+            self.record(message, index, binding, outcome, attempt, now);
+        }
+        message.recipients.len().saturating_sub(given)
+    }
+
+    /// Settles a message after its transaction: it leaves the engine when
+    /// every recipient is final, fails when it outlived the retry policy,
+    /// and otherwise waits in the delayed queue.
+    pub(crate) fn settle(
+        &mut self,
+        mut message: SharedMessage,
+        lane: LaneRef<'_>,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> MessageFate {
+        if message.is_done() {
+            return self.finish(&message, lane.record);
+        }
+        if expired(&message, lane.lane, now) {
+            return self.expire(&mut message, lane, attempt, now);
+        }
+        self.defer(message, lane, None, attempt, now)
+    }
+
+    /// Puts a message in the delayed queue with the retry policy's backoff.
+    /// `reply` is the failure's reply when every pending recipient shares
+    /// it; otherwise each record carries its recipient's own 4xx.
+    pub(crate) fn defer(
+        &mut self,
+        mut message: SharedMessage,
+        lane: LaneRef<'_>,
+        reply: Option<&Reply>,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> MessageFate {
+        let wait = lane.lane.settings.retry.backoff(message.attempts.max(1));
+        let due = now + wait;
+        Arc::make_mut(&mut message).next_attempt = Some(due);
+
+        let binding = lane.key.binding;
+        for (index, recipient) in message.pending_recipients() {
+            let reply = match (&recipient.status, reply) {
+                (_, Some(reply)) => Some(reply.clone()),
+                (RecipientStatus::Deferred(own), None) => Some(own.clone()),
+                _ => None,
+            };
+            let outcome = RecipientOutcome::Deferred {
+                reply,
+                next_attempt: due,
+            };
+            self.record(&message, index, binding, outcome, attempt, now);
+        }
+
+        lane.lane.delayed.insert(due, message);
+        self.arm_retry(lane.key, lane.lane, due);
+        self.ledger.delayed += 1;
+        self.ledger.deferred += 1;
+        lane.record.counters.messages_deferred += 1;
+        MessageFate::Deferred
+    }
+
+    /// Fails every pending recipient with `reply`, and the message leaves.
+    pub(crate) fn fail(
+        &mut self,
+        message: &mut SharedMessage,
+        lane: LaneRef<'_>,
+        reply: &Reply,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> MessageFate {
+        let binding = lane.key.binding;
+        let pending: Vec<usize> = message
+            .pending_recipients()
+            .map(|(index, _)| index)
+            .collect();
+        let owned = Arc::make_mut(message);
+        for index in pending {
+            owned.recipients[index].status = RecipientStatus::Failed(reply.clone());
+            self.record(
+                owned,
+                index,
+                binding,
+                RecipientOutcome::Failed(reply.clone()),
+                attempt,
+                now,
+            );
+        }
+        self.finish(message, lane.record)
+    }
+
+    fn expire(
+        &mut self,
+        message: &mut SharedMessage,
+        lane: LaneRef<'_>,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> MessageFate {
+        let age = now.saturating_duration_since(message.queued_at);
+        let reply = expired_reply(age);
+        self.ledger.expired += 1;
+        self.fail(message, lane, &reply, attempt, now)
+    }
+
+    /// Marks the pending recipients of a message whose final dot got no
+    /// reply, and requeues it at the front of the active queue.
+    pub(crate) fn delivery_unknown(
+        &mut self,
+        mut message: SharedMessage,
+        lane: LaneRef<'_>,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> MessageFate {
+        let binding = lane.key.binding;
+        let pending: Vec<usize> = message
+            .pending_recipients()
+            .map(|(index, _)| index)
+            .collect();
+        let owned = Arc::make_mut(&mut message);
+        for index in pending {
+            owned.recipients[index].status = RecipientStatus::DeliveryUnknown;
+            self.record(
+                owned,
+                index,
+                binding,
+                RecipientOutcome::DeliveryUnknown,
+                attempt,
+                now,
+            );
+        }
+        self.ledger.delivery_unknown += 1;
+        lane.record.counters.messages_delivery_unknown += 1;
+        let fates = self.requeue(vec![message], lane, attempt, now);
+        match fates.first() {
+            Some((_, MessageFate::Requeued)) | None => MessageFate::DeliveryUnknown,
+            Some((_, fate)) => *fate,
+        }
+    }
+
+    /// Puts messages back at the front of the active queue, in the given
+    /// order, without spending an attempt. A message that outlived the
+    /// retry policy fails instead. Returns each message's fate, in order.
+    pub(crate) fn requeue(
+        &mut self,
+        messages: Vec<SharedMessage>,
+        lane: LaneRef<'_>,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> Vec<(MessageId, MessageFate)> {
+        let LaneRef { key, record, lane } = lane;
+        let mut fates = Vec::with_capacity(messages.len());
+        let mut requeued = 0;
+        for mut message in messages.into_iter().rev() {
+            let id = message.id;
+            if expired(&message, lane, now) {
+                let lane = LaneRef {
+                    key,
+                    record: &mut *record,
+                    lane: &mut *lane,
+                };
+                fates.push((id, self.expire(&mut message, lane, attempt, now)));
+                continue;
+            }
+            lane.active.push_front(message);
+            fates.push((id, MessageFate::Requeued));
+            requeued += 1;
+        }
+        fates.reverse();
+
+        self.ledger.active += requeued;
+        self.ledger.requeued += requeued;
+        if !lane.active.is_empty() {
+            self.wake.wake(key, lane);
+        }
+        fates
+    }
+
+    /// Moves due messages of a delayed queue to the end of the active queue
+    /// and re-arms the retry timer for the next one.
+    pub(crate) fn promote_due(&mut self, key: LaneKey, lane: &mut BindingDomain, now: Instant) {
+        self.timers.cancel_slot(&mut lane.retry_timer);
+        let mut moved = 0;
+        while let Some(mut message) = lane.delayed.pop_due(now) {
+            Arc::make_mut(&mut message).next_attempt = None;
+            lane.active.push_back(message);
+            moved += 1;
+        }
+        self.ledger.delayed -= moved;
+        self.ledger.active += moved;
+        if let Some(due) = lane.delayed.next_due() {
+            lane.retry_timer = Some(self.timers.schedule(due, Timer::Retry(key)));
+        }
+        if moved > 0 {
+            self.wake.wake(key, lane);
+        }
+    }
+
+    /// Reports every pending recipient of a message as unsent; the message
+    /// leaves the engine.
+    pub(crate) fn unsent(&mut self, message: &Message, binding: BindingSlot, now: Instant) {
+        for (index, _) in message.pending_recipients() {
+            self.record(
+                message,
+                index,
+                binding,
+                RecipientOutcome::Unsent,
+                &Attempt::default(),
+                now,
+            );
+        }
+        self.ledger.unsent += 1;
+    }
+
+    fn finish(&mut self, message: &Message, record: &mut DomainRecord) -> MessageFate {
+        let delivered = message
+            .recipients
+            .iter()
+            .any(|r| matches!(r.status, RecipientStatus::Delivered(_)));
+        let failed = message
+            .recipients
+            .iter()
+            .any(|r| matches!(r.status, RecipientStatus::Failed(_)));
+        if failed {
+            record.counters.messages_failed += 1;
+        }
+        if delivered {
+            record.counters.messages_delivered += 1;
+            self.ledger.delivered += 1;
+            MessageFate::Delivered
+        } else {
+            self.ledger.failed += 1;
+            MessageFate::Failed
+        }
+    }
+
+    fn arm_retry(&mut self, key: LaneKey, lane: &mut BindingDomain, due: Instant) {
+        if lane.retry_timer.is_some_and(|timer| timer.at <= due) {
+            return;
+        }
+        self.timers.cancel_slot(&mut lane.retry_timer);
+        lane.retry_timer = Some(self.timers.schedule(due, Timer::Retry(key)));
+    }
+}
+
+fn expired(message: &Message, lane: &BindingDomain, now: Instant) -> bool {
+    now.saturating_duration_since(message.queued_at) >= lane.settings.retry.max_age
+}
+
+/// The reply recorded for recipients that outlived the retry policy:
+/// 554 with RFC 3463's 5.4.7, "delivery time expired".
+pub(crate) fn expired_reply(age: Duration) -> Reply {
+    Reply::new(
+        ReplyCode::TRANSACTION_FAILED,
+        EnhancedStatusCode::new(5, 4, 7).ok(),
+        &format!(
+            "delivery time expired: queued {}s ago, past the retry policy's maximum age (reply made by ec)",
+            age.as_secs()
+        ),
+    )
+}

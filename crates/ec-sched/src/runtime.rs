@@ -1,0 +1,416 @@
+//! The scheduler thread and the handle other threads use to reach it.
+//!
+//! The loop waits on one inbox for commands from handles and events from
+//! sessions, at most until the next timer deadline; then it fires due
+//! timers, dispatches work and passes records to the observer.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ec_types::{
+    Binding, BindingSlot, Config, ConnectionHandle, Domain, Route, SessionEvent, Submission,
+};
+use thiserror::Error;
+use tracing::{debug, error, info};
+
+use crate::audit::AuditError;
+use crate::driver::SessionDriver;
+use crate::report::Observer;
+use crate::scheduler::{BindingError, Scheduler, SchedulerOptions, SubmitError};
+use crate::stats::Stats;
+use crate::token::SchedulerToken;
+
+/// Longest wait without a deadline, so the loop notices that every handle
+/// was dropped.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Inbox messages handled before timers and dispatch run again, so a flood
+/// of events cannot starve them.
+const INBOX_BURST: usize = 256;
+
+/// What reaches the scheduler thread.
+pub(crate) enum Inbox {
+    Session(ConnectionHandle, SessionEvent),
+    Command(Command),
+}
+
+pub(crate) enum Command {
+    Submit {
+        binding: BindingSlot,
+        submission: Submission,
+    },
+    RegisterBinding {
+        binding: Binding,
+        reply: mpsc::Sender<Result<BindingSlot, BindingError>>,
+    },
+    RegisterDomain {
+        domain: Domain,
+        route: Route,
+    },
+    Shutdown,
+    Stats(mpsc::Sender<Stats>),
+    Audit(mpsc::Sender<Result<(), AuditError>>),
+}
+
+/// State shared between handles and the loop.
+#[derive(Debug)]
+struct Shared {
+    /// False once a shutdown was asked for: handles refuse new work.
+    accepting: AtomicBool,
+    /// Submissions between their `accepting` check and their send. The
+    /// loop waits for zero before its last inbox drain, so no submission
+    /// that passed the check is dropped unseen.
+    submitting: AtomicUsize,
+    /// Registered binding slots, for checking a submission's binding
+    /// without a round trip.
+    bindings: AtomicU32,
+}
+
+/// Why a handle call failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// The scheduler thread has stopped.
+    #[error("the scheduler has stopped")]
+    Stopped,
+    /// The binding was not registered.
+    #[error(transparent)]
+    Binding(#[from] BindingError),
+}
+
+/// A cloneable, thread-safe handle to a scheduler thread. When the last
+/// handle is dropped the scheduler shuts down.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    inbox: mpsc::Sender<Inbox>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SchedulerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchedulerHandle")
+            .field("accepting", &self.shared.accepting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SchedulerHandle {
+    /// Queues a submission on the default binding.
+    ///
+    /// # Errors
+    ///
+    /// Returns the submission when it has no recipients, or the scheduler
+    /// is shutting down or stopped.
+    pub fn submit(&self, submission: Submission) -> Result<(), SubmitError> {
+        self.submit_via(BindingSlot(0), submission)
+    }
+
+    /// Queues a submission on a binding. Every recipient then gets exactly
+    /// one final record through the observer, unsent ones included if a
+    /// shutdown comes first.
+    ///
+    /// # Errors
+    ///
+    /// Returns the submission when it has no recipients, the binding is
+    /// not registered, or the scheduler is shutting down or stopped.
+    pub fn submit_via(
+        &self,
+        binding: BindingSlot,
+        submission: Submission,
+    ) -> Result<(), SubmitError> {
+        if submission.recipients.is_empty() {
+            return Err(SubmitError::NoRecipients(Box::new(submission)));
+        }
+        if u32::from(binding.0) >= self.shared.bindings.load(Ordering::Acquire) {
+            return Err(SubmitError::UnknownBinding {
+                binding,
+                submission: Box::new(submission),
+            });
+        }
+
+        self.shared.submitting.fetch_add(1, Ordering::SeqCst);
+        let result = if self.shared.accepting.load(Ordering::SeqCst) {
+            self.inbox
+                .send(Inbox::Command(Command::Submit {
+                    binding,
+                    submission,
+                }))
+                .map_err(|error| match error.0 {
+                    Inbox::Command(Command::Submit { submission, .. }) => {
+                        SubmitError::Stopped(Box::new(submission))
+                    }
+                    _ => unreachable!("the message sent was a submission"),
+                })
+        } else {
+            Err(SubmitError::ShuttingDown(Box::new(submission)))
+        };
+        self.shared.submitting.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Registers a binding and returns its slot.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the name is taken, every slot is used, or the
+    /// scheduler has stopped.
+    pub fn register_binding(&self, binding: Binding) -> Result<BindingSlot, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::RegisterBinding { binding, reply })?;
+        let slot = answer.recv().map_err(|_| HandleError::Stopped)??;
+        self.shared
+            .bindings
+            .fetch_max(u32::from(slot.0) + 1, Ordering::AcqRel);
+        Ok(slot)
+    }
+
+    /// Sets a domain's route. Mail for domains never registered uses the
+    /// configured route.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the scheduler has stopped.
+    pub fn register_domain(&self, domain: Domain, route: Route) -> Result<(), HandleError> {
+        self.send(Command::RegisterDomain { domain, route })
+    }
+
+    /// Asks the scheduler to shut down: new submissions are refused, every
+    /// connection is closed, and every message still queued is reported as
+    /// unsent. Join the scheduler's thread to wait for the end.
+    pub fn shutdown(&self) {
+        self.shared.accepting.store(false, Ordering::SeqCst);
+        let _ = self.send(Command::Shutdown);
+    }
+
+    /// Takes a snapshot of the scheduler's counts.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the scheduler has stopped.
+    pub fn stats(&self) -> Result<Stats, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::Stats(reply))?;
+        answer.recv().map_err(|_| HandleError::Stopped)
+    }
+
+    /// Runs the accounting audit on the scheduler thread and returns its
+    /// result.
+    ///
+    /// # Errors
+    ///
+    /// The outer error says the scheduler has stopped; the inner one lists
+    /// the audit's violations.
+    pub fn audit(&self) -> Result<Result<(), AuditError>, HandleError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::Audit(reply))?;
+        answer.recv().map_err(|_| HandleError::Stopped)
+    }
+
+    fn send(&self, command: Command) -> Result<(), HandleError> {
+        self.inbox
+            .send(Inbox::Command(command))
+            .map_err(|_| HandleError::Stopped)
+    }
+}
+
+impl Scheduler {
+    /// Starts a scheduler on a thread of its own, named `ec-scheduler`,
+    /// with default [`SchedulerOptions`].
+    ///
+    /// The thread ends after a shutdown (asked for through a handle, or
+    /// because every handle was dropped) and returns the final counts.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the thread cannot be started.
+    pub fn spawn(
+        config: Config,
+        driver: impl SessionDriver,
+        observer: impl Observer,
+    ) -> std::io::Result<(SchedulerHandle, JoinHandle<Stats>)> {
+        Self::spawn_with_options(config, SchedulerOptions::default(), driver, observer)
+    }
+
+    /// Starts a scheduler thread with the given options.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the thread cannot be started.
+    pub fn spawn_with_options(
+        config: Config,
+        options: SchedulerOptions,
+        driver: impl SessionDriver,
+        observer: impl Observer,
+    ) -> std::io::Result<(SchedulerHandle, JoinHandle<Stats>)> {
+        let (inbox, receiver) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            accepting: AtomicBool::new(true),
+            submitting: AtomicUsize::new(0),
+            bindings: AtomicU32::new(1),
+        });
+        let handle = SchedulerHandle {
+            inbox: inbox.clone(),
+            shared: shared.clone(),
+        };
+        let thread = thread::Builder::new()
+            .name("ec-scheduler".to_owned())
+            .spawn(move || {
+                let (scheduler, token) = Scheduler::new(config, options, inbox, Instant::now());
+                let mut event_loop = EventLoop {
+                    scheduler,
+                    token,
+                    driver,
+                    observer,
+                    receiver,
+                    shared,
+                };
+                event_loop.run()
+            })?;
+        Ok((handle, thread))
+    }
+}
+
+struct EventLoop<D, O> {
+    scheduler: Scheduler,
+    token: SchedulerToken,
+    driver: D,
+    observer: O,
+    receiver: mpsc::Receiver<Inbox>,
+    shared: Arc<Shared>,
+}
+
+impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
+    fn run(&mut self) -> Stats {
+        info!("scheduler started");
+        loop {
+            let now = Instant::now();
+            let timeout = self
+                .scheduler
+                .next_deadline()
+                .map_or(IDLE_POLL, |deadline| {
+                    deadline.saturating_duration_since(now)
+                })
+                .min(IDLE_POLL);
+            match self.receiver.recv_timeout(timeout) {
+                Ok(message) => {
+                    self.handle(message);
+                    for _ in 1..INBOX_BURST {
+                        let Ok(message) = self.receiver.try_recv() else {
+                            break;
+                        };
+                        self.handle(message);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // The scheduler holds a sender for its sessions, so the
+                // inbox never disconnects while it runs.
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+
+            let now = Instant::now();
+            let Self {
+                scheduler,
+                token,
+                driver,
+                ..
+            } = self;
+            scheduler.fire_due_timers(token, driver, now);
+            scheduler.run_pending(token, driver, now);
+            if Arc::strong_count(&self.shared) == 1 && !self.scheduler.is_shutting_down() {
+                debug!("every scheduler handle was dropped; shutting down");
+                self.begin_shutdown();
+            }
+            let finished = self.scheduler.poll_shutdown(&self.token, now);
+            self.flush_reports();
+            if finished {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn handle(&mut self, message: Inbox) {
+        let now = Instant::now();
+        match message {
+            Inbox::Session(handle, event) => {
+                self.scheduler.handle_session_event(
+                    &mut self.token,
+                    &mut self.driver,
+                    handle,
+                    event,
+                    now,
+                );
+            }
+            Inbox::Command(command) => self.command(command, now),
+        }
+    }
+
+    fn command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Submit {
+                binding,
+                submission,
+            } => {
+                if let Err(rejected) = self.scheduler.submit(&self.token, binding, submission, now)
+                {
+                    // The handle checked the same conditions, so this is a
+                    // bug; the submission is dropped, and logged with its tag.
+                    error!(error = %rejected, "scheduler rejected a submission its handle accepted");
+                }
+            }
+            Command::RegisterBinding { binding, reply } => {
+                let _ = reply.send(self.scheduler.register_binding(&self.token, binding));
+            }
+            Command::RegisterDomain { domain, route } => {
+                self.scheduler.register_domain(&self.token, domain, route);
+            }
+            Command::Shutdown => self.begin_shutdown(),
+            Command::Stats(reply) => {
+                let _ = reply.send(self.scheduler.stats());
+            }
+            Command::Audit(reply) => {
+                let _ = reply.send(self.scheduler.run_audit(&self.token));
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shared.accepting.store(false, Ordering::SeqCst);
+        self.scheduler
+            .begin_shutdown(&mut self.token, &mut self.driver, Instant::now());
+    }
+
+    fn flush_reports(&mut self) {
+        for report in self.scheduler.drain_reports(&self.token) {
+            self.observer.report(report);
+        }
+    }
+
+    /// Takes the submissions that raced with the shutdown, so each of them
+    /// is reported, then returns the final counts.
+    fn finish(&mut self) -> Stats {
+        self.shared.accepting.store(false, Ordering::SeqCst);
+        while self.shared.submitting.load(Ordering::SeqCst) != 0 {
+            thread::yield_now();
+        }
+        while let Ok(message) = self.receiver.try_recv() {
+            self.handle(message);
+        }
+        if let Err(failure) = self.scheduler.run_audit(&self.token) {
+            error!(%failure, "final accounting audit failed");
+        }
+        self.flush_reports();
+        let stats = self.scheduler.stats();
+        info!(
+            delivered = stats.ledger.delivered,
+            failed = stats.ledger.failed,
+            unsent = stats.ledger.unsent,
+            "scheduler stopped"
+        );
+        stats
+    }
+}

@@ -1,0 +1,211 @@
+//! Every timer of the scheduler, in one ordered map.
+//!
+//! A timer is keyed by its deadline and a never-reused [`TimerId`], so
+//! scheduling, cancelling and finding the next deadline are O(log n) in the
+//! number of pending timers. Whoever owns a timer keeps its [`TimerKey`] and
+//! cancels it by key.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ec_types::{ConnectionHandle, Event, TimerId, TimerKind};
+
+use crate::domain::{DomainIndex, LaneKey};
+
+/// What a pending timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// An idle connection has waited its idle timeout.
+    IdleTimeout(ConnectionHandle),
+    /// A connection has reached its maximum age.
+    MaxAge(ConnectionHandle),
+    /// A closing connection is considered gone.
+    CloseDeadline(ConnectionHandle),
+    /// The earliest message of one binding × domain's delayed queue is due.
+    Retry(LaneKey),
+    /// A domain's connection backoff has ended.
+    Backoff(DomainIndex),
+    /// Busy connections that outlived the shutdown grace period are closed.
+    ShutdownGrace,
+    /// The periodic accounting audit.
+    Audit,
+}
+
+impl Timer {
+    /// The connection the timer belongs to, if any.
+    pub(crate) fn connection(self) -> Option<ConnectionHandle> {
+        match self {
+            Self::IdleTimeout(handle) | Self::MaxAge(handle) | Self::CloseDeadline(handle) => {
+                Some(handle)
+            }
+            Self::Retry(_) | Self::Backoff(_) | Self::ShutdownGrace | Self::Audit => None,
+        }
+    }
+
+    /// The event that `closeconn` receives for a close this timer causes.
+    pub(crate) fn event(self, id: TimerId) -> Event {
+        let kind = match self {
+            Self::IdleTimeout(handle) => TimerKind::IdleTimeout(handle),
+            Self::MaxAge(handle) => TimerKind::MaxAge(handle),
+            Self::CloseDeadline(handle) => TimerKind::CloseDeadline(handle),
+            Self::Retry(_) => TimerKind::RetryDue,
+            Self::Backoff(_) => TimerKind::BackoffOver,
+            Self::Audit => TimerKind::Audit,
+            Self::ShutdownGrace => return Event::Shutdown,
+        };
+        Event::Timer { id, kind }
+    }
+}
+
+/// The key of a scheduled timer: its deadline and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TimerKey {
+    pub(crate) at: Instant,
+    pub(crate) id: TimerId,
+}
+
+/// The scheduler's timers.
+#[derive(Debug)]
+pub(crate) struct Timers {
+    pending: BTreeMap<TimerKey, Timer>,
+    next_id: u64,
+}
+
+impl Timers {
+    pub(crate) fn new() -> Self {
+        Self {
+            pending: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Schedules `timer` to fire at `at`.
+    pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) -> TimerKey {
+        self.next_id += 1;
+        let key = TimerKey {
+            at,
+            id: TimerId(self.next_id),
+        };
+        self.pending.insert(key, timer);
+        key
+    }
+
+    /// Cancels a timer; a timer that already fired or was cancelled is
+    /// ignored.
+    pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<Timer> {
+        self.pending.remove(&key)
+    }
+
+    /// Cancels the timer in `slot`, if one is there, and empties the slot.
+    pub(crate) fn cancel_slot(&mut self, slot: &mut Option<TimerKey>) {
+        if let Some(key) = slot.take() {
+            self.cancel(key);
+        }
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.pending.keys().next().map(|key| key.at)
+    }
+
+    /// Removes and returns the earliest timer whose deadline is not after
+    /// `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, Timer)> {
+        let entry = self.pending.first_entry()?;
+        if entry.key().at > now {
+            return None;
+        }
+        let key = *entry.key();
+        Some((key, entry.remove()))
+    }
+
+    pub(crate) fn contains(&self, key: TimerKey) -> bool {
+        self.pending.contains_key(&key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&TimerKey, &Timer)> {
+        self.pending.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn handle(slot: u32) -> ConnectionHandle {
+        ConnectionHandle {
+            slot,
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn timers_fire_in_deadline_order() {
+        let start = Instant::now();
+        let mut timers = Timers::new();
+        timers.schedule(
+            start + Duration::from_secs(2),
+            Timer::IdleTimeout(handle(2)),
+        );
+        timers.schedule(
+            start + Duration::from_secs(1),
+            Timer::IdleTimeout(handle(1)),
+        );
+        assert_eq!(timers.next_deadline(), Some(start + Duration::from_secs(1)));
+
+        assert!(timers.pop_due(start).is_none());
+        let (_, first) = timers.pop_due(start + Duration::from_secs(5)).expect("due");
+        let (_, second) = timers.pop_due(start + Duration::from_secs(5)).expect("due");
+        assert_eq!(first, Timer::IdleTimeout(handle(1)));
+        assert_eq!(second, Timer::IdleTimeout(handle(2)));
+        assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn cancelled_timer_never_fires() {
+        let start = Instant::now();
+        let mut timers = Timers::new();
+        let mut slot = Some(timers.schedule(start, Timer::Audit));
+        timers.cancel_slot(&mut slot);
+        assert!(slot.is_none());
+        assert!(timers.pop_due(start + Duration::from_secs(1)).is_none());
+        assert_eq!(timers.next_deadline(), None);
+    }
+
+    #[test]
+    fn same_deadline_keeps_both() {
+        let start = Instant::now();
+        let mut timers = Timers::new();
+        let a = timers.schedule(start, Timer::MaxAge(handle(1)));
+        let b = timers.schedule(start, Timer::MaxAge(handle(2)));
+        assert_ne!(a, b);
+        assert!(timers.contains(a));
+        assert_eq!(timers.len(), 2);
+        assert_eq!(timers.iter().count(), 2);
+    }
+
+    #[test]
+    fn grace_timer_maps_to_shutdown_event() {
+        assert!(matches!(
+            Timer::ShutdownGrace.event(TimerId(1)),
+            Event::Shutdown
+        ));
+        assert!(matches!(
+            Timer::Retry(LaneKey::new(DomainIndex(0), ec_types::BindingSlot(0))).event(TimerId(3)),
+            Event::Timer {
+                kind: TimerKind::RetryDue,
+                ..
+            }
+        ));
+        assert_eq!(
+            Timer::CloseDeadline(handle(4)).connection(),
+            Some(handle(4))
+        );
+    }
+}
