@@ -1,6 +1,6 @@
 //! Every metric that `ec` exports: name, type, unit, HELP text, labels and
 //! histogram buckets. This module is the only place that spells a metric
-//! name; the recording functions in [`crate::record`] and the reference page
+//! name. The recording functions (such as [`crate::message_fate`]) and the reference page
 //! (`docs/metrics.md`) are both derived from it.
 //!
 //! Names follow the [Prometheus naming conventions]: the `ec_` prefix, base
@@ -29,7 +29,7 @@ pub enum MetricKind {
 }
 
 impl MetricKind {
-    /// The name the exposition format's `# TYPE` line uses.
+    /// Returns the name that the exposition format's `# TYPE` line uses.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Counter => "counter",
@@ -52,7 +52,7 @@ pub enum Unit {
 }
 
 impl Unit {
-    /// The unit's name as the reference page shows it.
+    /// Returns the unit's name as the reference page shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Count => "count",
@@ -61,7 +61,8 @@ impl Unit {
         }
     }
 
-    /// The matching `metrics` crate unit, passed along with each description.
+    /// Returns the matching `metrics` crate unit, which is passed along
+    /// with each description.
     pub fn to_metrics(self) -> metrics::Unit {
         match self {
             Self::Count => metrics::Unit::Count,
@@ -71,7 +72,7 @@ impl Unit {
     }
 }
 
-/// Which values a label can take.
+/// The set of values a label can take.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum LabelValues {
@@ -87,7 +88,7 @@ pub enum LabelValues {
 }
 
 impl LabelValues {
-    /// The fixed values, or `None` for binding and domain labels.
+    /// Returns the fixed values, or `None` for binding and domain labels.
     pub fn fixed(self) -> Option<Vec<&'static str>> {
         match self {
             Self::Fixed(values) => Some(values()),
@@ -108,7 +109,7 @@ pub struct LabelDef {
 /// A PromQL query that the reference page shows for a metric.
 #[derive(Debug, Clone, Copy)]
 pub struct ExampleQuery {
-    /// What the query answers, as a sentence.
+    /// The question the query computes the answer to, as a sentence.
     pub purpose: &'static str,
     /// The query.
     pub promql: &'static str,
@@ -130,14 +131,14 @@ pub struct MetricDef {
     /// Histogram bucket upper bounds, strictly increasing; empty for
     /// counters and gauges.
     pub buckets: &'static [f64],
-    /// What the metric tells an operator: when it moves and what to do.
+    /// The metric's meaning for an operator: when it moves and what to do.
     pub meaning: &'static str,
     /// Queries worth pasting into Prometheus.
     pub queries: &'static [ExampleQuery],
 }
 
 impl MetricDef {
-    /// The upper bound of the number of label sets, as a product with `B`
+    /// Returns the upper bound of the number of label sets, as a product with `B`
     /// for the number of configured bindings and `D` for the number of
     /// domain label values. A histogram exports each label set as its
     /// buckets plus `+Inf`, `_sum` and `_count`.
@@ -175,8 +176,8 @@ pub const CONNECTION_DURATION_BUCKETS: [f64; 16] = [
     14400.0,
 ];
 
-/// A healthy scheduler loop answers within microseconds; lags of a second
-/// or more mean it is starved or blocked.
+/// A healthy scheduler loop handles an event within microseconds. Lags of
+/// a second or more mean that it is starved or blocked.
 pub const LOOP_LAG_BUCKETS: [f64; 18] = [
     0.000_001, 0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -331,7 +332,9 @@ pub const TLS_HANDSHAKES: MetricDef = MetricDef {
     labels: &[
         LabelDef {
             name: "policy",
-            values: LabelValues::Fixed(|| TLS_POLICIES.iter().map(|p| tls_policy_str(*p)).collect()),
+            values: LabelValues::Fixed(|| {
+                TLS_POLICIES.iter().map(|p| tls_policy_str(*p)).collect()
+            }),
         },
         LabelDef {
             name: "result",
@@ -392,7 +395,7 @@ pub const SMTP_REPLIES: MetricDef = MetricDef {
     name: "ec_smtp_replies_total",
     kind: MetricKind::Counter,
     unit: Unit::Count,
-    help: "SMTP replies received, by the stage (command) they answer and reply class",
+    help: "SMTP replies received, by the command (session stage) they reply to and reply class",
     labels: &[
         LabelDef {
             name: "command",
@@ -400,7 +403,9 @@ pub const SMTP_REPLIES: MetricDef = MetricDef {
         },
         LabelDef {
             name: "class",
-            values: LabelValues::Fixed(|| REPLY_CLASSES.iter().map(|c| reply_class_str(*c)).collect()),
+            values: LabelValues::Fixed(|| {
+                REPLY_CLASSES.iter().map(|c| reply_class_str(*c)).collect()
+            }),
         },
     ],
     buckets: &[],
@@ -479,7 +484,9 @@ pub const RECIPIENTS: MetricDef = MetricDef {
         DOMAIN,
         LabelDef {
             name: "result",
-            values: LabelValues::Fixed(|| RecipientResult::ALL.iter().map(|r| r.as_str()).collect()),
+            values: LabelValues::Fixed(|| {
+                RecipientResult::ALL.iter().map(|r| r.as_str()).collect()
+            }),
         },
     ],
     buckets: &[],
@@ -670,7 +677,11 @@ mod tests {
         for def in ALL {
             assert!(!def.help.is_empty(), "{} has no HELP text", def.name);
             assert!(!def.help.contains('\n'), "{} HELP has a newline", def.name);
-            assert!(!def.help.ends_with('.'), "{} HELP ends in a period", def.name);
+            assert!(
+                !def.help.ends_with('.'),
+                "{} HELP ends in a period",
+                def.name
+            );
             assert!(!def.meaning.is_empty(), "{} has no meaning text", def.name);
         }
     }
@@ -696,7 +707,12 @@ mod tests {
         for def in ALL {
             let mut seen = HashSet::new();
             for label in def.labels {
-                assert!(seen.insert(label.name), "{} repeats {}", def.name, label.name);
+                assert!(
+                    seen.insert(label.name),
+                    "{} repeats {}",
+                    def.name,
+                    label.name
+                );
                 assert!(
                     !label.name.starts_with("__") && label.name != "le" && label.name != "quantile",
                     "{} uses the reserved label {}",

@@ -81,12 +81,17 @@ impl Exporter {
     /// - [`MetricsError::ForeignRecorder`] when another library set the
     ///   global recorder first.
     /// - [`MetricsError::PortZero`] and [`MetricsError::Listen`] when the
-    ///   listen address is unusable.
+    ///   listen address is unusable. Port 0 is rejected before anything
+    ///   else is checked.
     /// - [`MetricsError::Thread`] when the exporter thread cannot start.
     ///
     /// After an error nothing is installed and no port stays bound, so the
     /// call may be retried, for example with another address.
     pub fn install(config: ExporterConfig) -> Result<ExporterHandle, MetricsError> {
+        if let Some(address) = config.listen.filter(|address| address.port() == 0) {
+            return Err(MetricsError::PortZero { address });
+        }
+
         if INSTALLED
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -140,10 +145,6 @@ pub(crate) fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
 }
 
 fn install_with_listener(address: SocketAddr) -> Result<ExporterHandle, MetricsError> {
-    if address.port() == 0 {
-        return Err(MetricsError::PortZero { address });
-    }
-
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,13 +4,13 @@
 //! Each function records into the recorder in effect: the one installed by
 //! [`Exporter::install`](crate::Exporter::install), a
 //! [`LocalRecorder`](crate::LocalRecorder) inside its scope, or, when none
-//! is installed, nothing (the `metrics` crate's no-op recorder, a few
-//! nanoseconds per call).
+//! is installed, the `metrics` crate's no-op recorder.
 //!
 //! Enum labels are `&'static str` values and binding and domain labels are
 //! interned, so a call allocates no label string. It does allocate the
-//! small vector of labels that `metrics` keys own, and looks the series up
-//! in the recorder's sharded map; the crate README gives the measured cost.
+//! small vector of labels that a `metrics` key owns (also under the no-op
+//! recorder) and looks the series up in the recorder's sharded map. The
+//! crate README gives the measured cost: about 60 to 140 ns per call.
 
 use std::time::Duration;
 
@@ -22,8 +22,7 @@ use metrics::{counter, gauge, histogram, Label};
 use crate::catalog;
 use crate::labels::{BindingLabel, DomainLabel};
 use crate::values::{
-    reply_class_str, tls_policy_str, ConnectResult, QueueKind, RecipientResult,
-    TlsHandshakeResult,
+    reply_class_str, tls_policy_str, ConnectResult, QueueKind, RecipientResult, TlsHandshakeResult,
 };
 
 fn pair(binding: &BindingLabel, domain: &DomainLabel) -> Vec<Label> {
@@ -97,8 +96,9 @@ pub fn close_notify_received() {
     counter!(catalog::TLS_CLOSE_NOTIFY_RECEIVED.name).increment(1);
 }
 
-/// Records a reply received at stage `command` (the command it answers;
-/// [`Stage::Banner`] for the greeting, [`Stage::Body`] for the final dot).
+/// Records a reply received at stage `command`, the command it replies
+/// to. The greeting is [`Stage::Banner`] and the reply to the final dot is
+/// [`Stage::Body`].
 pub fn reply(command: Stage, class: ReplyClass) {
     counter!(
         catalog::SMTP_REPLIES.name,

@@ -18,7 +18,7 @@ pub const BEGIN_MARKER: &str =
 /// The line that closes the generated region.
 pub const END_MARKER: &str = "<!-- END GENERATED -->";
 
-/// The generated region, without the markers: a summary table and one
+/// Generates the region between the markers: a summary table and one
 /// section per metric.
 pub fn reference_markdown() -> String {
     let mut out = String::new();
@@ -91,7 +91,12 @@ fn write_section(out: &mut String, def: &MetricDef) {
     } else {
         out.push_str("- Labels:\n");
         for label in def.labels {
-            let _ = writeln!(out, "  - `{}`: {}", label.name, describe_values(label.values));
+            let _ = writeln!(
+                out,
+                "  - `{}`: {}",
+                label.name,
+                describe_values(label.values)
+            );
         }
     }
 

@@ -1,6 +1,6 @@
-//! Label values that `ec-types` has no enum (or no `as_str`) for, and the
-//! lists of every value a label can take, which the catalog and the
-//! reference page show.
+//! Label values that `ec-types` has no enum (or no `as_str`) for, and lists
+//! of every value of the `ec-types` enums that label metrics, which the
+//! catalog, the reference page and tests enumerate.
 //!
 //! Each value here is a `&'static str`, so recording a metric never
 //! allocates a label string for it.
@@ -11,14 +11,14 @@ use ec_types::{
     ConnectionState, MessageFate, RecipientStatus, ReplyClass, SessionError, Stage, TlsPolicy,
 };
 
-/// How a TCP connect attempt ended (`result` label of
+/// The result of a TCP connect attempt (`result` label of
 /// `ec_connect_attempts_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConnectResult {
     /// The TCP handshake completed.
     Success,
-    /// The server host answered with a reset (nothing listens on the port).
+    /// The server host replied with a TCP reset (nothing listens on the port).
     Refused,
     /// The connect did not complete within the connect timeout.
     Timeout,
@@ -38,7 +38,7 @@ impl ConnectResult {
         Self::Error,
     ];
 
-    /// The label value.
+    /// Returns the label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
@@ -54,9 +54,7 @@ impl ConnectResult {
         match kind {
             io::ErrorKind::ConnectionRefused => Self::Refused,
             io::ErrorKind::TimedOut => Self::Timeout,
-            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-                Self::Unreachable
-            }
+            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Self::Unreachable,
             _ => Self::Error,
         }
     }
@@ -94,7 +92,7 @@ impl TlsVersion {
     /// Every version, for the reference page and tests.
     pub const ALL: [TlsVersion; 3] = [Self::Tls12, Self::Tls13, Self::Other];
 
-    /// The label value.
+    /// Returns the label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tls12 => "tls1.2",
@@ -120,11 +118,11 @@ impl TlsVersion {
     }
 }
 
-/// How a TLS handshake after STARTTLS ended.
+/// The result of a TLS handshake after STARTTLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TlsHandshakeResult {
-    /// The handshake (and the certificate check the policy asks for)
+    /// The handshake (and the certificate check the policy requires)
     /// succeeded with this protocol version.
     Established(TlsVersion),
     /// The handshake or the certificate check failed.
@@ -132,7 +130,7 @@ pub enum TlsHandshakeResult {
 }
 
 impl TlsHandshakeResult {
-    /// The `result` label value.
+    /// Returns the `result` label value.
     pub fn result_str(self) -> &'static str {
         match self {
             Self::Established(_) => "established",
@@ -140,7 +138,8 @@ impl TlsHandshakeResult {
         }
     }
 
-    /// The `version` label value: `none` for a failed handshake.
+    /// Returns the `version` label value, which is `none` for a failed
+    /// handshake.
     pub fn version_str(self) -> &'static str {
         match self {
             Self::Established(version) => version.as_str(),
@@ -172,7 +171,7 @@ impl RecipientResult {
         Self::DeliveryUnknown,
     ];
 
-    /// The label value.
+    /// Returns the label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
@@ -182,7 +181,7 @@ impl RecipientResult {
         }
     }
 
-    /// The result a recipient status counts as, or `None` for a recipient
+    /// Classifies a recipient status, or returns `None` for a recipient
     /// that is still pending.
     pub fn from_status(status: &RecipientStatus) -> Option<Self> {
         match status {
@@ -195,7 +194,7 @@ impl RecipientResult {
     }
 }
 
-/// Which queue a `ec_queue_messages` series counts.
+/// The queue that an `ec_queue_messages` series counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum QueueKind {
@@ -209,7 +208,7 @@ impl QueueKind {
     /// Every queue, for the reference page and tests.
     pub const ALL: [QueueKind; 2] = [Self::Active, Self::Delayed];
 
-    /// The label value.
+    /// Returns the label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -218,8 +217,8 @@ impl QueueKind {
     }
 }
 
-/// The `class` label value of a reply: its first digit followed by `xx`,
-/// the way operators name reply classes.
+/// Returns the `class` label value of a reply class: its first digit
+/// followed by `xx`, the way operators name reply classes.
 pub fn reply_class_str(class: ReplyClass) -> &'static str {
     match class {
         ReplyClass::PositiveCompletion => "2xx",
@@ -229,8 +228,8 @@ pub fn reply_class_str(class: ReplyClass) -> &'static str {
     }
 }
 
-/// The `policy` label value of a TLS policy, spelled as the configuration
-/// spells it.
+/// Returns the `policy` label value of a TLS policy, spelled as in the
+/// configuration.
 pub fn tls_policy_str(policy: TlsPolicy) -> &'static str {
     match policy {
         TlsPolicy::Disabled => "disabled",
@@ -242,24 +241,27 @@ pub fn tls_policy_str(policy: TlsPolicy) -> &'static str {
     }
 }
 
-// The lists below enumerate the `ec-types` enums that have no `ALL`
-// constant. They feed only the reference page and the tests; recording
-// always uses the enum's own `as_str`.
+// NOTE: the lists below repeat the variants of `ec-types` enums that have
+// no `ALL` constant. A variant added there is recorded correctly (through
+// its `as_str`) but missing from the reference page until it is added here.
 
-pub(crate) const REPLY_CLASSES: [ReplyClass; 4] = [
+/// Every reply class.
+pub const REPLY_CLASSES: [ReplyClass; 4] = [
     ReplyClass::PositiveCompletion,
     ReplyClass::PositiveIntermediate,
     ReplyClass::TransientNegative,
     ReplyClass::PermanentNegative,
 ];
 
-pub(crate) const TLS_POLICIES: [TlsPolicy; 3] = [
+/// Every TLS policy.
+pub const TLS_POLICIES: [TlsPolicy; 3] = [
     TlsPolicy::Disabled,
     TlsPolicy::Opportunistic,
     TlsPolicy::Required,
 ];
 
-pub(crate) const MESSAGE_FATES: [MessageFate; 5] = [
+/// Every message fate.
+pub const MESSAGE_FATES: [MessageFate; 5] = [
     MessageFate::Delivered,
     MessageFate::Requeued,
     MessageFate::Deferred,
@@ -267,14 +269,16 @@ pub(crate) const MESSAGE_FATES: [MessageFate; 5] = [
     MessageFate::DeliveryUnknown,
 ];
 
-pub(crate) const CONNECTION_STATES: [ConnectionState; 4] = [
+/// Every connection state.
+pub const CONNECTION_STATES: [ConnectionState; 4] = [
     ConnectionState::Connecting,
     ConnectionState::Idle,
     ConnectionState::Busy,
     ConnectionState::Closing,
 ];
 
-pub(crate) const STAGES: [Stage; 12] = [
+/// Every session stage, in the order of their numeric codes.
+pub const STAGES: [Stage; 12] = [
     Stage::NotConnected,
     Stage::Idle,
     Stage::Mail,

@@ -12,7 +12,7 @@ use metrics::{Label, SharedString};
 pub struct BindingLabel(SharedString);
 
 impl BindingLabel {
-    /// The label value: the binding's name.
+    /// Returns the label value, which is the binding's name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -45,7 +45,8 @@ pub struct BindingLabels {
 }
 
 impl BindingLabels {
-    /// Labels for these binding names; a repeated name gets one label.
+    /// Creates labels for these binding names. A repeated name gets one
+    /// label.
     pub fn new<I, S>(names: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -61,15 +62,15 @@ impl BindingLabels {
         Self { labels }
     }
 
-    /// Labels for the `default` binding, which every engine has, and the
-    /// bindings that `config` names.
+    /// Creates labels for the `default` binding, which every engine has,
+    /// and the bindings that `config` names.
     pub fn from_config(config: &Config) -> Self {
         let configured = config.binding.keys().map(String::as_str);
         Self::new(std::iter::once(Binding::DEFAULT_NAME).chain(configured))
     }
 
-    /// The label of the binding named `name`, or `None` when no such
-    /// binding was configured.
+    /// Returns the label of the binding named `name`, or `None` when no
+    /// such binding was configured.
     pub fn get(&self, name: &str) -> Option<BindingLabel> {
         self.labels
             .iter()
@@ -77,17 +78,17 @@ impl BindingLabels {
             .cloned()
     }
 
-    /// Every label, in the order the names were given.
+    /// Returns every label, in the order the names were given.
     pub fn iter(&self) -> impl Iterator<Item = &BindingLabel> {
         self.labels.iter()
     }
 
-    /// The number of bindings.
+    /// Returns the number of bindings.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
-    /// Whether no binding was given.
+    /// Returns whether no binding was given.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }

@@ -20,7 +20,7 @@ pub const DEFAULT_DOMAIN_LABEL_LIMIT: usize = 100;
 pub struct DomainLabel(SharedString);
 
 impl DomainLabel {
-    /// The label shared by every domain without one of its own.
+    /// Returns the label shared by every domain without one of its own.
     pub fn other() -> Self {
         Self(SharedString::const_str(OTHER_DOMAIN))
     }
@@ -29,12 +29,12 @@ impl DomainLabel {
         Self(SharedString::from_shared(Arc::from(domain.as_str())))
     }
 
-    /// The label value.
+    /// Returns the label value.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// Whether this is the shared `other` label.
+    /// Returns whether this is the shared `other` label.
     pub fn is_other(&self) -> bool {
         self.as_str() == OTHER_DOMAIN
     }
@@ -69,9 +69,9 @@ impl fmt::Debug for DomainLabel {
 /// 3. Every other domain gets [`OTHER_DOMAIN`].
 ///
 /// So a process exports at most `configured + limit + 1` domain values.
-/// The rule is "first N seen", not a live top N: a counter's series cannot
+/// The rule is "first N seen", not a live top N. A counter's series cannot
 /// move its count to another label value, and Prometheus would read a
-/// series that disappears and comes back as a counter reset, so a domain
+/// series that disappears and comes back as a counter reset. So a domain
 /// never loses a label once given. A domain that becomes busy after the
 /// limit is reached stays in `other`; name it in the configuration to give
 /// it a label. A domain literally named `other` shares the `other` label.
@@ -90,8 +90,8 @@ pub struct DomainLabels {
 }
 
 impl DomainLabels {
-    /// A registry for these configured domains, admitting at most `limit`
-    /// others.
+    /// Creates a registry for these configured domains that admits at most
+    /// `limit` others.
     pub fn new(configured: impl IntoIterator<Item = Domain>, limit: usize) -> Self {
         let labels: HashMap<Domain, DomainLabel> = configured
             .into_iter()
@@ -109,8 +109,8 @@ impl DomainLabels {
         }
     }
 
-    /// A registry for the domains that `config` names, admitting at most
-    /// [`DEFAULT_DOMAIN_LABEL_LIMIT`] others.
+    /// Creates a registry for the domains that `config` names that admits
+    /// at most [`DEFAULT_DOMAIN_LABEL_LIMIT`] others.
     pub fn from_config(config: &Config) -> Self {
         Self::new(
             config.configured_domains().cloned(),
@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(labels.label(&domain("x.example")).as_str(), "x.example");
         assert!(labels.label(&domain("y.example")).is_other());
         assert_eq!(labels.label(&domain("big.example")).as_str(), "big.example");
-        assert_eq!(labels.label(&domain("bank.example")).as_str(), "bank.example");
+        assert_eq!(
+            labels.label(&domain("bank.example")).as_str(),
+            "bank.example"
+        );
         assert_eq!(labels.configured(), 2);
         assert_eq!(labels.admitted(), 1);
     }
