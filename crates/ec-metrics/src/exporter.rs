@@ -14,8 +14,8 @@ use metrics_exporter_prometheus::{
 use crate::catalog::{self, MetricKind};
 use crate::error::MetricsError;
 
-/// The default scrape address: loopback only, on the port that OpenTelemetry's
-/// Prometheus exporter registered (9464). Listening on other interfaces
+/// The default scrape address: loopback only, on 9464, the default port of
+/// OpenTelemetry's Prometheus exporters. Listening on other interfaces
 /// must be asked for with [`ExporterConfig::listen_on`].
 pub const DEFAULT_LISTEN_ADDRESS: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
@@ -28,11 +28,11 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// call fails before it binds a port or builds a recorder.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Where and how the exporter serves metrics.
+/// Settings of the exporter: where it serves metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExporterConfig {
-    /// The address of the HTTP listener that answers scrapes (any path
+    /// The address of the HTTP listener that serves scrapes (any path
     /// returns the exposition text), or `None` for no listener: the program
     /// then reads the text with [`ExporterHandle::render`].
     pub listen: Option<SocketAddr>,
@@ -66,7 +66,7 @@ pub struct Exporter;
 
 impl Exporter {
     /// Installs the global recorder, registers every metric's description,
-    /// and starts the HTTP listener if `config` asks for one.
+    /// and starts the HTTP listener if `config` requests one.
     ///
     /// The listener runs on its own thread with a single-threaded Tokio
     /// runtime, so scrapes never take time from the program's own runtime,
@@ -85,8 +85,10 @@ impl Exporter {
     ///   else is checked.
     /// - [`MetricsError::Thread`] when the exporter thread cannot start.
     ///
-    /// After an error nothing is installed and no port stays bound, so the
-    /// call may be retried, for example with another address.
+    /// After an error this call has installed nothing, so it may be retried,
+    /// for example with another address. A listener that it bound is closed
+    /// before it returns, except after [`MetricsError::ForeignRecorder`],
+    /// where the exporter thread closes it within milliseconds.
     pub fn install(config: ExporterConfig) -> Result<ExporterHandle, MetricsError> {
         if let Some(address) = config.listen.filter(|address| address.port() == 0) {
             return Err(MetricsError::PortZero { address });
@@ -124,13 +126,13 @@ impl ExporterHandle {
         self.prometheus.render()
     }
 
-    /// The address the HTTP listener serves, if there is one.
+    /// Returns the address of the HTTP listener, if there is one.
     pub fn listen_address(&self) -> Option<SocketAddr> {
         self.listen
     }
 }
 
-/// A Prometheus builder with the histogram buckets of every histogram in
+/// Creates a Prometheus builder with the histogram buckets of every histogram in
 /// the catalog. The unit suffix option stays off because catalog names
 /// already carry their unit.
 pub(crate) fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
@@ -219,7 +221,7 @@ fn start_gated(
     }
     catalog::describe_all();
 
-    // The thread holds the receiver until this send, so it cannot fail.
+    // The thread keeps the receiver until this send, so it cannot fail.
     let _ = go.send(());
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! A real Prometheus server scrapes the exporter, and queries through its
-//! HTTP API return the counts recorded here. Its own test process, because
+//! A real Prometheus server scrapes the exporter, queries through its HTTP
+//! API return the counts recorded here, and it accepts every example query
+//! of the catalog. Its own test process, because
 //! it installs the global recorder.
 
 mod common;
@@ -12,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{free_port, http_get, url_encode};
+use ec_metrics::catalog;
 use ec_metrics::{
     BindingLabels, DomainLabels, Exporter, ExporterConfig, ExporterHandle, MetricsError,
 };
@@ -117,6 +119,15 @@ impl PrometheusServer {
         Some(body[value_start..value_end].to_owned())
     }
 
+    /// Runs an instant query and panics unless Prometheus accepts it.
+    fn assert_query_valid(&self, promql: &str) {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let (status, body) = http_get(self.address, &path)
+            .unwrap_or_else(|error| panic!("query {promql} failed: {error}"));
+        assert_eq!(status, 200, "Prometheus rejected {promql}: {body}");
+        assert!(body.contains(r#""status":"success""#), "{promql}: {body}");
+    }
+
     /// Repeats `promql` until it returns `expected` or the deadline passes.
     fn wait_for_value(&self, promql: &str, expected: &str) {
         let started = Instant::now();
@@ -199,4 +210,10 @@ fn prometheus_scrapes_recorded_counts() {
         "0",
     );
     server.wait_for_value(r#"up{job="ec"}"#, "1");
+
+    for def in catalog::ALL {
+        for query in def.queries {
+            server.assert_query_valid(query.promql);
+        }
+    }
 }
