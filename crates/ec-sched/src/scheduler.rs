@@ -32,7 +32,6 @@ use crate::token::{SchedulerId, SchedulerToken};
 
 /// Scheduler settings that are not part of the delivery [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct SchedulerOptions {
     /// Wait before new connections to a domain after its first failed
     /// connect; it doubles with each consecutive failure. Default 30 s.
