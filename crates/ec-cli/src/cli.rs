@@ -105,7 +105,7 @@ pub struct DeliverArgs {
     pub to: Vec<Address>,
 
     /// Send all mail through this SMTP server instead of the recipients' MX
-    /// hosts. IPv6 addresses go in brackets: [::1]:25.
+    /// hosts. IPv6 addresses go in brackets, as in `[::1]:25`.
     #[arg(long, value_name = "HOST:PORT")]
     pub relay: Option<RelayAddress>,
 
@@ -140,12 +140,12 @@ pub struct DeliverArgs {
     pub max_deliveries_per_connection: Option<u32>,
 
     /// Name sent in EHLO (a domain name or an address literal such as
-    /// [192.0.2.1]). Default: the config file's, else localhost.
+    /// `[192.0.2.1]`). Default: the config file's, else localhost.
     #[arg(long, value_name = "NAME", value_parser = parse_ehlo_name)]
     pub ehlo: Option<String>,
 
     /// TOML configuration file (scopes engine, global, binding and domain);
-    /// the flags above override its values.
+    /// command-line flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -1,0 +1,145 @@
+//! Envelopes taken from real messages (mail-parser's test corpus, copied
+//! into `testdata/` with its licenses).
+
+use std::path::{Path, PathBuf};
+
+use ec_cli::input::{
+    collect_paths, load_file, EnvelopeOverride, Input, InputMessage, InvalidReason, Loaded,
+};
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+fn load(name: &str) -> Loaded {
+    load_file(0, &testdata().join(name), &EnvelopeOverride::default())
+}
+
+fn message(name: &str) -> InputMessage {
+    match load(name) {
+        Loaded::Message(message) => message,
+        Loaded::Invalid(invalid) => panic!("{name} should be sendable: {invalid}"),
+    }
+}
+
+fn reason(name: &str) -> InvalidReason {
+    match load(name) {
+        Loaded::Invalid(invalid) => invalid.reason,
+        Loaded::Message(message) => panic!("{name} should be invalid, got {message:?}"),
+    }
+}
+
+fn recipients(message: &InputMessage) -> Vec<&str> {
+    message
+        .submission
+        .recipients
+        .iter()
+        .map(|address| address.as_str())
+        .collect()
+}
+
+#[test]
+fn forwarded_message_uses_outer_header() {
+    // The attached message/rfc822 part has its own Return-Path; only the
+    // outer header counts.
+    let message = message("rfc-002.eml");
+    assert_eq!(
+        message.submission.reverse_path.as_str(),
+        "vice-president@whitehouse.gov"
+    );
+    assert_eq!(recipients(&message), ["transport@whitehouse.gov"]);
+}
+
+#[test]
+fn return_path_without_brackets() {
+    let message = message("thirdparty-011.eml");
+    assert_eq!(
+        message.submission.reverse_path.as_str(),
+        "dummy@xyz-webserver.abcd-gestion.local"
+    );
+    assert_eq!(
+        recipients(&message),
+        ["admin@xyz-webserver.abcd-gestion.local"]
+    );
+    assert_eq!(
+        message.message_id.as_deref(),
+        Some("ca2236fb-9819-82dd-c501-d3bcf737a768@xyz-webserver.abcd-gestion.local")
+    );
+}
+
+#[test]
+fn return_path_wins_over_from() {
+    let message = message("thirdparty-015.eml");
+    assert_eq!(
+        message.submission.reverse_path.as_str(),
+        "jsterr@proxforge.de"
+    );
+    assert_eq!(recipients(&message), ["jonas.sterr@gmx.net"]);
+}
+
+#[test]
+fn folded_to_with_encoded_names() {
+    let message = message("legacy-045.eml");
+    assert_eq!(
+        message.submission.reverse_path.as_str(),
+        "doug@penguin.example.com"
+    );
+    assert_eq!(
+        recipients(&message),
+        ["blow@example.com", "mueller@example.com"]
+    );
+}
+
+#[test]
+fn display_names_only_is_invalid() {
+    assert!(matches!(reason("rfc-001.eml"), InvalidReason::NoSender));
+}
+
+#[test]
+fn missing_to_is_invalid() {
+    assert!(matches!(
+        reason("malformed-022.eml"),
+        InvalidReason::NoRecipient
+    ));
+}
+
+#[test]
+fn bytes_match_the_file() {
+    for name in ["rfc-002.eml", "legacy-045.eml", "thirdparty-015.eml"] {
+        let message = message(name);
+        let file = std::fs::read(testdata().join(name)).expect("read test message");
+        assert_eq!(&message.submission.data[..], &file[..], "{name}");
+    }
+}
+
+#[test]
+fn directory_run_in_sorted_order() {
+    let paths = collect_paths(&[testdata()]).expect("testdata has messages");
+    let names: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            path.file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "legacy-045.eml",
+            "malformed-022.eml",
+            "rfc-001.eml",
+            "rfc-002.eml",
+            "thirdparty-011.eml",
+            "thirdparty-015.eml"
+        ]
+    );
+
+    let loaded: Vec<Loaded> = Input::from_paths(paths, EnvelopeOverride::default()).collect();
+    let invalid = loaded
+        .iter()
+        .filter(|loaded| matches!(loaded, Loaded::Invalid(_)))
+        .count();
+    assert_eq!((loaded.len(), invalid), (6, 2));
+}
