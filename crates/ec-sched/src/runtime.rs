@@ -312,14 +312,7 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
             }
 
             let now = Instant::now();
-            let Self {
-                scheduler,
-                token,
-                driver,
-                ..
-            } = self;
-            scheduler.fire_due_timers(token, driver, now);
-            scheduler.run_pending(token, driver, now);
+            self.catch_up(now);
             if Arc::strong_count(&self.shared) == 1 && !self.scheduler.is_shutting_down() {
                 debug!("every scheduler handle was dropped; shutting down");
                 self.begin_shutdown();
@@ -370,12 +363,23 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
             }
             Command::Shutdown => self.begin_shutdown(),
             Command::Stats(reply) => {
+                self.catch_up(now);
                 let _ = reply.send(self.scheduler.stats());
             }
             Command::Audit(reply) => {
+                self.catch_up(now);
                 let _ = reply.send(self.scheduler.run_audit(&self.token));
             }
         }
+    }
+
+    /// Fires due timers and dispatches, so that a snapshot taken now
+    /// reflects every command received before it.
+    fn catch_up(&mut self, now: Instant) {
+        self.scheduler
+            .fire_due_timers(&mut self.token, &mut self.driver, now);
+        self.scheduler
+            .run_pending(&mut self.token, &mut self.driver, now);
     }
 
     fn begin_shutdown(&mut self) {
