@@ -1,5 +1,6 @@
 //! End-to-end test support.
 
+pub mod delivery;
 pub mod fault_peer;
 pub mod peers;
 pub mod pki;

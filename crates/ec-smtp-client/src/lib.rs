@@ -48,4 +48,12 @@
 
 #![warn(missing_docs)]
 
+mod closeconn;
+mod driver;
+mod engine;
 pub mod proto;
+pub mod tls;
+
+pub use closeconn::closeconn;
+pub use driver::{EventSink, SmtpDriver};
+pub use engine::{Engine, EngineOptions};

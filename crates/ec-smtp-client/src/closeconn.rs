@@ -1,0 +1,59 @@
+//! `closeconn`: the one way a connection ends.
+
+use std::time::Instant;
+
+use ec_sched::{
+    begin_close, default_send_quit, failure_of, CloseParts, CloseRequest, CloseTicket,
+    SchedulerToken,
+};
+use ec_types::{CloseReason, Event};
+
+/// Closes an SMTP connection, as Momentum's
+/// `ec_smtp_closeconn(dc, e, conn, connh, domain, binding_slot, am, now, file, line)`
+/// does.
+///
+/// Momentum's parameters arrive here as the fields of [`CloseParts`], which
+/// [`Scheduler::close_parts`](ec_sched::Scheduler::close_parts) hands out as
+/// split borrows of the scheduler's state: `dc` is
+/// [`CloseParts::construct`], `conn` is [`CloseParts::connection`], `connh`
+/// is [`CloseParts::handle`], `domain` is [`CloseParts::domain`],
+/// `binding_slot` is [`CloseParts::binding`], and `am` is
+/// [`CloseParts::address_metrics`]. `file` and `line` come from
+/// `#[track_caller]`: the caller's location is logged as the close site.
+/// `now` is read from the clock only when it is `None`.
+///
+/// What it does:
+/// - decides whether QUIT may be sent: only on a ready, idle session whose
+///   failure (if any) left the stream in step, never into a failed TLS
+///   stream, in the middle of a transaction, or after QUIT;
+/// - runs [`begin_close`], which gives every message of the batch exactly
+///   one fate (delivered ones are already recorded; "delivery unknown" for
+///   a final dot without reply), cancels the connection's timers and sends
+///   the session its shutdown plan: QUIT, TLS close_notify, TCP shutdown of
+///   the write side, then reading to EOF, all under the close deadline.
+///
+/// It is idempotent: a second call for the same connection changes nothing
+/// and returns [`CloseTicket::AlreadyClosing`]. The connection keeps
+/// counting against every limit until its socket is gone; the scheduler
+/// releases it when the session reports `Closed`, and logs one line with
+/// the reason, outcome and this close site.
+///
+/// It must run on the scheduler thread, which the token proves.
+#[track_caller]
+pub fn closeconn(
+    token: &mut SchedulerToken,
+    parts: CloseParts<'_>,
+    event: &Event,
+    now: Option<Instant>,
+    reason: CloseReason,
+) -> CloseTicket {
+    let now = now.unwrap_or_else(Instant::now);
+    let failure = failure_of(event, parts.handle);
+    let send_quit = default_send_quit(parts.connection, failure);
+    let request = CloseRequest {
+        event,
+        reason,
+        send_quit,
+    };
+    begin_close(token, parts, request, now)
+}

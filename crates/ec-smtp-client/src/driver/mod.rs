@@ -1,0 +1,93 @@
+//! The tokio side: sessions as tasks, and the [`SmtpDriver`] through which
+//! the scheduler opens and closes them.
+
+mod connect;
+mod session;
+mod shutdown;
+mod transport;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ec_sched::{CloseTicket, EventSender, Scheduler, SchedulerToken, SessionDriver, SessionLink};
+use ec_types::{CloseReason, ConnectionHandle, Event, OpenRequest, SessionCommand, SessionEvent};
+use tokio::sync::mpsc;
+
+pub use self::session::EventSink;
+use crate::closeconn::closeconn;
+use crate::tls::TlsConfigCache;
+
+/// Runs SMTP sessions as tasks on a tokio runtime for an `ec-sched`
+/// scheduler, and closes them through [`closeconn`].
+#[derive(Debug)]
+pub struct SmtpDriver {
+    runtime: tokio::runtime::Handle,
+    tls_configs: Arc<TlsConfigCache>,
+}
+
+impl SmtpDriver {
+    /// A driver that spawns its sessions on `runtime`.
+    pub fn new(runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            runtime,
+            tls_configs: Arc::new(TlsConfigCache::default()),
+        }
+    }
+}
+
+impl SessionDriver for SmtpDriver {
+    fn open(
+        &mut self,
+        _token: &SchedulerToken,
+        request: OpenRequest,
+        events: EventSender,
+    ) -> Box<dyn SessionLink> {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        self.runtime.spawn(session::run(
+            request,
+            events,
+            receiver,
+            self.tls_configs.clone(),
+        ));
+        Box::new(TokioLink(commands))
+    }
+
+    fn close(
+        &mut self,
+        token: &mut SchedulerToken,
+        scheduler: &mut Scheduler,
+        handle: ConnectionHandle,
+        event: &Event,
+        reason: CloseReason,
+        now: Instant,
+    ) {
+        let Some(parts) = scheduler.close_parts(token, handle) else {
+            tracing::debug!(%handle, %reason, "close of a connection that is already gone");
+            return;
+        };
+        if let CloseTicket::AlreadyClosing { .. } =
+            closeconn(token, parts, event, Some(now), reason)
+        {
+            tracing::trace!(%handle, "connection was already closing");
+        }
+    }
+}
+
+/// The scheduler's end of a session task's command channel.
+struct TokioLink(mpsc::UnboundedSender<SessionCommand>);
+
+impl SessionLink for TokioLink {
+    fn send(&mut self, command: SessionCommand) {
+        // An error means the task has ended; its Closed event, or the close
+        // deadline, settles the connection.
+        let _ = self.0.send(command);
+    }
+}
+
+impl EventSink for EventSender {
+    fn report(&self, event: SessionEvent) {
+        if self.send(event).is_err() {
+            tracing::debug!(handle = %self.handle(), "scheduler gone; event dropped");
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! One SMTP session as a tokio task: the thin loop that moves bytes between
+//! the socket and the sans-I/O [`Client`], and reports to the scheduler.
+//!
+//! Every await has a deadline: connect and TLS handshake here, every reply
+//! through the client's own timers, every write through the data-block
+//! timeout, and the shutdown through the close deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ec_types::{
+    CloseOutcome, ClosePlan, CloseReport, MessageId, OpenRequest, RecipientStatus, Reply,
+    ReplyCode, SessionCapabilities, SessionCommand, SessionError, SessionEvent, SessionFailure,
+    SharedMessage, Stage, TlsInfo, TlsVerify, TransactionOutcome,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::Instrument;
+
+use super::connect::connect;
+use super::shutdown::{shutdown, ShutdownPlan};
+use super::transport::Transport;
+use crate::proto::client::{
+    Client, ClientConfig, ClientError, ClientEvent, Timeouts, TlsUnavailable, Transaction,
+    TransactionEnd,
+};
+use crate::proto::Capabilities;
+use crate::tls::{server_name, TlsConfigCache};
+
+/// Where a session sends its events: the scheduler's inbox, bound to this
+/// connection's handle.
+pub trait EventSink: Send + 'static {
+    /// Delivers one event. A closed inbox (the scheduler is gone) is ignored:
+    /// the session then shuts down on its own.
+    fn report(&self, event: SessionEvent);
+}
+
+/// The client-side idle timer is not used: the scheduler owns idle
+/// timeouts. This keeps the client's timer far away without overflowing
+/// `Instant` arithmetic.
+const CLIENT_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// Read buffer size; a reply larger than this arrives in several reads.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Runs one session from connect to socket close.
+pub(crate) async fn run<E: EventSink>(
+    request: OpenRequest,
+    events: E,
+    commands: mpsc::UnboundedReceiver<SessionCommand>,
+    tls_configs: Arc<TlsConfigCache>,
+) {
+    let span = tracing::debug_span!(
+        "session",
+        conn = %request.id,
+        domain = %request.domain,
+        binding = %request.binding,
+        target = %request.target,
+    );
+    Session::new(request, events, commands, tls_configs)
+        .run()
+        .instrument(span)
+        .await;
+}
+
+struct Session<E> {
+    request: OpenRequest,
+    events: E,
+    commands: mpsc::UnboundedReceiver<SessionCommand>,
+    tls_configs: Arc<TlsConfigCache>,
+    /// Messages of the current batch that have not started their transaction.
+    queued: std::collections::VecDeque<SharedMessage>,
+    /// The message in transaction, with the index of each transaction
+    /// recipient among the message's recipients, and the RCPT replies.
+    current: Option<InTransaction>,
+    tls: Option<TlsInfo>,
+    /// The last read error was a reset, so a following EOF is reported as one.
+    reset_seen: bool,
+    /// The aborted transaction's final dot went out without a reply.
+    final_dot_pending: bool,
+    /// A `Deliver` is being worked on; `BatchDone` is due when it ends.
+    batch_open: bool,
+}
+
+struct InTransaction {
+    message: SharedMessage,
+    recipient_index: Vec<usize>,
+    rcpt_replies: Vec<Option<Reply>>,
+    started: std::time::Instant,
+}
+
+/// What ended the main loop.
+enum LoopEnd {
+    /// The scheduler asked for a close.
+    Close(ClosePlan),
+    /// The scheduler is gone.
+    Abandoned,
+}
+
+impl<E: EventSink> Session<E> {
+    fn new(
+        request: OpenRequest,
+        events: E,
+        commands: mpsc::UnboundedReceiver<SessionCommand>,
+        tls_configs: Arc<TlsConfigCache>,
+    ) -> Self {
+        Self {
+            request,
+            events,
+            commands,
+            tls_configs,
+            queued: std::collections::VecDeque::new(),
+            current: None,
+            tls: None,
+            reset_seen: false,
+            final_dot_pending: false,
+            batch_open: false,
+        }
+    }
+
+    async fn run(mut self) {
+        let settings = self.request.settings.clone();
+        let connecting = connect(
+            &self.request.target,
+            self.request.source_ip,
+            settings.timeouts.connect,
+        );
+        let stream = tokio::select! {
+            result = connecting => result,
+            () = link_dropped(&mut self.commands) => {
+                tracing::debug!("connect abandoned: the scheduler closed the connection");
+                self.report_never_connected();
+                return;
+            }
+        };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, stage = Stage::NotConnected.code(), "connect failed");
+                self.fail(error, Stage::NotConnected);
+                // The scheduler answers the failure by dropping the link;
+                // the close deadline bounds the wait.
+                let _ = timeout(settings.timeouts.close, link_dropped(&mut self.commands)).await;
+                self.report_never_connected();
+                return;
+            }
+        };
+        if let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) {
+            self.events.report(SessionEvent::Connected { local, peer });
+        }
+
+        let mut transport = Transport::Plain(stream);
+        let end = self.converse(&mut transport).await;
+        let plan = match end {
+            LoopEnd::Close(plan) => plan,
+            LoopEnd::Abandoned => ClosePlan {
+                send_quit: false,
+                deadline: (Instant::now() + settings.timeouts.close).into_std(),
+            },
+        };
+        let report = shutdown(
+            transport,
+            ShutdownPlan {
+                send_quit: plan.send_quit,
+                quit_timeout: settings.timeouts.quit,
+                deadline: Instant::from_std(plan.deadline),
+            },
+            &[],
+        )
+        .await;
+        tracing::debug!(outcome = %report.outcome, "socket closed");
+        self.events.report(SessionEvent::Closed(report));
+    }
+
+    fn report_never_connected(&self) {
+        self.events.report(SessionEvent::Closed(CloseReport {
+            outcome: CloseOutcome::NeverConnected,
+            close_notify_sent: false,
+            close_notify_received: false,
+        }));
+    }
+
+    /// Runs the SMTP conversation until the scheduler asks for a close.
+    async fn converse(&mut self, transport: &mut Transport) -> LoopEnd {
+        let settings = self.request.settings.clone();
+        let ehlo = settings.ehlo_name.clone();
+        let config = ClientConfig {
+            ehlo_domain: ehlo,
+            tls_policy: settings.tls.policy,
+            timeouts: Timeouts::from_config(&settings.timeouts, CLIENT_IDLE),
+            reply_limits: Default::default(),
+        };
+        let mut client = match Client::new(config, std::time::Instant::now()) {
+            Ok(client) => client,
+            Err(error) => {
+                let failure = SessionError::Protocol {
+                    stage: Stage::Ehlo,
+                    detail: format!("invalid EHLO name: {error}"),
+                };
+                self.fail(failure, Stage::Ehlo);
+                return self.wait_for_close().await;
+            }
+        };
+
+        let mut buffer = vec![0u8; READ_BUFFER];
+        let mut failed = false;
+        loop {
+            // Step 1: write what the client queued, then hand over events.
+            if let Err(error) = self.transmit(&mut client, transport).await {
+                self.final_dot_pending |= client.delivery_unknown_pending();
+                client.abort();
+                self.drain_events(&mut client, transport).await;
+                if !failed {
+                    let stage = client.stage();
+                    self.fail(error, stage);
+                }
+                return self.wait_for_close().await;
+            }
+            if self.drain_events(&mut client, transport).await {
+                failed = true;
+            }
+            if failed {
+                return self.wait_for_close().await;
+            }
+
+            // Step 2: wait for the server, the scheduler or the next deadline.
+            let deadline = client.next_timeout().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                read = transport.read(&mut buffer) => {
+                    let now = std::time::Instant::now();
+                    match read {
+                        Ok(0) => client.handle_eof(now),
+                        Ok(n) => client.handle_input(&buffer[..n], now),
+                        Err(error) => {
+                            self.reset_seen = matches!(
+                                error.kind(),
+                                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                            );
+                            client.handle_eof(now);
+                        }
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(SessionCommand::Deliver(batch)) => {
+                        self.batch_open = true;
+                        if self.stale(&mut client, transport, &mut buffer).await {
+                            self.queued.extend(batch);
+                            continue;
+                        }
+                        self.queued.extend(batch);
+                        self.start_next(&mut client);
+                    }
+                    Some(SessionCommand::Close(plan)) => {
+                        client.abort();
+                        return LoopEnd::Close(plan);
+                    }
+                    Some(_) => {}
+                    None => return LoopEnd::Abandoned,
+                },
+                () = sleep_until_opt(deadline) => {
+                    client.handle_timeout(std::time::Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Checks, without waiting, whether the server closed an idle
+    /// connection or sent something (a 421) while it was idle. Whatever
+    /// arrived is handed to the client, which reports the failure.
+    async fn stale(
+        &mut self,
+        client: &mut Client,
+        transport: &mut Transport,
+        buffer: &mut [u8],
+    ) -> bool {
+        // A zero timeout polls the read once: it returns at once with data,
+        // EOF or an error, or times out when nothing is waiting.
+        let Ok(read) = timeout(Duration::ZERO, transport.read(buffer)).await else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        match read {
+            Ok(0) | Err(_) => client.handle_eof(now),
+            Ok(n) => client.handle_input(&buffer[..n], now),
+        }
+        true
+    }
+
+    async fn transmit(
+        &mut self,
+        client: &mut Client,
+        transport: &mut Transport,
+    ) -> Result<(), SessionError> {
+        let mut wrote = false;
+        while let Some(bytes) = client.poll_transmit() {
+            let block = self.request.settings.timeouts.data_block;
+            let stage = client.stage();
+            match timeout(block, write_flush(transport, &bytes)).await {
+                Ok(Ok(())) => wrote = true,
+                Ok(Err(error)) => {
+                    let kind = error.kind();
+                    return Err(match kind {
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                            SessionError::Reset { stage }
+                        }
+                        _ => SessionError::Io { stage, kind },
+                    });
+                }
+                Err(_) => {
+                    return Err(SessionError::Timeout {
+                        stage,
+                        after: block,
+                    })
+                }
+            }
+        }
+        if wrote {
+            client.handle_transmitted(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Handles every pending client event. Returns whether the session
+    /// failed.
+    async fn drain_events(&mut self, client: &mut Client, transport: &mut Transport) -> bool {
+        let mut failed = false;
+        while let Some(event) = client.poll_event() {
+            match event {
+                ClientEvent::Ready { capabilities, tls } => {
+                    self.events.report(SessionEvent::Ready {
+                        tls: if tls { self.tls.clone() } else { None },
+                        capabilities: session_capabilities(&capabilities),
+                    });
+                    self.start_next(client);
+                }
+                ClientEvent::StartTls => {
+                    if let Err(error) = self.handshake(client, transport).await {
+                        self.fail(error, Stage::TlsHandshake);
+                        failed = true;
+                    }
+                }
+                ClientEvent::RecipientReply { index, reply } => {
+                    if let Some(current) = self.current.as_mut() {
+                        if let Some(slot) = current.rcpt_replies.get_mut(index) {
+                            *slot = Some(reply);
+                        }
+                    }
+                }
+                ClientEvent::TransactionFinished(end) => {
+                    if let Some(outcome) = self.finish_transaction(end) {
+                        self.events.report(SessionEvent::Transaction(outcome));
+                        self.start_next(client);
+                    }
+                }
+                ClientEvent::Failed { stage, error } => {
+                    let error = self.session_error(error, stage);
+                    tracing::debug!(%error, stage = stage.code(), "session failed");
+                    self.fail(error, stage);
+                    failed = true;
+                }
+                ClientEvent::IdleTimeout | ClientEvent::Closed { .. } => {}
+            }
+        }
+        failed
+    }
+
+    /// Runs the TLS handshake after the server's 220 to STARTTLS.
+    async fn handshake(
+        &mut self,
+        client: &mut Client,
+        transport: &mut Transport,
+    ) -> Result<(), SessionError> {
+        let settings = self.request.settings.clone();
+        let config = self
+            .tls_configs
+            .get(&settings.tls)
+            .map_err(|error| SessionError::TlsHandshake(error.to_string()))?;
+        let name = settings
+            .tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| match &self.request.target {
+                ec_types::Target::Host { host, .. } => host.clone(),
+                other => other
+                    .to_string()
+                    .rsplit_once(':')
+                    .map_or_else(String::new, |(host, _)| host.to_owned()),
+            });
+        let name =
+            server_name(&name).map_err(|error| SessionError::TlsHandshake(error.to_string()))?;
+
+        let Transport::Plain(tcp) = std::mem::replace(transport, Transport::Detached) else {
+            return Err(SessionError::Protocol {
+                stage: Stage::StartTls,
+                detail: "STARTTLS on a stream that is not clear-text TCP".to_owned(),
+            });
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let after = settings.timeouts.tls_handshake;
+        let stream = match timeout(after, connector.connect(name, tcp)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, stage = Stage::TlsHandshake.code(), "TLS handshake failed");
+                return Err(SessionError::TlsHandshake(error.to_string()));
+            }
+            Err(_) => {
+                return Err(SessionError::Timeout {
+                    stage: Stage::TlsHandshake,
+                    after,
+                })
+            }
+        };
+
+        let connection = stream.get_ref().1;
+        self.tls = Some(TlsInfo {
+            version: connection
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+                .replace('_', "."),
+            cipher_suite: connection
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                .unwrap_or("unknown")
+                .to_owned(),
+            verified: settings.tls.effective_verify() != TlsVerify::None,
+        });
+        *transport = Transport::Tls(Box::new(stream));
+        client
+            .tls_established(std::time::Instant::now())
+            .map_err(|error| SessionError::Protocol {
+                stage: Stage::TlsHandshake,
+                detail: error.to_string(),
+            })
+    }
+
+    /// Starts the next queued message's transaction, if the client is ready
+    /// and none is under way. Messages the server cannot take (too large,
+    /// needs SMTPUTF8) fail at once without touching the connection.
+    fn start_next(&mut self, client: &mut Client) {
+        while self.current.is_none() {
+            if client.state() != crate::proto::client::ClientState::Ready {
+                return;
+            }
+            let Some(message) = self.queued.pop_front() else {
+                if self.batch_open {
+                    self.batch_open = false;
+                    self.events.report(SessionEvent::BatchDone);
+                }
+                return;
+            };
+            let recipient_index: Vec<usize> =
+                message.pending_recipients().map(|(i, _)| i).collect();
+            let transaction = Transaction {
+                reverse_path: message.reverse_path.as_str().to_owned(),
+                recipients: recipient_index
+                    .iter()
+                    .map(|&i| message.recipients[i].address.as_str().to_owned())
+                    .collect(),
+                data: message.data.clone(),
+            };
+            match client.start_transaction(transaction, std::time::Instant::now()) {
+                Ok(()) => {
+                    self.current = Some(InTransaction {
+                        rcpt_replies: vec![None; recipient_index.len()],
+                        message,
+                        recipient_index,
+                        started: std::time::Instant::now(),
+                    });
+                }
+                Err(rejected) if rejected.error.is_permanent() => {
+                    let reply = Reply::new(
+                        ReplyCode::TRANSACTION_FAILED,
+                        "5.3.4".parse().ok(),
+                        &format!("not sent: {}", rejected.error),
+                    );
+                    tracing::info!(message = %message.id, error = %rejected.error, "message cannot be sent to this server");
+                    let recipients = message
+                        .recipients
+                        .iter()
+                        .map(|r| {
+                            if r.status.is_final() {
+                                r.status.clone()
+                            } else {
+                                RecipientStatus::Failed(reply.clone())
+                            }
+                        })
+                        .collect();
+                    self.events
+                        .report(SessionEvent::Transaction(TransactionOutcome {
+                            message: message.id,
+                            recipients,
+                            elapsed: Duration::ZERO,
+                        }));
+                }
+                Err(rejected) => {
+                    tracing::debug!(error = %rejected.error, "transaction not started");
+                    self.queued.push_front(message);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Turns a transaction's end into per-recipient statuses. An aborted
+    /// transaction returns `None`: the failure event that follows carries
+    /// it, and `closeconn` gives it its fate.
+    fn finish_transaction(&mut self, end: TransactionEnd) -> Option<TransactionOutcome> {
+        let current = self.current.take()?;
+        let overall: Option<RecipientStatus> = match &end {
+            TransactionEnd::Delivered { reply } => Some(RecipientStatus::Delivered(reply.clone())),
+            TransactionEnd::MailRejected { reply }
+            | TransactionEnd::DataRejected { reply }
+            | TransactionEnd::MessageRejected { reply } => Some(status_for(reply)),
+            TransactionEnd::NoValidRecipients => None,
+            TransactionEnd::Aborted {
+                delivery_unknown, ..
+            } => {
+                self.final_dot_pending = *delivery_unknown;
+                self.current = Some(current);
+                return None;
+            }
+        };
+        let mail_rejected = matches!(end, TransactionEnd::MailRejected { .. });
+
+        let mut recipients: Vec<RecipientStatus> = current
+            .message
+            .recipients
+            .iter()
+            .map(|r| r.status.clone())
+            .collect();
+        for (position, &index) in current.recipient_index.iter().enumerate() {
+            let rcpt = current.rcpt_replies[position].as_ref();
+            recipients[index] = match (rcpt, &overall) {
+                (_, Some(status)) if mail_rejected => status.clone(),
+                (Some(reply), _) if !reply.code.is_positive_completion() => status_for(reply),
+                (_, Some(status)) => status.clone(),
+                (_, None) => RecipientStatus::Deferred(Reply::new(
+                    ReplyCode::new(451).unwrap_or(ReplyCode::SERVICE_NOT_AVAILABLE),
+                    None,
+                    "no reply for this recipient",
+                )),
+            };
+        }
+        Some(TransactionOutcome {
+            message: current.message.id,
+            recipients,
+            elapsed: current.started.elapsed(),
+        })
+    }
+
+    /// Reports a failure, with the message in transaction and whether its
+    /// final dot went out unanswered.
+    fn fail(&mut self, error: SessionError, stage: Stage) {
+        let in_transaction: Option<MessageId> = self.current.as_ref().map(|c| c.message.id);
+        let final_dot_sent = in_transaction.is_some() && self.final_dot_pending;
+        self.events.report(SessionEvent::Failed(SessionFailure {
+            error,
+            stage,
+            in_transaction,
+            final_dot_sent,
+        }));
+    }
+
+    fn session_error(&self, error: ClientError, stage: Stage) -> SessionError {
+        match error {
+            ClientError::BannerRejected(reply)
+            | ClientError::EhloRejected(reply)
+            | ClientError::HeloRejected(reply)
+            | ClientError::ServiceClosing(reply)
+            | ClientError::RsetRejected(reply) => SessionError::Reply { stage, reply },
+            ClientError::TlsUnavailable(TlsUnavailable::Rejected(reply)) => {
+                SessionError::StartTlsRefused(reply)
+            }
+            ClientError::TlsUnavailable(_) => SessionError::TlsNotOffered,
+            ClientError::StartTlsInjection { len } => SessionError::StartTlsInjection { len },
+            ClientError::Timeout { after, .. } => SessionError::Timeout { stage, after },
+            ClientError::ConnectionClosed { stage } if self.reset_seen => {
+                SessionError::Reset { stage }
+            }
+            ClientError::ConnectionClosed { stage } => SessionError::PeerClosed { stage },
+            other => SessionError::Protocol {
+                stage,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// After a failure: keeps reading nothing, waits for `closeconn`'s plan.
+    async fn wait_for_close(&mut self) -> LoopEnd {
+        loop {
+            match self.commands.recv().await {
+                Some(SessionCommand::Close(plan)) => return LoopEnd::Close(plan),
+                Some(SessionCommand::Deliver(batch)) => {
+                    // A batch sent before the scheduler saw the failure: it is
+                    // still in the scheduler's construct, which requeues it.
+                    tracing::debug!(messages = batch.len(), "batch for a failed session");
+                }
+                Some(_) => {}
+                None => return LoopEnd::Abandoned,
+            }
+        }
+    }
+}
+
+/// Writes one buffer and flushes it, so a TLS record goes out at once.
+async fn write_flush(transport: &mut Transport, bytes: &Bytes) -> std::io::Result<()> {
+    transport.write_all(bytes).await?;
+    transport.flush().await
+}
+
+/// Completes when the scheduler drops the session's link. No command is
+/// due before the session is ready, so any that arrives is dropped.
+async fn link_dropped(commands: &mut mpsc::UnboundedReceiver<SessionCommand>) {
+    while commands.recv().await.is_some() {}
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn status_for(reply: &Reply) -> RecipientStatus {
+    if reply.code.is_permanent() {
+        RecipientStatus::Failed(reply.clone())
+    } else {
+        RecipientStatus::Deferred(reply.clone())
+    }
+}
+
+fn session_capabilities(capabilities: &Capabilities) -> SessionCapabilities {
+    SessionCapabilities {
+        pipelining: capabilities.pipelining,
+        size_limit: capabilities.max_message_size,
+        eight_bit_mime: capabilities.eight_bit_mime,
+        smtputf8: capabilities.smtputf8,
+        starttls: capabilities.starttls,
+    }
+}
