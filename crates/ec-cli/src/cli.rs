@@ -34,7 +34,7 @@ pub struct Cli {
     #[command(flatten)]
     pub verbosity: Verbosity,
 
-    /// What to do.
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -297,7 +297,7 @@ impl RelayAddress {
     }
 }
 
-/// Why a `--relay` value was rejected.
+/// An invalid `--relay` value.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum RelayAddressError {
@@ -312,7 +312,7 @@ pub enum RelayAddressError {
         /// The port text.
         port: String,
     },
-    /// An IPv6 address without brackets, so its port cannot be told apart.
+    /// An IPv6 address without brackets, so the port cannot be separated from the address.
     #[error("relay {0:?} looks like an IPv6 address; write it in brackets, such as [::1]:25")]
     UnbracketedIpv6(String),
     /// The text in brackets is not an IPv6 address.
@@ -323,7 +323,7 @@ pub enum RelayAddressError {
     InvalidHost {
         /// The whole value.
         value: String,
-        /// Why the host was rejected.
+        /// The reason for the rejection.
         source: ec_types::AddressError,
     },
 }
@@ -368,7 +368,7 @@ impl FromStr for RelayAddress {
     }
 }
 
-/// Why a duration, EHLO name or TLS server name was rejected.
+/// An invalid duration, EHLO name or TLS server name.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ValueError {
@@ -385,7 +385,7 @@ pub enum ValueError {
     HostName {
         /// The rejected text.
         value: String,
-        /// Why it was rejected.
+        /// The reason for the rejection.
         source: ec_types::AddressError,
     },
     /// Not a DNS name or IP address that TLS can check a certificate against.
@@ -467,7 +467,7 @@ pub enum UsageError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The `--ca-file` holds no PEM certificate.
+    /// The `--ca-file` contains no PEM certificate.
     #[error(
         "the CA file {0} contains no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" line); \
          give a file of PEM root certificates"
@@ -515,7 +515,7 @@ impl DeliverArgs {
         Ok(config)
     }
 
-    /// The settings these flags set.
+    /// Collects the settings these flags set.
     pub fn overrides(&self) -> SettingsOverrides {
         SettingsOverrides {
             route: self.relay.as_ref().map(RelayAddress::route),
@@ -687,7 +687,7 @@ impl SettingsOverrides {
     }
 }
 
-/// The exit status for a clap parse error: 0 for `--help` and `--version`
+/// Maps a clap parse error to an exit status: 0 for `--help` and `--version`
 /// (which clap reports as errors), [`EXIT_USAGE`] for everything else.
 /// clap's own default would be 2, which sysexits does not define.
 pub fn clap_exit_status(error: &clap::Error) -> u8 {

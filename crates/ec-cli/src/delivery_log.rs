@@ -102,8 +102,9 @@ pub struct LogRecord {
     pub result: LogResult,
     /// The server's reply that decided the outcome, when there was one.
     pub reply: Option<Reply>,
-    /// Why, in words, when the reply alone does not say: the invalid-input
-    /// reason, or the engine's reason for a deferral without a reply.
+    /// An explanation where the reply alone does not give the cause: the
+    /// invalid-input reason, or the engine's reason for a deferral without
+    /// a reply.
     pub detail: Option<String>,
     /// Delivery attempts spent on the recipient's message.
     pub attempts: u32,
@@ -113,7 +114,7 @@ pub struct LogRecord {
     pub tls: Option<String>,
 }
 
-/// What the engine reports for one recipient; the input of
+/// One recipient's outcome as the engine reports it; the input of
 /// [`LogRecord::from_outcome`].
 #[derive(Debug, Clone, Copy)]
 pub struct RecipientOutcome<'a> {
@@ -191,7 +192,7 @@ fn file_key(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Why the delivery log could not be written or read.
+/// An error writing or reading the delivery log.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum LogError {
@@ -333,7 +334,8 @@ fn complete_length(file: &mut File) -> io::Result<u64> {
     Ok(0)
 }
 
-/// What a previous run finished, read from its delivery log.
+/// The recipients and files that a previous run finished, read from its
+/// delivery log.
 #[derive(Debug, Default)]
 pub struct ResumeSet {
     recipients: HashSet<(String, String)>,

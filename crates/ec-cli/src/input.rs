@@ -6,7 +6,7 @@
 //! that two runs over the same tree see the same order. [`Input`] then
 //! reads the files one at a time and yields a [`Loaded`] for each: a
 //! [`Submission`] ready for the engine, or an [`InvalidInput`] record that
-//! says what is wrong with the file and how to fix it. One bad file never
+//! states what is wrong with the file and how to fix it. One bad file never
 //! stops the run.
 //!
 //! A message is kept as the bytes read ([`Bytes`]), never decoded or
@@ -69,7 +69,7 @@ pub enum InputError {
         /// The I/O error.
         source: io::Error,
     },
-    /// A directory argument holds no message file.
+    /// A directory argument contains no message file.
     #[error(
         "the directory {0} contains no file whose name ends in .eml; \
          name message files directly or give another directory"
@@ -173,7 +173,7 @@ pub struct InvalidInput {
     pub path: PathBuf,
     /// The Message-ID, when the header could be read.
     pub message_id: Option<String>,
-    /// What is wrong.
+    /// The reason it cannot be sent.
     pub reason: InvalidReason,
 }
 
@@ -183,7 +183,8 @@ impl fmt::Display for InvalidInput {
     }
 }
 
-/// Why a message file cannot be sent. Each message says what to do.
+/// The reason a message file cannot be sent. Each message states what to
+/// do.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum InvalidReason {
@@ -205,7 +206,7 @@ pub enum InvalidReason {
     /// No To, Cc or Bcc address.
     #[error("no usable recipient: no address in To, Cc or Bcc; pass --to ADDRESS")]
     NoRecipient,
-    /// A header field holds an address that cannot go into an SMTP envelope.
+    /// A header field contains an address that cannot go into an SMTP envelope.
     #[error(
         "the {field} address {value:?} is invalid: {source}; \
          fix the header field or give the envelope with --from and --to"
@@ -215,12 +216,12 @@ pub enum InvalidReason {
         field: &'static str,
         /// The address as the header gave it.
         value: String,
-        /// Why it was rejected.
+        /// The reason for the rejection.
         source: AddressError,
     },
 }
 
-/// What reading one message file produced.
+/// The result of reading one message file.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // One per file, handed on at once.
 pub enum Loaded {
@@ -319,7 +320,7 @@ fn header_sender(message: &mail_parser::Message<'_>) -> Result<ReversePath, Inva
 }
 
 /// The first Return-Path field's path, or `None` when there is no such
-/// field or it holds nothing that looks like a path.
+/// field or it contains nothing that looks like a path.
 fn return_path(message: &mail_parser::Message<'_>) -> Option<Result<ReversePath, InvalidReason>> {
     let header = message
         .headers()
@@ -331,7 +332,7 @@ fn return_path(message: &mail_parser::Message<'_>) -> Option<Result<ReversePath,
         HeaderValue::TextList(list) => list.first()?.as_ref(),
         _ => {
             // mail-parser returns no value for `<>`, the null path. The raw
-            // field tells it apart from an empty or unparseable one.
+            // field distinguishes it from an empty or unparseable one.
             let raw = message
                 .raw_message
                 .get(header.offset_start as usize..header.offset_end as usize)?;

@@ -108,7 +108,7 @@ pub struct RunTotals {
     pub connections_established: u64,
     /// Connections that completed a TLS handshake.
     pub connections_tls: u64,
-    /// How the closed connections ended.
+    /// Closed connections by close outcome.
     pub closes: CloseCounts,
     /// Wall-clock time of the run.
     pub elapsed: Duration,

@@ -343,6 +343,7 @@ async fn oversized_message_and_bare_lf() {
     }
     client.send(b"a\nb\n\r\n.\r\n").await;
     client.expect(250).await;
+    drop(client);
 
     let stats = sink.shutdown().await;
     assert_eq!(stats.rejected_messages, 1);
@@ -460,4 +461,16 @@ async fn ca_file_holds_the_ca() {
     let text = std::fs::read_to_string(&path).expect("read CA file");
     assert_eq!(text, sink.ca_pem());
     sink.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_hostname_is_rejected() {
+    let config = SinkConfig {
+        hostname: "mx.ec.test\r\n250 fake".into(),
+        ..SinkConfig::default()
+    };
+    let error = Sink::start(config)
+        .await
+        .expect_err("CR LF in the host name");
+    assert!(error.to_string().contains("hostname"), "{error}");
 }

@@ -14,18 +14,18 @@
 //!   leaf is `CA:FALSE` with extendedKeyUsage serverAuth). A client
 //!   verifies the server against [`Sink::ca_pem`], or the file that
 //!   [`Sink::write_ca_file`] writes.
-//! - Pipelined commands are answered in one write per group. Commands are
-//!   parsed in the read buffer, and a message is counted as it streams
-//!   through, so nothing is allocated per command or per message unless
-//!   [`SinkConfig::keep_messages`] is set.
+//! - The replies to a pipelined command group go out in one write.
+//!   Commands are parsed in the read buffer, and a message is counted as it
+//!   streams through, so the sink's own code allocates nothing per command
+//!   or per message unless [`SinkConfig::keep_messages`] is set.
 //! - Message data ends only at CRLF "." CRLF. Bare LF characters in the
 //!   data are counted in [`SinkStats::bare_line_feeds`], so a test can check
 //!   that a client normalizes line endings.
 //! - Input that a client sends after STARTTLS and before the TLS handshake
 //!   is discarded and counted, never read as commands.
-//! - QUIT is answered with 221, then TLS `close_notify` (on TLS) and a TCP
-//!   FIN, and the socket is read until the client closes, so that the
-//!   client's own `close_notify` does not meet a reset.
+//! - QUIT gets 221, then TLS `close_notify` (on TLS) and a TCP FIN, and
+//!   the socket is read until the client closes, so that the client's own
+//!   `close_notify` does not meet a reset.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), ec_cli::sink::SinkError> {
@@ -62,7 +62,7 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 * 1024 * 1024;
 /// of it (see [`SinkConfig::max_line_length`]).
 const READ_BUFFER_SIZE: usize = 64 * 1024;
 
-/// How the sink behaves.
+/// Settings of the sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkConfig {
     /// Address and port to listen on; port 0 picks a free one. Default
@@ -77,9 +77,10 @@ pub struct SinkConfig {
     /// with 530 5.7.0. Default false.
     pub require_tls: bool,
     /// Longest command line accepted, in octets with CRLF; a longer one is
-    /// answered with 500 5.5.2 and discarded. Default 2,048, four times the
+    /// rejected with 500 5.5.2 and discarded. Default 2,048, four times the
     /// 512 octets of RFC 5321 section 4.5.3.1.4, for the parameters of
-    /// SMTP extensions (as Postfix's default `line_length_limit`).
+    /// SMTP extensions (Postfix 3.7's default `line_length_limit` is also
+    /// 2,048).
     pub max_line_length: usize,
     /// Largest message accepted, in octets after dot-unstuffing; it is
     /// announced in the SIZE keyword. A larger one is read to its end and
@@ -120,7 +121,7 @@ impl Default for SinkConfig {
     }
 }
 
-/// Why the sink could not start or write its CA file.
+/// An error starting the sink or writing its CA file.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum SinkError {
@@ -144,7 +145,7 @@ pub enum SinkError {
     /// rcgen failed to make the CA or the server certificate.
     #[error("generating the sink's {what} failed: {source}")]
     Certificate {
-        /// Which item ("CA key", "server certificate", ...).
+        /// The item that failed ("CA key", "server certificate", ...).
         what: &'static str,
         /// rcgen's reason.
         source: rcgen::Error,

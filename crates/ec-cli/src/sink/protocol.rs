@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::data::{DataOutcome, DataReader};
 use super::server::{ReceivedMessage, Shared};
 
-/// What the connection does after [`Protocol::receive`].
+/// The connection's next action after [`Protocol::receive`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
     /// Send the replies and read more input.
@@ -29,14 +29,14 @@ pub(crate) enum Step {
     Quit,
 }
 
-/// What the next input bytes are.
+/// The kind of input expected next.
 #[derive(Debug)]
 enum Mode {
     /// Command lines.
     Command,
     /// Message data after 354.
     Data(DataReader),
-    /// The rest of an over-long command line, already answered.
+    /// The rest of an over-long command line, already rejected with 500.
     DiscardLine,
 }
 

@@ -191,7 +191,7 @@ impl Replies {
     }
 }
 
-/// What every connection of one sink shares.
+/// State shared by every connection of one sink.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: SinkConfig,
@@ -228,7 +228,7 @@ impl Shared {
     }
 }
 
-/// A running sink. Dropping it stops the listener and tells every
+/// A running sink. Dropping it stops the listener and signals every
 /// connection to close; [`Sink::shutdown`] also waits for them.
 #[derive(Debug)]
 pub struct Sink {
@@ -246,8 +246,9 @@ impl Sink {
     /// # Errors
     ///
     /// [`SinkError`] when the address is not loopback and that is not
-    /// allowed, the configuration is inconsistent, the certificate cannot be
-    /// made, or the socket cannot be bound.
+    /// allowed, the host name is not a valid domain name, the line length
+    /// limit does not fit the read buffer, the certificate cannot be made,
+    /// or the socket cannot be bound.
     pub async fn start(config: SinkConfig) -> Result<Self, SinkError> {
         if !config.allow_non_loopback && !config.listen.ip().is_loopback() {
             return Err(SinkError::NotLoopback(config.listen));
@@ -258,6 +259,10 @@ impl Sink {
                 config.max_line_length,
                 READ_BUFFER_SIZE / 2
             )));
+        }
+
+        if let Err(error) = ec_types::Domain::new(&config.hostname) {
+            return Err(SinkError::Config(format!("hostname: {error}")));
         }
 
         let certificate = SinkCertificate::generate(&config.hostname)?;

@@ -24,7 +24,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 enum Exit {
     /// STARTTLS was accepted with 220.
     StartTls,
-    /// QUIT was answered with 221.
+    /// QUIT got its 221 reply.
     Quit,
     /// The client closed its side.
     PeerClosed,
@@ -107,7 +107,7 @@ impl Connection {
     }
 
     /// Handles buffered input, sends the replies, and reads more, until the
-    /// protocol or the stream asks to stop.
+    /// protocol or the stream ends the connection.
     async fn serve<S>(
         &mut self,
         stream: &mut S,
