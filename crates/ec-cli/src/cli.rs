@@ -806,27 +806,24 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_value() {
-        let cases: [(&[&str], &str); 8] = [
-            (&["deliver", "--to", "nobody", "x"], "nobody"),
-            (
-                &["deliver", "--from", "a b@example.org", "x"],
-                "a b@example.org",
-            ),
-            (
-                &["deliver", "--relay", "mail.example.net", "x"],
-                "mail.example.net",
-            ),
-            (&["deliver", "--relay", "::1:25", "x"], "::1:25"),
-            (&["deliver", "--relay", "host:99999", "x"], "99999"),
-            (&["deliver", "--retry-for", "soon", "x"], "soon"),
-            (&["deliver", "--connections", "0", "x"], "0"),
-            (&["deliver", "--tls", "sometimes", "x"], "sometimes"),
+        let cases: [&[&str]; 8] = [
+            &["--to", "nobody"],
+            &["--from", "a b@example.org"],
+            &["--relay", "mail.example.net"],
+            &["--relay", "::1:25"],
+            &["--relay", "host:99999"],
+            &["--retry-for", "soon"],
+            &["--connections", "0"],
+            &["--tls", "sometimes"],
         ];
-        for (args, value) in cases {
-            let error = parse_error(args);
-            assert_eq!(clap_exit_status(&error), EXIT_USAGE, "{args:?}");
+        for case in cases {
+            let args = ["deliver", case[0], case[1], "x.eml"];
+            let error = parse_error(&args);
+            assert_eq!(clap_exit_status(&error), EXIT_USAGE, "{case:?}");
             let text = error.to_string();
-            assert!(text.contains(value), "{args:?}: {text}");
+            let quoted = format!("'{}'", case[1]);
+            assert!(text.contains(&quoted), "{case:?}: {text}");
+            assert!(text.contains(case[0]), "{case:?}: {text}");
         }
     }
 

@@ -19,8 +19,7 @@
 //! ```
 //!
 //! `sender` is empty for the null reverse path. An `invalid_input` record
-//! has no recipient when the file's recipients could not be read; it then
-//! stands for the whole file.
+//! has no sender and no recipient, and covers the whole file.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -93,7 +92,8 @@ pub struct LogRecord {
     pub file: String,
     /// The Message-ID header field without angle brackets.
     pub message_id: Option<String>,
-    /// The MAIL FROM path without angle brackets; empty for the null path.
+    /// The MAIL FROM path without angle brackets; empty for the null path
+    /// and in an `invalid_input` record.
     pub sender: String,
     /// The RCPT TO path; `None` only in an `invalid_input` record for a
     /// whole file.
@@ -165,7 +165,7 @@ impl LogRecord {
     }
 
     /// The record for a message file that cannot be sent, stamped now. It
-    /// has no recipient and stands for the whole file.
+    /// has no recipient and covers the whole file.
     pub fn from_invalid_input(invalid: &InvalidInput) -> Self {
         Self {
             timestamp: now(),
