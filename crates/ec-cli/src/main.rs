@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => status.into(),
         Err(error) => {
-            eprintln!("ec: {error:#}");
+            eprintln!("ec: {}", error_message(&error));
             error_status(&error).into()
         }
     }
@@ -41,6 +41,21 @@ fn init_tracing(verbosity: Verbosity) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The error and its causes on one line. The typed errors of `ec_cli` put
+/// their cause into their own message, before the advice on what to do, so
+/// a cause whose text is already there is not repeated.
+fn error_message(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 /// Usage errors exit with 64; anything else that stops a run before its
