@@ -71,9 +71,6 @@ impl Scheduler {
             return;
         };
         lane.wake_pending = false;
-        // Any wait-list entry of this lane is now stale; it waits again
-        // below if it is still blocked.
-        lane.waiting = false;
         if self.shutdown.is_some() {
             return;
         }
@@ -306,12 +303,19 @@ impl Scheduler {
         }
     }
 
+    /// Puts a binding × domain in the wait list of the limit that blocks
+    /// it. A lane already waiting there keeps its entry, so a flood of
+    /// submissions to a blocked lane adds no entries; one waiting under
+    /// another limit moves (its old entry goes stale).
     fn wait_for(&mut self, key: LaneKey, resource: Resource) {
         let Some(lane) = self.domains[key.domain.0 as usize].lane_mut(key.binding) else {
             return;
         };
+        if lane.waiting_on.as_ref() == Some(&resource) {
+            return;
+        }
         lane.wait_ticket += 1;
-        lane.waiting = true;
+        lane.waiting_on = Some(resource.clone());
         let ticket = lane.wait_ticket;
         match resource {
             Resource::Engine => self.engine_waiters.push(key, ticket),
@@ -345,7 +349,7 @@ impl Scheduler {
         let mut is_current = |key: LaneKey, ticket: u64| {
             domains[key.domain.0 as usize]
                 .lane_mut(key.binding)
-                .is_some_and(|lane| lane.waiting && lane.wait_ticket == ticket)
+                .is_some_and(|lane| lane.waiting_on.is_some() && lane.wait_ticket == ticket)
         };
         let key = match resource {
             Resource::Engine => self.engine_waiters.pop_valid(&mut is_current),
@@ -362,7 +366,7 @@ impl Scheduler {
             }
         }?;
         if let Some(lane) = self.domains[key.domain.0 as usize].lane_mut(key.binding) {
-            lane.waiting = false;
+            lane.waiting_on = None;
         }
         Some(key)
     }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use ec_types::{BindingSlot, ConnectionHandle, DomainRecord, EffectiveSettings};
 
 use crate::counts::ConnectionCounts;
+use crate::limits::Resource;
 use crate::queues::{ActiveQueue, DelayedQueue};
 use crate::timers::TimerKey;
 
@@ -122,7 +123,8 @@ pub struct BindingDomain {
     /// The ticket of this lane's current entry in a wait list; older
     /// entries are stale.
     pub(crate) wait_ticket: u64,
-    pub(crate) waiting: bool,
+    /// The limit whose wait list holds the current entry, if any.
+    pub(crate) waiting_on: Option<Resource>,
 }
 
 impl BindingDomain {
@@ -137,7 +139,7 @@ impl BindingDomain {
             retry_timer: None,
             wake_pending: false,
             wait_ticket: 0,
-            waiting: false,
+            waiting_on: None,
         }
     }
 

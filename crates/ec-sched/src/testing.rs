@@ -526,6 +526,12 @@ impl Harness {
         std::mem::take(&mut self.reports)
     }
 
+    /// Drops the records produced so far, keeping the buffer for the next
+    /// ones (for long runs, such as benchmarks).
+    pub fn clear_reports(&mut self) {
+        self.reports.clear();
+    }
+
     /// The recipient records with a final outcome, as (tag, recipient,
     /// outcome).
     pub fn final_outcomes(&self) -> Vec<(u64, Address, RecipientOutcome)> {

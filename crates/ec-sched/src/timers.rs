@@ -65,16 +65,26 @@ pub(crate) struct TimerKey {
 }
 
 /// The scheduler's timers.
+///
+/// Connection timers (idle, maximum age, close deadline) and queue timers
+/// (retry, domain backoff) sit in two ordered maps behind one interface.
+/// There are at most a few per live connection, but there can be one
+/// queue timer per binding × domain with deferred mail, hundreds of
+/// thousands; keeping them apart keeps the map that every connection
+/// touches small, so a connection's cost does not grow with the number of
+/// domains.
 #[derive(Debug)]
 pub(crate) struct Timers {
-    pending: BTreeMap<TimerKey, Timer>,
+    connections: BTreeMap<TimerKey, Timer>,
+    queues: BTreeMap<TimerKey, Timer>,
     next_id: u64,
 }
 
 impl Timers {
     pub(crate) fn new() -> Self {
         Self {
-            pending: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            queues: BTreeMap::new(),
             next_id: 0,
         }
     }
@@ -86,14 +96,23 @@ impl Timers {
             at,
             id: TimerId(self.next_id),
         };
-        self.pending.insert(key, timer);
+        self.map_for(timer).insert(key, timer);
         key
+    }
+
+    fn map_for(&mut self, timer: Timer) -> &mut BTreeMap<TimerKey, Timer> {
+        match timer {
+            Timer::Retry(_) | Timer::Backoff(_) => &mut self.queues,
+            _ => &mut self.connections,
+        }
     }
 
     /// Cancels a timer; a timer that already fired or was cancelled is
     /// ignored.
     pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<Timer> {
-        self.pending.remove(&key)
+        self.connections
+            .remove(&key)
+            .or_else(|| self.queues.remove(&key))
     }
 
     /// Cancels the timer in `slot`, if one is there, and empties the slot.
@@ -105,13 +124,26 @@ impl Timers {
 
     /// The earliest deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.pending.keys().next().map(|key| key.at)
+        let connection = self.connections.keys().next().map(|key| key.at);
+        let queue = self.queues.keys().next().map(|key| key.at);
+        match (connection, queue) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Removes and returns the earliest timer whose deadline is not after
     /// `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, Timer)> {
-        let entry = self.pending.first_entry()?;
+        let connection = self.connections.keys().next().copied();
+        let queue = self.queues.keys().next().copied();
+        let map = match (connection, queue) {
+            (Some(a), Some(b)) if b < a => &mut self.queues,
+            (Some(_), _) => &mut self.connections,
+            (None, Some(_)) => &mut self.queues,
+            (None, None) => return None,
+        };
+        let entry = map.first_entry()?;
         if entry.key().at > now {
             return None;
         }
@@ -120,15 +152,15 @@ impl Timers {
     }
 
     pub(crate) fn contains(&self, key: TimerKey) -> bool {
-        self.pending.contains_key(&key)
+        self.connections.contains_key(&key) || self.queues.contains_key(&key)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.pending.len()
+        self.connections.len() + self.queues.len()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&TimerKey, &Timer)> {
-        self.pending.iter()
+        self.connections.iter().chain(self.queues.iter())
     }
 }
 
@@ -188,6 +220,37 @@ mod tests {
         assert!(timers.contains(a));
         assert_eq!(timers.len(), 2);
         assert_eq!(timers.iter().count(), 2);
+    }
+
+    #[test]
+    fn queue_and_connection_timers_interleave() {
+        let start = Instant::now();
+        let lane = LaneKey::new(DomainIndex(0), ec_types::BindingSlot(0));
+        let mut timers = Timers::new();
+        let retry = timers.schedule(start + Duration::from_secs(1), Timer::Retry(lane));
+        timers.schedule(
+            start + Duration::from_secs(2),
+            Timer::IdleTimeout(handle(1)),
+        );
+        timers.schedule(
+            start + Duration::from_secs(3),
+            Timer::Backoff(DomainIndex(0)),
+        );
+        assert_eq!(timers.next_deadline(), Some(start + Duration::from_secs(1)));
+        assert!(timers.contains(retry));
+
+        let later = start + Duration::from_secs(10);
+        let order: Vec<Timer> =
+            std::iter::from_fn(|| timers.pop_due(later).map(|(_, t)| t)).collect();
+        assert_eq!(
+            order,
+            vec![
+                Timer::Retry(lane),
+                Timer::IdleTimeout(handle(1)),
+                Timer::Backoff(DomainIndex(0)),
+            ]
+        );
+        assert_eq!(timers.cancel(retry), None);
     }
 
     #[test]
