@@ -16,7 +16,9 @@
 //! cargo run --release -p ec-sched --example sched_bench [--quick]
 //! ```
 //!
-//! `--quick` runs smaller cases for a smoke test.
+//! `--quick` runs smaller cases for a smoke test; `--domains N` runs only
+//! the connection case with N domains, `--hot` only its hot pattern, and
+//! `--cycles N` sets the connections per repetition.
 
 use std::time::{Duration, Instant};
 
@@ -30,27 +32,42 @@ use ec_types::{
 const BINDINGS: u16 = 4;
 
 fn main() {
-    let quick = std::env::args().any(|arg| arg == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let value = |name: &str| {
+        args.iter()
+            .position(|arg| arg == name)
+            .and_then(|index| args.get(index + 1))
+            .map(|text| text.parse::<usize>().expect("a number after the option"))
+    };
+    let only_domains = value("--domains");
 
     // First, while the process heap is fresh: freed memory of later cases
     // would be reused and hide the growth.
-    let queued = if quick { 100_000 } else { 1_000_000 };
-    queued_memory(queued, 1_000);
+    if only_domains.is_none() {
+        let queued = if quick { 100_000 } else { 1_000_000 };
+        queued_memory(queued, 1_000);
+    }
 
-    let domain_counts: &[usize] = if quick {
-        &[10, 1_000]
-    } else {
-        &[10, 10_000, 100_000]
+    let domain_counts: Vec<usize> = match only_domains {
+        Some(domains) => vec![domains],
+        None if quick => vec![10, 1_000],
+        None => vec![10, 10_000, 100_000],
     };
-    let (cycles, repetitions) = if quick { (200, 5) } else { (2_000, 15) };
-    for &domains in domain_counts {
+    let cycles = value("--cycles").unwrap_or(if quick { 200 } else { 20_000 });
+    let repetitions = if quick { 5 } else { 15 };
+    let hot_only = args.iter().any(|arg| arg == "--hot");
+    for domains in domain_counts {
         for pattern in [Pattern::Spread, Pattern::Hot] {
+            if hot_only && matches!(pattern, Pattern::Spread) {
+                continue;
+            }
             open_release(domains, pattern, cycles, repetitions);
         }
     }
 }
 
-/// Which domains the measured connections go to.
+/// The choice of domains for the measured connections.
 #[derive(Debug, Clone, Copy)]
 enum Pattern {
     /// Every domain in turn (a large stride), so each connection touches a

@@ -18,7 +18,7 @@ use crate::limits::HostKey;
 use crate::scheduler::Scheduler;
 use crate::token::SchedulerToken;
 
-/// What an audit found wrong; each entry is one broken invariant.
+/// The violations an audit found, one per broken invariant.
 #[derive(Debug, Clone, Error)]
 #[error("accounting audit found {} violation(s): {}", .violations.len(), summarize(.violations))]
 pub struct AuditError {
@@ -40,7 +40,7 @@ fn summarize(violations: &[Violation]) -> String {
     text
 }
 
-/// Which count a violation is about.
+/// The count a violation is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Scope {
@@ -74,7 +74,7 @@ impl fmt::Display for Scope {
     }
 }
 
-/// Where a message was found.
+/// The place a message was found in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Place {
@@ -106,9 +106,9 @@ pub enum Violation {
     LiveCount {
         /// The count.
         scope: Scope,
-        /// What the count says.
+        /// The value of the count.
         recorded: u64,
-        /// What the connection table says.
+        /// The number of live connections in the connection table.
         actual: u64,
     },
     /// Opened minus closed differs from the live count, or is negative.
@@ -149,9 +149,9 @@ pub enum Violation {
     Misplaced {
         /// The message.
         message: MessageId,
-        /// Where it is.
+        /// Its place.
         place: Place,
-        /// What is wrong.
+        /// The problem.
         problem: &'static str,
     },
     /// A running message total differs from a recount.
@@ -185,13 +185,17 @@ struct Recount {
 }
 
 impl Scheduler {
-    /// Checks every accounting invariant: for each binding × domain, domain,
-    /// host, address, binding and the engine, the live count equals the
-    /// connections that are connecting, open or closing, equals opened
-    /// minus closed, and is within its limit; every message that entered
-    /// is in exactly one place (an active queue, a delayed queue, one
-    /// connection's batch) or left (delivered, failed, unsent); and every
-    /// timer, idle list and link agrees with the connection it belongs to.
+    /// Checks every accounting invariant.
+    ///
+    /// - For each binding × domain, domain, host, address, binding and the
+    ///   engine, the live count equals the connections that are connecting,
+    ///   open or closing. It also equals opened minus closed, and it is
+    ///   within its limit.
+    /// - Every message that entered is in exactly one place (an active
+    ///   queue, a delayed queue, one connection's batch) or has left
+    ///   (delivered, failed, unsent).
+    /// - Every timer, idle list and session link agrees with the connection
+    ///   it belongs to, and delayed mail always has a retry timer.
     ///
     /// # Errors
     ///

@@ -69,10 +69,10 @@ impl DomainBackoff {
     }
 }
 
-/// Why a close happens and how the transport should go down.
+/// The reason for a close and the QUIT decision for its transport.
 #[derive(Debug, Clone, Copy)]
 pub struct CloseRequest<'e> {
-    /// What woke the scheduler. A `Failed` session event for this
+    /// The event that woke the scheduler. A `Failed` session event for this
     /// connection carries the failure that decides the batch's fates.
     pub event: &'e Event,
     /// The reason logged and reported.
@@ -82,7 +82,7 @@ pub struct CloseRequest<'e> {
     pub send_quit: bool,
 }
 
-/// What [`begin_close`] did.
+/// The result of [`begin_close`].
 #[derive(Debug)]
 #[must_use = "a close ticket says whether the close started; ignoring it hides a duplicate close"]
 #[non_exhaustive]
@@ -100,7 +100,7 @@ pub enum CloseTicket {
     AlreadyClosing {
         /// The first close's reason.
         reason: CloseReason,
-        /// Where the first close was asked for.
+        /// The source location of the first close.
         site: &'static Location<'static>,
     },
 }
@@ -116,7 +116,7 @@ pub fn failure_of(event: &Event, handle: ConnectionHandle) -> Option<&SessionFai
     }
 }
 
-/// The engine's QUIT rule: send QUIT only on a connection that is ready and
+/// Applies the engine's QUIT rule: send QUIT only on a connection that is ready and
 /// idle, and only when the failure (if any) left the transport usable.
 /// Never write a command into a broken stream or in the middle of a
 /// transaction.
@@ -159,11 +159,14 @@ pub fn close_connection(
 /// nothing, counts a duplicate close and returns
 /// [`CloseTicket::AlreadyClosing`]. Otherwise it
 /// 1. cancels the connection's idle and maximum-age timers;
-/// 2. gives every message of the batch exactly one fate: requeued without
-///    spending an attempt when its transaction never started; delivery
-///    unknown (requeued and marked) when its final dot was sent and no
-///    reply came; failed on a 5xx; deferred with backoff on any other
-///    failure during its transaction (4xx, 421, lost connection, timeout);
+/// 2. gives every message of the batch exactly one fate:
+///    - requeued without spending an attempt when its transaction never
+///      started,
+///    - delivery unknown (requeued and marked) when its final dot was sent
+///      and no reply came,
+///    - failed on a 5xx,
+///    - deferred with backoff on any other failure during its transaction
+///      (4xx, 421, lost connection, timeout);
 /// 3. records a failure in the address metrics, and starts the domain's
 ///    connection backoff when the connection failed before it was ready;
 /// 4. marks the connection closing and arms its close deadline
@@ -275,7 +278,7 @@ pub fn begin_close(
         }
         Some(plan)
     } else {
-        // The session sees its link dropped, stops connecting and reports
+        // Dropping the link makes the session stop connecting and report
         // Closed(NeverConnected).
         connection.link = None;
         None

@@ -15,7 +15,7 @@ use crate::driver::SessionLink;
 use crate::limits::HostKey;
 use crate::timers::TimerKey;
 
-/// What the scheduler knows about one connection, from the start of its
+/// The scheduler's record of one connection, kept from the start of its
 /// connect until its socket is gone.
 pub struct Connection {
     pub(crate) handle: ConnectionHandle,
@@ -49,7 +49,7 @@ pub(crate) struct ConnectionTimers {
     pub(crate) close_deadline: Option<TimerKey>,
 }
 
-/// Why and where a connection's close began.
+/// The reason, time and source location of a connection's close.
 #[derive(Debug, Clone, Copy)]
 pub struct Closing {
     /// The reason given to `closeconn`.

@@ -5,8 +5,8 @@ use thiserror::Error;
 /// Connections of one scope (engine, binding, binding × domain, host): how
 /// many are live (connecting, open or closing) and how many were ever
 /// opened and closed. `opened - closed == live` always holds unless an
-/// accounting bug released a connection twice, which
-/// [`release`](Self::release) reports instead of wrapping.
+/// accounting bug released a connection twice, which is reported as a
+/// [`CountUnderflow`] instead of wrapping.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionCounts {
     live: u32,

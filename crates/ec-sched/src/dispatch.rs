@@ -2,8 +2,8 @@
 //! connections for backlogs they do not cover, within every limit.
 //!
 //! Only binding × domains in the wake queue, or waiting for room under a
-//! limit that just gained some, are looked at; the cost of an event does
-//! not depend on how many domains exist.
+//! limit that just gained some, are looked at. So the cost of an event
+//! does not depend on how many domains exist.
 
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use crate::scheduler::Scheduler;
 use crate::timers::Timer;
 use crate::token::SchedulerToken;
 
-/// Why no connection was opened.
+/// The reason no connection was opened.
 enum OpenBlocked {
     /// The binding × domain is at `max_outbound_connections`; it is woken
     /// when one of its own connections is released.
@@ -180,8 +180,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Opens one connection: counts it everywhere, then asks the driver to
-    /// connect.
+    /// Opens one connection: counts it everywhere, then calls the driver's
+    /// `open`.
     fn open(
         &mut self,
         token: &SchedulerToken,
@@ -305,8 +305,8 @@ impl Scheduler {
 
     /// Puts a binding × domain in the wait list of the limit that blocks
     /// it. A lane already waiting there keeps its entry, so a flood of
-    /// submissions to a blocked lane adds no entries; one waiting under
-    /// another limit moves (its old entry goes stale).
+    /// submissions to a blocked lane adds no entries. A lane waiting under
+    /// another limit moves, and its old entry goes stale.
     fn wait_for(&mut self, key: LaneKey, resource: Resource) {
         let Some(lane) = self.domains[key.domain.0 as usize].lane_mut(key.binding) else {
             return;
@@ -380,5 +380,43 @@ pub(crate) fn exhausted_reason(construct: &DeliveryConstruct, now: Instant) -> C
     } else {
         debug_assert!(!construct.reusable(now));
         CloseReason::MaxAge
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ec_types::{BindingSlot, Config, EngineLimits};
+
+    use crate::testing::Harness;
+
+    #[test]
+    fn blocked_lane_waits_once() {
+        let config = Config {
+            engine: EngineLimits {
+                max_connections: 1,
+                ..EngineLimits::default()
+            },
+            ..Config::default()
+        };
+        let mut harness = Harness::new(config);
+        harness.submit_to(BindingSlot(0), 0, &["a@one.example"]);
+        for tag in 1..=100 {
+            harness.submit_to(BindingSlot(0), tag, &[&format!("u{tag}@two.example")]);
+        }
+        assert_eq!(harness.opened().len(), 1);
+        assert_eq!(harness.scheduler().engine_waiters.len(), 1);
+
+        let first = harness.opened()[0];
+        harness.connect_failed(first);
+        harness.closed(first, ec_types::CloseOutcome::NeverConnected);
+        assert_eq!(
+            harness.opened().len(),
+            2,
+            "the waiting lane opens when room frees"
+        );
+        // It still has a backlog beyond the one connection, so it waits
+        // again, with one entry.
+        assert_eq!(harness.scheduler().engine_waiters.len(), 1);
+        harness.audit().expect("accounting holds");
     }
 }

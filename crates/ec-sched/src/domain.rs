@@ -123,7 +123,7 @@ pub struct BindingDomain {
     /// The ticket of this lane's current entry in a wait list; older
     /// entries are stale.
     pub(crate) wait_ticket: u64,
-    /// The limit whose wait list holds the current entry, if any.
+    /// The limit whose wait list contains the current entry, if any.
     pub(crate) waiting_on: Option<Resource>,
 }
 

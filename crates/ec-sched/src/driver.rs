@@ -1,25 +1,5 @@
 //! The interface between the scheduler and the code that runs SMTP
-//! sessions.
-//!
-//! The scheduler calls [`SessionDriver::open`] to start a connection and
-//! talks to it through the returned [`SessionLink`]; the session reports
-//! back through its [`EventSender`]. The contract, for each connection:
-//!
-//! 1. Report `Connected` when the TCP connect completes, then `Ready` when
-//!    the session takes mail (banner, EHLO and STARTTLS done), or `Failed`.
-//! 2. For each `SessionCommand::Deliver`, report one `Transaction` per
-//!    message, in order, then `BatchDone`; or `Failed`, naming the message
-//!    whose transaction was under way and whether its final dot was sent.
-//! 3. After `Failed`, do nothing until the scheduler closes the connection.
-//! 4. On `SessionCommand::Close(plan)`, shut the transport down by
-//!    `plan.deadline` and report `Closed` once the socket is gone.
-//! 5. A connection that never reported `Connected` gets no close command:
-//!    the scheduler drops its link instead. The session then stops
-//!    connecting (if it still is), drops the socket and reports
-//!    `Closed(NeverConnected)`.
-//!
-//! Until `Closed` arrives (or the close deadline passes) the connection
-//! counts against every limit.
+//! sessions; the contract is on [`SessionDriver`].
 
 use std::fmt;
 use std::sync::mpsc;
@@ -34,8 +14,29 @@ use crate::token::SchedulerToken;
 
 /// Starts and closes SMTP sessions for the scheduler. Implemented by the
 /// SMTP client crate; tests use [`testing::FakeDriver`](crate::testing::FakeDriver).
+///
+/// The scheduler calls [`SessionDriver::open`] to start a connection and
+/// talks to it through the returned [`SessionLink`]; the session reports
+/// back through its [`EventSender`]. The contract, for each connection:
+///
+/// 1. Report `Connected` when the TCP connect completes, then `Ready` when
+///    the session takes mail (banner, EHLO and STARTTLS done), or `Failed`.
+/// 2. For each `SessionCommand::Deliver`, report one `Transaction` per
+///    message, in order, then `BatchDone`. On a failure, report `Failed`
+///    instead, naming the message whose transaction was under way and
+///    whether its final dot was sent.
+/// 3. After `Failed`, do nothing until the scheduler closes the connection.
+/// 4. On `SessionCommand::Close(plan)`, shut the transport down by
+///    `plan.deadline` and report `Closed` once the socket is gone.
+/// 5. A connection that never reported `Connected` gets no close command:
+///    the scheduler drops its link instead. The session then stops
+///    connecting (if it still is), drops the socket and reports
+///    `Closed(NeverConnected)`.
+///
+/// Until `Closed` arrives (or the close deadline passes) the connection
+/// counts against every limit.
 pub trait SessionDriver: Send + 'static {
-    /// Starts connecting as `request` says, and returns the link the
+    /// Starts connecting as `request` specifies, and returns the link the
     /// scheduler sends commands through. Events go through `events`, which
     /// is bound to `request.handle`.
     ///
@@ -51,7 +52,7 @@ pub trait SessionDriver: Send + 'static {
     /// maximum age, shutdown, or a `Failed` event in `event`).
     ///
     /// An implementation calls its `closeconn`, which must call
-    /// [`begin_close`](crate::begin_close) exactly once for `handle`; the
+    /// [`begin_close`](crate::begin_close) exactly once for `handle`. The
     /// default calls [`close_connection`], the engine's own mechanics with
     /// its default QUIT decision.
     fn close(
@@ -68,7 +69,7 @@ pub trait SessionDriver: Send + 'static {
 }
 
 /// The scheduler's end of one session's command channel. Dropping it tells
-/// the session to stop: see the contract in the [module docs](self).
+/// the session to stop, as the [`SessionDriver`] contract describes.
 pub trait SessionLink: Send {
     /// Sends a command to the session without blocking. A session that is
     /// already gone ignores it.

@@ -1,4 +1,4 @@
-//! Handling what sessions report and what timers say.
+//! Handling of session events and timers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ impl Scheduler {
         if let Some(lane) = domain.lane_mut(key.binding) {
             lane.connecting = lane.connecting.saturating_sub(1);
         }
-        // The domain answers: its connect backoff is over.
+        // The domain accepts connections again, so its backoff is over.
         domain.record.consecutive_failures = 0;
         if domain.record.backoff_until.take().is_some() {
             self.timers.cancel_slot(&mut domain.backoff_timer);

@@ -100,6 +100,11 @@ impl WaitList {
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 #[cfg(test)]

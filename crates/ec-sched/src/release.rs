@@ -13,9 +13,9 @@ use crate::scheduler::Scheduler;
 
 impl Scheduler {
     /// Releases a connection whose socket is gone (a `Closed` event) or
-    /// whose close deadline passed: every count goes down by one, the slot
-    /// is freed under a new generation, and the binding × domain and any
-    /// binding × domains waiting for room are woken.
+    /// whose close deadline passed. Every count goes down by one and the
+    /// slot is freed under a new generation. The connection's binding ×
+    /// domain and any binding × domains waiting for room are woken.
     pub(crate) fn release(
         &mut self,
         handle: ConnectionHandle,
@@ -68,7 +68,7 @@ impl Scheduler {
             if let Err(underflow) = host.counts.release() {
                 underflows.push(("host", underflow));
             }
-            // Hosts come and go with MX answers; keep only those in use.
+            // Hosts come and go with MX lookups, so only those in use stay.
             if host.counts.live() == 0 && host.waiters.is_empty() {
                 self.hosts.remove(&connection.host);
             }

@@ -1,4 +1,4 @@
-//! What the scheduler tells the application: one record per recipient
+//! The records the scheduler sends to the application: one record per recipient
 //! outcome, and one per connection opened and closed.
 //!
 //! Every recipient of every message that enters the engine gets exactly one
@@ -57,7 +57,7 @@ pub struct RecipientRecord {
     pub at: Instant,
 }
 
-/// What happened to a recipient.
+/// The outcome of a recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecipientOutcome {

@@ -1,7 +1,7 @@
 //! The scheduler thread and the handle other threads use to reach it.
 //!
 //! The loop waits on one inbox for commands from handles and events from
-//! sessions, at most until the next timer deadline; then it fires due
+//! sessions, at most until the next timer deadline. Then it fires due
 //! timers, dispatches work and passes records to the observer.
 
 use std::fmt;
@@ -24,7 +24,7 @@ use crate::scheduler::{BindingError, Scheduler, SchedulerOptions, SubmitError};
 use crate::stats::Stats;
 use crate::token::SchedulerToken;
 
-/// Longest wait without a deadline, so the loop notices that every handle
+/// Maximum wait without a deadline, so the loop notices that every handle
 /// was dropped.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -32,7 +32,7 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// of events cannot starve them.
 const INBOX_BURST: usize = 256;
 
-/// What reaches the scheduler thread.
+/// A message for the scheduler thread.
 pub(crate) enum Inbox {
     Session(ConnectionHandle, SessionEvent),
     Command(Command),
@@ -70,7 +70,7 @@ struct Shared {
     bindings: AtomicU32,
 }
 
-/// Why a handle call failed.
+/// The error of a handle call.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum HandleError {
@@ -202,7 +202,7 @@ impl SchedulerHandle {
     ///
     /// # Errors
     ///
-    /// The outer error says the scheduler has stopped; the inner one lists
+    /// The outer error means the scheduler has stopped; the inner one lists
     /// the audit's violations.
     pub fn audit(&self) -> Result<Result<(), AuditError>, HandleError> {
         let (reply, answer) = mpsc::channel();
@@ -306,7 +306,7 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                // The scheduler holds a sender for its sessions, so the
+                // The scheduler keeps a sender for its sessions, so the
                 // inbox never disconnects while it runs.
                 Err(RecvTimeoutError::Disconnected) => break,
             }

@@ -36,7 +36,7 @@ pub struct SchedulerOptions {
     /// Wait before new connections to a domain after its first failed
     /// connect; it doubles with each consecutive failure. Default 30 s.
     pub domain_backoff: Duration,
-    /// The longest domain backoff. Default 10 minutes.
+    /// The maximum domain backoff. Default 10 minutes.
     pub domain_backoff_max: Duration,
     /// How often the loop runs the accounting audit; `None` never. Default
     /// 60 s.
@@ -57,7 +57,7 @@ impl Default for SchedulerOptions {
     }
 }
 
-/// Why a submission was not accepted. Each variant gives the submission
+/// The error of a rejected submission. Each variant gives the submission
 /// back.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -93,7 +93,7 @@ impl SubmitError {
     }
 }
 
-/// Why a binding was not registered.
+/// The error of a rejected binding registration.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum BindingError {

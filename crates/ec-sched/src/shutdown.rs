@@ -11,7 +11,7 @@ use crate::scheduler::Scheduler;
 use crate::timers::{Timer, TimerKey};
 use crate::token::SchedulerToken;
 
-/// Where a shutdown stands.
+/// The progress of a shutdown.
 #[derive(Debug)]
 pub(crate) struct ShutdownState {
     pub(crate) started: Instant,
@@ -21,10 +21,10 @@ pub(crate) struct ShutdownState {
 }
 
 impl Scheduler {
-    /// Begins a shutdown: no new connections and no new batches; connecting
-    /// and idle connections are closed now, busy ones when their batch is
-    /// done or when the shutdown grace period ends, whichever is first.
-    /// Calling it again does nothing.
+    /// Begins a shutdown: no new connections and no new batches. Connecting
+    /// and idle connections are closed now. Busy ones are closed when their
+    /// batch is done or when the shutdown grace period ends, whichever
+    /// comes first. Calling it again does nothing.
     pub fn begin_shutdown(
         &mut self,
         token: &mut SchedulerToken,

@@ -1,5 +1,5 @@
 //! A synchronous harness for driving a scheduler in virtual time, with a
-//! fake session driver that records what the scheduler asks for.
+//! fake session driver that records the scheduler's requests.
 //!
 //! The harness owns a [`Scheduler`] and its [`SchedulerToken`] on the
 //! current thread. Time moves only with [`Harness::advance`]. Sessions are
@@ -108,7 +108,7 @@ impl SessionLink for FakeLink {
     }
 }
 
-/// What the harness recorded for one connection: the scheduler's side of
+/// The harness's record of one connection: the scheduler's side of
 /// the conversation, and the messages the fake session holds.
 #[derive(Debug)]
 pub struct SessionLog {
@@ -297,7 +297,8 @@ impl Harness {
             .map_or(&[], |session| session.commands.as_slice())
     }
 
-    /// Messages the fake session of a connection holds without an outcome.
+    /// Messages that the fake session of a connection has without an
+    /// outcome.
     pub fn outstanding(&self, handle: ConnectionHandle) -> Vec<SharedMessage> {
         self.sessions.get(&handle).map_or_else(Vec::new, |session| {
             session.outstanding.iter().cloned().collect()
@@ -365,7 +366,7 @@ impl Harness {
 
     /// Reports the next outstanding message's transaction with every
     /// recipient given `code`'s status. Returns false when the session
-    /// holds no message.
+    /// has no message.
     pub fn transaction(&mut self, handle: ConnectionHandle, code: ReplyCode) -> bool {
         let Some(message) = self
             .sessions

@@ -2,8 +2,8 @@
 //!
 //! A timer is keyed by its deadline and a never-reused [`TimerId`], so
 //! scheduling, cancelling and finding the next deadline are O(log n) in the
-//! number of pending timers. Whoever owns a timer keeps its [`TimerKey`] and
-//! cancels it by key.
+//! number of pending timers. The owner of a timer keeps its [`TimerKey`]
+//! and cancels it by key.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -12,7 +12,7 @@ use ec_types::{ConnectionHandle, Event, TimerId, TimerKind};
 
 use crate::domain::{DomainIndex, LaneKey};
 
-/// What a pending timer does when it fires.
+/// The action of a pending timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Timer {
     /// An idle connection has waited its idle timeout.
@@ -68,11 +68,10 @@ pub(crate) struct TimerKey {
 ///
 /// Connection timers (idle, maximum age, close deadline) and queue timers
 /// (retry, domain backoff) sit in two ordered maps behind one interface.
-/// There are at most a few per live connection, but there can be one
-/// queue timer per binding × domain with deferred mail, hundreds of
-/// thousands; keeping them apart keeps the map that every connection
-/// touches small, so a connection's cost does not grow with the number of
-/// domains.
+/// There are at most a few connection timers per live connection. There
+/// can be one queue timer per binding × domain with deferred mail, which
+/// may be hundreds of thousands. Keeping them apart keeps the map that
+/// every connection touches small.
 #[derive(Debug)]
 pub(crate) struct Timers {
     connections: BTreeMap<TimerKey, Timer>,

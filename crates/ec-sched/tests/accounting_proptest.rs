@@ -1,8 +1,8 @@
 //! Random sequences of submissions, session events, closes and time steps
 //! across several bindings and domains. After every step the accounting
 //! audit passes, no limit is exceeded and no recipient has two final
-//! records; after draining (or shutting down) every submitted recipient has
-//! exactly one final record.
+//! records. After draining (or shutting down), every submitted recipient
+//! has exactly one final record.
 
 use std::collections::HashMap;
 use std::time::Duration;
