@@ -91,6 +91,14 @@ struct InTransaction {
     started: std::time::Instant,
 }
 
+/// What one pass over the client's events did.
+struct Drained {
+    /// The session failed.
+    failed: bool,
+    /// How many events were handled.
+    handled: usize,
+}
+
 /// What ended the main loop.
 enum LoopEnd {
     /// The scheduler asked for a close.
@@ -211,18 +219,24 @@ impl<E: EventSink> Session<E> {
             if let Err(error) = self.transmit(&mut client, transport).await {
                 self.final_dot_pending |= client.delivery_unknown_pending();
                 client.abort();
-                self.drain_events(&mut client, transport).await;
+                let _ = self.drain_events(&mut client, transport).await;
                 if !failed {
                     let stage = client.stage();
                     self.fail(error, stage);
                 }
                 return self.wait_for_close().await;
             }
-            if self.drain_events(&mut client, transport).await {
+            let drained = self.drain_events(&mut client, transport).await;
+            if drained.failed {
                 failed = true;
             }
             if failed {
                 return self.wait_for_close().await;
+            }
+            if drained.handled > 0 {
+                // Handling events (a handshake, the next transaction) may
+                // have queued more to write: write it before waiting.
+                continue;
             }
 
             // Step 2: wait for the server, the scheduler or the next deadline.
@@ -323,11 +337,12 @@ impl<E: EventSink> Session<E> {
         Ok(())
     }
 
-    /// Handles every pending client event. Returns whether the session
-    /// failed.
-    async fn drain_events(&mut self, client: &mut Client, transport: &mut Transport) -> bool {
+    /// Handles every pending client event.
+    async fn drain_events(&mut self, client: &mut Client, transport: &mut Transport) -> Drained {
         let mut failed = false;
+        let mut handled = 0;
         while let Some(event) = client.poll_event() {
+            handled += 1;
             match event {
                 ClientEvent::Ready { capabilities, tls } => {
                     self.events.report(SessionEvent::Ready {
@@ -364,7 +379,7 @@ impl<E: EventSink> Session<E> {
                 ClientEvent::IdleTimeout | ClientEvent::Closed { .. } => {}
             }
         }
-        failed
+        Drained { failed, handled }
     }
 
     /// Runs the TLS handshake after the server's 220 to STARTTLS.
