@@ -24,6 +24,8 @@ pub mod cli;
 pub mod delivery_log;
 pub mod input;
 pub mod progress;
+pub mod run;
 pub mod samples;
+pub mod signals;
 pub mod sink;
 pub mod summary;

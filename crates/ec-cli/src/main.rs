@@ -6,9 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use ec_cli::cli::{self, Cli, Command, DeliverArgs, DemoArgs, SinkArgs, Verbosity};
-use ec_cli::input::{EnvelopeOverride, Input};
+use ec_cli::delivery_log::{self, DeliveryLogWriter};
+use ec_cli::input::{EnvelopeOverride, Input, Loaded};
+use ec_cli::progress::{Progress, Visibility};
+use ec_cli::run::{self, RunPlan};
+use ec_cli::signals;
 use ec_cli::sink::{Sink, SinkConfig};
-use ec_cli::summary::ExitStatus;
+use ec_cli::summary::{ExitStatus, SummaryTable};
+use ec_metrics::{Exporter, ExporterConfig};
+use ec_types::{Config, Route, TlsPolicy, TlsSettings, TlsVerify};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -21,8 +27,8 @@ fn main() -> ExitCode {
     init_tracing(cli.verbosity);
 
     let result = match cli.command {
-        Command::Deliver(args) => deliver(args),
-        Command::Demo(args) => demo(args),
+        Command::Deliver(args) => deliver(args, cli.verbosity),
+        Command::Demo(args) => demo(args, cli.verbosity),
         Command::Sink(args) => sink(args),
     };
     match result {
@@ -65,6 +71,7 @@ fn error_status(error: &anyhow::Error) -> ExitStatus {
         cause.is::<cli::UsageError>()
             || cause.is::<ec_cli::input::InputError>()
             || cause.is::<ec_cli::delivery_log::LogError>()
+            || cause.is::<ec_metrics::MetricsError>()
     });
     if usage {
         ExitStatus::Usage
@@ -73,27 +80,147 @@ fn error_status(error: &anyhow::Error) -> ExitStatus {
     }
 }
 
-fn deliver(args: DeliverArgs) -> anyhow::Result<ExitStatus> {
-    let config = args.config()?;
+fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
+    let mut config = args.config()?;
+    if args.retry_for.is_some() {
+        run::retry_defaults(&mut config);
+    }
+    let resume = match (&args.log, args.resume) {
+        (Some(path), true) => Some(delivery_log::read_resume_set(path)?),
+        _ => None,
+    };
+
     let envelope = EnvelopeOverride {
         from: args.from.clone(),
         to: args.to.clone(),
     };
     let input = Input::open(&args.paths, envelope)?;
-    tracing::info!(messages = input.len(), "input listed");
+    let (mut messages, mut invalid) = (Vec::new(), Vec::new());
+    for loaded in input {
+        match loaded {
+            Loaded::Message(message) => messages.push(message),
+            Loaded::Invalid(bad) => invalid.push(bad),
+        }
+    }
+    if let Some(resume) = &resume {
+        let before = messages.len();
+        run::skip_final(&mut messages, &mut invalid, resume);
+        tracing::info!(
+            skipped = before - messages.len(),
+            "resuming from the delivery log"
+        );
+    }
 
-    // NOTE: the delivery engine (ec-sched and ec-smtp-client) is not wired in
-    // yet; until it is, `ec deliver` checks its options and input and stops.
-    let _ = config;
-    anyhow::bail!("delivery is not available in this build: the engine is not wired in yet")
+    let _exporter = match args.metrics_listen {
+        Some(address) => Some(Exporter::install(ExporterConfig::listen_on(address))?),
+        None => None,
+    };
+    let log = args
+        .log
+        .as_deref()
+        .map(DeliveryLogWriter::open)
+        .transpose()?;
+    let stop = signals::stop_flag()?;
+    let progress = Progress::new(messages.len() as u64, Visibility::detect(verbosity.quiet));
+
+    let plan = RunPlan {
+        config,
+        messages,
+        invalid,
+        retry_for: args.retry_for,
+        stop: stop.clone(),
+    };
+    let totals = run::run(plan, log, &progress)?;
+    progress.finish();
+    print!("{}", SummaryTable(&totals));
+
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(ExitStatus::TempFail);
+    }
+    Ok(totals.exit_status())
 }
 
-fn demo(args: DemoArgs) -> anyhow::Result<ExitStatus> {
-    let messages = ec_cli::samples::demo_messages(args.messages);
-    tracing::info!(messages = messages.len(), "demo messages ready");
+fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    let sink_config = SinkConfig {
+        listen: "127.0.0.1:0".parse()?,
+        hostname: "localhost".to_owned(),
+        require_tls: true,
+        ..SinkConfig::default()
+    };
+    let sink = runtime.block_on(Sink::start(sink_config))?;
+    let ca_file = sink.write_ca_temp_file()?;
+    let address = sink.local_addr();
+    println!("ec demo: built-in SMTP sink on {address} (STARTTLS required, certificate from a CA made at start-up)");
 
-    // NOTE: as for `deliver`, the engine is not wired in yet.
-    anyhow::bail!("the demo is not available in this build: the engine is not wired in yet")
+    let messages = ec_cli::samples::demo_messages(args.messages);
+    let mut config = Config::default();
+    config.global.route = Some(Route::Relay {
+        host: address.ip().to_string(),
+        port: address.port(),
+    });
+    config.global.max_outbound_connections = Some(args.connections);
+    config.global.tls = Some(TlsSettings {
+        policy: TlsPolicy::Required,
+        verify: Some(TlsVerify::Host),
+        ca_file: Some(ca_file.to_path_buf()),
+        server_name: Some("localhost".to_owned()),
+    });
+
+    let log_path = std::env::temp_dir().join(format!("ec-demo-{}.jsonl", std::process::id()));
+    let log = DeliveryLogWriter::open(&log_path)?;
+    let exporter = Exporter::install(ExporterConfig::without_listener())?;
+    let stop = signals::stop_flag()?;
+    let progress = Progress::new(messages.len() as u64, Visibility::detect(verbosity.quiet));
+    println!(
+        "ec demo: delivering {} messages to {} recipients each, TLS required, verified against the sink's CA",
+        messages.len(),
+        ec_cli::samples::DEMO_RECIPIENTS.len()
+    );
+
+    let plan = RunPlan {
+        config,
+        messages,
+        invalid: Vec::new(),
+        retry_for: None,
+        stop,
+    };
+    let totals = run::run(plan, Some(log), &progress)?;
+    progress.finish();
+    let sink_stats = runtime.block_on(sink.shutdown());
+
+    print!("{}", SummaryTable(&totals));
+    println!(
+        "sink         received {} messages for {} recipients over {} connections ({} with TLS)",
+        sink_stats.messages,
+        sink_stats.recipients,
+        sink_stats.connections,
+        sink_stats.tls_handshakes
+    );
+    println!(
+        "metrics (a few of the Prometheus series; `ec deliver --metrics-listen` serves them all):"
+    );
+    for line in demo_metric_lines(&exporter.render()) {
+        println!("  {line}");
+    }
+    println!("delivery log: {}", log_path.display());
+    Ok(totals.exit_status())
+}
+
+/// The exposition lines the demo prints: totals of connections and message
+/// fates, without comments.
+fn demo_metric_lines(text: &str) -> Vec<&str> {
+    const SHOWN: [&str; 4] = [
+        "ec_connections_opened_total",
+        "ec_connections_closed_total",
+        "ec_message_fates_total",
+        "ec_tls_handshakes_total",
+    ];
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| SHOWN.iter().any(|name| line.starts_with(name)))
+        .take(12)
+        .collect()
 }
 
 fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {
