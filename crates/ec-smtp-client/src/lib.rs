@@ -57,3 +57,9 @@ pub mod tls;
 pub use closeconn::closeconn;
 pub use driver::{EventSink, SmtpDriver};
 pub use engine::{Engine, EngineOptions};
+
+/// Compiles the examples of `docs/library.md` as doc tests, so the guide
+/// stays in step with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/library.md")]
+struct LibraryGuide;
