@@ -314,7 +314,7 @@ pub const CONNECTIONS_IN_STATE: MetricDef = MetricDef {
         values: LabelValues::Fixed(|| CONNECTION_STATES.iter().map(|s| s.as_str()).collect()),
     }],
     buckets: &[],
-    meaning: "Set by the scheduler from its own connection table. Many `idle` connections \
+    meaning: "Set by the scheduler from its per-state counts once per turn of its loop. Many `idle` connections \
               with mail waiting would be a scheduling fault; many `closing` ones mean \
               servers are slow to finish QUIT or the TLS and TCP shutdown.",
     queries: &[ExampleQuery {
@@ -431,9 +431,12 @@ pub const SMTP_TIMEOUTS: MetricDef = MetricDef {
         values: LabelValues::Fixed(|| STAGES.iter().map(|s| s.as_str()).collect()),
     }],
     buckets: &[],
-    meaning: "Each timeout closes its connection with reason `timeout`. Timeouts at `body` \
-              (the reply to the final dot) leave messages as `delivery_unknown`, so they \
-              may be delivered twice.",
+    meaning: "A connect timeout (`not_connected`) closes its connection with reason \
+              `connect_failed`; a timeout at any later stage before the close closes it with \
+              reason `timeout`. Timeouts at `body` (the reply to the final dot) leave \
+              messages as `delivery_unknown`, so they may be delivered twice. A `quit` \
+              timeout happens during a close: the server did not answer QUIT in time, which \
+              only ends the wait for its 221.",
     queries: &[ExampleQuery {
         purpose: "Timeouts per second, by stage",
         promql: "sum by (stage) (rate(ec_smtp_timeouts_total[5m]))",
@@ -526,9 +529,10 @@ pub const QUEUE_MESSAGES: MetricDef = MetricDef {
         values: LabelValues::Fixed(|| QueueKind::ALL.iter().map(|q| q.as_str()).collect()),
     }],
     buckets: &[],
-    meaning: "Set by the scheduler. A growing active queue means the limits or the \
-              receivers cannot keep up; a growing delayed queue means receivers defer \
-              mail. Messages in flight on a connection are in neither queue.",
+    meaning: "Set by the scheduler from its running totals once per turn of its loop. A \
+              growing active queue means the limits or the receivers cannot keep up; a growing \
+              delayed queue means receivers defer mail. Messages in flight on a connection are \
+              in neither queue.",
     queries: &[ExampleQuery {
         purpose: "Queue sizes",
         promql: "ec_queue_messages",

@@ -67,7 +67,7 @@ fn write_summary(out: &mut String) {
         );
     }
     out.push_str(
-        "\n`B` is the number of configured bindings; `D` is the number of domain label \
+        "\n`B` is the number of configured and registered bindings; `D` is the number of domain label \
          values, at most the configured domains plus ",
     );
     let _ = writeln!(
@@ -119,7 +119,7 @@ fn write_section(out: &mut String, def: &MetricDef) {
 
 fn describe_values(values: LabelValues) -> String {
     match values {
-        LabelValues::Binding => "the name of a configured binding".to_owned(),
+        LabelValues::Binding => "the name of a configured or registered binding".to_owned(),
         LabelValues::Domain => format!(
             "a destination domain: a configured domain, one of the first N other domains \
              seen (N = {DEFAULT_DOMAIN_LABEL_LIMIT} by default), or `{OTHER_DOMAIN}`"

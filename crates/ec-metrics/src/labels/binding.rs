@@ -34,8 +34,9 @@ impl fmt::Debug for BindingLabel {
     }
 }
 
-/// The `binding` labels of the configured bindings, and no others, so the
-/// number of binding values is the number of configured bindings.
+/// The `binding` labels of the configured bindings and of those the
+/// program registers, and no others, so the number of binding values is
+/// the number of bindings.
 ///
 /// Build it once when the engine starts, look each binding up once, and
 /// keep the returned [`BindingLabel`] with the binding's slot.
@@ -69,8 +70,24 @@ impl BindingLabels {
         Self::new(std::iter::once(Binding::DEFAULT_NAME).chain(configured))
     }
 
+    /// Returns the label of the binding named `name`, adding one if the
+    /// name is new.
+    ///
+    /// For bindings that a program registers at run time (the scheduler's
+    /// `register_binding`) rather than names in the configuration. The
+    /// values stay bounded because bindings come from the program, never
+    /// from traffic.
+    pub fn register(&mut self, name: &str) -> BindingLabel {
+        if let Some(label) = self.get(name) {
+            return label;
+        }
+        let label = BindingLabel(SharedString::from_shared(Arc::from(name)));
+        self.labels.push(label.clone());
+        label
+    }
+
     /// Returns the label of the binding named `name`, or `None` when no
-    /// such binding was configured.
+    /// such binding was configured or registered.
     pub fn get(&self, name: &str) -> Option<BindingLabel> {
         self.labels
             .iter()
@@ -110,6 +127,20 @@ mod tests {
             Some("outbound-1".to_owned())
         );
         assert!(labels.get("outbound-2").is_none());
+    }
+
+    #[test]
+    fn register_adds_once() {
+        let mut labels = BindingLabels::new(["default"]);
+
+        let added = labels.register("outbound-1");
+        let again = labels.register("outbound-1");
+        let default = labels.register("default");
+
+        assert_eq!(added, again);
+        assert_eq!(added.as_str(), "outbound-1");
+        assert_eq!(default.as_str(), "default");
+        assert_eq!(labels.len(), 2);
     }
 
     #[test]
