@@ -20,11 +20,11 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
 use super::connect::connect;
-use super::shutdown::{shutdown, ShutdownPlan};
+use super::shutdown::{shutdown, ShutdownPlan, StreamEnd};
 use super::transport::Transport;
 use crate::proto::client::{
-    Client, ClientConfig, ClientError, ClientEvent, Timeouts, TlsUnavailable, Transaction,
-    TransactionEnd,
+    Client, ClientConfig, ClientError, ClientEvent, ClientState, Timeouts, TlsUnavailable,
+    Transaction, TransactionEnd,
 };
 use crate::proto::Capabilities;
 use crate::tls::{server_name, TlsConfigCache};
@@ -76,10 +76,11 @@ struct Session<E> {
     /// recipient among the message's recipients, and the RCPT replies.
     current: Option<InTransaction>,
     tls: Option<TlsInfo>,
-    /// The last read error was a reset, so a following EOF is reported as one.
-    reset_seen: bool,
-    /// The aborted transaction's final dot went out without a reply.
-    final_dot_pending: bool,
+    /// How the stream ended before the close began, if it did.
+    stream_end: Option<StreamEnd>,
+    /// The current transaction's message data and final dot were written
+    /// in full, and no reply to them has come.
+    final_dot_sent: bool,
     /// A `Deliver` is being worked on; `BatchDone` is due when it ends.
     batch_open: bool,
 }
@@ -122,8 +123,8 @@ impl<E: EventSink> Session<E> {
             queued: std::collections::VecDeque::new(),
             current: None,
             tls: None,
-            reset_seen: false,
-            final_dot_pending: false,
+            stream_end: None,
+            final_dot_sent: false,
             batch_open: false,
         }
     }
@@ -174,8 +175,8 @@ impl<E: EventSink> Session<E> {
                 send_quit: plan.send_quit,
                 quit_timeout: settings.timeouts.quit,
                 deadline: Instant::from_std(plan.deadline),
+                stream_end: self.stream_end,
             },
-            &[],
         )
         .await;
         tracing::debug!(outcome = %report.outcome, "socket closed");
@@ -217,7 +218,6 @@ impl<E: EventSink> Session<E> {
         loop {
             // Step 1: write what the client queued, then hand over events.
             if let Err(error) = self.transmit(&mut client, transport).await {
-                self.final_dot_pending |= client.delivery_unknown_pending();
                 client.abort();
                 let _ = self.drain_events(&mut client, transport).await;
                 if !failed {
@@ -244,18 +244,7 @@ impl<E: EventSink> Session<E> {
             tokio::select! {
                 biased;
                 read = transport.read(&mut buffer) => {
-                    let now = std::time::Instant::now();
-                    match read {
-                        Ok(0) => client.handle_eof(now),
-                        Ok(n) => client.handle_input(&buffer[..n], now),
-                        Err(error) => {
-                            self.reset_seen = matches!(
-                                error.kind(),
-                                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
-                            );
-                            client.handle_eof(now);
-                        }
-                    }
+                    self.handle_read(&mut client, read, transport.is_tls(), &buffer);
                 }
                 command = self.commands.recv() => match command {
                     Some(SessionCommand::Deliver(batch)) => {
@@ -295,12 +284,29 @@ impl<E: EventSink> Session<E> {
         let Ok(read) = timeout(Duration::ZERO, transport.read(buffer)).await else {
             return false;
         };
-        let now = std::time::Instant::now();
-        match read {
-            Ok(0) | Err(_) => client.handle_eof(now),
-            Ok(n) => client.handle_input(&buffer[..n], now),
-        }
+        self.handle_read(client, read, transport.is_tls(), buffer);
         true
+    }
+
+    /// Hands what a read brought to the client, and notes how the stream
+    /// ended if it did.
+    fn handle_read(
+        &mut self,
+        client: &mut Client,
+        read: std::io::Result<usize>,
+        tls: bool,
+        buffer: &[u8],
+    ) {
+        let now = std::time::Instant::now();
+        let reply_due = !matches!(
+            client.state(),
+            ClientState::Ready | ClientState::Unusable | ClientState::Closed
+        );
+        self.stream_end = StreamEnd::of_read(&read, tls, reply_due);
+        match read {
+            Ok(n) if n > 0 => client.handle_input(&buffer[..n], now),
+            _ => client.handle_eof(now),
+        }
     }
 
     async fn transmit(
@@ -315,6 +321,7 @@ impl<E: EventSink> Session<E> {
             match timeout(block, write_flush(transport, &bytes)).await {
                 Ok(Ok(())) => wrote = true,
                 Ok(Err(error)) => {
+                    self.stream_end = StreamEnd::of_write(&error);
                     let kind = error.kind();
                     return Err(match kind {
                         std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
@@ -333,6 +340,10 @@ impl<E: EventSink> Session<E> {
         }
         if wrote {
             client.handle_transmitted(std::time::Instant::now());
+            // The data and its final dot are the last write of a
+            // transaction; only a write that completed can have delivered
+            // the dot.
+            self.final_dot_sent |= client.delivery_unknown_pending();
         }
         Ok(())
     }
@@ -415,17 +426,23 @@ impl<E: EventSink> Session<E> {
         };
         let connector = tokio_rustls::TlsConnector::from(config);
         let after = settings.timeouts.tls_handshake;
-        let stream = match timeout(after, connector.connect(name, tcp)).await {
+        let handshake = connector.connect(name, tcp).into_fallible();
+        let stream = match timeout(after, handshake).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
+            Ok(Err((error, tcp))) => {
                 tracing::warn!(%error, stage = Stage::TlsHandshake.code(), "TLS handshake failed");
+                // The TCP stream comes back, so the close can still send
+                // FIN and wait for the server's.
+                *transport = Transport::Plain(tcp);
+                self.stream_end = Some(StreamEnd::TlsFailed);
                 return Err(SessionError::TlsHandshake(error.to_string()));
             }
             Err(_) => {
+                self.stream_end = Some(StreamEnd::TlsFailed);
                 return Err(SessionError::Timeout {
                     stage: Stage::TlsHandshake,
                     after,
-                })
+                });
             }
         };
 
@@ -457,7 +474,7 @@ impl<E: EventSink> Session<E> {
     /// needs SMTPUTF8) fail at once without touching the connection.
     fn start_next(&mut self, client: &mut Client) {
         while self.current.is_none() {
-            if client.state() != crate::proto::client::ClientState::Ready {
+            if client.state() != ClientState::Ready {
                 return;
             }
             let Some(message) = self.queued.pop_front() else {
@@ -525,6 +542,7 @@ impl<E: EventSink> Session<E> {
     /// it, and `closeconn` gives it its fate.
     fn finish_transaction(&mut self, end: TransactionEnd) -> Option<TransactionOutcome> {
         let current = self.current.take()?;
+        let final_dot_sent = std::mem::take(&mut self.final_dot_sent);
         let overall: Option<RecipientStatus> = match &end {
             TransactionEnd::Delivered { reply } => Some(RecipientStatus::Delivered(reply.clone())),
             TransactionEnd::MailRejected { reply }
@@ -534,7 +552,9 @@ impl<E: EventSink> Session<E> {
             TransactionEnd::Aborted {
                 delivery_unknown, ..
             } => {
-                self.final_dot_pending = *delivery_unknown;
+                // The client knows whether a reply to the dot came; the
+                // driver knows whether the dot was written at all.
+                self.final_dot_sent = final_dot_sent && *delivery_unknown;
                 self.current = Some(current);
                 return None;
             }
@@ -571,7 +591,7 @@ impl<E: EventSink> Session<E> {
     /// final dot went out unanswered.
     fn fail(&mut self, error: SessionError, stage: Stage) {
         let in_transaction: Option<MessageId> = self.current.as_ref().map(|c| c.message.id);
-        let final_dot_sent = in_transaction.is_some() && self.final_dot_pending;
+        let final_dot_sent = in_transaction.is_some() && self.final_dot_sent;
         self.events.report(SessionEvent::Failed(SessionFailure {
             error,
             stage,
@@ -593,7 +613,9 @@ impl<E: EventSink> Session<E> {
             ClientError::TlsUnavailable(_) => SessionError::TlsNotOffered,
             ClientError::StartTlsInjection { len } => SessionError::StartTlsInjection { len },
             ClientError::Timeout { after, .. } => SessionError::Timeout { stage, after },
-            ClientError::ConnectionClosed { stage } if self.reset_seen => {
+            ClientError::ConnectionClosed { stage }
+                if self.stream_end == Some(StreamEnd::Reset) =>
+            {
                 SessionError::Reset { stage }
             }
             ClientError::ConnectionClosed { stage } => SessionError::PeerClosed { stage },

@@ -3,6 +3,9 @@
 //! went.
 //!
 //! ```text
+//! stream ended before the close? ──yes──► close_notify/FIN where still possible ──► drop
+//!     │no
+//!     ▼
 //! send_quit? ──yes──► QUIT, wait for 221 ≤ QUIT timeout ──┐
 //!     │no                                                  │
 //!     ▼                                                    ▼
@@ -11,7 +14,7 @@
 //!
 //! A missing 221 is normal and only shortens the wait. A peer that closes
 //! TLS without close_notify after its 221 closed cleanly, because nothing
-//! was due; one that does so while the 221 is due truncated the session.
+//! was due; one that does so while a reply is due truncated the session.
 
 use std::io;
 use std::time::Duration;
@@ -32,6 +35,56 @@ pub(crate) struct ShutdownPlan {
     pub(crate) quit_timeout: Duration,
     /// When the socket is dropped whatever the state.
     pub(crate) deadline: Instant,
+    /// How the stream had already ended when the close began, if it had.
+    pub(crate) stream_end: Option<StreamEnd>,
+}
+
+/// How a session's stream ended before the close began, as its reads,
+/// writes or TLS handshake saw it. Such a stream gets no QUIT and no read
+/// to EOF: there is nothing left to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// The server closed in order: EOF on TCP, close_notify on TLS, or a
+    /// TLS EOF without close_notify while no reply was due.
+    Closed,
+    /// The server ended TLS without close_notify while a reply was due.
+    Truncated,
+    /// The server reset the connection.
+    Reset,
+    /// TLS failed: an alert, a bad record, or a failed handshake.
+    TlsFailed,
+}
+
+impl StreamEnd {
+    /// Classifies the end of a read that returned `result` on a stream
+    /// (`tls` or not) while a reply was due or not. `None` means data came.
+    pub(crate) fn of_read(result: &io::Result<usize>, tls: bool, reply_due: bool) -> Option<Self> {
+        let end = match result {
+            Ok(0) => Self::Closed,
+            Ok(_) => return None,
+            Err(error) => match classify_read_error(tls, error) {
+                ReadEnd::Reset => Self::Reset,
+                ReadEnd::TlsEofWithoutCloseNotify if reply_due => Self::Truncated,
+                ReadEnd::TlsError => Self::TlsFailed,
+                _ => Self::Closed,
+            },
+        };
+        Some(end)
+    }
+
+    /// Classifies a failed write: only a reset says how the stream ended.
+    pub(crate) fn of_write(error: &io::Error) -> Option<Self> {
+        matches!(classify_read_error(false, error), ReadEnd::Reset).then_some(Self::Reset)
+    }
+
+    fn outcome(self) -> CloseOutcome {
+        match self {
+            Self::Closed => CloseOutcome::Clean,
+            Self::Truncated => CloseOutcome::TlsTruncated,
+            Self::Reset => CloseOutcome::Reset,
+            Self::TlsFailed => CloseOutcome::TlsError,
+        }
+    }
 }
 
 /// What the read side saw last.
@@ -73,14 +126,42 @@ fn classify_read_error(tls: bool, error: &io::Error) -> ReadEnd {
 }
 
 /// Shuts `transport` down as `plan` says and reports how it went.
-///
-/// `pending` holds bytes the session had already read and not parsed; a
-/// 221 may be among them when QUIT was pipelined.
-pub(crate) async fn shutdown(
-    mut transport: Transport,
-    plan: ShutdownPlan,
-    pending: &[u8],
-) -> CloseReport {
+pub(crate) async fn shutdown(transport: Transport, plan: ShutdownPlan) -> CloseReport {
+    match plan.stream_end {
+        Some(end) => close_ended(transport, end, plan.deadline).await,
+        None => close_open(transport, plan).await,
+    }
+}
+
+/// Closes a stream the server already ended: no QUIT, no read to EOF.
+/// close_notify goes out only on a TLS session that is still sound, and
+/// FIN on anything but a reset socket.
+async fn close_ended(mut transport: Transport, end: StreamEnd, deadline: Instant) -> CloseReport {
+    let tls = transport.is_tls();
+    let mut report = CloseReport {
+        outcome: end.outcome(),
+        close_notify_sent: false,
+        close_notify_received: tls && end == StreamEnd::Closed,
+    };
+    let closing = match end {
+        StreamEnd::Reset => return report,
+        StreamEnd::TlsFailed => timeout_at(deadline, transport.shutdown_tcp()).await,
+        StreamEnd::Closed | StreamEnd::Truncated => {
+            timeout_at(deadline, transport.shutdown()).await
+        }
+    };
+    match closing {
+        Ok(Ok(())) => report.close_notify_sent = tls && end != StreamEnd::TlsFailed,
+        // The server is gone already; the outcome says how it went.
+        Ok(Err(_)) => {}
+        Err(_) => report.outcome = CloseOutcome::Aborted,
+    }
+    report
+}
+
+/// Closes a stream that is still open: QUIT when the plan says so, then
+/// close_notify and FIN, then reading until the server closes too.
+async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport {
     let tls = transport.is_tls();
     let mut report = CloseReport {
         outcome: CloseOutcome::Clean,
@@ -109,8 +190,7 @@ pub(crate) async fn shutdown(
         }
         let quit_deadline = (Instant::now() + plan.quit_timeout).min(plan.deadline);
         let mut parser = ReplyParser::default();
-        let mut answered =
-            parser.push(pending).is_ok() && matches!(parser.next_reply(), Ok(Some(_)));
+        let mut answered = false;
         while !answered {
             match read_some(&mut transport, &mut buffer, quit_deadline).await {
                 ReadEnd::Data(n) => {

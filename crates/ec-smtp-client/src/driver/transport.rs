@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -31,6 +31,16 @@ impl Transport {
     /// Whether the stream is TLS.
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
+    }
+
+    /// Shuts down the TCP write side (FIN) without TLS close_notify, for a
+    /// TLS session that failed and must not be written to.
+    pub(crate) async fn shutdown_tcp(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(tcp) => tcp.shutdown().await,
+            Self::Tls(tls) => tls.get_mut().0.shutdown().await,
+            Self::Detached => Ok(()),
+        }
     }
 }
 
