@@ -221,6 +221,7 @@ impl Scheduler {
         let result = self.audit(token);
         if let Err(failure) = &result {
             self.ledger.audit_failures += 1;
+            ec_metrics::audit_failure();
             error!(%failure, "scheduler accounting audit failed");
         }
         result

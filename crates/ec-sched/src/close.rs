@@ -203,6 +203,7 @@ pub fn begin_close(
 
     if let Some(closing) = connection.closing {
         ctx.ledger.duplicate_closes += 1;
+        ec_metrics::duplicate_closeconn();
         debug!(
             connection = %connection.id, reason = %request.reason, first_reason = %closing.reason,
             site = %site, first_site = %closing.site, "close of a connection that is already closing"

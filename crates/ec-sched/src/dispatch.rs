@@ -217,6 +217,8 @@ impl Scheduler {
 
         lane.counts.open();
         lane.connecting += 1;
+        lane.labels.connection_opened();
+        let binding_label = lane.labels.binding.clone();
         domain.record.live_connections = domain.record.live_connections.saturating_add(1);
         domain.record.counters.connections_opened += 1;
         let binding = &mut self.bindings[key.binding.index()];
@@ -252,7 +254,7 @@ impl Scheduler {
             target: host.target,
             settings,
         };
-        let events = EventSender::new(self.inbox.clone(), handle);
+        let events = EventSender::new(self.inbox.clone(), handle, binding_label);
         let link = driver.open(token, request, events);
         entry.connection.link = Some(link);
     }

@@ -9,6 +9,7 @@ use ec_types::{BindingSlot, ConnectionHandle, DomainRecord, EffectiveSettings};
 
 use crate::counts::ConnectionCounts;
 use crate::limits::Resource;
+use crate::metrics::LaneLabels;
 use crate::queues::{ActiveQueue, DelayedQueue};
 use crate::timers::TimerKey;
 
@@ -112,6 +113,9 @@ pub struct BindingDomain {
     pub(crate) active: ActiveQueue,
     pub(crate) delayed: DelayedQueue,
     pub(crate) settings: Arc<EffectiveSettings>,
+    /// The `binding` and `domain` metric labels of every series this
+    /// binding × domain records.
+    pub(crate) labels: LaneLabels,
     pub(crate) counts: ConnectionCounts,
     /// Live connections in `Connecting`; each will take a batch when ready.
     pub(crate) connecting: u32,
@@ -128,11 +132,12 @@ pub struct BindingDomain {
 }
 
 impl BindingDomain {
-    pub(crate) fn new(settings: Arc<EffectiveSettings>) -> Self {
+    pub(crate) fn new(settings: Arc<EffectiveSettings>, labels: LaneLabels) -> Self {
         Self {
             active: ActiveQueue::default(),
             delayed: DelayedQueue::default(),
             settings,
+            labels,
             counts: ConnectionCounts::default(),
             connecting: 0,
             idle: Vec::new(),
@@ -203,7 +208,10 @@ mod tests {
             batch_size,
             ..EffectiveSettings::default()
         };
-        BindingDomain::new(Arc::new(settings))
+        let mut registry = crate::metrics::MetricLabels::new(&ec_types::Config::default(), 1);
+        let binding = registry.binding("default");
+        let domain = ec_types::Domain::new("example.com").expect("valid");
+        BindingDomain::new(Arc::new(settings), registry.lane(&binding, &domain))
     }
 
     fn queue(lane: &mut BindingDomain, count: u64) {

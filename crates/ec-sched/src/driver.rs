@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use ec_metrics::BindingLabel;
 use ec_types::{CloseReason, ConnectionHandle, Event, OpenRequest, SessionCommand, SessionEvent};
 
 use crate::close::close_connection;
@@ -93,16 +94,35 @@ impl SessionLink for mpsc::Sender<SessionCommand> {
 pub struct EventSender {
     inbox: mpsc::Sender<Inbox>,
     handle: ConnectionHandle,
+    binding: BindingLabel,
 }
 
 impl EventSender {
-    pub(crate) fn new(inbox: mpsc::Sender<Inbox>, handle: ConnectionHandle) -> Self {
-        Self { inbox, handle }
+    pub(crate) fn new(
+        inbox: mpsc::Sender<Inbox>,
+        handle: ConnectionHandle,
+        binding: BindingLabel,
+    ) -> Self {
+        Self {
+            inbox,
+            handle,
+            binding,
+        }
     }
 
     /// The connection these events are about.
     pub fn handle(&self) -> ConnectionHandle {
         self.handle
+    }
+
+    /// Counts `bytes` written to the connection's server (commands and
+    /// message data, before TLS encryption) in
+    /// `ec_smtp_sent_bytes_total`, under the connection's binding.
+    ///
+    /// Sessions call it from their own threads; it does not go through
+    /// the scheduler.
+    pub fn bytes_sent(&self, bytes: u64) {
+        ec_metrics::bytes_sent(&self.binding, bytes);
     }
 
     /// Sends an event to the scheduler.
@@ -125,6 +145,7 @@ impl fmt::Debug for EventSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventSender")
             .field("handle", &self.handle)
+            .field("binding", &self.binding)
             .finish_non_exhaustive()
     }
 }

@@ -14,6 +14,7 @@ use crate::close::close_connection;
 use crate::dispatch::exhausted_reason;
 use crate::driver::SessionDriver;
 use crate::fate::{Attempt, FateContext, LaneRef};
+use crate::metrics::LaneLabels;
 use crate::scheduler::Scheduler;
 use crate::timers::{Timer, TimerKey};
 use crate::token::SchedulerToken;
@@ -51,6 +52,9 @@ impl Scheduler {
             SessionEvent::Transaction(outcome) => self.on_transaction(handle, outcome, now),
             SessionEvent::BatchDone => self.on_batch_done(token, driver, handle, now),
             SessionEvent::Failed(failure) => {
+                if let Some(labels) = self.lane_labels(handle) {
+                    labels.session_failed(&failure.error);
+                }
                 let reason = failure.error.close_reason();
                 let event = Event::Session {
                     handle,
@@ -84,6 +88,10 @@ impl Scheduler {
         connection.local = Some(local);
         connection.peer = Some(peer);
         connection.connected_at = Some(now);
+        let lane = connection.lane;
+        if let Some(lane) = self.domains[lane.domain.0 as usize].binding(lane.binding) {
+            lane.labels.connected();
+        }
 
         let key = AddressKey {
             ip: peer.ip(),
@@ -239,14 +247,19 @@ impl Scheduler {
             reports: &mut self.reports,
             wake: &mut self.wake,
         };
-        let owned = Arc::make_mut(&mut message);
-        owned.attempts = owned.attempts.saturating_add(1);
-        let missing = context.apply_statuses(owned, outcome.recipients, key.binding, &attempt, now);
-
         let Some((record, lane)) = self.domains[key.domain.0 as usize].split_mut(key.binding)
         else {
             return;
         };
+        let owned = Arc::make_mut(&mut message);
+        owned.attempts = owned.attempts.saturating_add(1);
+        let missing = context.apply_statuses(
+            owned,
+            outcome.recipients,
+            (key.binding, &lane.labels),
+            &attempt,
+            now,
+        );
         let fate = context.settle(message, LaneRef { key, record, lane }, &attempt, now);
         if fate == ec_types::MessageFate::Delivered {
             connection.messages_delivered += 1;
@@ -309,6 +322,7 @@ impl Scheduler {
         report: CloseReport,
         now: Instant,
     ) {
+        crate::metrics::close_report(&report);
         let closing = self
             .connection(handle)
             .is_some_and(|connection| connection.closing.is_some());
@@ -360,6 +374,7 @@ impl Scheduler {
             let lag = now.saturating_duration_since(key.at);
             self.timer_lag.last = lag;
             self.timer_lag.max = self.timer_lag.max.max(lag);
+            ec_metrics::scheduler_loop_lag(lag);
             self.fire(token, driver, key, timer, now);
         }
     }
@@ -464,6 +479,13 @@ impl Scheduler {
         }
         *slot = None;
         true
+    }
+
+    /// The metric labels of a live connection's binding × domain.
+    fn lane_labels(&self, handle: ConnectionHandle) -> Option<&LaneLabels> {
+        let key = self.connections.get(handle)?.connection.lane;
+        let lane = self.domains[key.domain.0 as usize].binding(key.binding)?;
+        Some(&lane.labels)
     }
 
     pub(crate) fn protocol_violation(&mut self, handle: ConnectionHandle, what: &'static str) {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ec_metrics::RecipientResult;
 use ec_types::{
     BindingSlot, ConnectionId, DomainRecord, EnhancedStatusCode, Message, MessageFate, MessageId,
     RecipientStatus, Reply, ReplyCode, SharedMessage, TlsInfo,
@@ -14,6 +15,7 @@ use ec_types::{
 
 use crate::domain::{BindingDomain, LaneKey};
 use crate::ledger::Ledger;
+use crate::metrics::LaneLabels;
 use crate::report::{RecipientOutcome, RecipientRecord, Report};
 use crate::timers::{Timer, Timers};
 
@@ -94,11 +96,13 @@ impl FateContext<'_> {
         &mut self,
         message: &mut Message,
         statuses: Vec<RecipientStatus>,
-        binding: BindingSlot,
+        lane: (BindingSlot, &LaneLabels),
         attempt: &Attempt,
         now: Instant,
     ) -> usize {
+        let (binding, labels) = lane;
         let given = statuses.len();
+        let (mut delivered, mut failed) = (0, 0);
         for (index, status) in statuses.into_iter().enumerate() {
             let Some(recipient) = message.recipients.get_mut(index) else {
                 break;
@@ -108,12 +112,20 @@ impl FateContext<'_> {
             }
             recipient.status = status;
             let outcome = match &recipient.status {
-                RecipientStatus::Delivered(reply) => RecipientOutcome::Delivered(reply.clone()),
-                RecipientStatus::Failed(reply) => RecipientOutcome::Failed(reply.clone()),
+                RecipientStatus::Delivered(reply) => {
+                    delivered += 1;
+                    RecipientOutcome::Delivered(reply.clone())
+                }
+                RecipientStatus::Failed(reply) => {
+                    failed += 1;
+                    RecipientOutcome::Failed(reply.clone())
+                }
                 _ => continue,
             };
             self.record(message, index, binding, outcome, attempt, now);
         }
+        labels.recipients(RecipientResult::Delivered, delivered);
+        labels.recipients(RecipientResult::Failed, failed);
         message.recipients.len().saturating_sub(given)
     }
 
@@ -128,7 +140,7 @@ impl FateContext<'_> {
         now: Instant,
     ) -> MessageFate {
         if message.is_done() {
-            return self.finish(&message, lane.record);
+            return self.finish(&message, lane.record, &lane.lane.labels);
         }
         if expired(&message, lane.lane, now) {
             return self.expire(&mut message, lane, attempt, now);
@@ -152,6 +164,7 @@ impl FateContext<'_> {
         Arc::make_mut(&mut message).next_attempt = Some(due);
 
         let binding = lane.key.binding;
+        let mut deferred = 0;
         for (index, recipient) in message.pending_recipients() {
             let reply = match (&recipient.status, reply) {
                 (_, Some(reply)) => Some(reply.clone()),
@@ -163,7 +176,11 @@ impl FateContext<'_> {
                 next_attempt: due,
             };
             self.record(&message, index, binding, outcome, attempt, now);
+            deferred += 1;
         }
+        let labels = &lane.lane.labels;
+        labels.recipients(RecipientResult::Deferred, deferred);
+        labels.message_fate(MessageFate::Deferred);
 
         lane.lane.delayed.insert(due, message);
         self.arm_retry(lane.key, lane.lane, due);
@@ -187,6 +204,9 @@ impl FateContext<'_> {
             .pending_recipients()
             .map(|(index, _)| index)
             .collect();
+        lane.lane
+            .labels
+            .recipients(RecipientResult::Failed, pending.len());
         let owned = Arc::make_mut(message);
         for index in pending {
             owned.recipients[index].status = RecipientStatus::Failed(reply.clone());
@@ -199,7 +219,7 @@ impl FateContext<'_> {
                 now,
             );
         }
-        self.finish(message, lane.record)
+        self.finish(message, lane.record, &lane.lane.labels)
     }
 
     fn expire(
@@ -229,6 +249,9 @@ impl FateContext<'_> {
             .pending_recipients()
             .map(|(index, _)| index)
             .collect();
+        lane.lane
+            .labels
+            .recipients(RecipientResult::DeliveryUnknown, pending.len());
         let owned = Arc::make_mut(&mut message);
         for index in pending {
             owned.recipients[index].status = RecipientStatus::DeliveryUnknown;
@@ -243,7 +266,13 @@ impl FateContext<'_> {
         }
         self.ledger.delivery_unknown += 1;
         lane.record.counters.messages_delivery_unknown += 1;
-        let fates = self.requeue(vec![message], lane, attempt, now);
+        let fates = self.requeue_as(
+            vec![message],
+            lane,
+            MessageFate::DeliveryUnknown,
+            attempt,
+            now,
+        );
         match fates.first() {
             Some((_, MessageFate::Requeued)) | None => MessageFate::DeliveryUnknown,
             Some((_, fate)) => *fate,
@@ -257,6 +286,19 @@ impl FateContext<'_> {
         &mut self,
         messages: Vec<SharedMessage>,
         lane: LaneRef<'_>,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> Vec<(MessageId, MessageFate)> {
+        self.requeue_as(messages, lane, MessageFate::Requeued, attempt, now)
+    }
+
+    /// [`requeue`](Self::requeue), counting each message put back in the
+    /// metrics as `counted_as`: requeued, or delivery unknown.
+    fn requeue_as(
+        &mut self,
+        messages: Vec<SharedMessage>,
+        lane: LaneRef<'_>,
+        counted_as: MessageFate,
         attempt: &Attempt,
         now: Instant,
     ) -> Vec<(MessageId, MessageFate)> {
@@ -276,6 +318,7 @@ impl FateContext<'_> {
             }
             lane.active.push_front(message);
             fates.push((id, MessageFate::Requeued));
+            lane.labels.message_fate(counted_as);
             requeued += 1;
         }
         fates.reverse();
@@ -324,7 +367,12 @@ impl FateContext<'_> {
         self.ledger.unsent += 1;
     }
 
-    fn finish(&mut self, message: &Message, record: &mut DomainRecord) -> MessageFate {
+    fn finish(
+        &mut self,
+        message: &Message,
+        record: &mut DomainRecord,
+        labels: &LaneLabels,
+    ) -> MessageFate {
         let delivered = message
             .recipients
             .iter()
@@ -336,14 +384,16 @@ impl FateContext<'_> {
         if failed {
             record.counters.messages_failed += 1;
         }
-        if delivered {
+        let fate = if delivered {
             record.counters.messages_delivered += 1;
             self.ledger.delivered += 1;
             MessageFate::Delivered
         } else {
             self.ledger.failed += 1;
             MessageFate::Failed
-        }
+        };
+        labels.message_fate(fate);
+        fate
     }
 
     fn arm_retry(&mut self, key: LaneKey, lane: &mut BindingDomain, due: Instant) {

@@ -92,6 +92,7 @@ mod events;
 mod fate;
 mod ledger;
 mod limits;
+mod metrics;
 mod queues;
 mod release;
 mod report;

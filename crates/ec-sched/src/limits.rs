@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use ec_metrics::BindingLabel;
 use ec_types::{Binding, BindingSlot, EffectiveSettings, Target};
 
 use crate::counts::ConnectionCounts;
@@ -19,6 +20,8 @@ use crate::domain::LaneKey;
 pub struct BindingEntry {
     pub(crate) binding: Binding,
     pub(crate) slot: BindingSlot,
+    /// Its `binding` metric label.
+    pub(crate) label: BindingLabel,
     pub(crate) counts: ConnectionCounts,
     pub(crate) waiters: WaitList,
     /// Settings for every domain that no configuration scope names, shared

@@ -319,6 +319,7 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
             }
             let finished = self.scheduler.poll_shutdown(&self.token, now);
             self.flush_reports();
+            self.scheduler.publish_gauges(&self.token);
             if finished {
                 break;
             }
@@ -408,6 +409,7 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
             error!(%failure, "final accounting audit failed");
         }
         self.flush_reports();
+        self.scheduler.publish_gauges(&self.token);
         let stats = self.scheduler.stats();
         info!(
             delivered = stats.ledger.delivered,

@@ -24,6 +24,7 @@ use crate::domain::{BindingDomain, DomainEntry, DomainIndex, LaneKey};
 use crate::fate::{FateContext, WakeQueue};
 use crate::ledger::Ledger;
 use crate::limits::{BindingEntry, HostEntry, HostKey, Resource, WaitList};
+use crate::metrics::{Gauges, MetricLabels};
 use crate::report::Report;
 use crate::runtime::Inbox;
 use crate::slots::SlotTable;
@@ -44,6 +45,11 @@ pub struct SchedulerOptions {
     /// How long a shutdown lets busy connections finish their batch before
     /// closing them anyway. Default 30 s.
     pub shutdown_grace: Duration,
+    /// How many destination domains that the configuration does not name
+    /// get a `domain` metric label of their own, in the order their first
+    /// message was queued; later ones are counted under `other`. Default
+    /// [`ec_metrics::DEFAULT_DOMAIN_LABEL_LIMIT`] (100).
+    pub domain_label_limit: usize,
 }
 
 impl Default for SchedulerOptions {
@@ -53,6 +59,7 @@ impl Default for SchedulerOptions {
             domain_backoff_max: Duration::from_secs(600),
             audit_interval: Some(Duration::from_secs(60)),
             shutdown_grace: Duration::from_secs(30),
+            domain_label_limit: ec_metrics::DEFAULT_DOMAIN_LABEL_LIMIT,
         }
     }
 }
@@ -156,6 +163,8 @@ pub struct Scheduler {
     pub(crate) next_connection: u64,
     pub(crate) timer_lag: TimerLag,
     pub(crate) shutdown: Option<crate::shutdown::ShutdownState>,
+    pub(crate) metric_labels: MetricLabels,
+    pub(crate) published_gauges: Option<Gauges>,
 }
 
 impl Scheduler {
@@ -169,6 +178,7 @@ impl Scheduler {
     ) -> (Self, SchedulerToken) {
         let id = SchedulerId::next();
         let token = SchedulerToken::new(id);
+        let metric_labels = MetricLabels::new(&config, options.domain_label_limit);
         let mut scheduler = Self {
             id,
             config,
@@ -192,6 +202,8 @@ impl Scheduler {
             next_connection: 0,
             timer_lag: TimerLag::default(),
             shutdown: None,
+            metric_labels,
+            published_gauges: None,
         };
         scheduler
             .register_binding(&token, Binding::named(Binding::DEFAULT_NAME))
@@ -227,10 +239,12 @@ impl Scheduler {
 
         let mut default_settings = resolve_unnamed_domain(&self.config, &binding.name);
         apply_binding(&mut default_settings, &binding);
+        let label = self.metric_labels.binding(&binding.name);
         self.binding_names.insert(binding.name.clone(), slot);
         self.bindings.push(BindingEntry {
             binding,
             slot,
+            label,
             counts: ConnectionCounts::default(),
             waiters: WaitList::default(),
             default_settings: Arc::new(default_settings),
@@ -346,12 +360,15 @@ impl Scheduler {
             return;
         }
         let settings = self.lane_settings(key.domain, key.binding);
+        let labels = self
+            .metric_labels
+            .lane(&self.bindings[key.binding.index()].label, &entry.record.name);
         let entry = &mut self.domains[key.domain.0 as usize];
         let index = key.binding.index();
         if entry.bindings.len() <= index {
             entry.bindings.resize_with(index + 1, || None);
         }
-        entry.bindings[index] = Some(BindingDomain::new(settings));
+        entry.bindings[index] = Some(BindingDomain::new(settings, labels));
     }
 
     /// The settings snapshot for a binding × domain: shared per binding
@@ -511,6 +528,15 @@ impl Scheduler {
     /// How late timers fire.
     pub fn timer_lag(&self) -> TimerLag {
         self.timer_lag
+    }
+
+    /// Sets the metrics gauges that mirror the scheduler's counts: queue
+    /// sizes and connections by state. O(1), and it sets nothing when the
+    /// counts have not changed since the last call. The loop calls it once
+    /// per turn.
+    pub fn publish_gauges(&mut self, token: &SchedulerToken) {
+        token.check(self.id);
+        crate::metrics::publish_gauges(&self.ledger, &mut self.published_gauges);
     }
 }
 

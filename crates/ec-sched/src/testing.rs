@@ -559,7 +559,8 @@ impl Harness {
 
     /// Lets the scheduler catch up as its loop would: session events sent
     /// through event senders, due timers, dispatch, the shutdown's end,
-    /// and recording what the fake driver saw.
+    /// recording what the fake driver saw, and publishing the metrics
+    /// gauges.
     pub fn settle(&mut self) {
         loop {
             let mut progressed = false;
@@ -587,6 +588,7 @@ impl Harness {
                 break;
             }
         }
+        self.scheduler.publish_gauges(&self.token);
     }
 
     fn record_driver(&mut self) -> bool {
