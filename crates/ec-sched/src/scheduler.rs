@@ -360,9 +360,10 @@ impl Scheduler {
             return;
         }
         let settings = self.lane_settings(key.domain, key.binding);
-        let labels = self
-            .metric_labels
-            .lane(&self.bindings[key.binding.index()].label, &entry.record.name);
+        let labels = self.metric_labels.lane(
+            &self.bindings[key.binding.index()].label,
+            &entry.record.name,
+        );
         let entry = &mut self.domains[key.domain.0 as usize];
         let index = key.binding.index();
         if entry.bindings.len() <= index {

@@ -9,8 +9,8 @@ use ec_metrics::LocalRecorder;
 use ec_sched::testing::Harness;
 use ec_sched::SchedulerOptions;
 use ec_types::{
-    CloseOutcome, CloseReason, CloseReport, Config, Domain, ReplyCode,
-    SessionError, SessionEvent, SessionFailure, Settings, Stage,
+    CloseOutcome, CloseReason, CloseReport, Config, Domain, ReplyCode, SessionError, SessionEvent,
+    SessionFailure, Settings, Stage,
 };
 
 /// Sums the samples of `name` whose labels include every pair of
@@ -116,11 +116,7 @@ fn connection_life_recorded() {
         1.0
     );
     assert_eq!(
-        sum(
-            &text,
-            "ec_connect_attempts_total",
-            &[("result", "success")]
-        ),
+        sum(&text, "ec_connect_attempts_total", &[("result", "success")]),
         1.0
     );
     assert_eq!(
@@ -318,11 +314,7 @@ fn domain_labels_bounded() {
     );
     assert_eq!(sum(&text, "ec_connections_opened_total", &[]), 21.0);
     assert_eq!(
-        sum(
-            &text,
-            "ec_connections_opened_total",
-            &[("domain", "other")]
-        ),
+        sum(&text, "ec_connections_opened_total", &[("domain", "other")]),
         17.0
     );
     assert_eq!(
