@@ -6,7 +6,7 @@ use ec_sched::{
     begin_close, default_send_quit, failure_of, CloseParts, CloseRequest, CloseTicket,
     SchedulerToken,
 };
-use ec_types::{CloseReason, Event};
+use ec_types::{CloseReason, Event, ReplyCode, SessionError, SessionFailure};
 
 /// Closes an SMTP connection, as Momentum's
 /// `ec_smtp_closeconn(dc, e, conn, connh, domain, binding_slot, am, now, file, line)`
@@ -25,7 +25,8 @@ use ec_types::{CloseReason, Event};
 /// What it does:
 /// - decides whether QUIT may be sent: only on a ready, idle session whose
 ///   failure (if any) left the stream in step, never into a failed TLS
-///   stream, in the middle of a transaction, or after QUIT;
+///   stream, in the middle of a transaction, after QUIT, or after a 421
+///   (the server is closing the channel, RFC 5321 section 3.8);
 /// - runs [`begin_close`], which gives every message of the batch exactly
 ///   one fate (delivered ones are already recorded; "delivery unknown" for
 ///   a final dot without reply), cancels the connection's timers and sends
@@ -49,11 +50,21 @@ pub fn closeconn(
 ) -> CloseTicket {
     let now = now.unwrap_or_else(Instant::now);
     let failure = failure_of(event, parts.handle);
-    let send_quit = default_send_quit(parts.connection, failure);
+    let send_quit =
+        default_send_quit(parts.connection, failure) && !failure.is_some_and(service_closing);
     let request = CloseRequest {
         event,
         reason,
         send_quit,
     };
     begin_close(token, parts, request, now)
+}
+
+/// Whether the server said 421: it closes the connection itself, so a QUIT
+/// would only meet a closed socket.
+fn service_closing(failure: &SessionFailure) -> bool {
+    matches!(
+        &failure.error,
+        SessionError::Reply { reply, .. } if reply.code == ReplyCode::SERVICE_NOT_AVAILABLE
+    )
 }
