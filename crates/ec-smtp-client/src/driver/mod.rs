@@ -90,4 +90,8 @@ impl EventSink for EventSender {
             tracing::debug!(handle = %self.handle(), "scheduler gone; event dropped");
         }
     }
+
+    fn bytes_sent(&self, bytes: u64) {
+        EventSender::bytes_sent(self, bytes);
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ec_metrics::{TlsHandshakeResult, TlsVersion};
 use ec_types::{
     CloseOutcome, ClosePlan, CloseReport, MessageId, OpenRequest, RecipientStatus, Reply,
     ReplyCode, SessionCapabilities, SessionCommand, SessionError, SessionEvent, SessionFailure,
@@ -35,6 +36,12 @@ pub trait EventSink: Send + 'static {
     /// Delivers one event. A closed inbox (the scheduler is gone) is ignored:
     /// the session then shuts down on its own.
     fn report(&self, event: SessionEvent);
+
+    /// Counts `bytes` written to the server, before TLS encryption. The
+    /// default ignores them.
+    fn bytes_sent(&self, bytes: u64) {
+        let _ = bytes;
+    }
 }
 
 /// The client-side idle timer is not used: the scheduler owns idle
@@ -337,6 +344,7 @@ impl<E: EventSink> Session<E> {
                     })
                 }
             }
+            self.events.bytes_sent(bytes.len() as u64);
         }
         if wrote {
             client.handle_transmitted(std::time::Instant::now());
@@ -364,6 +372,7 @@ impl<E: EventSink> Session<E> {
                 }
                 ClientEvent::StartTls => {
                     if let Err(error) = self.handshake(client, transport).await {
+                        record_handshake(self.request.settings.tls.policy, None);
                         self.fail(error, Stage::TlsHandshake);
                         failed = true;
                     }
@@ -460,6 +469,7 @@ impl<E: EventSink> Session<E> {
                 .to_owned(),
             verified: settings.tls.effective_verify() != TlsVerify::None,
         });
+        record_handshake(settings.tls.policy, self.tls.as_ref());
         *transport = Transport::Tls(Box::new(stream));
         client
             .tls_established(std::time::Instant::now())
@@ -678,4 +688,14 @@ fn session_capabilities(capabilities: &Capabilities) -> SessionCapabilities {
         smtputf8: capabilities.smtputf8,
         starttls: capabilities.starttls,
     }
+}
+
+/// Counts a TLS handshake under `policy`: established with the version of
+/// `tls`, or failed when there is no TLS session.
+fn record_handshake(policy: ec_types::TlsPolicy, tls: Option<&TlsInfo>) {
+    let result = match tls {
+        Some(tls) => TlsHandshakeResult::Established(TlsVersion::from_name(&tls.version)),
+        None => TlsHandshakeResult::Failed,
+    };
+    ec_metrics::tls_handshake(policy, result);
 }

@@ -467,6 +467,7 @@ impl Client {
 
     fn handle_reply(&mut self, reply: Reply, now: Instant) {
         tracing::debug!(%reply, stage = %self.stage, "reply");
+        ec_metrics::reply(self.stage, reply.class());
 
         // RFC 5321 section 3.8: a server may reply 421 to any command and
         // then close. After QUIT any reply ends the session anyway.
