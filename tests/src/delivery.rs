@@ -366,9 +366,10 @@ fn collect(result: &mut RunResult, progress: &mut Progress, report: Report) {
 }
 
 /// Waits until the fault peer has finished `count` connections and checks
-/// that the client ended each of them: the peer saw its FIN or RST (or
-/// reset the connection itself), never had to give up waiting, and never
-/// dropped a connection for running too long. Returns the records.
+/// that the client ended each of them: the peer saw its FIN or RST (or a
+/// write of its own failed, or it reset the connection itself), never had
+/// to give up waiting, and never dropped a connection for running too
+/// long. Returns the records.
 ///
 /// # Errors
 ///
@@ -394,9 +395,16 @@ pub fn peer_saw_every_close(
             )
         });
         let reset_by_peer = record.peer_close() == Some(crate::fault_peer::Close::Reset);
+        // A write that failed means the client's socket was gone.
+        let write_failed = record.events.iter().any(|timed| {
+            matches!(
+                timed.event,
+                Event::WriteFailed(_) | Event::Streamed { error: Some(_), .. }
+            )
+        });
         let ended = match record.client_end() {
             Some(end) => end.tcp != TcpEnd::StillOpen,
-            None => reset_by_peer,
+            None => reset_by_peer || write_failed,
         };
         if gave_up || !ended {
             return Err(format!(

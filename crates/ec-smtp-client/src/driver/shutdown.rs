@@ -9,7 +9,7 @@
 //! send_quit? ──yes──► QUIT, wait for 221 ≤ QUIT timeout ──┐
 //!     │no                                                  │
 //!     ▼                                                    ▼
-//! TLS? ──yes──► close_notify + flush ──► TCP shutdown(write) ──► read to EOF ──► drop
+//! TLS? ──yes──► close_notify + flush ──► TCP shutdown(write) ──► read to EOF (≤ 64 KiB) ──► drop
 //! ```
 //!
 //! A missing 221 is normal and only shortens the wait. A peer that closes
@@ -25,6 +25,12 @@ use tokio::time::{timeout_at, Instant};
 
 use super::transport::Transport;
 use crate::proto::reply_parser::ReplyParser;
+
+/// The most a close reads while it waits for the server's EOF. A server
+/// that sends more after our FIN (an endless reply, say) is not waited
+/// for: the socket is dropped, so a hostile peer cannot keep the close
+/// reading until its deadline.
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// How the shutdown should go.
 #[derive(Debug, Clone, Copy)]
@@ -258,9 +264,18 @@ async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport
     if report.close_notify_received {
         return report;
     }
+    let mut drained = 0;
     loop {
         match read_some(&mut transport, &mut buffer, plan.deadline).await {
-            ReadEnd::Data(_) => continue,
+            ReadEnd::Data(n) if drained + n <= DRAIN_LIMIT => drained += n,
+            ReadEnd::Data(_) => {
+                tracing::debug!(
+                    limit = DRAIN_LIMIT,
+                    "server kept sending after our FIN; dropping the socket"
+                );
+                report.outcome = CloseOutcome::Aborted;
+                return report;
+            }
             ReadEnd::Eof => {
                 report.close_notify_received = tls;
                 return report;
