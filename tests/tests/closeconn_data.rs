@@ -37,10 +37,17 @@ fn reset_mid_data_defers() {
     // client while it is still writing and the final dot never goes out.
     let big = message(1, 32 << 20);
 
-    let result = Run::new(fault_config(DOMAIN, peer.addr())).submit(big).run();
+    let result = Run::new(fault_config(DOMAIN, peer.addr()))
+        .submit(big)
+        .run();
 
     let records = assert_settled(&result, &peer);
-    assert_eq!(result.outcomes_of(1), ["deferred", "unsent"], "{:#?}", result.records);
+    assert_eq!(
+        result.outcomes_of(1),
+        ["deferred", "unsent"],
+        "{:#?}",
+        result.records
+    );
     assert_eq!(result.records_of(1)[0].attempts, 1);
     assert_eq!(result.closes[0].reason, CloseReason::PeerClosed);
     assert_eq!(result.close_outcomes(), [CloseOutcome::Reset]);
@@ -78,7 +85,11 @@ fn reset_after_dot_is_unknown() {
     assert_eq!(attempts, [1, 2]);
     assert_eq!(result.close_outcomes()[0], CloseOutcome::Reset);
     assert_eq!(partial_bodies(&records[0]).len(), 1);
-    assert_eq!(records[1].bodies().len(), 1, "sent again on a fresh connection");
+    assert_eq!(
+        records[1].bodies().len(),
+        1,
+        "sent again on a fresh connection"
+    );
 }
 
 #[test]
@@ -111,9 +122,15 @@ fn silent_dot_is_unknown() {
         .expect("first connection closed");
     assert_eq!(first.reason, CloseReason::Timeout);
     assert_eq!(first.outcome, CloseOutcome::Clean);
-    assert_eq!(records[0].bodies(), records[1].bodies(), "the same message twice");
+    assert_eq!(
+        records[0].bodies(),
+        records[1].bodies(),
+        "the same message twice"
+    );
     assert!(
-        !records[0].verbs().contains(&ec_tests::fault_peer::Verb::Quit),
+        !records[0]
+            .verbs()
+            .contains(&ec_tests::fault_peer::Verb::Quit),
         "no QUIT while the reply to the dot is due"
     );
     let stats = result.stats.as_ref().expect("stats");
