@@ -191,6 +191,13 @@ pub enum InvalidReason {
     /// The file could not be read.
     #[error("cannot read the file: {0}; check that it exists and is readable")]
     Unreadable(#[source] io::Error),
+    /// The path is a FIFO, socket or device: reading it could block for
+    /// ever or never end, so it is not read.
+    #[error(
+        "not a regular file but a {0}; give a file that holds one message, \
+         or copy the message into one"
+    )]
+    NotRegularFile(&'static str),
     /// The file has no bytes.
     #[error("the file is empty; give a complete RFC 5322 message or remove the file")]
     Empty,
@@ -233,14 +240,69 @@ pub enum Loaded {
 
 /// Reads and checks one message file. `tag` becomes the submission's tag.
 pub fn load_file(tag: u64, path: &Path, envelope: &EnvelopeOverride) -> Loaded {
-    match std::fs::read(path) {
+    match read_regular_file(path) {
         Ok(data) => load_bytes(tag, path.to_owned(), Bytes::from(data), envelope),
-        Err(error) => Loaded::Invalid(InvalidInput {
+        Err(reason) => Loaded::Invalid(InvalidInput {
             tag,
             path: path.to_owned(),
             message_id: None,
-            reason: InvalidReason::Unreadable(error),
+            reason,
         }),
+    }
+}
+
+/// Reads a regular file whole. The file is opened with `O_NONBLOCK` and
+/// checked through the open handle, so a FIFO without a writer cannot stop
+/// the run and a file swapped for one after the check is still caught.
+fn read_regular_file(path: &Path) -> Result<Vec<u8>, InvalidReason> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        // Opening a socket fails (ENXIO); name what the path is instead.
+        Err(error) => {
+            return Err(match std::fs::metadata(path) {
+                Ok(metadata) if !metadata.is_file() => {
+                    InvalidReason::NotRegularFile(file_kind(metadata.file_type()))
+                }
+                _ => InvalidReason::Unreadable(error),
+            })
+        }
+    };
+    let metadata = file.metadata().map_err(InvalidReason::Unreadable)?;
+    if !metadata.is_file() {
+        return Err(InvalidReason::NotRegularFile(file_kind(
+            metadata.file_type(),
+        )));
+    }
+
+    let mut data = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.read_to_end(&mut data)
+        .map_err(InvalidReason::Unreadable)?;
+    Ok(data)
+}
+
+/// What a path that is not a regular file is, for [`InvalidReason::NotRegularFile`].
+fn file_kind(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+
+    if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_dir() {
+        "directory"
+    } else {
+        "special file"
     }
 }
 
@@ -635,6 +697,25 @@ mod tests {
         let message = expect_message(loaded);
         assert_eq!(message.submission.data, data);
         assert_eq!(message.submission.data.as_ptr(), data.as_ptr(), "no copy");
+    }
+
+    #[test]
+    fn special_files_are_not_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("socket.eml");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind socket");
+        let cases = [
+            (socket.as_path(), "socket"),
+            (Path::new("/dev/null"), "character device"),
+        ];
+        for (path, kind) in cases {
+            let invalid = expect_invalid(load_file(0, path, &EnvelopeOverride::default()));
+            assert!(
+                matches!(invalid.reason, InvalidReason::NotRegularFile(k) if k == kind),
+                "{invalid}"
+            );
+            assert!(invalid.to_string().contains(kind), "{invalid}");
+        }
     }
 
     #[test]

@@ -200,7 +200,12 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     println!(
         "metrics (a few of the Prometheus series; `ec deliver --metrics-listen` serves them all):"
     );
-    for line in demo_metric_lines(&exporter.render()) {
+    let rendered = exporter.render();
+    let lines = demo_metric_lines(&rendered);
+    if lines.is_empty() {
+        println!("  (none of these series was recorded)");
+    }
+    for line in lines {
         println!("  {line}");
     }
     println!("delivery log: {}", log_path.display());

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use ec_sched::{ConnectionClosed, RecipientOutcome, RecipientRecord, Report, SchedulerOptions};
 use ec_smtp_client::{Engine, EngineOptions};
-use ec_types::{CloseOutcome, CloseReason, Config, Domain, RecipientStatus, Reply, ReplyCode};
+use ec_types::{
+    CloseOutcome, CloseReason, Config, Domain, RecipientStatus, Reply, ReplyCode, Target,
+};
 use thiserror::Error;
 
 use crate::delivery_log::{self, DeliveryLogWriter, LogError, LogRecord};
@@ -77,9 +79,43 @@ struct Tracker {
     /// The domains of recipients without a final record, with counts.
     open_domains: HashMap<Domain, usize>,
     /// Per domain: connections in a row that never became ready.
-    failing: HashMap<Domain, (u32, CloseReason)>,
-    /// Recipients whose last record was "delivery unknown".
-    unknown: HashSet<(u64, String)>,
+    failing: HashMap<Domain, FailureStreak>,
+    /// The last non-final record of each recipient that had one.
+    transient: HashMap<(u64, String), Transient>,
+    /// Messages (by tag) delivered to at least one recipient.
+    delivered_messages: HashSet<u64>,
+}
+
+/// Connections in a row to one domain that ended before their session was
+/// ready to take mail.
+#[derive(Debug, Clone)]
+struct FailureStreak {
+    count: u32,
+    /// The last connection's close reason.
+    reason: CloseReason,
+    /// Where the last connection went.
+    target: Target,
+}
+
+impl FailureStreak {
+    fn describe(&self) -> String {
+        format!(
+            "{} connection(s) in a row to {} ended before the SMTP session was ready (last: {})",
+            self.count, self.target, self.reason
+        )
+    }
+}
+
+/// A recipient's last non-final record.
+#[derive(Debug, Clone)]
+enum Transient {
+    /// A deferral with the server's reply.
+    Deferred(Reply),
+    /// A deferral without a reply, such as a lost connection.
+    DeferredWithoutReply,
+    /// The final dot was sent and no reply came. Later records do not
+    /// undo this: the server may hold a copy.
+    DeliveryUnknown,
 }
 
 impl Tracker {
@@ -103,7 +139,8 @@ impl Tracker {
             open_recipients,
             open_domains,
             failing: HashMap::new(),
-            unknown: HashSet::new(),
+            transient: HashMap::new(),
+            delivered_messages: HashSet::new(),
         }
     }
 
@@ -132,23 +169,71 @@ impl Tracker {
             && self.open_domains.keys().all(|d| {
                 self.failing
                     .get(d)
-                    .is_some_and(|(n, _)| *n >= GIVE_UP_AFTER)
+                    .is_some_and(|streak| streak.count >= GIVE_UP_AFTER)
             })
     }
 
+    /// Keeps the recipient's last non-final record, so that a later
+    /// "unsent" record can report what actually happened.
+    fn note_transient(&mut self, record: &RecipientRecord) {
+        let key = (record.tag, record.recipient.as_str().to_owned());
+        let transient = match &record.outcome {
+            RecipientOutcome::DeliveryUnknown => Transient::DeliveryUnknown,
+            RecipientOutcome::Deferred { reply, .. } => {
+                if matches!(self.transient.get(&key), Some(Transient::DeliveryUnknown)) {
+                    return;
+                }
+                match reply {
+                    Some(reply) => Transient::Deferred(reply.clone()),
+                    None => Transient::DeferredWithoutReply,
+                }
+            }
+            _ => return,
+        };
+        self.transient.insert(key, transient);
+    }
+
+    fn transient(&self, record: &RecipientRecord) -> Option<&Transient> {
+        self.transient
+            .get(&(record.tag, record.recipient.as_str().to_owned()))
+    }
+
+    /// Counts a connection that ended before it was ready, or ends the
+    /// domain's streak. A close that this run asked for (at its end, or by
+    /// a signal) says nothing about the server and changes nothing.
     fn note_close(&mut self, closed: &ConnectionClosed) {
+        if matches!(
+            closed.reason,
+            CloseReason::Shutdown | CloseReason::Requested
+        ) {
+            return;
+        }
         let never_ready = closed.messages_delivered == 0 && is_setup_failure(closed.reason);
         if never_ready {
-            let entry = self
+            let streak = self
                 .failing
                 .entry(closed.domain.clone())
-                .or_insert((0, closed.reason));
-            entry.0 += 1;
-            entry.1 = closed.reason;
+                .or_insert_with(|| FailureStreak {
+                    count: 0,
+                    reason: closed.reason,
+                    target: closed.target.clone(),
+                });
+            streak.count += 1;
+            streak.reason = closed.reason;
+            streak.target = closed.target.clone();
         } else {
             self.failing.remove(&closed.domain);
         }
     }
+}
+
+/// Why the run ended before every recipient had a final outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EarlyEnd {
+    /// SIGINT or SIGTERM.
+    Stopped,
+    /// Every domain with mail left kept failing to connect.
+    GaveUp,
 }
 
 /// The state a run updates as reports arrive.
@@ -159,6 +244,10 @@ struct RunState<'p> {
     progress: &'p Progress,
     open_connections: u64,
     retry_until: Option<Instant>,
+    /// Set when the run asked the engine to shut down before every
+    /// recipient had a final outcome.
+    early_end: Option<EarlyEnd>,
+    /// Set once the engine is asked to shut down, early or at the end.
     shutting_down: bool,
 }
 
@@ -171,51 +260,7 @@ impl RunState<'_> {
     /// a connection's open or close.
     fn handle(&mut self, report: Report) -> Result<(), RunError> {
         match report {
-            Report::Recipient(record) => {
-                let final_for_run =
-                    record.outcome.is_final() || self.retry_over() || self.shutting_down;
-                if record.outcome == RecipientOutcome::DeliveryUnknown {
-                    self.tracker
-                        .unknown
-                        .insert((record.tag, record.recipient.as_str().to_owned()));
-                }
-                if !final_for_run {
-                    return Ok(());
-                }
-                let detail = self
-                    .tracker
-                    .failing
-                    .get(&record.domain)
-                    .map(|(count, reason)| {
-                        format!("{count} connection attempts in a row failed ({reason})")
-                    });
-                let status = status_of(&record, &self.tracker);
-                let Some(message_done) = self.tracker.close_recipient(&record) else {
-                    return Ok(());
-                };
-                self.totals.record_status(&status);
-                if let Some(log) = self.log.as_mut() {
-                    let message = &self.tracker.messages[record.tag as usize];
-                    let outcome = delivery_log::RecipientOutcome {
-                        file: &message.path,
-                        message_id: message.message_id.as_deref(),
-                        sender: &message.submission.reverse_path,
-                        recipient: &record.recipient,
-                        status: &status,
-                        attempts: record.attempts,
-                        connection: record.connection,
-                        tls: record.tls.as_ref(),
-                        detail: detail.as_deref().filter(|_| !status.is_final()),
-                    };
-                    if let Some(line) = LogRecord::from_outcome(&outcome) {
-                        log.write(&line)?;
-                    }
-                }
-                if message_done {
-                    self.totals.messages_done += 1;
-                    self.progress.messages_done(self.totals.messages_done);
-                }
-            }
+            Report::Recipient(record) => self.record_recipient(&record)?,
             Report::ConnectionOpened(_) => {
                 self.totals.connections_opened += 1;
                 self.open_connections += 1;
@@ -224,18 +269,177 @@ impl RunState<'_> {
             Report::ConnectionClosed(closed) => {
                 self.open_connections = self.open_connections.saturating_sub(1);
                 self.progress.set_connections_open(self.open_connections);
-                self.totals.closes.record(closed.outcome);
-                if closed.peer.is_some() && closed.outcome != CloseOutcome::NeverConnected {
-                    self.totals.connections_established += 1;
-                }
-                if closed.tls.is_some() {
-                    self.totals.connections_tls += 1;
-                }
+                self.count_close(&closed);
                 self.tracker.note_close(&closed);
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Logs and counts a recipient's outcome when it is final for this run.
+    fn record_recipient(&mut self, record: &RecipientRecord) -> Result<(), RunError> {
+        let final_for_run = record.outcome.is_final() || self.retry_over() || self.shutting_down;
+        if !final_for_run {
+            self.tracker.note_transient(record);
+            return Ok(());
+        }
+
+        let (status, detail) = self.status_and_detail(record);
+        self.tracker.note_transient(record);
+        let Some(message_done) = self.tracker.close_recipient(record) else {
+            return Ok(());
+        };
+        self.totals.record_status(&status);
+        let message = &self.tracker.messages[record.tag as usize];
+        if let Some(log) = self.log.as_mut() {
+            let outcome = delivery_log::RecipientOutcome {
+                file: &message.path,
+                message_id: message.message_id.as_deref(),
+                sender: &message.submission.reverse_path,
+                recipient: &record.recipient,
+                status: &status,
+                attempts: record.attempts,
+                connection: record.connection,
+                tls: record.tls.as_ref(),
+                detail: detail.as_deref(),
+            };
+            if let Some(line) = LogRecord::from_outcome(&outcome) {
+                log.write(&line)?;
+            }
+        }
+
+        if matches!(status, RecipientStatus::Delivered(_))
+            && self.tracker.delivered_messages.insert(record.tag)
+        {
+            self.totals.messages_delivered += 1;
+        }
+        if message_done {
+            self.totals.messages_done += 1;
+            self.progress.messages_done(self.totals.messages_done);
+        }
+        Ok(())
+    }
+
+    /// The status the log and totals record for an engine report, and the
+    /// log's explanation where ec, not the server, decided the outcome.
+    ///
+    /// Mail left unsent at a shutdown keeps what its last attempt gave (a
+    /// 4xx reply, or "delivery unknown"), or is deferred with a reply that
+    /// ec makes, so that `--resume` tries it again.
+    fn status_and_detail(&self, record: &RecipientRecord) -> (RecipientStatus, Option<String>) {
+        let streak = self
+            .tracker
+            .failing
+            .get(&record.domain)
+            .map(FailureStreak::describe);
+        match &record.outcome {
+            RecipientOutcome::Delivered(reply) => (RecipientStatus::Delivered(reply.clone()), None),
+            RecipientOutcome::Failed(reply) => (RecipientStatus::Failed(reply.clone()), None),
+            RecipientOutcome::Deferred {
+                reply: Some(reply), ..
+            } => (RecipientStatus::Deferred(reply.clone()), None),
+            RecipientOutcome::Deferred { reply: None, .. } => {
+                (RecipientStatus::Deferred(connection_lost_reply()), streak)
+            }
+            RecipientOutcome::DeliveryUnknown => (RecipientStatus::DeliveryUnknown, None),
+            _ => {
+                let cause = streak.or_else(|| self.early_end_cause());
+                let status = match self.tracker.transient(record) {
+                    Some(Transient::DeliveryUnknown) => RecipientStatus::DeliveryUnknown,
+                    Some(Transient::Deferred(reply)) => RecipientStatus::Deferred(reply.clone()),
+                    Some(Transient::DeferredWithoutReply) => {
+                        RecipientStatus::Deferred(connection_lost_reply())
+                    }
+                    None => RecipientStatus::Deferred(unsent_reply()),
+                };
+                (status, cause)
+            }
+        }
+    }
+
+    /// Records every recipient still open after the engine stopped: the
+    /// engine promises a final record for each, so this happens only when
+    /// it broke that promise (its report channel closed early). Such
+    /// recipients are deferred, so that the exit status says so and
+    /// `--resume` tries them again.
+    fn record_unreported(&mut self) -> Result<(), RunError> {
+        let mut open: Vec<(u64, String)> = self
+            .tracker
+            .open_recipients
+            .iter()
+            .flat_map(|(tag, recipients)| recipients.iter().map(|r| (*tag, r.clone())))
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        open.sort();
+        tracing::error!(
+            recipients = open.len(),
+            "the delivery engine stopped without a final record for some recipients; \
+             they are logged as deferred"
+        );
+
+        let status = RecipientStatus::Deferred(unsent_reply());
+        for (tag, recipient) in open {
+            let message = &self.tracker.messages[tag as usize];
+            let Some(address) = message
+                .submission
+                .recipients
+                .iter()
+                .find(|address| address.as_str() == recipient)
+            else {
+                continue;
+            };
+            self.totals.record_status(&status);
+            if let Some(log) = self.log.as_mut() {
+                let outcome = delivery_log::RecipientOutcome {
+                    file: &message.path,
+                    message_id: message.message_id.as_deref(),
+                    sender: &message.submission.reverse_path,
+                    recipient: address,
+                    status: &status,
+                    attempts: 0,
+                    connection: None,
+                    tls: None,
+                    detail: Some("the delivery engine stopped without reporting this recipient"),
+                };
+                if let Some(line) = LogRecord::from_outcome(&outcome) {
+                    log.write(&line)?;
+                }
+            }
+        }
+        self.tracker.open_recipients.clear();
+        self.tracker.open_domains.clear();
+        Ok(())
+    }
+
+    fn early_end_cause(&self) -> Option<String> {
+        match self.early_end? {
+            EarlyEnd::Stopped => Some(
+                "the run was stopped (SIGINT or SIGTERM) before this recipient was done".to_owned(),
+            ),
+            EarlyEnd::GaveUp => Some(
+                "the run gave up: every domain with mail left kept failing to connect".to_owned(),
+            ),
+        }
+    }
+
+    /// Counts a closed connection. One that the end of the run closed
+    /// before it delivered anything and without TLS was cut off while it
+    /// was being set up (or sat idle in clear text): it is counted apart so
+    /// that it does not lower the share of connections over TLS.
+    fn count_close(&mut self, closed: &ConnectionClosed) {
+        self.totals.closes.record(closed.outcome);
+        if closed.peer.is_none() || closed.outcome == CloseOutcome::NeverConnected {
+            return;
+        }
+        self.totals.connections_established += 1;
+        if closed.tls.is_some() {
+            self.totals.connections_tls += 1;
+        } else if closed.reason == CloseReason::Shutdown && closed.messages_delivered == 0 {
+            self.totals.connections_unused += 1;
+        }
     }
 }
 
@@ -314,6 +518,7 @@ pub fn run(
         progress,
         open_connections: 0,
         retry_until: plan.retry_for.map(|window| started + window),
+        early_end: None,
         shutting_down: false,
     };
     while state.tracker.open() > 0 {
@@ -331,6 +536,11 @@ pub fn run(
                 );
             }
             engine.handle().shutdown();
+            state.early_end = Some(if stop {
+                EarlyEnd::Stopped
+            } else {
+                EarlyEnd::GaveUp
+            });
             state.shutting_down = true;
         }
 
@@ -351,6 +561,7 @@ pub fn run(
     if let Some(stats) = stats {
         tracing::debug!(?stats, "engine stopped");
     }
+    state.record_unreported()?;
     if let Some(log) = state.log.as_mut() {
         log.sync()?;
     }
@@ -359,33 +570,29 @@ pub fn run(
     Ok(totals)
 }
 
-/// The status the log and totals record for an engine report. Mail left
-/// unsent at a shutdown is deferred (or still "delivery unknown" if its last
-/// attempt was), so that `--resume` tries it again.
-fn status_of(record: &RecipientRecord, tracker: &Tracker) -> RecipientStatus {
-    match &record.outcome {
-        RecipientOutcome::Delivered(reply) => RecipientStatus::Delivered(reply.clone()),
-        RecipientOutcome::Failed(reply) => RecipientStatus::Failed(reply.clone()),
-        RecipientOutcome::Deferred { reply, .. } => {
-            RecipientStatus::Deferred(reply.clone().unwrap_or_else(unsent_reply))
-        }
-        RecipientOutcome::DeliveryUnknown => RecipientStatus::DeliveryUnknown,
-        _ if tracker
-            .unknown
-            .contains(&(record.tag, record.recipient.as_str().to_owned())) =>
-        {
-            RecipientStatus::DeliveryUnknown
-        }
-        _ => RecipientStatus::Deferred(unsent_reply()),
-    }
-}
-
 /// The reply recorded for mail that the run ended before sending.
 fn unsent_reply() -> Reply {
     Reply::new(
         ReplyCode::SERVICE_NOT_AVAILABLE,
         "4.4.1".parse().ok(),
         "not sent in this run; run again with --resume",
+    )
+}
+
+/// 451: requested action aborted, local error in processing.
+const LOCAL_ERROR: ReplyCode = match ReplyCode::new(451) {
+    Ok(code) => code,
+    Err(_) => panic!("451 is a valid reply code"),
+};
+
+/// The reply recorded for a deferral that came without a server reply:
+/// the connection ended or timed out during the transaction (RFC 3463
+/// X.4.2, bad connection).
+fn connection_lost_reply() -> Reply {
+    Reply::new(
+        LOCAL_ERROR,
+        "4.4.2".parse().ok(),
+        "the connection ended before the server replied; run again with --resume",
     )
 }
 

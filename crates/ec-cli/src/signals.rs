@@ -4,6 +4,8 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use tokio::signal::unix::{signal, SignalKind};
+
 /// Starts a thread that sets the returned flag on the first SIGINT or
 /// SIGTERM. The run then shuts the engine down: connections close through
 /// `closeconn` under the close deadline and every outcome is recorded.
@@ -17,9 +19,15 @@ pub fn stop_flag() -> io::Result<Arc<AtomicBool>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut terminate = {
+    // Both handlers are installed here, before the function returns: a
+    // signal that arrives before the thread first polls them is kept, not
+    // left to the default action, which would end the process unrecorded.
+    let (mut interrupt, mut terminate) = {
         let _guard = runtime.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
     };
     let set = flag.clone();
     std::thread::Builder::new()
@@ -27,7 +35,7 @@ pub fn stop_flag() -> io::Result<Arc<AtomicBool>> {
         .spawn(move || {
             runtime.block_on(async {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = interrupt.recv() => {}
                     _ = terminate.recv() => {}
                 }
             });

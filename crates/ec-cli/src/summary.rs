@@ -102,12 +102,18 @@ pub struct RunTotals {
     pub invalid_input: u64,
     /// Message files whose every recipient has an outcome.
     pub messages_done: u64,
+    /// Message files delivered to at least one recipient.
+    pub messages_delivered: u64,
     /// Connections whose connect was started.
     pub connections_opened: u64,
     /// Connections that completed the TCP connect.
     pub connections_established: u64,
     /// Connections that completed a TLS handshake.
     pub connections_tls: u64,
+    /// Established connections that the end of the run closed before they
+    /// delivered anything and without TLS: cut off during their setup, or
+    /// idle in clear text. They are left out of the TLS share.
+    pub connections_unused: u64,
     /// Closed connections by close outcome.
     pub closes: CloseCounts,
     /// Wall-clock time of the run.
@@ -132,21 +138,25 @@ impl RunTotals {
         self.delivered + self.deferred + self.failed + self.delivery_unknown
     }
 
-    /// Message files done per second of the run; 0 for a run of no time.
+    /// Message files delivered (to at least one recipient) per second of
+    /// the run; 0 for a run of no time.
     pub fn messages_per_second(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 {
-            self.messages_done as f64 / seconds
+            self.messages_delivered as f64 / seconds
         } else {
             0.0
         }
     }
 
-    /// The share of established connections that used TLS, in percent;
-    /// `None` when no connection was established.
+    /// The share of established connections that used TLS, in percent,
+    /// leaving out [`connections_unused`](Self::connections_unused); `None`
+    /// when no other connection was established.
     pub fn tls_percent(&self) -> Option<f64> {
-        (self.connections_established > 0)
-            .then(|| 100.0 * self.connections_tls as f64 / self.connections_established as f64)
+        let used = self
+            .connections_established
+            .saturating_sub(self.connections_unused);
+        (used > 0).then(|| 100.0 * self.connections_tls as f64 / used as f64)
     }
 
     /// The exit status for these totals.
@@ -188,7 +198,7 @@ pub fn exit_status(totals: &RunTotals) -> ExitStatus {
 /// recipients   delivered 1200   deferred 3   failed 1   unknown 0   invalid files 2
 /// connections  opened 16   established 16   over TLS 100.0%
 /// closed       clean 15   quit_timed_out 1
-/// rate         1204 messages in 2.41 s, 499.6 messages/s
+/// rate         1203 of 1204 messages delivered in 2.41 s, 499.2 messages/s
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SummaryTable<'a>(pub &'a RunTotals);
@@ -210,11 +220,19 @@ impl fmt::Display for SummaryTable<'_> {
             Some(percent) => format!("{percent:.1}%"),
             None => "-".to_owned(),
         };
-        writeln!(
+        write!(
             f,
             "connections  opened {}   established {}   over TLS {tls}",
             totals.connections_opened, totals.connections_established
         )?;
+        if totals.connections_unused > 0 {
+            write!(
+                f,
+                "   closed unused at the end {}",
+                totals.connections_unused
+            )?;
+        }
+        writeln!(f)?;
 
         let mut closes = String::new();
         for (outcome, count) in totals.closes.iter() {
@@ -230,7 +248,8 @@ impl fmt::Display for SummaryTable<'_> {
 
         writeln!(
             f,
-            "rate         {} messages in {:.2} s, {:.1} messages/s",
+            "rate         {} of {} messages delivered in {:.2} s, {:.1} messages/s",
+            totals.messages_delivered,
             totals.messages_done,
             totals.elapsed.as_secs_f64(),
             totals.messages_per_second()
@@ -381,6 +400,7 @@ mod tests {
             delivery_unknown: 0,
             invalid_input: 2,
             messages_done: 1204,
+            messages_delivered: 1200,
             connections_opened: 16,
             connections_established: 16,
             connections_tls: 12,
@@ -395,9 +415,33 @@ mod tests {
 recipients   delivered 1200   deferred 3   failed 1   unknown 0   invalid files 2
 connections  opened 16   established 16   over TLS 75.0%
 closed       clean 1   quit_timed_out 1
-rate         1204 messages in 2.00 s, 602.0 messages/s
+rate         1200 of 1204 messages delivered in 2.00 s, 600.0 messages/s
 ";
         assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn unused_connections_leave_tls_share() {
+        let run = RunTotals {
+            connections_opened: 32,
+            connections_established: 32,
+            connections_tls: 14,
+            connections_unused: 18,
+            ..RunTotals::default()
+        };
+        assert_eq!(run.tls_percent(), Some(100.0));
+        let table = SummaryTable(&run).to_string();
+        assert!(
+            table.contains("over TLS 100.0%   closed unused at the end 18\n"),
+            "{table}"
+        );
+
+        let all_unused = RunTotals {
+            connections_established: 2,
+            connections_unused: 2,
+            ..RunTotals::default()
+        };
+        assert_eq!(all_unused.tls_percent(), None);
     }
 
     #[test]

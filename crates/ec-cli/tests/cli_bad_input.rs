@@ -1,0 +1,255 @@
+//! `ec deliver` with input and peers that cannot all work: each problem
+//! gets an error that names the file or value, the other messages still
+//! go, and the delivery log and exit status say what happened.
+//!
+//! The tests run as root in CI, where `chmod 000` does not stop a read, so
+//! an unreadable message file is a dangling symbolic link (open fails with
+//! ENOENT) and a FIFO (no writer: a plain read would block for ever).
+
+mod cli_support;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use cli_support::{arg, read_log, run, temp_dir, wait_for_maildir};
+use ec_cli::delivery_log::{LogRecord, LogResult};
+use ec_tests::peers::{Postfix, SmtpSink};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a run against a peer that never takes mail may last: the run
+/// gives up after a few failed connections with sub-second backoff.
+const GIVE_UP_WITHIN: Duration = Duration::from_secs(5);
+
+fn good_message(subject: &str, recipient: &str) -> String {
+    format!("From: sender@ec.test\nTo: {recipient}\nSubject: {subject}\n\nbody of {subject}\n")
+}
+
+fn record_for<'a>(records: &'a [LogRecord], file: &Path) -> &'a LogRecord {
+    let name = arg(file);
+    let matching: Vec<&LogRecord> = records.iter().filter(|r| r.file == name).collect();
+    assert_eq!(matching.len(), 1, "one record for {name}: {records:#?}");
+    matching[0]
+}
+
+#[test]
+fn bad_files_recorded_rest_delivered() {
+    let postfix = Postfix::get();
+    let local = postfix.unique_local_part("cli-bad-input");
+    let recipient = format!("{local}@maildir.test");
+    let temp = temp_dir();
+    let dir = temp.path().join("mail");
+    std::fs::create_dir(&dir).expect("create mail dir");
+
+    let good = [dir.join("good-1.eml"), dir.join("good-2.eml")];
+    for (index, path) in good.iter().enumerate() {
+        std::fs::write(path, good_message(&format!("good {index}"), &recipient)).expect("write");
+    }
+    let empty = dir.join("empty.eml");
+    std::fs::write(&empty, "").expect("write");
+    let dangling = dir.join("dangling.eml");
+    std::os::unix::fs::symlink(temp.path().join("no-such-file"), &dangling).expect("symlink");
+    let fifo = dir.join("fifo.eml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let no_envelope = dir.join("no-envelope.eml");
+    std::fs::write(&no_envelope, "Subject: no addresses\n\nbody\n").expect("write");
+    let no_recipient = dir.join("no-recipient.eml");
+    std::fs::write(&no_recipient, "From: a@ec.test\nSubject: x\n\nbody\n").expect("write");
+
+    let log = temp.path().join("log.jsonl");
+    let finished = run(
+        [
+            "deliver",
+            "--relay",
+            &postfix.plain_addr().to_string(),
+            "--log",
+            &arg(&log),
+            &arg(&dir),
+        ],
+        RUN_TIMEOUT,
+    );
+    finished.expect_code(65);
+
+    let records = read_log(&log);
+    assert_eq!(records.len(), 7, "one record per file: {records:#?}");
+    for path in &good {
+        let record = record_for(&records, path);
+        assert_eq!(record.result, LogResult::Delivered, "{record:?}");
+        assert_eq!(record.recipient.as_deref(), Some(recipient.as_str()));
+    }
+    let bad = [
+        (&empty, "the file is empty"),
+        (&dangling, "cannot read the file: No such file or directory"),
+        (&fifo, "not a regular file but a FIFO"),
+        (&no_envelope, "no usable sender"),
+        (&no_recipient, "no usable recipient"),
+    ];
+    for (path, reason) in bad {
+        let record = record_for(&records, path);
+        assert_eq!(record.result, LogResult::InvalidInput, "{record:?}");
+        assert_eq!(record.recipient, None, "{record:?}");
+        let detail = record.detail.as_deref().unwrap_or_default();
+        assert!(detail.contains(reason), "{path:?}: {detail:?}");
+        assert!(
+            finished.stderr.contains(&arg(path)) && finished.stderr.contains(reason),
+            "stderr names {} and why; {finished}",
+            path.display()
+        );
+    }
+    assert!(
+        finished.stdout.contains("delivered 2 ") && finished.stdout.contains("invalid files 5"),
+        "{finished}"
+    );
+
+    let stored = wait_for_maildir(
+        postfix,
+        &local,
+        good.len(),
+        Duration::from_millis(300),
+        RUN_TIMEOUT,
+    );
+    assert_eq!(stored.len(), good.len());
+}
+
+#[test]
+fn empty_directory_is_usage_error() {
+    let temp = temp_dir();
+    let dir = temp.path().join("nothing-here");
+    std::fs::create_dir(&dir).expect("create dir");
+    std::fs::write(dir.join("notes.txt"), "not a message").expect("write");
+    let log = temp.path().join("log.jsonl");
+
+    let finished = run(
+        [
+            "deliver",
+            "--relay",
+            "127.0.0.1:9",
+            "--log",
+            &arg(&log),
+            &arg(&dir),
+        ],
+        RUN_TIMEOUT,
+    );
+    finished.expect_code(64);
+    assert!(
+        finished.stderr.contains(&arg(&dir)) && finished.stderr.contains(".eml"),
+        "{finished}"
+    );
+    assert!(!log.exists(), "no log for a run that never started");
+}
+
+#[test]
+fn bad_option_value_is_named() {
+    let temp = temp_dir();
+    let message = temp.path().join("m.eml");
+    std::fs::write(&message, good_message("x", "a@maildir.test")).expect("write");
+    let cases = [
+        ["--to", "not-an-address"],
+        ["--relay", "127.0.0.1:notaport"],
+        ["--connections", "0"],
+    ];
+    for [flag, value] in cases {
+        let finished = run(["deliver", flag, value, &arg(&message)], RUN_TIMEOUT);
+        finished.expect_code(64);
+        assert!(
+            finished.stderr.contains(value) && finished.stderr.contains(flag),
+            "{finished}"
+        );
+    }
+}
+
+#[test]
+fn refused_relay_is_unavailable() {
+    // A port that was free a moment ago: connecting to it is refused.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("reserve a port")
+        .port();
+    let relay = format!("127.0.0.1:{port}");
+    let temp = temp_dir();
+    let messages: Vec<_> = (0..2)
+        .map(|index| {
+            let path = temp.path().join(format!("m{index}.eml"));
+            std::fs::write(&path, good_message("refused", "a@maildir.test")).expect("write");
+            path
+        })
+        .collect();
+    let log = temp.path().join("log.jsonl");
+
+    let mut args = vec![
+        "deliver".to_owned(),
+        "-q".to_owned(),
+        "--relay".to_owned(),
+        relay.clone(),
+        "--log".to_owned(),
+        arg(&log),
+    ];
+    args.extend(messages.iter().map(|path| arg(path)));
+    let finished = run(&args, RUN_TIMEOUT);
+    finished.expect_code(69);
+    assert!(finished.elapsed < GIVE_UP_WITHIN, "{finished}");
+
+    let records = read_log(&log);
+    assert_eq!(records.len(), messages.len(), "{records:#?}");
+    for record in &records {
+        assert_eq!(record.result, LogResult::Deferred, "{record:?}");
+        let detail = record.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.contains(&relay) && detail.contains("connect_failed"),
+            "the reason names the relay and the failure: {record:?}"
+        );
+    }
+}
+
+#[test]
+fn tls_required_without_starttls() {
+    // smtp-sink offers no STARTTLS; -c prints its session and message
+    // counters, so the test can see that no message reached it.
+    let sink = SmtpSink::start(["-c"]);
+    let temp = temp_dir();
+    let message = temp.path().join("secret.eml");
+    std::fs::write(&message, good_message("secret", "a@maildir.test")).expect("write");
+    let log = temp.path().join("log.jsonl");
+
+    let finished = run(
+        [
+            "deliver",
+            "-q",
+            "--tls",
+            "required",
+            "--relay",
+            &sink.addr().to_string(),
+            "--log",
+            &arg(&log),
+            &arg(&message),
+        ],
+        RUN_TIMEOUT,
+    );
+    finished.expect_code(75);
+    assert!(finished.elapsed < GIVE_UP_WITHIN, "{finished}");
+
+    let records = read_log(&log);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let record = &records[0];
+    assert_eq!(record.result, LogResult::Deferred, "{record:?}");
+    let detail = record.detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("tls_unavailable"), "{record:?}");
+
+    // The counters line is rewritten in place with CR: `sess=N quit=N mesg=N`.
+    let output = sink.output();
+    let counters: Vec<&str> = output.split(['\r', '\n']).collect();
+    let sessions = counters.iter().filter(|c| c.starts_with("sess=")).count();
+    assert!(sessions > 1, "ec connected to the sink: {output:?}");
+    assert!(
+        counters
+            .iter()
+            .filter(|c| c.starts_with("sess="))
+            .all(|c| c.ends_with("mesg=0")),
+        "a message went to the sink in clear text: {output:?}"
+    );
+}

@@ -1,0 +1,319 @@
+//! Running the compiled `ec` binary and reading what it leaves behind: its
+//! exit status and output, its delivery log, and the Postfix Maildir.
+//!
+//! Each `cli_*.rs` test file includes this module; not every file uses
+//! every helper.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ec_cli::delivery_log::LogRecord;
+use ec_tests::peers::{Postfix, MAILDIR_DOMAIN};
+
+/// The `ec` binary that Cargo built for these tests.
+pub(crate) const EC: &str = env!("CARGO_BIN_EXE_ec");
+
+/// How often the waiting helpers look again.
+const POLL: Duration = Duration::from_millis(25);
+
+/// A started `ec` process whose output is collected in the background.
+pub(crate) struct Running {
+    child: Child,
+    args: Vec<String>,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// A finished `ec` run.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// The command line, for failure messages.
+    pub(crate) args: Vec<String>,
+    /// How it ended.
+    pub(crate) status: ExitStatus,
+    /// Everything it printed on stdout.
+    pub(crate) stdout: String,
+    /// Everything it printed on stderr.
+    pub(crate) stderr: String,
+    /// From the start to the exit.
+    pub(crate) elapsed: Duration,
+}
+
+impl Finished {
+    /// The exit code; panics with the output when a signal ended it.
+    pub(crate) fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("ec ended by a signal ({}); {self}", self.status))
+    }
+
+    /// Panics with the output unless the exit code is `expected`.
+    pub(crate) fn expect_code(&self, expected: i32) {
+        assert_eq!(self.code(), expected, "unexpected exit status; {self}");
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`ec {}` exited with {} after {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.args.join(" "),
+            self.status,
+            self.elapsed,
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Starts `ec` with `args`, stdin closed, output collected.
+pub(crate) fn start<I, S>(args: I) -> Running
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let mut child = Command::new(EC)
+        .args(&args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {EC}: {e}"));
+    let stdout = child.stdout.take().map(collect);
+    let stderr = child.stderr.take().map(collect);
+    Running {
+        child,
+        args,
+        stdout,
+        stderr,
+    }
+}
+
+fn collect<R: std::io::Read + Send + 'static>(mut pipe: R) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs `ec` with `args` and waits at most `timeout` for it to exit.
+pub(crate) fn run<I, S>(args: I, timeout: Duration) -> Finished
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let started = Instant::now();
+    start(args).wait(timeout, started)
+}
+
+impl Running {
+    /// The process id, for sending signals.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Sends `signal` (a name `kill -s` knows, such as `INT`).
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill(1)");
+        assert!(status.success(), "kill -s {signal} {} failed", self.pid());
+    }
+
+    /// SIGKILL, which the process cannot catch.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL ec");
+    }
+
+    /// Waits for the exit; kills the process and panics with its output
+    /// when `timeout` (counted from `started`) passes first.
+    pub(crate) fn wait(mut self, timeout: Duration, started: Instant) -> Finished {
+        let deadline = started + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for ec") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("reap ec");
+                let finished = self.finish(status, started);
+                panic!("ec did not exit within {timeout:?}; {finished}");
+            }
+            thread::sleep(POLL);
+        };
+        self.finish(status, started)
+    }
+
+    fn finish(&mut self, status: ExitStatus, started: Instant) -> Finished {
+        let join = |handle: Option<JoinHandle<String>>| {
+            handle
+                .map(|h| h.join().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        Finished {
+            args: self.args.clone(),
+            status,
+            stdout: join(self.stdout.take()),
+            stderr: join(self.stderr.take()),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Every complete record of a delivery log; a partial last line (from a
+/// killed run) is left out.
+pub(crate) fn read_log(path: &Path) -> Vec<LogRecord> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read the delivery log {}: {e}", path.display()));
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    complete
+        .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!(
+                    "line {} of {} is not a record ({e}): {line}",
+                    index + 1,
+                    path.display()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Complete lines in the log so far; 0 while it does not exist.
+pub(crate) fn log_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Waits until the log has at least `lines` complete lines, or the
+/// process exits; returns the count seen.
+pub(crate) fn wait_for_log_lines(running: &mut Running, path: &Path, lines: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = log_lines(path);
+        if seen >= lines || running.has_exited() || Instant::now() >= deadline {
+            return seen;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The number of records of each result.
+pub(crate) fn count_results(records: &[LogRecord]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for record in records {
+        *counts.entry(record.result.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+/// The queue id in a Postfix `250 2.0.0 Ok: queued as ID` reply.
+pub(crate) fn queued_as(record: &LogRecord) -> Option<String> {
+    let reply = record.reply.as_ref()?;
+    let text = reply.lines.join(" ");
+    let (_, id) = text.rsplit_once("queued as ")?;
+    Some(id.trim().to_owned())
+}
+
+/// Files in the Maildir's `new/` and `cur/`, counted without reading them.
+pub(crate) fn maildir_count(postfix: &Postfix, local_part: &str) -> usize {
+    let dir = postfix.maildir_path(MAILDIR_DOMAIN, local_part);
+    ["new", "cur"]
+        .iter()
+        .map(|sub| std::fs::read_dir(dir.join(sub)).map_or(0, |entries| entries.count()))
+        .sum()
+}
+
+/// Waits until the Maildir holds at least `count` messages, then until
+/// its count has not changed for `settle`, so that a late duplicate has
+/// time to arrive; returns every message. Panics after `timeout`.
+pub(crate) fn wait_for_maildir(
+    postfix: &Postfix,
+    local_part: &str,
+    count: usize,
+    settle: Duration,
+    timeout: Duration,
+) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    let mut last = maildir_count(postfix, local_part);
+    let mut stable_since = Instant::now();
+    loop {
+        let now = maildir_count(postfix, local_part);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        }
+        if now >= count && stable_since.elapsed() >= settle {
+            return postfix.maildir(local_part);
+        }
+        if Instant::now() >= deadline {
+            // Reuse the peer helper's panic, which quotes Postfix's log.
+            return postfix.wait_for_messages(local_part, count, Duration::ZERO);
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// A temporary directory for one test's files.
+pub(crate) fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("ec-cli-test-")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// `path` as a `str` argument.
+pub(crate) fn arg(path: &Path) -> String {
+    path.to_str()
+        .unwrap_or_else(|| panic!("{} is not UTF-8", path.display()))
+        .to_owned()
+}
+
+/// Writes `count` small messages, `m00000.eml` and up, each with its
+/// index in the Subject and Message-ID, into `dir`; returns their paths.
+pub(crate) fn write_messages(dir: &Path, count: usize) -> Vec<PathBuf> {
+    (0..count)
+        .map(|index| {
+            let path = dir.join(format!("m{index:05}.eml"));
+            let text = format!(
+                "From: load@ec.test\r\nTo: load@ec.test\r\nSubject: message {index}\r\n\
+                 Message-ID: <{index}.load@ec.test>\r\n\r\nbody of message {index}\r\n"
+            );
+            std::fs::write(&path, text).expect("write a message file");
+            path
+        })
+        .collect()
+}
+
+/// The index of a message written by [`write_messages`], from its
+/// Message-ID header as stored in the Maildir.
+pub(crate) fn message_index(stored: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(stored);
+    let line = text.lines().find(|l| l.starts_with("Message-ID: <"))?;
+    line.trim_start_matches("Message-ID: <")
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
