@@ -65,3 +65,39 @@ async fn connect_one(address: SocketAddr, source_ip: Option<IpAddr>) -> io::Resu
     stream.set_nodelay(true)?;
     Ok(stream)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sets_nodelay() -> io::Result<()> {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let target = Target::Address(listener.local_addr()?);
+
+        let stream = connect(&target, None, Duration::from_secs(5))
+            .await
+            .map_err(io::Error::other)?;
+
+        assert!(stream.nodelay()?, "Nagle's algorithm is still on");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn refused_names_target() {
+        // Bind, learn the port, close: nothing listens there any more.
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .expect("bind a loopback port");
+        let address = listener.local_addr().expect("local address");
+        drop(listener);
+
+        let error = connect(&Target::Address(address), None, Duration::from_secs(5))
+            .await
+            .expect_err("nothing listens");
+
+        assert!(
+            matches!(&error, SessionError::Connect { target, kind: io::ErrorKind::ConnectionRefused } if *target == address.to_string()),
+            "{error:?}"
+        );
+    }
+}
