@@ -177,3 +177,67 @@ fn no_close_notify_at_mail() {
         "no QUIT into a broken stream"
     );
 }
+
+/// Runs one message against `scenario` on every connection for a second:
+/// the greeting fails every time, in step with the server.
+fn run_refused(scenario: Scenario) -> (ec_tests::delivery::RunResult, Vec<ConnectionRecord>) {
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+    let result = ec_tests::delivery::Run::new(fault_config(DOMAIN, peer.addr()))
+        .submit(message(1))
+        .domain_backoff(Duration::from_millis(300))
+        .limit(Duration::from_secs(1))
+        .run();
+    let records = assert_settled(&result, &peer);
+    (result, records)
+}
+
+/// Checks that every connection ended with QUIT, got its 221, and closed
+/// for a refused greeting, and that the message never went out.
+fn assert_quit_after_refusal(result: &ec_tests::delivery::RunResult, records: &[ConnectionRecord]) {
+    assert_eq!(result.outcomes_of(1), ["unsent"], "{:#?}", result.records);
+    for close in &result.closes {
+        assert_eq!(
+            (close.reason, close.outcome),
+            (CloseReason::Greeting, CloseOutcome::Clean),
+            "{close:?}"
+        );
+    }
+    for record in records {
+        assert_eq!(record.verbs().last(), Some(&Verb::Quit), "{record:#?}");
+        assert!(record.bodies().is_empty());
+    }
+}
+
+#[test]
+fn quit_after_554_banner() {
+    let scenario = Scenario::builder()
+        .banner(ec_tests::fault_peer::Response::reply(
+            "554 5.3.2 no service for you",
+        ))
+        .build();
+
+    let (result, records) = run_refused(scenario);
+
+    assert_quit_after_refusal(&result, &records);
+    for record in &records {
+        assert_eq!(record.verbs(), [Verb::Quit]);
+    }
+}
+
+#[test]
+fn quit_after_helo_refused() {
+    let scenario = Scenario::builder()
+        .reject_ehlo()
+        .on(
+            Verb::Helo,
+            ec_tests::fault_peer::Response::reply("550 5.7.1 go away"),
+        )
+        .build();
+
+    let (result, records) = run_refused(scenario);
+
+    assert_quit_after_refusal(&result, &records);
+    for record in &records {
+        assert_eq!(record.verbs(), [Verb::Ehlo, Verb::Helo, Verb::Quit]);
+    }
+}

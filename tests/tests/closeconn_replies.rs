@@ -197,3 +197,35 @@ fn endless_ehlo_reply() {
     assert_drain_cut(&result);
     assert_eq!(records[0].verbs(), [Verb::Ehlo]);
 }
+
+#[test]
+fn rset_refused_defers() {
+    let faulty = Scenario::builder()
+        .on(
+            Verb::Rset,
+            Response::reply("502 5.5.2 RSET not implemented"),
+        )
+        .build();
+    let peer = FaultPeer::start_on_thread(faulty).expect("peer starts");
+    let mut config = fault_config(DOMAIN, peer.addr());
+    config.global.max_outbound_connections = Some(1);
+
+    let result = Run::new(config)
+        .submit(message(1))
+        .submit(message(2))
+        .limit(Duration::from_secs(10))
+        .run();
+
+    let records = assert_settled(&result, &peer);
+    assert_eq!(result.outcomes_of(1), ["delivered"]);
+    // The refusal is the server's, not the message's: deferred, not failed.
+    assert_eq!(
+        result.outcomes_of(2),
+        ["deferred", "unsent"],
+        "{:#?}",
+        result.records
+    );
+    assert_eq!(result.records_of(2)[0].attempts, 1);
+    assert_protocol_error(&result, &records);
+    assert_eq!(records[0].bodies().len(), 1);
+}

@@ -181,7 +181,11 @@ fn assert_never_sent(result: &RunResult, records: &[ConnectionRecord]) {
     assert_eq!(result.records_of(1)[0].attempts, 0);
     assert!(result.opens.len() >= 2, "retried on fresh connections");
     for close in &result.closes {
-        assert_eq!(close.reason, CloseReason::TlsUnavailable, "{close:?}");
+        assert_eq!(
+            (close.reason, close.outcome),
+            (CloseReason::TlsUnavailable, CloseOutcome::Clean),
+            "{close:?}"
+        );
     }
     for record in records {
         assert!(!record.mail_in_clear(), "{record:#?}");
@@ -193,6 +197,8 @@ fn assert_never_sent(result: &RunResult, records: &[ConnectionRecord]) {
                 .all(|verb| matches!(verb, Verb::Ehlo | Verb::StartTls | Verb::Quit)),
             "{verbs:?}"
         );
+        // The session is in step with the server: it says goodbye.
+        assert_eq!(verbs.last(), Some(&Verb::Quit), "{verbs:?}");
     }
 }
 

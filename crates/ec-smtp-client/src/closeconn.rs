@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use ec_sched::{
-    begin_close, default_send_quit, failure_of, CloseParts, CloseRequest, CloseTicket,
+    begin_close, default_send_quit, failure_of, CloseParts, CloseRequest, CloseTicket, Connection,
     SchedulerToken,
 };
-use ec_types::{CloseReason, Event, ReplyCode, SessionError, SessionFailure};
+use ec_types::{CloseReason, ConnectionState, Event, ReplyCode, SessionError, SessionFailure};
 
 /// Closes an SMTP connection, as Momentum's
 /// `ec_smtp_closeconn(dc, e, conn, connh, domain, binding_slot, am, now, file, line)`
@@ -23,10 +23,10 @@ use ec_types::{CloseReason, Event, ReplyCode, SessionError, SessionFailure};
 /// `now` is read from the clock only when it is `None`.
 ///
 /// What it does:
-/// - decides whether QUIT may be sent: only on a ready, idle session whose
-///   failure (if any) left the stream in step, never into a failed TLS
-///   stream, in the middle of a transaction, after QUIT, or after a 421
-///   (the server is closing the channel, RFC 5321 section 3.8);
+/// - decides whether QUIT may be sent ([`quit_allowed`]): on a ready, idle
+///   session, and on one whose greeting the server refused in step with
+///   it; never into a failed TLS stream, in the middle of a transaction,
+///   after QUIT, or after a 421;
 /// - runs [`begin_close`], which gives every message of the batch exactly
 ///   one fate (delivered ones are already recorded; "delivery unknown" for
 ///   a final dot without reply), cancels the connection's timers and sends
@@ -50,8 +50,7 @@ pub fn closeconn(
 ) -> CloseTicket {
     let now = now.unwrap_or_else(Instant::now);
     let failure = failure_of(event, parts.handle);
-    let send_quit =
-        default_send_quit(parts.connection, failure) && !failure.is_some_and(service_closing);
+    let send_quit = quit_allowed(parts.connection, failure);
     let request = CloseRequest {
         event,
         reason,
@@ -60,8 +59,25 @@ pub fn closeconn(
     begin_close(token, parts, request, now)
 }
 
-/// Whether the server said 421: it closes the connection itself, so a QUIT
-/// would only meet a closed socket.
+/// The engine's QUIT rule ([`default_send_quit`]: a ready, idle session
+/// whose failure left the stream in step), with two refinements:
+/// - after a 421 the server closes the channel itself (RFC 5321 section
+///   3.8), so a QUIT would only meet a closed socket;
+/// - a session that failed before it was ready, on a refused banner, EHLO
+///   and HELO, or STARTTLS under a `required` policy, is still in step
+///   with the server, which waits for QUIT (RFC 5321 section 3.1 asks for
+///   one after a 554 banner).
+fn quit_allowed(connection: &Connection, failure: Option<&SessionFailure>) -> bool {
+    match failure {
+        Some(failure) if service_closing(failure) => false,
+        Some(failure) if connection.state() == ConnectionState::Connecting => {
+            connection.ever_connected() && failure.error.transport_usable()
+        }
+        _ => default_send_quit(connection, failure),
+    }
+}
+
+/// Whether the server said 421.
 fn service_closing(failure: &SessionFailure) -> bool {
     matches!(
         &failure.error,

@@ -615,8 +615,13 @@ impl<E: EventSink> Session<E> {
             ClientError::BannerRejected(reply)
             | ClientError::EhloRejected(reply)
             | ClientError::HeloRejected(reply)
-            | ClientError::ServiceClosing(reply)
-            | ClientError::RsetRejected(reply) => SessionError::Reply { stage, reply },
+            | ClientError::ServiceClosing(reply) => SessionError::Reply { stage, reply },
+            // A server that refuses RSET is out of step; the refusal says
+            // nothing about the message, which must not fail for it.
+            ClientError::RsetRejected(reply) => SessionError::Protocol {
+                stage,
+                detail: format!("server refused RSET with \"{reply}\""),
+            },
             ClientError::TlsUnavailable(TlsUnavailable::Rejected(reply)) => {
                 SessionError::StartTlsRefused(reply)
             }
