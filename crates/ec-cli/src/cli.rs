@@ -149,8 +149,10 @@ pub struct DeliverArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// How long deferred mail is retried before it fails, as a duration such
-    /// as 30s, 10m or 2h. Default: the config file's, else 5 days.
+    /// How long this run retries deferred mail before it fails it (5.4.7),
+    /// as a duration such as 30s, 10m or 2h. Without it the run does not
+    /// wait for retries: a deferred recipient is logged as deferred, for a
+    /// later run with --resume.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_for: Option<Duration>,
 

@@ -82,8 +82,8 @@ fn error_status(error: &anyhow::Error) -> ExitStatus {
 
 fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let mut config = args.config()?;
-    if args.retry_for.is_some() {
-        run::retry_defaults(&mut config);
+    if let Some(window) = args.retry_for {
+        run::retry_defaults(&mut config, window);
     }
     let resume = match (&args.log, args.resume) {
         (Some(path), true) => Some(delivery_log::read_resume_set(path)?),

@@ -598,14 +598,17 @@ fn connection_lost_reply() -> Reply {
 
 /// With `--retry-for`, deferred mail must come due again within the run:
 /// unless the configuration sets a retry interval, retry after 10 s,
-/// doubling up to 1 min.
-pub fn retry_defaults(config: &mut Config) {
+/// doubling up to 1 min, and never wait longer than half the window, so
+/// that a short window is not overrun by a whole retry interval.
+pub fn retry_defaults(config: &mut Config, window: Duration) {
+    const MIN_WAIT: Duration = Duration::from_millis(500);
+    let longest = (window / 2).max(MIN_WAIT);
     let retry = &mut config.global.retry;
     if retry.interval.is_none() {
-        retry.interval = Some(Duration::from_secs(10));
+        retry.interval = Some(Duration::from_secs(10).min(longest));
     }
     if retry.max_interval.is_none() {
-        retry.max_interval = Some(Duration::from_secs(60));
+        retry.max_interval = Some(Duration::from_secs(60).min(longest));
     }
 }
 
@@ -626,4 +629,33 @@ pub fn skip_final(
     }
     messages.retain(|message| !message.submission.recipients.is_empty());
     invalid.retain(|bad| !resume.is_file_final(&bad.path));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits_fit_the_window() {
+        let mut config = Config::default();
+        retry_defaults(&mut config, Duration::from_secs(3));
+        let retry = &config.global.retry;
+        assert_eq!(retry.interval, Some(Duration::from_millis(1500)));
+        assert_eq!(retry.max_interval, Some(Duration::from_millis(1500)));
+
+        let mut config = Config::default();
+        retry_defaults(&mut config, Duration::from_secs(3600));
+        let retry = &config.global.retry;
+        assert_eq!(retry.interval, Some(Duration::from_secs(10)));
+        assert_eq!(retry.max_interval, Some(Duration::from_secs(60)));
+
+        let mut config = Config::default();
+        config.global.retry.interval = Some(Duration::from_secs(30));
+        retry_defaults(&mut config, Duration::from_secs(3));
+        assert_eq!(
+            config.global.retry.interval,
+            Some(Duration::from_secs(30)),
+            "a configured interval stays"
+        );
+    }
 }

@@ -196,6 +196,76 @@ fn postfix_cleanup_repairs() {
     }
 }
 
+#[test]
+fn reply_domain_statuses() {
+    let postfix = Postfix::get();
+    let ok = postfix.unique_local_part("ok");
+    let defer = postfix.unique_local_part("defer");
+    let reject = postfix.unique_local_part("reject");
+    let temp = temp_dir();
+    let message = temp.path().join("mixed.eml");
+    std::fs::write(
+        &message,
+        format!(
+            "From: sender@ec.test\nTo: {ok}@reply.test, {defer}@reply.test\n\
+             Cc: {reject}@reply.test\nSubject: mixed\n\nbody\n"
+        ),
+    )
+    .expect("write message");
+    let log = temp.path().join("log.jsonl");
+    let mut args = starttls_args(postfix);
+    args.extend(["--log".into(), arg(&log), arg(&message)]);
+
+    // No retry in the run: the 451 is logged as deferred, and deferred
+    // comes before failed in the exit status.
+    let first = run(&args, RUN_TIMEOUT);
+    first.expect_code(75);
+    let records = read_log(&log);
+    let results: BTreeMap<String, (LogResult, u16)> = records
+        .iter()
+        .map(|r| {
+            let local = r.recipient.clone().unwrap_or_default();
+            let code = r.reply.as_ref().map_or(0, |reply| reply.code.as_u16());
+            (
+                local.split('@').next().unwrap_or_default().to_owned(),
+                (r.result, code),
+            )
+        })
+        .collect();
+    let expected = BTreeMap::from([
+        (ok.clone(), (LogResult::Delivered, 250)),
+        (defer.clone(), (LogResult::Deferred, 451)),
+        (reject.clone(), (LogResult::Failed, 550)),
+    ]);
+    assert_eq!(results, expected, "{first}");
+    postfix.wait_for_mailbox("reply.test", &ok, 1, RUN_TIMEOUT);
+
+    // --resume retries only the deferred recipient; with a retry window it
+    // fails (5.4.7) when the window ends, and the run ends with it.
+    args.splice(
+        1..1,
+        [
+            "--resume".to_owned(),
+            "--retry-for".to_owned(),
+            "2s".to_owned(),
+        ],
+    );
+    let second = run(&args, RUN_TIMEOUT);
+    second.expect_code(76);
+    assert!(second.elapsed < Duration::from_secs(5), "{second}");
+    let records = read_log(&log);
+    assert_eq!(records.len(), 4, "one new record: {records:#?}");
+    let last = &records[3];
+    assert_eq!(last.recipient, Some(format!("{defer}@reply.test")));
+    assert_eq!(last.result, LogResult::Failed, "{last:?}");
+    let reply = last.reply.as_ref().expect("expiry reply");
+    assert_eq!(
+        reply.enhanced.map(|code| code.to_string()).as_deref(),
+        Some("5.4.7")
+    );
+    assert!(last.attempts >= 2, "retried within the window: {last:?}");
+}
+
 /// Every `.eml` file of the corpus, as `ec` names them in its log.
 fn corpus_files() -> BTreeSet<PathBuf> {
     ec_cli::input::collect_paths(&[corpus_dir()])
