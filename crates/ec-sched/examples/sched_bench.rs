@@ -18,7 +18,10 @@
 //!
 //! `--quick` runs smaller cases for a smoke test; `--domains N` runs only
 //! the connection case with N domains, `--hot` only its hot pattern, and
-//! `--cycles N` sets the connections per repetition.
+//! `--cycles N` sets the connections per repetition. `--metrics` installs
+//! the Prometheus recorder first, so every recording call the scheduler
+//! makes lands in a real registry; without it they go to the `metrics`
+//! crate's no-op recorder. Each line names the recorder.
 
 use std::time::{Duration, Instant};
 
@@ -41,12 +44,19 @@ fn main() {
             .map(|text| text.parse::<usize>().expect("a number after the option"))
     };
     let only_domains = value("--domains");
+    let recorder = if args.iter().any(|arg| arg == "--metrics") {
+        ec_metrics::Exporter::install(ec_metrics::ExporterConfig::without_listener())
+            .expect("the benchmark installs the recorder once");
+        "prometheus"
+    } else {
+        "none"
+    };
 
     // First, while the process heap is fresh: freed memory of later cases
     // would be reused and hide the growth.
     if only_domains.is_none() {
         let queued = if quick { 100_000 } else { 1_000_000 };
-        queued_memory(queued, 1_000);
+        queued_memory(queued, 1_000, recorder);
     }
 
     let domain_counts: Vec<usize> = match only_domains {
@@ -62,7 +72,7 @@ fn main() {
             if hot_only && matches!(pattern, Pattern::Spread) {
                 continue;
             }
-            open_release(domains, pattern, cycles, repetitions);
+            open_release(domains, pattern, cycles, repetitions, recorder);
         }
     }
 }
@@ -159,7 +169,13 @@ fn populate(harness: &mut Harness, domains: usize) {
     harness.forget_released();
 }
 
-fn open_release(domains: usize, pattern: Pattern, cycles: usize, repetitions: usize) {
+fn open_release(
+    domains: usize,
+    pattern: Pattern,
+    cycles: usize,
+    repetitions: usize,
+    recorder: &str,
+) {
     let mut harness = Harness::with_options(config(), options());
     for index in 1..BINDINGS {
         harness
@@ -193,8 +209,8 @@ fn open_release(domains: usize, pattern: Pattern, cycles: usize, repetitions: us
 
     samples.sort_by(f64::total_cmp);
     println!(
-        "bench=open_release domains={domains} bindings={BINDINGS} pattern={} cycles={cycles} \
-         reps={repetitions} median_ns={:.0} min_ns={:.0} max_ns={:.0} setup_s={:.2} pending_timers={}",
+        "bench=open_release recorder={recorder} domains={domains} bindings={BINDINGS} pattern={} \
+         cycles={cycles} reps={repetitions} median_ns={:.0} min_ns={:.0} max_ns={:.0} setup_s={:.2} pending_timers={}",
         pattern.name(),
         samples[samples.len() / 2],
         samples[0],
@@ -212,7 +228,7 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * 4_096)
 }
 
-fn queued_memory(messages: usize, domains: usize) {
+fn queued_memory(messages: usize, domains: usize, recorder: &str) {
     let mut config = config();
     // No connection ever opens, so every message stays queued.
     config.global.max_outbound_connections = Some(0);
@@ -247,7 +263,7 @@ fn queued_memory(messages: usize, domains: usize) {
         _ => "unavailable".to_owned(),
     };
     println!(
-        "bench=queued_memory messages={messages} domains={domains} bytes_per_message={per_message} \
+        "bench=queued_memory recorder={recorder} messages={messages} domains={domains} bytes_per_message={per_message} \
          submit_ns={:.0}",
         elapsed.as_nanos() as f64 / messages as f64,
     );

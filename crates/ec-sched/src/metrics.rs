@@ -138,47 +138,53 @@ pub(crate) fn close_report(report: &CloseReport) {
     }
 }
 
-/// The gauge values last published, so an unchanged turn of the loop sets
-/// no gauge.
+/// The gauge values last published, so a turn of the loop sets only the
+/// gauges whose value changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gauges {
     active: u64,
     delayed: u64,
-    connecting: u32,
-    idle: u32,
-    busy: u32,
-    closing: u32,
+    states: [u32; 4],
 }
+
+/// The states of `ec_connections_in_state`, in the order of
+/// [`Gauges::states`].
+const STATES: [ConnectionState; 4] = [
+    ConnectionState::Connecting,
+    ConnectionState::Idle,
+    ConnectionState::Busy,
+    ConnectionState::Closing,
+];
 
 impl Gauges {
     fn of(ledger: &Ledger) -> Self {
         Self {
             active: ledger.active,
             delayed: ledger.delayed,
-            connecting: ledger.connecting,
-            idle: ledger.idle,
-            busy: ledger.busy,
-            closing: ledger.closing,
+            states: [ledger.connecting, ledger.idle, ledger.busy, ledger.closing],
         }
     }
 }
 
-/// Sets the queue-size and connections-by-state gauges from the ledger,
-/// unless they equal `last`. O(1): the ledger keeps running totals.
+/// Sets the queue-size and connections-by-state gauges from the ledger:
+/// every gauge the first time, then only those that differ from `last`.
+/// O(1): the ledger keeps running totals.
 pub(crate) fn publish_gauges(ledger: &Ledger, last: &mut Option<Gauges>) {
     let now = Gauges::of(ledger);
-    if *last == Some(now) {
+    let before = last.replace(now);
+    if before == Some(now) {
         return;
     }
-    *last = Some(now);
-    ec_metrics::queue_sizes(now.active, now.delayed);
-    let states = [
-        (ConnectionState::Connecting, now.connecting),
-        (ConnectionState::Idle, now.idle),
-        (ConnectionState::Busy, now.busy),
-        (ConnectionState::Closing, now.closing),
-    ];
-    for (state, count) in states {
-        ec_metrics::connections_in_state(state, u64::from(count));
+    let changed = |old: Option<u64>, new: u64| old != Some(new);
+    if changed(before.map(|b| b.active), now.active)
+        || changed(before.map(|b| b.delayed), now.delayed)
+    {
+        ec_metrics::queue_sizes(now.active, now.delayed);
+    }
+    for (index, state) in STATES.into_iter().enumerate() {
+        let count = now.states[index];
+        if before.map(|b| b.states[index]) != Some(count) {
+            ec_metrics::connections_in_state(state, u64::from(count));
+        }
     }
 }
