@@ -55,16 +55,16 @@ fn assert_protocol_error(result: &RunResult, records: &[ConnectionRecord]) {
     );
 }
 
-/// Checks that the message went out at its first attempt on the second
+/// Checks that message `tag` went out at its first attempt on the second
 /// connection.
-fn assert_delivered_on_fresh(result: &RunResult) {
+fn assert_delivered_on_fresh(result: &RunResult, tag: u64) {
     assert_eq!(
-        result.outcomes_of(1),
+        result.outcomes_of(tag),
         ["delivered"],
         "{:#?}",
         result.records
     );
-    let delivered = result.records_of(1)[0];
+    let delivered = result.records_of(tag)[0];
     assert_eq!(delivered.attempts, 1);
     assert_eq!(delivered.connection, Some(result.opens[1].id));
 }
@@ -139,7 +139,7 @@ fn garbage_banner() {
     let (result, records) = run_after(faulty, Until::EveryRecipientFinal);
 
     assert_protocol_error(&result, &records);
-    assert_delivered_on_fresh(&result);
+    assert_delivered_on_fresh(&result, 1);
     assert!(records[0].verbs().is_empty());
 }
 
@@ -171,7 +171,7 @@ fn endless_banner_line() {
     let (result, records) = run_after(faulty, Until::EveryRecipientFinal);
 
     assert_protocol_error(&result, &records);
-    assert_delivered_on_fresh(&result);
+    assert_delivered_on_fresh(&result, 1);
     assert!(streamed_until_closed(&records[0]) < ENDLESS);
     assert_drain_cut(&result);
 }
@@ -192,7 +192,7 @@ fn endless_ehlo_reply() {
     let (result, records) = run_after(faulty, Until::EveryRecipientFinal);
 
     assert_protocol_error(&result, &records);
-    assert_delivered_on_fresh(&result);
+    assert_delivered_on_fresh(&result, 1);
     assert!(streamed_until_closed(&records[0]) < ENDLESS);
     assert_drain_cut(&result);
     assert_eq!(records[0].verbs(), [Verb::Ehlo]);
@@ -228,4 +228,31 @@ fn rset_refused_defers() {
     assert_eq!(result.records_of(2)[0].attempts, 1);
     assert_protocol_error(&result, &records);
     assert_eq!(records[0].bodies().len(), 1);
+}
+
+#[test]
+fn idle_junk_blocks_reuse() {
+    // Half a reply line while the connection idles: the next transaction
+    // must not start on it, or the junk would prefix the MAIL reply.
+    let faulty = Scenario::builder()
+        .idle(
+            Duration::from_millis(300),
+            Response::raw(&b"250-half a line"[..]),
+        )
+        .build();
+    let peer = FaultPeer::start_sequence_on_thread(vec![faulty, Scenario::default()])
+        .expect("peer starts");
+
+    let result = Run::new(fault_config(DOMAIN, peer.addr()))
+        .submit(message(1))
+        .submit_after(Duration::from_millis(1200), message(2))
+        .until(Until::EveryRecipientFinal)
+        .limit(Duration::from_secs(10))
+        .run();
+
+    let records = assert_settled(&result, &peer);
+    assert_protocol_error(&result, &records);
+    assert_eq!(result.outcomes_of(1), ["delivered"]);
+    assert_delivered_on_fresh(&result, 2);
+    assert_eq!(records[0].bodies().len(), 1, "only the first message");
 }

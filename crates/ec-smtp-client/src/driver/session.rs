@@ -256,11 +256,10 @@ impl<E: EventSink> Session<E> {
                 command = self.commands.recv() => match command {
                     Some(SessionCommand::Deliver(batch)) => {
                         self.batch_open = true;
-                        if self.stale(&mut client, transport, &mut buffer).await {
-                            self.queued.extend(batch);
-                            continue;
-                        }
                         self.queued.extend(batch);
+                        if !self.still_idle(&mut client, transport, &mut buffer).await {
+                            return self.wait_for_close().await;
+                        }
                         self.start_next(&mut client);
                     }
                     Some(SessionCommand::Close(plan)) => {
@@ -277,10 +276,11 @@ impl<E: EventSink> Session<E> {
         }
     }
 
-    /// Checks, without waiting, whether the server closed an idle
-    /// connection or sent something (a 421) while it was idle. Whatever
-    /// arrived is handed to the client, which reports the failure.
-    async fn stale(
+    /// Checks, without waiting, that an idle connection can take a
+    /// transaction: the server has not closed it, and sent nothing while
+    /// it idled (a 421, or junk). Returns false after reporting the
+    /// failure; the batch then goes back whole, since none of it started.
+    async fn still_idle(
         &mut self,
         client: &mut Client,
         transport: &mut Transport,
@@ -288,10 +288,26 @@ impl<E: EventSink> Session<E> {
     ) -> bool {
         // A zero timeout polls the read once: it returns at once with data,
         // EOF or an error, or times out when nothing is waiting.
-        let Ok(read) = timeout(Duration::ZERO, transport.read(buffer)).await else {
+        if let Ok(read) = timeout(Duration::ZERO, transport.read(buffer)).await {
+            self.handle_read(client, read, transport.is_tls(), buffer);
+        }
+        let drained = self.drain_events(client, transport).await;
+        if drained.failed {
             return false;
-        };
-        self.handle_read(client, read, transport.is_tls(), buffer);
+        }
+        // Part of a line that no reply completed: it would prefix the
+        // reply to MAIL and put every later reply out of step.
+        let unsolicited = client.buffered_len();
+        if unsolicited > 0 {
+            client.abort();
+            let failure = SessionError::Protocol {
+                stage: Stage::Idle,
+                detail: format!("server sent {unsolicited} octets while the connection was idle"),
+            };
+            tracing::debug!(%failure, "idle connection unusable");
+            self.fail(failure, Stage::Idle);
+            return false;
+        }
         true
     }
 
