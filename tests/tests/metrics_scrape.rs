@@ -37,9 +37,10 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 /// Messages delivered to Postfix.
 const POSTFIX_MESSAGES: u64 = 300;
 
-/// Distinct destination domains sent to smtp-sink, and the label limit
-/// they exceed.
+/// Distinct destination domains sent to smtp-sink.
 const SINK_DOMAINS: u64 = 30;
+
+/// The `domain` label limit of the smtp-sink run, below [`SINK_DOMAINS`].
 const DOMAIN_LABEL_LIMIT: usize = 4;
 
 /// How often the run is scraped while it delivers.
@@ -199,7 +200,7 @@ fn sink_run_label_bound(scraper: &Scraper) {
     );
 }
 
-/// What a scraped run saw.
+/// The results of a scraped run.
 struct ScrapedRun {
     /// Recipients whose final record is `Delivered`.
     delivered: u64,
@@ -229,7 +230,7 @@ fn scraped_run(
     let (sender, reports) = mpsc::channel::<Report>();
     let engine = Engine::start(config, options, sender).expect("engine starts");
     let stop = AtomicBool::new(false);
-    let taken = AtomicUsize::new(0);
+    let scrapes_taken = AtomicUsize::new(0);
 
     let mut run = thread::scope(|scope| {
         let scraping = scope.spawn(|| {
@@ -237,7 +238,7 @@ fn scraped_run(
             while !stop.load(Ordering::Relaxed) {
                 let scrape = scraper.checked_scrape();
                 scrapes += 1;
-                taken.store(scrapes, Ordering::Relaxed);
+                scrapes_taken.store(scrapes, Ordering::Relaxed);
                 if scrape.sum("ec_connections_live", &[]) > 0.0 {
                     with_live += 1;
                 }
@@ -255,8 +256,8 @@ fn scraped_run(
         let (delivered, other_outcomes) = collect_final(&reports, expected);
         // Two more scrapes, and at least four in all, while the idle
         // connections are still open.
-        let wanted = (taken.load(Ordering::Relaxed) + 2).max(MIN_SCRAPES);
-        while taken.load(Ordering::Relaxed) < wanted {
+        let target = (scrapes_taken.load(Ordering::Relaxed) + 2).max(MIN_SCRAPES);
+        while scrapes_taken.load(Ordering::Relaxed) < target {
             thread::sleep(SCRAPE_INTERVAL);
         }
         stop.store(true, Ordering::Relaxed);

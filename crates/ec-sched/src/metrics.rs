@@ -1,6 +1,6 @@
-//! What the scheduler reports to `ec-metrics`. The scheduler owns the
-//! `binding` and `domain` label registries; each function here turns one
-//! scheduler event into recording calls.
+//! The scheduler's side of `ec-metrics`: the `binding` and `domain` label
+//! registries it owns, and one function per scheduler event that makes the
+//! recording calls for it.
 //!
 //! Labels are resolved once: a binding's when it is registered, a binding ×
 //! domain's when its queues are created. Every call takes those handles,
@@ -52,14 +52,14 @@ impl MetricLabels {
         }
     }
 
-    /// The label of a binding being registered.
+    /// Returns the label of a binding being registered.
     pub(crate) fn binding(&mut self, name: &str) -> BindingLabel {
         self.bindings.register(name)
     }
 
-    /// The labels of a new binding × domain. The domain is admitted to the
-    /// `domain` label values here, so domains are admitted in the order
-    /// their first message was queued.
+    /// Returns the labels of a new binding × domain. The domain is admitted
+    /// to the `domain` label values here, so domains are admitted in the
+    /// order their first message was queued.
     pub(crate) fn lane(&mut self, binding: &BindingLabel, domain: &Domain) -> LaneLabels {
         LaneLabels {
             binding: binding.clone(),
@@ -76,12 +76,13 @@ pub(crate) struct LaneLabels {
 }
 
 impl LaneLabels {
-    /// A connection's connect started.
+    /// Records that a connection's connect started.
     pub(crate) fn connection_opened(&self) {
         ec_metrics::connection_opened(&self.binding, &self.domain);
     }
 
-    /// A connection's socket is gone (or its close deadline passed).
+    /// Records that a connection's socket is gone (or its close deadline
+    /// passed).
     pub(crate) fn connection_closed(
         &self,
         reason: CloseReason,
@@ -91,12 +92,12 @@ impl LaneLabels {
         ec_metrics::connection_closed(&self.binding, &self.domain, reason, outcome, duration);
     }
 
-    /// A connection's TCP connect completed.
+    /// Records that a connection's TCP connect completed.
     pub(crate) fn connected(&self) {
         ec_metrics::connect_result(&self.binding, &self.domain, ConnectResult::Success);
     }
 
-    /// A session failed: counts a failed connect and a timeout.
+    /// Records a session failure that is a failed connect or a timeout.
     pub(crate) fn session_failed(&self, error: &SessionError) {
         if let Some(result) = ConnectResult::from_session_error(error) {
             ec_metrics::connect_result(&self.binding, &self.domain, result);
@@ -111,13 +112,13 @@ impl LaneLabels {
         }
     }
 
-    /// A message got its fate.
+    /// Records the fate a message got.
     pub(crate) fn message_fate(&self, fate: MessageFate) {
         ec_metrics::message_fate(&self.binding, &self.domain, fate);
     }
 
-    /// `count` recipients of one message got the same result; nothing is
-    /// recorded for zero.
+    /// Records that `count` recipients of one message got `result`.
+    /// Records nothing for zero.
     pub(crate) fn recipients(&self, result: RecipientResult, count: usize) {
         if count > 0 {
             ec_metrics::recipients(&self.binding, &self.domain, result, count as u64);

@@ -38,7 +38,7 @@ fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// The distinct values of `label` among the samples of `name`.
+/// Returns the distinct values of `label` among the samples of `name`.
 fn label_values(text: &str, name: &str, label: &str) -> Vec<String> {
     let prefix = format!("{label}=\"");
     let mut values: Vec<String> = text
@@ -59,7 +59,7 @@ fn reply(code: u16) -> ReplyCode {
     ReplyCode::new(code).expect("a valid test reply code")
 }
 
-/// A configuration that sends up to 10 messages per connection.
+/// Returns a configuration that sends up to 10 messages per connection.
 fn batching() -> Config {
     let mut config = Config::default();
     config.global.batch_size = Some(10);
