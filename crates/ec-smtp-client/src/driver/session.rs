@@ -221,23 +221,20 @@ impl<E: EventSink> Session<E> {
         };
 
         let mut buffer = vec![0u8; READ_BUFFER];
-        let mut failed = false;
         loop {
-            // Step 1: write what the client queued, then hand over events.
+            // Step 1: write what the client queued.
             if let Err(error) = self.transmit(&mut client, transport).await {
+                // The transaction under way ends here; its failure is the
+                // write's, reported once.
                 client.abort();
                 let _ = self.drain_events(&mut client, transport).await;
-                if !failed {
-                    let stage = client.stage();
-                    self.fail(error, stage);
-                }
+                self.fail(error, client.stage());
                 return self.wait_for_close().await;
             }
+
+            // Step 2: hand the client's events over.
             let drained = self.drain_events(&mut client, transport).await;
             if drained.failed {
-                failed = true;
-            }
-            if failed {
                 return self.wait_for_close().await;
             }
             if drained.handled > 0 {
@@ -246,7 +243,7 @@ impl<E: EventSink> Session<E> {
                 continue;
             }
 
-            // Step 2: wait for the server, the scheduler or the next deadline.
+            // Step 3: wait for the server, the scheduler or the next deadline.
             let deadline = client.next_timeout().map(Instant::from_std);
             tokio::select! {
                 biased;
@@ -262,10 +259,7 @@ impl<E: EventSink> Session<E> {
                         }
                         self.start_next(&mut client);
                     }
-                    Some(SessionCommand::Close(plan)) => {
-                        client.abort();
-                        return LoopEnd::Close(plan);
-                    }
+                    Some(SessionCommand::Close(plan)) => return LoopEnd::Close(plan),
                     Some(_) => {}
                     None => return LoopEnd::Abandoned,
                 },
