@@ -3,7 +3,9 @@
 //! Each command lives in its own module; `main` only parses the command line
 //! and dispatches.
 
+mod bench;
 mod ci;
+mod fuzz;
 mod peers;
 mod process;
 
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "\
+const USAGE_COMMANDS: &str = "\
 usage: cargo xtask <command>
 
 commands:
@@ -21,8 +23,18 @@ commands:
   peers up              configure and start the local test peers (needs root)
   peers down            stop the local test peers
   peers status          show where the test peers listen and whether they answer
-  help                  show this text
+  fuzz [--seconds N] [--target NAME]
+                        run each fuzz target of ec-smtp-client for N seconds
+                        (default 60), save crashing inputs as regression
+                        tests, and record the results in docs/ROBUSTNESS.md
 ";
+
+const USAGE_HELP: &str = "  help                  show this text\n";
+
+/// The usage text: every command, `bench` with its options.
+fn usage() -> String {
+    format!("{USAGE_COMMANDS}{}\n{USAGE_HELP}", bench::USAGE)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,11 +54,13 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         ["peers", "up"] => peers::up().map(|()| ExitCode::SUCCESS),
         ["peers", "down"] => peers::down().map(|()| ExitCode::SUCCESS),
         ["peers", "status"] => peers::status(),
+        ["fuzz", rest @ ..] => fuzz::run(&workspace_root(), rest).map(|()| ExitCode::SUCCESS),
+        ["bench", rest @ ..] => bench::run(&workspace_root(), rest).map(|()| ExitCode::SUCCESS),
         [] | ["help"] | ["-h"] | ["--help"] => {
-            print!("{USAGE}");
+            print!("{}", usage());
             Ok(ExitCode::SUCCESS)
         }
-        _ => bail!("unknown command `{}`\n\n{USAGE}", words.join(" ")),
+        _ => bail!("unknown command `{}`\n\n{}", words.join(" "), usage()),
     }
 }
 

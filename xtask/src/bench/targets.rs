@@ -1,0 +1,243 @@
+//! The targets ec is measured against, and whether each was met.
+//!
+//! Every comparison uses medians from the same run, in which the
+//! contenders alternated, so a slower stretch of a shared machine hits
+//! them alike.
+
+use super::cases::{CaseResult, Contender};
+use super::sched::SchedResult;
+
+/// How much the scheduler's cost per connection may grow from the fewest
+/// to the most domains and still count as flat: the spread between
+/// repetitions of one case is about this large.
+pub(crate) const FLAT_TOLERANCE: f64 = 1.25;
+
+/// One target and how ec did.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Verdict {
+    /// What was required.
+    pub(crate) target: String,
+    /// `None` when a contender's figures are missing.
+    pub(crate) met: Option<bool>,
+    /// The numbers behind the verdict.
+    pub(crate) detail: String,
+    /// The case whose ec run to profile when the target is missed.
+    pub(crate) case: Option<String>,
+}
+
+/// Medians of one contender in one case.
+#[derive(Debug, Clone, Copy)]
+struct Medians {
+    rate: f64,
+    cpu: f64,
+}
+
+fn medians(result: &CaseResult, contender: Contender) -> Option<Medians> {
+    let row = result.row(contender)?;
+    Some(Medians {
+        rate: row.rate()?.median,
+        cpu: row.cpu()?.median,
+    })
+}
+
+/// The throughput and CPU targets of an SMTP case against `other`: ec's
+/// rate must be at least `rate_factor` times the other's, and its CPU per
+/// message at most `cpu_factor` times (no CPU target when `None`).
+pub(crate) fn against(
+    result: &CaseResult,
+    other: Contender,
+    rate_factor: f64,
+    cpu_factor: Option<f64>,
+) -> Verdict {
+    let times = |factor: f64| {
+        if factor == 1.0 {
+            String::new()
+        } else {
+            format!("{factor}× ")
+        }
+    };
+    let mut target = format!(
+        "{}: ec ≥ {}{} msg/s",
+        result.case.title,
+        times(rate_factor),
+        other.label()
+    );
+    if let Some(factor) = cpu_factor {
+        target.push_str(&format!(", CPU/msg ≤ {}{}'s", times(factor), other.label()));
+    }
+    let case = Some(result.case.title.clone());
+    let (Some(ec), Some(theirs)) = (medians(result, Contender::Ec), medians(result, other)) else {
+        return Verdict {
+            target,
+            met: None,
+            detail: "not measured".to_owned(),
+            case: None,
+        };
+    };
+    let rate_ratio = ec.rate / theirs.rate;
+    let cpu_ratio = ec.cpu / theirs.cpu;
+    let rate_met = rate_ratio >= rate_factor;
+    let cpu_met = cpu_factor.is_none_or(|factor| cpu_ratio <= factor);
+    let mut detail = format!(
+        "ec {:.0} msg/s, {:.1} µs CPU/msg; {} {:.0} msg/s, {:.1} µs CPU/msg: rate {:.2}×",
+        ec.rate,
+        ec.cpu,
+        other.label(),
+        theirs.rate,
+        theirs.cpu,
+        rate_ratio
+    );
+    if cpu_factor.is_some() {
+        detail.push_str(&format!(", CPU {cpu_ratio:.2}×"));
+    }
+    Verdict {
+        target,
+        met: Some(rate_met && cpu_met),
+        detail,
+        case,
+    }
+}
+
+/// TLS churn within `factor` of the handshake floor: CPU per message at
+/// most `factor` times the floor's per session, and the rate at least
+/// the floor's divided by `factor`.
+pub(crate) fn near_floor(result: &CaseResult, factor: f64) -> Verdict {
+    let target = format!(
+        "{}: ec within {factor}× of the handshake floor (CPU/msg and msg/s)",
+        result.case.title
+    );
+    let (Some(ec), Some(floor)) = (
+        medians(result, Contender::Ec),
+        medians(result, Contender::TlsFloor),
+    ) else {
+        return Verdict {
+            target,
+            met: None,
+            detail: "not measured".to_owned(),
+            case: None,
+        };
+    };
+    let cpu_ratio = ec.cpu / floor.cpu;
+    let rate_ratio = floor.rate / ec.rate;
+    Verdict {
+        target,
+        met: Some(cpu_ratio <= factor && rate_ratio <= factor),
+        detail: format!(
+            "ec {:.0} msg/s, {:.1} µs CPU/msg; floor {:.0} sessions/s, {:.1} µs CPU/session: \
+             CPU {cpu_ratio:.2}× the floor, rate {:.2}× the floor",
+            ec.rate,
+            ec.cpu,
+            floor.rate,
+            floor.cpu,
+            1.0 / rate_ratio
+        ),
+        case: Some(result.case.title.clone()),
+    }
+}
+
+/// closeconn's scheduler-side cost per connection, flat within
+/// [`FLAT_TOLERANCE`] from the fewest to the most domains, for one
+/// access pattern.
+pub(crate) fn flat(sched: &SchedResult, pattern: &str) -> Verdict {
+    let target = format!(
+        "closeconn / scheduler cost per connection flat (≤ {FLAT_TOLERANCE}×) from the fewest \
+         to the most domains, pattern {pattern}"
+    );
+    let Some((small, large)) = sched.extremes(pattern) else {
+        return Verdict {
+            target,
+            met: None,
+            detail: "not measured".to_owned(),
+            case: None,
+        };
+    };
+    let ratio = large.median_ns / small.median_ns;
+    Verdict {
+        target,
+        met: Some(ratio <= FLAT_TOLERANCE),
+        detail: format!(
+            "{:.2} µs with {} domains, {:.2} µs with {}: {ratio:.2}×",
+            small.median_ns / 1_000.0,
+            small.domains,
+            large.median_ns / 1_000.0,
+            large.domains
+        ),
+        case: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::cases::{Case, Peer, Row};
+    use crate::bench::measure::Sample;
+
+    fn result(ec: (f64, f64), other: (f64, f64)) -> CaseResult {
+        let sample = |(rate, cpu_micros): (f64, f64)| Sample {
+            messages: 1_000,
+            seconds: 1_000.0 / rate,
+            cpu_seconds: cpu_micros * 1_000.0 / 1e6,
+        };
+        CaseResult {
+            case: Case {
+                title: "case".to_owned(),
+                size: 1_024,
+                connections: 8,
+                churn: false,
+                messages: 1_000,
+                slow_messages: 100,
+                contenders: vec![Contender::Ec, Contender::SmtpSource],
+            },
+            peer: Peer {
+                address: "127.0.0.1:25".parse().expect("address"),
+                domain: "d.test".to_owned(),
+                tls: None,
+            },
+            rows: vec![
+                Row {
+                    contender: Contender::Ec,
+                    messages: 1_000,
+                    samples: vec![sample(ec)],
+                },
+                Row {
+                    contender: Contender::SmtpSource,
+                    messages: 1_000,
+                    samples: vec![sample(other)],
+                },
+            ],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn rate_and_cpu_both_count() {
+        let faster_cheaper = result((2_000.0, 40.0), (1_000.0, 50.0));
+        let verdict = against(&faster_cheaper, Contender::SmtpSource, 1.0, Some(1.0));
+        assert_eq!(verdict.met, Some(true), "{verdict:?}");
+
+        let faster_dearer = result((2_000.0, 60.0), (1_000.0, 50.0));
+        assert_eq!(
+            against(&faster_dearer, Contender::SmtpSource, 1.0, Some(1.0)).met,
+            Some(false)
+        );
+        assert_eq!(
+            against(&faster_dearer, Contender::SmtpSource, 1.0, None).met,
+            Some(true)
+        );
+        assert_eq!(
+            against(&faster_dearer, Contender::SmtpSource, 2.5, None).met,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn missing_contender_is_not_measured() {
+        let verdict = against(
+            &result((1.0, 1.0), (1.0, 1.0)),
+            Contender::LettreNodelay,
+            1.0,
+            None,
+        );
+        assert_eq!(verdict.met, None);
+    }
+}
