@@ -5,10 +5,11 @@
 //! and `--quiet` was not given. Otherwise it is hidden: every method still
 //! works and draws nothing, so callers need no checks of their own.
 
+use std::fmt;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// Whether the bar is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +99,13 @@ fn style() -> ProgressStyle {
     // The template is a constant, so a parse error is a bug caught by the
     // tests, not a run-time condition.
     ProgressStyle::with_template(
-        "{elapsed_precise} [{wide_bar}] {pos}/{len} messages  {per_sec}  {msg}",
+        "{elapsed_precise} [{wide_bar}] {pos}/{len} messages  {rate}  {msg}",
     )
     .expect("the progress template is valid")
+    .with_key("rate", |state: &ProgressState, out: &mut dyn fmt::Write| {
+        // indicatif's own {per_sec} prints four decimals.
+        let _ = write!(out, "{:.0}/s", state.per_sec());
+    })
     .progress_chars("=> ")
 }
 

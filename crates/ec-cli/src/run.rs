@@ -316,7 +316,7 @@ impl RunState<'_> {
         }
         if message_done {
             self.totals.messages_done += 1;
-            self.progress.messages_done(self.totals.messages_done);
+            self.progress.messages_done(1);
         }
         Ok(())
     }
@@ -634,6 +634,189 @@ pub fn skip_final(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::{load_bytes, EnvelopeOverride, Loaded};
+    use crate::progress::Visibility;
+    use bytes::Bytes;
+    use ec_types::{Address, BindingSlot, ConnectionId, MessageId, TlsInfo};
+
+    const RECIPIENTS: [&str; 2] = ["a@example.com", "b@example.com"];
+
+    fn messages(count: usize) -> Vec<InputMessage> {
+        let text = format!(
+            "From: s@example.org\nTo: {}\nSubject: x\n\nbody\n",
+            RECIPIENTS.join(", ")
+        );
+        (0..count)
+            .map(|tag| {
+                let path = PathBuf::from(format!("m{tag}.eml"));
+                let data = Bytes::from(text.clone());
+                match load_bytes(tag as u64, path, data, &EnvelopeOverride::default()) {
+                    Loaded::Message(message) => message,
+                    Loaded::Invalid(invalid) => panic!("{invalid}"),
+                }
+            })
+            .collect()
+    }
+
+    fn state(progress: &Progress, messages: Vec<InputMessage>) -> RunState<'_> {
+        RunState {
+            tracker: Tracker::new(messages),
+            totals: RunTotals::default(),
+            log: None,
+            progress,
+            open_connections: 0,
+            retry_until: None,
+            early_end: None,
+            shutting_down: false,
+        }
+    }
+
+    fn record(tag: u64, recipient: &str, outcome: RecipientOutcome) -> Report {
+        let recipient = Address::new(recipient).expect("valid address");
+        Report::Recipient(RecipientRecord {
+            tag,
+            message: MessageId(tag),
+            domain: recipient.domain().clone(),
+            binding: BindingSlot(0),
+            recipient,
+            outcome,
+            attempts: 1,
+            connection: Some(ConnectionId(1)),
+            peer: None,
+            tls: None,
+            at: Instant::now(),
+        })
+    }
+
+    fn closed(reason: CloseReason, tls: bool, delivered: u32) -> Report {
+        Report::ConnectionClosed(ConnectionClosed {
+            id: ConnectionId(1),
+            binding: BindingSlot(0),
+            domain: Domain::new("example.com").expect("valid domain"),
+            target: Target::Address("127.0.0.1:2525".parse().expect("address")),
+            peer: (reason != CloseReason::ConnectFailed)
+                .then(|| "127.0.0.1:2525".parse().expect("address")),
+            reason,
+            outcome: if reason == CloseReason::ConnectFailed {
+                CloseOutcome::NeverConnected
+            } else {
+                CloseOutcome::Clean
+            },
+            tls: tls.then(|| TlsInfo {
+                version: "TLSv1.3".into(),
+                cipher_suite: "TLS13_AES_128_GCM_SHA256".into(),
+                verified: true,
+            }),
+            messages_delivered: delivered,
+            duration: Duration::from_millis(5),
+            close_site: std::panic::Location::caller(),
+        })
+    }
+
+    fn reply(code: u16, text: &str) -> Reply {
+        Reply::new(ReplyCode::new(code).expect("valid code"), None, text)
+    }
+
+    #[test]
+    fn progress_counts_each_message_once() {
+        let progress = Progress::new(3, Visibility::Hidden);
+        let mut state = state(&progress, messages(3));
+        for tag in 0..3 {
+            for recipient in RECIPIENTS {
+                let outcome = RecipientOutcome::Delivered(reply(250, "ok"));
+                state
+                    .handle(record(tag, recipient, outcome))
+                    .expect("handle");
+            }
+        }
+        assert_eq!(state.totals.messages_done, 3);
+        assert_eq!(state.totals.messages_delivered, 3);
+        assert_eq!(state.totals.delivered, 6);
+        assert_eq!(progress.position(), 3);
+    }
+
+    #[test]
+    fn shutdown_close_keeps_failure_reason() {
+        let progress = Progress::new(1, Visibility::Hidden);
+        let mut state = state(&progress, messages(1));
+        for _ in 0..GIVE_UP_AFTER {
+            state
+                .handle(closed(CloseReason::ConnectFailed, false, 0))
+                .expect("handle");
+        }
+        assert!(state.tracker.all_open_domains_failing());
+        state.early_end = Some(EarlyEnd::GaveUp);
+        state.shutting_down = true;
+        state
+            .handle(closed(CloseReason::Shutdown, false, 0))
+            .expect("handle");
+
+        let Report::Recipient(unsent) = record(0, RECIPIENTS[0], RecipientOutcome::Unsent) else {
+            unreachable!()
+        };
+        let (status, detail) = state.status_and_detail(&unsent);
+        assert!(matches!(status, RecipientStatus::Deferred(_)), "{status:?}");
+        let detail = detail.expect("a reason");
+        assert!(
+            detail.contains("127.0.0.1:2525") && detail.contains("connect_failed"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn unsent_keeps_last_reply() {
+        let progress = Progress::new(1, Visibility::Hidden);
+        let mut state = state(&progress, messages(1));
+        state.retry_until = Some(Instant::now() + Duration::from_secs(3600));
+        let deferred = RecipientOutcome::Deferred {
+            reply: Some(reply(451, "try later")),
+            next_attempt: Instant::now(),
+        };
+        state
+            .handle(record(0, RECIPIENTS[0], deferred))
+            .expect("handle");
+        assert_eq!(state.totals.recipients(), 0, "not final within the window");
+
+        state.early_end = Some(EarlyEnd::Stopped);
+        state.shutting_down = true;
+        for recipient in RECIPIENTS {
+            state
+                .handle(record(0, recipient, RecipientOutcome::Unsent))
+                .expect("handle");
+        }
+        assert_eq!(state.totals.deferred, 2);
+        let Report::Recipient(first) = record(0, RECIPIENTS[0], RecipientOutcome::Unsent) else {
+            unreachable!()
+        };
+        let (status, detail) = state.status_and_detail(&first);
+        assert_eq!(status, RecipientStatus::Deferred(reply(451, "try later")));
+        assert!(detail.expect("a reason").contains("stopped"));
+    }
+
+    #[test]
+    fn unused_connections_counted_apart() {
+        let progress = Progress::new(1, Visibility::Hidden);
+        let mut state = state(&progress, messages(1));
+        state
+            .handle(closed(CloseReason::IdleTimeout, true, 5))
+            .expect("handle");
+        state
+            .handle(closed(CloseReason::Shutdown, false, 0))
+            .expect("handle");
+        state
+            .handle(closed(CloseReason::ConnectFailed, false, 0))
+            .expect("handle");
+        let totals = &state.totals;
+        assert_eq!(
+            (
+                totals.connections_established,
+                totals.connections_tls,
+                totals.connections_unused
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(totals.tls_percent(), Some(100.0));
+    }
 
     #[test]
     fn retry_waits_fit_the_window() {
