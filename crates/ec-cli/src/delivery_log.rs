@@ -102,9 +102,10 @@ pub struct LogRecord {
     pub result: LogResult,
     /// The server's reply that decided the outcome, when there was one.
     pub reply: Option<Reply>,
-    /// An explanation where the reply alone does not give the cause: the
-    /// invalid-input reason, or the engine's reason for a deferral without
-    /// a reply.
+    /// An explanation where no server reply gives the cause: the
+    /// invalid-input reason, or why the recipient was left deferred (the
+    /// connections that kept failing and their target, or the run stopped
+    /// by a signal).
     pub detail: Option<String>,
     /// Delivery attempts spent on the recipient's message.
     pub attempts: u32,

@@ -7,7 +7,8 @@
 //! reads the files one at a time and yields a [`Loaded`] for each: a
 //! [`Submission`] ready for the engine, or an [`InvalidInput`] record that
 //! states what is wrong with the file and how to fix it. One bad file never
-//! stops the run.
+//! stops the run. A FIFO, socket or device is not read at all, because a
+//! read of it could block for ever: it is invalid input.
 //!
 //! A message is kept as the bytes read ([`Bytes`]), never decoded or
 //! re-encoded: the engine sends exactly those bytes, apart from SMTP's

@@ -99,9 +99,14 @@ struct FailureStreak {
 
 impl FailureStreak {
     fn describe(&self) -> String {
+        let connections = if self.count == 1 {
+            "1 connection".to_owned()
+        } else {
+            format!("{} connections in a row", self.count)
+        };
         format!(
-            "{} connection(s) in a row to {} ended before the SMTP session was ready (last: {})",
-            self.count, self.target, self.reason
+            "{connections} to {} ended before the SMTP session was ready (last: {})",
+            self.target, self.reason
         )
     }
 }

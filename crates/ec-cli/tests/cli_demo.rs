@@ -11,8 +11,8 @@ use ec_cli::delivery_log::LogResult;
 
 #[test]
 fn demo_prints_summary_and_log() {
-    // The demo writes its log into the temporary directory; point that at
-    // one the test owns and removes.
+    // The demo writes its log into the temporary directory, so point that
+    // at one the test owns and removes.
     let temp = temp_dir();
     let output = Command::new(EC)
         .args(["demo", "--messages", "8"])

@@ -40,7 +40,7 @@ fn deliver_args(local: &str, log: &Path, dir: &Path, resume: bool) -> Vec<String
         "-q".to_owned(),
         "--relay".to_owned(),
         Postfix::get().plain_addr().to_string(),
-        // Plain text keeps the run short; the corpus test covers TLS.
+        // Plain text keeps the run short, and the corpus test covers TLS.
         "--tls".to_owned(),
         "disabled".to_owned(),
         "--connections".to_owned(),
@@ -59,7 +59,7 @@ fn deliver_args(local: &str, log: &Path, dir: &Path, resume: bool) -> Vec<String
     args
 }
 
-/// The message index of a log record's file (`m00042.eml` is 42).
+/// Returns the message index of a log record's file (`m00042.eml` is 42).
 fn file_index(record: &LogRecord) -> usize {
     Path::new(&record.file)
         .file_stem()
@@ -69,7 +69,7 @@ fn file_index(record: &LogRecord) -> usize {
         .unwrap_or_else(|| panic!("unexpected file in the log: {record:?}"))
 }
 
-/// How many copies of each message index the Maildir holds.
+/// Counts the copies of each message index in the Maildir.
 fn copies(stored: &[Vec<u8>]) -> BTreeMap<usize, usize> {
     let mut copies = BTreeMap::new();
     for message in stored {

@@ -43,8 +43,8 @@ fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/corpus/mail-parser")
 }
 
-/// `ec deliver` options for Postfix's plain port with STARTTLS required and
-/// the certificate checked against the peer's CA and name.
+/// Builds the `ec deliver` options for Postfix's plain port with STARTTLS
+/// required and the certificate checked against the peer's CA and name.
 fn starttls_args(postfix: &Postfix) -> Vec<String> {
     vec![
         "deliver".into(),
@@ -266,7 +266,8 @@ fn reply_domain_statuses() {
     assert!(last.attempts >= 2, "retried within the window: {last:?}");
 }
 
-/// Every `.eml` file of the corpus, as `ec` names them in its log.
+/// Lists every `.eml` file of the corpus, named as `ec` names them in its
+/// log.
 fn corpus_files() -> BTreeSet<PathBuf> {
     ec_cli::input::collect_paths(&[corpus_dir()])
         .expect("list the corpus")
@@ -275,7 +276,7 @@ fn corpus_files() -> BTreeSet<PathBuf> {
 }
 
 /// Removes the `Return-Path:`, `Delivered-To:` and `Received:` fields that
-/// Postfix put in front of the message, after checking them; returns the
+/// Postfix put in front of the message, after checking them. Returns the
 /// queue id from `Received:` and the rest.
 fn strip_trace<'a>(stored: &'a [u8], sender: &str, recipient: &str) -> (String, &'a [u8]) {
     let mut rest = stored;
@@ -307,8 +308,8 @@ fn strip_trace<'a>(stored: &'a [u8], sender: &str, recipient: &str) -> (String, 
     (with[3].to_owned(), rest)
 }
 
-/// The first header field of `text` with its continuation lines, and the
-/// rest.
+/// Splits the first header field, with its continuation lines, from the
+/// rest of `text`.
 fn split_field(text: &[u8]) -> (&[u8], &[u8]) {
     let mut end = 0;
     loop {
@@ -323,8 +324,9 @@ fn split_field(text: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// The lines SMTP carries for a message file: split at CRLF, LF or a bare
-/// CR, as ec's DATA encoder does; a final line ending ends the last line.
+/// Splits a message file into the lines SMTP carries: at CRLF, LF or a
+/// bare CR, as ec's DATA encoder does. A final line ending ends the last
+/// line and starts no new one.
 fn wire_lines(file: &[u8]) -> Vec<Vec<u8>> {
     let mut lines = Vec::new();
     let mut line = Vec::new();
@@ -347,7 +349,7 @@ fn wire_lines(file: &[u8]) -> Vec<Vec<u8>> {
     lines
 }
 
-/// The lines of a stored copy, split at LF only.
+/// Splits a stored copy into lines at LF only.
 fn stored_lines(stored: &[u8]) -> Vec<Vec<u8>> {
     let body = stored.strip_suffix(b"\n").unwrap_or(stored);
     if body.is_empty() {
@@ -356,8 +358,8 @@ fn stored_lines(stored: &[u8]) -> Vec<Vec<u8>> {
     body.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
 }
 
-/// What cleanup(8) makes of a message's lines (allowance 3 of the module
-/// docs).
+/// Applies what cleanup(8) does to a message's lines (allowance 3 of the
+/// module docs).
 fn after_cleanup(lines: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(lines.len() + 1);
     let mut lines = lines.into_iter().peekable();
@@ -397,9 +399,9 @@ fn after_cleanup(lines: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     out
 }
 
-/// The field name when `line` is a header field as Postfix's `is_header()`
-/// sees it: printable ASCII other than `:` and space, then optional spaces
-/// or tabs, then `:`.
+/// Returns the field name when `line` is a header field as Postfix's
+/// `is_header()` sees it: printable ASCII other than `:` and space, then
+/// optional spaces or tabs, then `:`.
 fn header_name(line: &[u8]) -> Option<&[u8]> {
     let colon = line.iter().position(|&b| b == b':')?;
     let name = &line[..colon];
@@ -408,7 +410,7 @@ fn header_name(line: &[u8]) -> Option<&[u8]> {
     valid.then_some(trimmed)
 }
 
-/// The first line where two line lists differ, shown with escapes.
+/// Describes the first line where two line lists differ, with escapes.
 fn first_difference(expected: &[Vec<u8>], actual: &[Vec<u8>]) -> Option<String> {
     let empty = Vec::new();
     (0..expected.len().max(actual.len())).find_map(|index| {

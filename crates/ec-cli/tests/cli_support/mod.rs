@@ -45,7 +45,8 @@ pub(crate) struct Finished {
 }
 
 impl Finished {
-    /// The exit code; panics with the output when a signal ended it.
+    /// Returns the exit code, and panics with the output when a signal
+    /// ended the process.
     pub(crate) fn code(&self) -> i32 {
         self.status
             .code()
@@ -175,8 +176,8 @@ impl Running {
     }
 }
 
-/// Every complete record of a delivery log; a partial last line (from a
-/// killed run) is left out.
+/// Reads every complete record of a delivery log. A partial last line,
+/// as a killed run leaves it, is left out.
 pub(crate) fn read_log(path: &Path) -> Vec<LogRecord> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read the delivery log {}: {e}", path.display()));
@@ -199,15 +200,15 @@ pub(crate) fn read_log(path: &Path) -> Vec<LogRecord> {
         .collect()
 }
 
-/// Complete lines in the log so far; 0 while it does not exist.
+/// Counts the complete lines in the log so far, 0 while it does not exist.
 pub(crate) fn log_lines(path: &Path) -> usize {
     std::fs::read(path)
         .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
         .unwrap_or(0)
 }
 
-/// Waits until the log has at least `lines` complete lines, or the
-/// process exits; returns the count seen.
+/// Waits until the log has at least `lines` complete lines or the process
+/// exits, and returns the count seen.
 pub(crate) fn wait_for_log_lines(running: &mut Running, path: &Path, lines: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -219,7 +220,7 @@ pub(crate) fn wait_for_log_lines(running: &mut Running, path: &Path, lines: usiz
     }
 }
 
-/// The number of records of each result.
+/// Counts the records of each result.
 pub(crate) fn count_results(records: &[LogRecord]) -> BTreeMap<&'static str, usize> {
     let mut counts = BTreeMap::new();
     for record in records {
@@ -228,7 +229,7 @@ pub(crate) fn count_results(records: &[LogRecord]) -> BTreeMap<&'static str, usi
     counts
 }
 
-/// The queue id in a Postfix `250 2.0.0 Ok: queued as ID` reply.
+/// Returns the queue id in a Postfix `250 2.0.0 Ok: queued as ID` reply.
 pub(crate) fn queued_as(record: &LogRecord) -> Option<String> {
     let reply = record.reply.as_ref()?;
     let text = reply.lines.join(" ");
@@ -236,7 +237,7 @@ pub(crate) fn queued_as(record: &LogRecord) -> Option<String> {
     Some(id.trim().to_owned())
 }
 
-/// Files in the Maildir's `new/` and `cur/`, counted without reading them.
+/// Counts the files in the Maildir's `new/` and `cur/` without reading them.
 pub(crate) fn maildir_count(postfix: &Postfix, local_part: &str) -> usize {
     let dir = postfix.maildir_path(MAILDIR_DOMAIN, local_part);
     ["new", "cur"]
@@ -283,7 +284,7 @@ pub(crate) fn temp_dir() -> tempfile::TempDir {
         .expect("create a temporary directory")
 }
 
-/// `path` as a `str` argument.
+/// Converts `path` to a command-line argument.
 pub(crate) fn arg(path: &Path) -> String {
     path.to_str()
         .unwrap_or_else(|| panic!("{} is not UTF-8", path.display()))
@@ -306,8 +307,8 @@ pub(crate) fn write_messages(dir: &Path, count: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The index of a message written by [`write_messages`], from its
-/// Message-ID header as stored in the Maildir.
+/// Returns the index of a message written by [`write_messages`], read from
+/// its Message-ID header as stored in the Maildir.
 pub(crate) fn message_index(stored: &[u8]) -> Option<usize> {
     let text = String::from_utf8_lossy(stored);
     let line = text.lines().find(|l| l.starts_with("Message-ID: <"))?;
