@@ -53,14 +53,24 @@ fn run_then_tls(faulty: Scenario) -> (RunResult, Vec<ConnectionRecord>) {
     (result, records)
 }
 
+/// How the second connection, after the failed one, carries the mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Over TLS again: the failure was not the handshake's.
+    Tls,
+    /// In clear text: the handshake failed, and the opportunistic policy
+    /// falls back on the next connection.
+    Plain,
+}
+
 /// Checks that the first connection closed for `reason` with `outcome`
-/// after STARTTLS and before any mail, and that the message went out over
-/// TLS on the second at its first attempt.
+/// after STARTTLS and before any mail, and that the message went out on
+/// the second at its first attempt, as `then` says.
 fn assert_first_failed(
     result: &RunResult,
     records: &[ConnectionRecord],
-    reason: CloseReason,
-    outcome: CloseOutcome,
+    (reason, outcome): (CloseReason, CloseOutcome),
+    then: Then,
 ) {
     let first = result
         .closes
@@ -90,8 +100,16 @@ fn assert_first_failed(
     let delivered = result.records_of(1)[0];
     assert_eq!(delivered.attempts, 1);
     assert_eq!(delivered.connection, Some(result.opens[1].id));
-    assert!(delivered.tls.is_some());
-    assert!(!records[1].mail_in_clear());
+    match then {
+        Then::Tls => {
+            assert!(delivered.tls.is_some());
+            assert!(!records[1].mail_in_clear());
+        }
+        Then::Plain => {
+            assert!(delivered.tls.is_none());
+            assert!(!records[1].verbs().contains(&Verb::StartTls));
+        }
+    }
 }
 
 #[test]
@@ -105,8 +123,8 @@ fn silent_after_220() {
     assert_first_failed(
         &result,
         &records,
-        CloseReason::Timeout,
-        CloseOutcome::TlsError,
+        (CloseReason::Timeout, CloseOutcome::TlsError),
+        Then::Plain,
     );
     assert!(records[0].tls().is_none());
 }
@@ -122,8 +140,8 @@ fn plain_text_injected() {
     assert_first_failed(
         &result,
         &records,
-        CloseReason::StartTlsInjection,
-        CloseOutcome::Clean,
+        (CloseReason::StartTlsInjection, CloseOutcome::Clean),
+        Then::Tls,
     );
     assert!(
         records[0].tls().is_none(),
@@ -142,8 +160,8 @@ fn tls_bytes_injected() {
     assert_first_failed(
         &result,
         &records,
-        CloseReason::StartTlsInjection,
-        CloseOutcome::Clean,
+        (CloseReason::StartTlsInjection, CloseOutcome::Clean),
+        Then::Tls,
     );
 }
 
@@ -158,8 +176,8 @@ fn tls_alert() {
     assert_first_failed(
         &result,
         &records,
-        CloseReason::TlsFailed,
-        CloseOutcome::TlsError,
+        (CloseReason::TlsFailed, CloseOutcome::TlsError),
+        Then::Plain,
     );
 }
 
@@ -249,5 +267,39 @@ fn opportunistic_454_goes_plain() {
             Verb::Data,
             Verb::Quit
         ]
+    );
+}
+
+#[test]
+fn opportunistic_falls_back_plain() {
+    // Every handshake fails: the opportunistic policy lets the next
+    // connection send in clear text rather than fail the same way forever.
+    let scenario = with_tls(Scenario::builder())
+        .starttls_alert(tls::ALERT_HANDSHAKE_FAILURE)
+        .build();
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+
+    let result = Run::new(config(&peer, TlsPolicy::Opportunistic))
+        .submit(message(1))
+        .domain_backoff(Duration::from_millis(100))
+        .until(Until::EveryRecipientFinal)
+        .limit(Duration::from_secs(10))
+        .run();
+
+    let records = assert_settled(&result, &peer);
+    assert_eq!(
+        result.outcomes_of(1),
+        ["delivered"],
+        "{:#?}",
+        result.records
+    );
+    let delivered = result.records_of(1)[0];
+    assert_eq!(delivered.attempts, 1);
+    assert!(delivered.tls.is_none());
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[0].verbs(), [Verb::Ehlo, Verb::StartTls]);
+    assert_eq!(
+        records[1].verbs(),
+        [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Data, Verb::Quit]
     );
 }

@@ -2,6 +2,7 @@
 //! the scheduler opens and closes them.
 
 mod connect;
+mod fallback;
 mod session;
 mod shutdown;
 mod transport;
@@ -9,10 +10,13 @@ mod transport;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ec_sched::{CloseTicket, EventSender, Scheduler, SchedulerToken, SessionDriver, SessionLink};
+use ec_sched::{
+    failure_of, CloseTicket, EventSender, Scheduler, SchedulerToken, SessionDriver, SessionLink,
+};
 use ec_types::{CloseReason, ConnectionHandle, Event, OpenRequest, SessionCommand, SessionEvent};
 use tokio::sync::mpsc;
 
+use self::fallback::TlsFallback;
 pub use self::session::EventSink;
 use crate::closeconn::closeconn;
 use crate::tls::TlsConfigCache;
@@ -23,6 +27,7 @@ use crate::tls::TlsConfigCache;
 pub struct SmtpDriver {
     runtime: tokio::runtime::Handle,
     tls_configs: Arc<TlsConfigCache>,
+    tls_fallback: TlsFallback,
 }
 
 impl SmtpDriver {
@@ -31,6 +36,7 @@ impl SmtpDriver {
         Self {
             runtime,
             tls_configs: Arc::new(TlsConfigCache::default()),
+            tls_fallback: TlsFallback::default(),
         }
     }
 }
@@ -39,9 +45,10 @@ impl SessionDriver for SmtpDriver {
     fn open(
         &mut self,
         _token: &SchedulerToken,
-        request: OpenRequest,
+        mut request: OpenRequest,
         events: EventSender,
     ) -> Box<dyn SessionLink> {
+        self.tls_fallback.apply(&mut request, Instant::now());
         let (commands, receiver) = mpsc::unbounded_channel();
         self.runtime.spawn(session::run(
             request,
@@ -65,6 +72,11 @@ impl SessionDriver for SmtpDriver {
             tracing::debug!(%handle, %reason, "close of a connection that is already gone");
             return;
         };
+        if let Some(failure) = failure_of(event, handle) {
+            let policy = parts.construct.settings.tls.policy;
+            self.tls_fallback
+                .note(parts.connection.target(), policy, failure, now);
+        }
         if let CloseTicket::AlreadyClosing { .. } =
             closeconn(token, parts, event, Some(now), reason)
         {
