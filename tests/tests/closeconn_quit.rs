@@ -18,7 +18,8 @@ fn message(tag: u64) -> Submission {
     submission(tag, "sender@ec.test", &to, b"Subject: quit\r\n\r\nbody\r\n")
 }
 
-/// A peer that offers STARTTLS with a certificate from a fresh test CA.
+/// Adds TLS with a certificate from a fresh test CA to `builder`, so the
+/// peer offers STARTTLS.
 fn with_tls(builder: ScenarioBuilder) -> ScenarioBuilder {
     let ca = TestCa::new().expect("test CA");
     let leaf = ca.leaf(&DEFAULT_NAMES).expect("test certificate");

@@ -80,7 +80,8 @@ fn assert_drain_cut(result: &RunResult) {
     );
 }
 
-/// How much of an endless reply the peer wrote before its write failed.
+/// Returns how many octets of an endless reply the peer wrote before its
+/// write failed.
 fn streamed_until_closed(record: &ConnectionRecord) -> usize {
     record
         .events

@@ -19,7 +19,8 @@ fn message(tag: u64) -> Submission {
     submission(tag, "sender@ec.test", &to, b"Subject: tls\r\n\r\nbody\r\n")
 }
 
-/// A peer that offers STARTTLS with a certificate from a fresh test CA.
+/// Adds TLS with a certificate from a fresh test CA to `builder`, so the
+/// peer offers STARTTLS.
 fn with_tls(builder: ScenarioBuilder) -> ScenarioBuilder {
     let ca = TestCa::new().expect("test CA");
     let leaf = ca.leaf(&DEFAULT_NAMES).expect("test certificate");
@@ -65,7 +66,7 @@ enum Then {
 
 /// Checks that the first connection closed for `reason` with `outcome`
 /// after STARTTLS and before any mail, and that the message went out on
-/// the second at its first attempt, as `then` says.
+/// the second at its first attempt, as `then` expects.
 fn assert_first_failed(
     result: &RunResult,
     records: &[ConnectionRecord],

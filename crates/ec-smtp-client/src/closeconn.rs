@@ -23,10 +23,10 @@ use ec_types::{CloseReason, ConnectionState, Event, ReplyCode, SessionError, Ses
 /// `now` is read from the clock only when it is `None`.
 ///
 /// What it does:
-/// - decides whether QUIT may be sent ([`quit_allowed`]): on a ready, idle
-///   session, and on one whose greeting the server refused in step with
-///   it; never into a failed TLS stream, in the middle of a transaction,
-///   after QUIT, or after a 421;
+/// - decides whether QUIT may be sent. It is sent on a ready, idle
+///   session, and on one whose greeting the server rejected in step with
+///   it. It is never sent into a failed TLS stream, in the middle of a
+///   transaction, after QUIT, or after a 421;
 /// - runs [`begin_close`], which gives every message of the batch exactly
 ///   one fate (delivered ones are already recorded; "delivery unknown" for
 ///   a final dot without reply), cancels the connection's timers and sends
@@ -63,10 +63,10 @@ pub fn closeconn(
 /// whose failure left the stream in step), with two refinements:
 /// - after a 421 the server closes the channel itself (RFC 5321 section
 ///   3.8), so a QUIT would only meet a closed socket;
-/// - a session that failed before it was ready, on a refused banner, EHLO
-///   and HELO, or STARTTLS under a `required` policy, is still in step
-///   with the server, which waits for QUIT (RFC 5321 section 3.1 asks for
-///   one after a 554 banner).
+/// - a session that failed before it was ready, on a rejected banner,
+///   EHLO and HELO, or STARTTLS under a `required` policy, is still in
+///   step with the server, which waits for QUIT. After a 554 banner, RFC
+///   5321 section 3.1 has the server wait for one before it closes.
 fn quit_allowed(connection: &Connection, failure: Option<&SessionFailure>) -> bool {
     match failure {
         Some(failure) if service_closing(failure) => false,
@@ -77,7 +77,7 @@ fn quit_allowed(connection: &Connection, failure: Option<&SessionFailure>) -> bo
     }
 }
 
-/// Whether the server said 421.
+/// Returns whether the failure is a 421 reply.
 fn service_closing(failure: &SessionFailure) -> bool {
     matches!(
         &failure.error,

@@ -20,8 +20,9 @@ use ec_types::{OpenRequest, SessionError, SessionFailure, Stage, Target, TlsPoli
 /// connection, short enough that a repaired server gets TLS again soon.
 pub(crate) const REMEMBER: Duration = Duration::from_secs(3600);
 
-/// Targets whose STARTTLS handshake failed under `opportunistic`, with
-/// when. Touched only on the scheduler thread (in `open` and `close`).
+/// Targets whose STARTTLS handshake failed under `opportunistic`, each with
+/// the time of its failure. Used only on the scheduler thread, in the
+/// driver's `open` and `close`.
 #[derive(Debug, Default)]
 pub(crate) struct TlsFallback {
     failed: HashMap<Target, Instant>,

@@ -83,7 +83,7 @@ struct Session<E> {
     /// recipient among the message's recipients, and the RCPT replies.
     current: Option<InTransaction>,
     tls: Option<TlsInfo>,
-    /// How the stream ended before the close began, if it did.
+    /// The end of the stream before the close began, if it ended.
     stream_end: Option<StreamEnd>,
     /// The current transaction's message data and final dot were written
     /// in full, and no reply to them has come.
@@ -224,8 +224,8 @@ impl<E: EventSink> Session<E> {
         loop {
             // Step 1: write what the client queued.
             if let Err(error) = self.transmit(&mut client, transport).await {
-                // The transaction under way ends here; its failure is the
-                // write's, reported once.
+                // The transaction under way ends with the write's failure,
+                // which is reported once.
                 client.abort();
                 let _ = self.drain_events(&mut client, transport).await;
                 self.fail(error, client.stage());
@@ -359,8 +359,8 @@ impl<E: EventSink> Session<E> {
         if wrote {
             client.handle_transmitted(std::time::Instant::now());
             // The data and its final dot are the last write of a
-            // transaction; only a write that completed can have delivered
-            // the dot.
+            // transaction, so only a write that completed can have
+            // delivered the dot.
             self.final_dot_sent |= client.delivery_unknown_pending();
         }
         Ok(())

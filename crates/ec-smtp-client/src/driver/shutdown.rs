@@ -26,13 +26,13 @@ use tokio::time::{timeout_at, Instant};
 use super::transport::Transport;
 use crate::proto::reply_parser::ReplyParser;
 
-/// The most a close reads while it waits for the server's EOF. A server
-/// that sends more after our FIN (an endless reply, say) is not waited
-/// for: the socket is dropped, so a hostile peer cannot keep the close
+/// The maximum number of octets a close reads while it waits for the
+/// server's EOF. The socket of a server that sends more after our FIN (an
+/// endless reply, say) is dropped, so a hostile peer cannot keep the close
 /// reading until its deadline.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-/// How the shutdown should go.
+/// The steps of one transport shutdown and their deadlines.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ShutdownPlan {
     /// Send QUIT and wait for its reply.
@@ -41,13 +41,13 @@ pub(crate) struct ShutdownPlan {
     pub(crate) quit_timeout: Duration,
     /// When the socket is dropped whatever the state.
     pub(crate) deadline: Instant,
-    /// How the stream had already ended when the close began, if it had.
+    /// The end of the stream seen before the close began, if there was one.
     pub(crate) stream_end: Option<StreamEnd>,
 }
 
-/// How a session's stream ended before the close began, as its reads,
+/// The end of a session's stream before the close began, as its reads,
 /// writes or TLS handshake saw it. Such a stream gets no QUIT and no read
-/// to EOF: there is nothing left to read.
+/// to EOF, because there is nothing left to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamEnd {
     /// The server closed in order: EOF on TCP, close_notify on TLS, or a
