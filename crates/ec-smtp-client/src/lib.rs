@@ -51,6 +51,8 @@
 mod closeconn;
 mod driver;
 mod engine;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod proto;
 pub mod tls;
 

@@ -43,7 +43,7 @@ pub(super) struct Stats {
     pub(super) peak_rss_mb: Option<u64>,
 }
 
-/// How a run ended.
+/// The end of a run.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Outcome {
     /// The time ran out without a crash.
@@ -122,7 +122,10 @@ pub(super) fn run_target(
     let mut child = command
         .spawn()
         .with_context(|| format!("failed to start `{line}`"))?;
-    let stderr = child.stderr.take().context("stderr of cargo fuzz not captured")?;
+    let stderr = child
+        .stderr
+        .take()
+        .context("stderr of cargo fuzz not captured")?;
     let output = echo_progress(stderr).with_context(|| format!("failed to read `{line}`"))?;
     let status = child
         .wait()
@@ -136,7 +139,10 @@ pub(super) fn run_target(
             bail!("`{line}` failed ({status}) without writing a crash input; see its output above");
         };
         let saved = save_crash(regressions, &crate_dir.join(artifact))?;
-        println!("xtask fuzz: {target} crashed; input saved to {}", saved.display());
+        println!(
+            "xtask fuzz: {target} crashed; input saved to {}",
+            saved.display()
+        );
         Outcome::Crashed { saved }
     };
 
@@ -173,8 +179,8 @@ fn echo_progress(stderr: impl Read) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-/// Whether a line is libFuzzer's report of one new or reduced corpus input,
-/// such as `#1234\tNEW    cov: 310 ft: 900 corp: 80/2Kb ...`.
+/// Returns whether a line is libFuzzer's report of one new or reduced corpus
+/// input, such as `#1234\tNEW    cov: 310 ft: 900 corp: 80/2Kb ...`.
 fn is_corpus_update(line: &str) -> bool {
     line.starts_with('#') && (line.contains("\tNEW ") || line.contains("\tREDUCE "))
 }

@@ -20,8 +20,8 @@ use libfuzzer::{Outcome, TargetRun};
 /// Seconds each target runs when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 60;
 
-/// The crate whose `fuzz/` directory holds the cargo-fuzz project, relative
-/// to the workspace root.
+/// The crate whose `fuzz/` directory contains the cargo-fuzz project,
+/// relative to the workspace root.
 const CRATE_DIR: &str = "crates/ec-smtp-client";
 
 /// The saved inputs that `tests/fuzz_regressions.rs` replays, relative to
@@ -32,7 +32,7 @@ const REGRESSIONS_DIR: &str = "tests/fuzz_regressions";
 /// workspace root.
 const REPORT_PATH: &str = "docs/ROBUSTNESS.md";
 
-/// What to run, from the command line.
+/// The command-line options.
 #[derive(Debug, PartialEq, Eq)]
 struct Options {
     seconds: u64,
@@ -160,7 +160,8 @@ fn print_summary(runs: &[TargetRun]) {
     }
 }
 
-/// A statistic for the summary, or `?` when libFuzzer did not print it.
+/// Formats a statistic for the summary, or `?` when libFuzzer did not print
+/// it.
 fn figure(value: Option<u64>) -> String {
     value.map_or_else(|| "?".to_owned(), |value| value.to_string())
 }

@@ -27,8 +27,8 @@ pub(super) fn update(
     command_line: &str,
     tools: &Tools,
 ) -> Result<()> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
+    let text =
+        fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
     let environment = format!(
         "The last run (`{command_line}`) used {}, cargo-fuzz {} and {}.",
         tools.rustc,
@@ -104,7 +104,7 @@ fn figure(value: Option<u64>) -> String {
     value.map_or_else(|| "?".to_owned(), |value| value.to_string())
 }
 
-/// The CPU model and count, from `/proc/cpuinfo` and the scheduler.
+/// Describes the CPU count and model, from the scheduler and `/proc/cpuinfo`.
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let model = fs::read_to_string("/proc/cpuinfo")
@@ -172,8 +172,14 @@ mod tests {
              Old environment.\n{END}\n\n## Later section\n"
         );
         let rows = vec![
-            ("data_encoder".to_owned(), "| data_encoder | new |".to_owned()),
-            ("client_session".to_owned(), "| client_session | new |".to_owned()),
+            (
+                "data_encoder".to_owned(),
+                "| data_encoder | new |".to_owned(),
+            ),
+            (
+                "client_session".to_owned(),
+                "| client_session | new |".to_owned(),
+            ),
         ];
         let updated = rewrite(&text, &rows, "New environment.").unwrap();
 

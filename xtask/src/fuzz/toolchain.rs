@@ -19,15 +19,16 @@ pub(super) struct Tools {
 /// returns both versions.
 ///
 /// Nightly is not installed here, because adding a toolchain is the user's
-/// choice; the error says how.
+/// choice. The error message gives the command.
 pub(super) fn ensure() -> Result<Tools> {
     let rustc = nightly_rustc()?;
     let cargo_fuzz = match cargo_fuzz_version() {
         Some(version) => version,
         None => {
             install_cargo_fuzz()?;
-            cargo_fuzz_version()
-                .context("cargo-fuzz was installed but `cargo +nightly fuzz --version` still fails")?
+            cargo_fuzz_version().context(
+                "cargo-fuzz was installed but `cargo +nightly fuzz --version` still fails",
+            )?
         }
     };
     Ok(Tools { rustc, cargo_fuzz })
