@@ -10,6 +10,7 @@ mod cli_support;
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cli_support::{arg, read_log, run, temp_dir, wait_for_maildir};
@@ -252,4 +253,109 @@ fn tls_required_without_starttls() {
             .all(|c| c.ends_with("mesg=0")),
         "a message went to the sink in clear text: {output:?}"
     );
+}
+
+#[test]
+fn tls_required_sends_no_envelope() {
+    // A server that offers no STARTTLS and records every byte each client
+    // sends, to show that no envelope address goes out in clear text.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    let recorder = std::thread::spawn(move || {
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let mut sessions = Vec::new();
+        while !DONE.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).expect("blocking stream");
+                    sessions.push(std::thread::spawn(move || record_session(stream)));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(error) => panic!("accept on {address}: {error}"),
+            }
+        }
+        // ec has exited, so every session has reached end of file.
+        sessions
+            .into_iter()
+            .map(|session| session.join().expect("session thread"))
+            .collect::<Vec<Vec<u8>>>()
+    });
+
+    let temp = temp_dir();
+    let message = temp.path().join("secret.eml");
+    std::fs::write(&message, good_message("secret", "hidden@maildir.test")).expect("write");
+    let finished = run(
+        [
+            "deliver",
+            "-q",
+            "--tls",
+            "required",
+            "--from",
+            "private-sender@ec.test",
+            "--relay",
+            &address.to_string(),
+            &arg(&message),
+        ],
+        RUN_TIMEOUT,
+    );
+    DONE.store(true, Ordering::SeqCst);
+    finished.expect_code(75);
+
+    let sessions = recorder.join().expect("recorder thread");
+    assert!(!sessions.is_empty(), "ec never connected");
+    for sent in &sessions {
+        let text = String::from_utf8_lossy(sent);
+        assert!(text.starts_with("EHLO "), "{text:?}");
+        for secret in [
+            "MAIL",
+            "RCPT",
+            "DATA",
+            "private-sender",
+            "hidden@",
+            "secret",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{secret} sent in clear text: {text:?}"
+            );
+        }
+    }
+}
+
+/// Set once the `ec` run of `tls_required_sends_no_envelope` is over.
+static DONE: AtomicBool = AtomicBool::new(false);
+
+/// Plays an ESMTP server without STARTTLS for one connection and returns
+/// what the client sent: every command is answered 250, except QUIT (221).
+fn record_session(mut stream: std::net::TcpStream) -> Vec<u8> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+    let mut sent = Vec::new();
+    let _ = stream.write_all(b"220 recorder ESMTP\r\n");
+    loop {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return sent,
+            Ok(_) => {}
+        }
+        sent.extend_from_slice(&line);
+        let reply: &[u8] = if line.starts_with(b"EHLO") {
+            b"250-recorder\r\n250 PIPELINING\r\n"
+        } else if line.starts_with(b"QUIT") {
+            b"221 bye\r\n"
+        } else {
+            b"250 ok\r\n"
+        };
+        if stream.write_all(reply).is_err() {
+            return sent;
+        }
+    }
 }
