@@ -256,6 +256,54 @@ fn tls_required_without_starttls() {
 }
 
 #[test]
+fn lost_dot_reply_is_unknown() {
+    // smtp-sink -q . drops the connection after the final dot, unanswered:
+    // the message may have been delivered, and --resume sends it again.
+    let sink = SmtpSink::start(["-c", "-q", "."]);
+    let temp = temp_dir();
+    let messages: Vec<_> = (0..2)
+        .map(|index| {
+            let path = temp.path().join(format!("m{index}.eml"));
+            std::fs::write(&path, good_message("unknown", "a@maildir.test")).expect("write");
+            path
+        })
+        .collect();
+    let log = temp.path().join("log.jsonl");
+    let mut args = vec![
+        "deliver".to_owned(),
+        "-q".to_owned(),
+        "--relay".to_owned(),
+        sink.addr().to_string(),
+        "--log".to_owned(),
+        arg(&log),
+    ];
+    args.extend(messages.iter().map(|path| arg(path)));
+
+    run(&args, RUN_TIMEOUT).expect_code(75);
+    args.push("--resume".to_owned());
+    let resumed = run(&args, RUN_TIMEOUT);
+    resumed.expect_code(75);
+
+    let records = read_log(&log);
+    assert_eq!(records.len(), 2 * messages.len(), "{records:#?}");
+    for record in &records {
+        assert_eq!(record.result, LogResult::DeliveryUnknown, "{record:?}");
+        assert_eq!(record.reply, None, "{record:?}");
+        assert!(record.connection.is_some(), "{record:?}");
+    }
+    for path in &messages {
+        let tries = records.iter().filter(|r| r.file == arg(path)).count();
+        assert_eq!(tries, 2, "sent again on --resume: {}", path.display());
+    }
+    assert!(
+        sink.output()
+            .contains(&format!("mesg={}", 2 * messages.len())),
+        "the sink took each message's data twice: {:?}",
+        sink.output()
+    );
+}
+
+#[test]
 fn tls_required_sends_no_envelope() {
     // A server that offers no STARTTLS and records every byte each client
     // sends, to show that no envelope address goes out in clear text.
