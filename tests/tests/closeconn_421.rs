@@ -17,10 +17,11 @@ fn message(tag: u64) -> Submission {
 }
 
 /// Runs `faulty` on the first connection and a plain server on the next,
-/// until every message is delivered.
+/// until `until` holds.
 fn run_after(
     faulty: Scenario,
     submissions: Vec<(Duration, Submission)>,
+    until: Until,
 ) -> (RunResult, Vec<ConnectionRecord>) {
     let peer = FaultPeer::start_sequence_on_thread(vec![faulty, Scenario::default()])
         .expect("peer starts");
@@ -30,25 +31,16 @@ fn run_after(
     );
     let result = run
         .domain_backoff(Duration::from_millis(100))
-        .until(Until::EveryRecipientFinal)
+        .until(until)
         .limit(Duration::from_secs(10))
         .run();
     let records = assert_settled(&result, &peer);
     (result, records)
 }
 
-/// Checks that `tag` was delivered at its first attempt, on the second
-/// connection, after the first closed for the 421 without QUIT.
-fn assert_delivered_on_fresh(result: &RunResult, records: &[ConnectionRecord], tag: u64) {
-    let outcomes = result.outcomes_of(tag);
-    assert_eq!(outcomes, ["delivered"], "{:#?}", result.records);
-    let delivered = result.records_of(tag)[0];
-    assert_eq!(
-        delivered.attempts, 1,
-        "the 421 spent an attempt: {delivered:?}"
-    );
-    assert_eq!(delivered.connection, Some(result.opens[1].id));
-
+/// Checks that the first connection closed for the 421, cleanly and
+/// without QUIT.
+fn assert_closed_for_421(result: &RunResult, records: &[ConnectionRecord]) {
     let first = result
         .closes
         .iter()
@@ -61,6 +53,19 @@ fn assert_delivered_on_fresh(result: &RunResult, records: &[ConnectionRecord], t
         "QUIT after 421: {:#?}",
         records[0]
     );
+}
+
+/// Checks that `tag` was delivered at its first attempt, on the second
+/// connection.
+fn assert_delivered_on_fresh(result: &RunResult, records: &[ConnectionRecord], tag: u64) {
+    let outcomes = result.outcomes_of(tag);
+    assert_eq!(outcomes, ["delivered"], "{:#?}", result.records);
+    let delivered = result.records_of(tag)[0];
+    assert_eq!(
+        delivered.attempts, 1,
+        "the 421 spent an attempt: {delivered:?}"
+    );
+    assert_eq!(delivered.connection, Some(result.opens[1].id));
     assert_eq!(records.len(), 2);
 }
 
@@ -68,34 +73,80 @@ fn assert_delivered_on_fresh(result: &RunResult, records: &[ConnectionRecord], t
 fn banner_421_retries_fresh() {
     let faulty = Scenario::builder().banner_421().build();
 
-    let (result, records) = run_after(faulty, vec![(Duration::ZERO, message(1))]);
+    let (result, records) = run_after(
+        faulty,
+        vec![(Duration::ZERO, message(1))],
+        Until::EveryRecipientFinal,
+    );
 
+    assert_closed_for_421(&result, &records);
     assert_delivered_on_fresh(&result, &records, 1);
     assert!(records[0].verbs().is_empty(), "nothing after a 421 banner");
 }
 
 #[test]
-#[ignore = "ec-sched defers the message in transaction on a 421 and spends an attempt \
-            (settle_batch in close.rs); a 421 is the server closing, not a verdict on the message"]
-fn rcpt_421_retries_fresh() {
+fn rcpt_421_closes_cleanly() {
     let faulty = Scenario::builder().reply_421_at(Verb::Rcpt).build();
 
-    let (result, records) = run_after(faulty, vec![(Duration::ZERO, message(1))]);
+    let (result, records) = run_after(
+        faulty,
+        vec![(Duration::ZERO, message(1))],
+        Until::EveryRecipientRecorded,
+    );
 
-    assert_delivered_on_fresh(&result, &records, 1);
+    assert_closed_for_421(&result, &records);
+    assert_eq!(records[0].verbs(), [Verb::Ehlo, Verb::Mail, Verb::Rcpt]);
     assert!(records[0].bodies().is_empty());
+    assert_eq!(result.records_of(1)[0].connection, Some(result.opens[0].id));
 }
 
 #[test]
 #[ignore = "ec-sched defers the message in transaction on a 421 and spends an attempt \
             (settle_batch in close.rs); a 421 is the server closing, not a verdict on the message"]
-fn data_421_retries_fresh() {
-    let faulty = Scenario::builder().reply_421_at(Verb::Data).build();
+fn rcpt_421_spends_no_attempt() {
+    let faulty = Scenario::builder().reply_421_at(Verb::Rcpt).build();
 
-    let (result, records) = run_after(faulty, vec![(Duration::ZERO, message(1))]);
+    let (result, records) = run_after(
+        faulty,
+        vec![(Duration::ZERO, message(1))],
+        Until::EveryRecipientFinal,
+    );
 
     assert_delivered_on_fresh(&result, &records, 1);
+}
+
+#[test]
+fn data_421_closes_cleanly() {
+    let faulty = Scenario::builder().reply_421_at(Verb::Data).build();
+
+    let (result, records) = run_after(
+        faulty,
+        vec![(Duration::ZERO, message(1))],
+        Until::EveryRecipientRecorded,
+    );
+
+    assert_closed_for_421(&result, &records);
+    assert_eq!(
+        records[0].verbs(),
+        [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Data]
+    );
     assert!(records[0].bodies().is_empty());
+    assert_eq!(result.records_of(1)[0].connection, Some(result.opens[0].id));
+}
+
+#[test]
+#[ignore = "ec-sched defers the message in transaction on a 421 and spends an attempt \
+            (settle_batch in close.rs); a 421 is the server closing, not a verdict on the message"]
+fn data_421_spends_no_attempt() {
+    let faulty = Scenario::builder().reply_421_at(Verb::Data).build();
+
+    let (result, records) = run_after(
+        faulty,
+        vec![(Duration::ZERO, message(1))],
+        Until::EveryRecipientFinal,
+    );
+
+    assert_delivered_on_fresh(&result, &records, 1);
 }
 
 #[test]
@@ -110,8 +161,9 @@ fn idle_421_retries_fresh() {
         (Duration::from_millis(1200), message(2)),
     ];
 
-    let (result, records) = run_after(faulty, submissions);
+    let (result, records) = run_after(faulty, submissions, Until::EveryRecipientFinal);
 
+    assert_closed_for_421(&result, &records);
     assert_eq!(result.outcomes_of(1), ["delivered"]);
     assert_eq!(result.records_of(1)[0].connection, Some(result.opens[0].id));
     assert_delivered_on_fresh(&result, &records, 2);
