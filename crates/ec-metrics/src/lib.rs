@@ -10,6 +10,10 @@
 //! - [`DomainLabels`] and [`BindingLabels`] hand out the only `domain` and
 //!   `binding` label values: configured domains, the first
 //!   [`DEFAULT_DOMAIN_LABEL_LIMIT`] others seen, then `other`.
+//! - [`DomainSeries`] and [`EngineGauges`] register the series of one
+//!   binding and domain (or the engine's gauges) once, for callers that
+//!   record them per connection or per message; a recording is then an
+//!   atomic operation.
 //! - [`Exporter::install`] installs the process-wide recorder and an HTTP
 //!   listener for Prometheus scrapes (loopback by default);
 //!   [`LocalRecorder`] records into a private recorder for tests.
@@ -69,6 +73,7 @@ pub mod labels;
 mod local;
 mod record;
 pub mod reference;
+mod series;
 pub mod values;
 
 pub use catalog::describe_all;
@@ -84,6 +89,7 @@ pub use record::{
     connection_closed, connection_opened, connections_in_state, duplicate_closeconn, message_fate,
     queue_sizes, recipients, reply, scheduler_loop_lag, timeout, tls_handshake,
 };
+pub use series::{DomainSeries, EngineGauges};
 pub use values::{
     reply_class_str, tls_policy_str, ConnectResult, QueueKind, RecipientResult, TlsHandshakeResult,
     TlsVersion,

@@ -217,8 +217,8 @@ impl Scheduler {
 
         lane.counts.open();
         lane.connecting += 1;
-        lane.labels.connection_opened();
-        let binding_label = lane.labels.binding.clone();
+        lane.metrics.connection_opened();
+        let binding_label = lane.metrics.binding().clone();
         domain.record.live_connections = domain.record.live_connections.saturating_add(1);
         domain.record.counters.connections_opened += 1;
         let binding = &mut self.bindings[key.binding.index()];

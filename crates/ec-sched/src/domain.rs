@@ -9,7 +9,7 @@ use ec_types::{BindingSlot, ConnectionHandle, DomainRecord, EffectiveSettings};
 
 use crate::counts::ConnectionCounts;
 use crate::limits::Resource;
-use crate::metrics::LaneLabels;
+use crate::metrics::LaneMetrics;
 use crate::queues::{ActiveQueue, DelayedQueue};
 use crate::timers::TimerKey;
 
@@ -113,9 +113,8 @@ pub struct BindingDomain {
     pub(crate) active: ActiveQueue,
     pub(crate) delayed: DelayedQueue,
     pub(crate) settings: Arc<EffectiveSettings>,
-    /// The `binding` and `domain` metric labels of every series this
-    /// binding × domain records.
-    pub(crate) labels: LaneLabels,
+    /// The metric series of this binding × domain's label pair.
+    pub(crate) metrics: LaneMetrics,
     pub(crate) counts: ConnectionCounts,
     /// Live connections in `Connecting`; each will take a batch when ready.
     pub(crate) connecting: u32,
@@ -132,12 +131,12 @@ pub struct BindingDomain {
 }
 
 impl BindingDomain {
-    pub(crate) fn new(settings: Arc<EffectiveSettings>, labels: LaneLabels) -> Self {
+    pub(crate) fn new(settings: Arc<EffectiveSettings>, metrics: LaneMetrics) -> Self {
         Self {
             active: ActiveQueue::default(),
             delayed: DelayedQueue::default(),
             settings,
-            labels,
+            metrics,
             counts: ConnectionCounts::default(),
             connecting: 0,
             idle: Vec::new(),

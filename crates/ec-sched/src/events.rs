@@ -14,7 +14,7 @@ use crate::close::close_connection;
 use crate::dispatch::exhausted_reason;
 use crate::driver::SessionDriver;
 use crate::fate::{Attempt, FateContext, LaneRef};
-use crate::metrics::LaneLabels;
+use crate::metrics::LaneMetrics;
 use crate::scheduler::Scheduler;
 use crate::timers::{Timer, TimerKey};
 use crate::token::SchedulerToken;
@@ -52,8 +52,8 @@ impl Scheduler {
             SessionEvent::Transaction(outcome) => self.on_transaction(handle, outcome, now),
             SessionEvent::BatchDone => self.on_batch_done(token, driver, handle, now),
             SessionEvent::Failed(failure) => {
-                if let Some(labels) = self.lane_labels(handle) {
-                    labels.session_failed(&failure.error);
+                if let Some(metrics) = self.lane_metrics(handle) {
+                    metrics.session_failed(&failure.error);
                 }
                 let reason = failure.error.close_reason();
                 let event = Event::Session {
@@ -90,7 +90,7 @@ impl Scheduler {
         connection.connected_at = Some(now);
         let lane = connection.lane;
         if let Some(lane) = self.domains[lane.domain.0 as usize].binding(lane.binding) {
-            lane.labels.connected();
+            lane.metrics.connected();
         }
 
         let key = AddressKey {
@@ -256,7 +256,7 @@ impl Scheduler {
         let missing = context.apply_statuses(
             owned,
             outcome.recipients,
-            (key.binding, &lane.labels),
+            (key.binding, &lane.metrics),
             &attempt,
             now,
         );
@@ -481,11 +481,11 @@ impl Scheduler {
         true
     }
 
-    /// The metric labels of a live connection's binding × domain.
-    fn lane_labels(&self, handle: ConnectionHandle) -> Option<&LaneLabels> {
+    /// Returns the metric series of a live connection's binding × domain.
+    fn lane_metrics(&self, handle: ConnectionHandle) -> Option<&LaneMetrics> {
         let key = self.connections.get(handle)?.connection.lane;
         let lane = self.domains[key.domain.0 as usize].binding(key.binding)?;
-        Some(&lane.labels)
+        Some(&lane.metrics)
     }
 
     pub(crate) fn protocol_violation(&mut self, handle: ConnectionHandle, what: &'static str) {

@@ -15,7 +15,7 @@ use ec_types::{
 
 use crate::domain::{BindingDomain, LaneKey};
 use crate::ledger::Ledger;
-use crate::metrics::LaneLabels;
+use crate::metrics::LaneMetrics;
 use crate::report::{RecipientOutcome, RecipientRecord, Report};
 use crate::timers::{Timer, Timers};
 
@@ -96,11 +96,11 @@ impl FateContext<'_> {
         &mut self,
         message: &mut Message,
         statuses: Vec<RecipientStatus>,
-        lane: (BindingSlot, &LaneLabels),
+        lane: (BindingSlot, &LaneMetrics),
         attempt: &Attempt,
         now: Instant,
     ) -> usize {
-        let (binding, labels) = lane;
+        let (binding, metrics) = lane;
         let given = statuses.len();
         let (mut delivered, mut failed) = (0, 0);
         for (index, status) in statuses.into_iter().enumerate() {
@@ -124,8 +124,8 @@ impl FateContext<'_> {
             };
             self.record(message, index, binding, outcome, attempt, now);
         }
-        labels.recipients(RecipientResult::Delivered, delivered);
-        labels.recipients(RecipientResult::Failed, failed);
+        metrics.recipients(RecipientResult::Delivered, delivered);
+        metrics.recipients(RecipientResult::Failed, failed);
         message.recipients.len().saturating_sub(given)
     }
 
@@ -140,7 +140,7 @@ impl FateContext<'_> {
         now: Instant,
     ) -> MessageFate {
         if message.is_done() {
-            return self.finish(&message, lane.record, &lane.lane.labels);
+            return self.finish(&message, lane.record, &lane.lane.metrics);
         }
         if expired(&message, lane.lane, now) {
             return self.expire(&mut message, lane, attempt, now);
@@ -178,9 +178,9 @@ impl FateContext<'_> {
             self.record(&message, index, binding, outcome, attempt, now);
             deferred += 1;
         }
-        let labels = &lane.lane.labels;
-        labels.recipients(RecipientResult::Deferred, deferred);
-        labels.message_fate(MessageFate::Deferred);
+        let metrics = &lane.lane.metrics;
+        metrics.recipients(RecipientResult::Deferred, deferred);
+        metrics.message_fate(MessageFate::Deferred);
 
         lane.lane.delayed.insert(due, message);
         self.arm_retry(lane.key, lane.lane, due);
@@ -205,7 +205,7 @@ impl FateContext<'_> {
             .map(|(index, _)| index)
             .collect();
         lane.lane
-            .labels
+            .metrics
             .recipients(RecipientResult::Failed, pending.len());
         let owned = Arc::make_mut(message);
         for index in pending {
@@ -219,7 +219,7 @@ impl FateContext<'_> {
                 now,
             );
         }
-        self.finish(message, lane.record, &lane.lane.labels)
+        self.finish(message, lane.record, &lane.lane.metrics)
     }
 
     fn expire(
@@ -250,7 +250,7 @@ impl FateContext<'_> {
             .map(|(index, _)| index)
             .collect();
         lane.lane
-            .labels
+            .metrics
             .recipients(RecipientResult::DeliveryUnknown, pending.len());
         let owned = Arc::make_mut(&mut message);
         for index in pending {
@@ -318,7 +318,7 @@ impl FateContext<'_> {
             }
             lane.active.push_front(message);
             fates.push((id, MessageFate::Requeued));
-            lane.labels.message_fate(counted_as);
+            lane.metrics.message_fate(counted_as);
             requeued += 1;
         }
         fates.reverse();
@@ -371,7 +371,7 @@ impl FateContext<'_> {
         &mut self,
         message: &Message,
         record: &mut DomainRecord,
-        labels: &LaneLabels,
+        metrics: &LaneMetrics,
     ) -> MessageFate {
         let delivered = message
             .recipients
@@ -392,7 +392,7 @@ impl FateContext<'_> {
             self.ledger.failed += 1;
             MessageFate::Failed
         };
-        labels.message_fate(fate);
+        metrics.message_fate(fate);
         fate
     }
 

@@ -3,8 +3,10 @@
 //! recording calls for it.
 //!
 //! Labels are resolved once: a binding's when it is registered, a binding ×
-//! domain's when its queues are created. Every call takes those handles,
-//! so recording never allocates a label string.
+//! domain's when its queues are created. The series of each label pair are
+//! registered then too ([`DomainSeries`]), so the recordings per connection
+//! and per message are atomic operations on those series, with no key to
+//! build or look up.
 //!
 //! Where each metric is recorded:
 //!
@@ -17,16 +19,18 @@
 //!   [`CloseReport`];
 //! - message fates and recipient results: the fate functions, next to the
 //!   ledger totals they mirror;
-//! - queue sizes and connections by state: [`publish_gauges`], once per
-//!   turn of the loop, from the ledger's running totals;
+//! - queue sizes and connections by state: [`GaugeState::publish`], once
+//!   per turn of the loop, from the ledger's running totals;
 //! - duplicate closes, audit failures and timer lag: where the ledger
 //!   counts them.
 
+use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
 use ec_metrics::{
-    BindingLabel, BindingLabels, ConnectResult, DomainLabel, DomainLabels, RecipientResult,
+    BindingLabel, BindingLabels, ConnectResult, DomainLabel, DomainLabels, DomainSeries,
+    EngineGauges, QueueKind, RecipientResult,
 };
 use ec_types::{
     CloseOutcome, CloseReason, CloseReport, Config, ConnectionState, Domain, MessageFate,
@@ -35,20 +39,25 @@ use ec_types::{
 
 use crate::ledger::Ledger;
 
-/// The label registries, owned by the scheduler thread.
+/// The label registries, and the series of each label pair in use, owned
+/// by the scheduler thread.
 #[derive(Debug)]
 pub(crate) struct MetricLabels {
     bindings: BindingLabels,
     domains: DomainLabels,
+    /// One entry per `binding` and `domain` label pair, so all the domains
+    /// counted under `other` share one set of series.
+    series: HashMap<(BindingLabel, DomainLabel), DomainSeries>,
 }
 
 impl MetricLabels {
-    /// Registries for the bindings and domains that `config` names, which
-    /// admit at most `domain_limit` other domains.
+    /// Creates registries for the bindings and domains that `config`
+    /// names, which admit at most `domain_limit` other domains.
     pub(crate) fn new(config: &Config, domain_limit: usize) -> Self {
         Self {
             bindings: BindingLabels::from_config(config),
             domains: DomainLabels::new(config.configured_domains().cloned(), domain_limit),
+            series: HashMap::new(),
         }
     }
 
@@ -57,28 +66,36 @@ impl MetricLabels {
         self.bindings.register(name)
     }
 
-    /// Returns the labels of a new binding × domain. The domain is admitted
+    /// Returns the series of a new binding × domain. The domain is admitted
     /// to the `domain` label values here, so domains are admitted in the
     /// order their first message was queued.
-    pub(crate) fn lane(&mut self, binding: &BindingLabel, domain: &Domain) -> LaneLabels {
-        LaneLabels {
-            binding: binding.clone(),
-            domain: self.domains.label(domain),
-        }
+    pub(crate) fn lane(&mut self, binding: &BindingLabel, domain: &Domain) -> LaneMetrics {
+        let domain = self.domains.label(domain);
+        let series = self
+            .series
+            .entry((binding.clone(), domain))
+            .or_insert_with_key(|(binding, domain)| DomainSeries::new(binding, domain))
+            .clone();
+        LaneMetrics { series }
     }
 }
 
-/// The `binding` and `domain` label values of one binding × domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LaneLabels {
-    pub(crate) binding: BindingLabel,
-    pub(crate) domain: DomainLabel,
+/// The metric series of one binding × domain, registered once for its
+/// label pair.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneMetrics {
+    series: DomainSeries,
 }
 
-impl LaneLabels {
+impl LaneMetrics {
+    /// Returns the `binding` label.
+    pub(crate) fn binding(&self) -> &BindingLabel {
+        self.series.binding()
+    }
+
     /// Records that a connection's connect started.
     pub(crate) fn connection_opened(&self) {
-        ec_metrics::connection_opened(&self.binding, &self.domain);
+        self.series.connection_opened();
     }
 
     /// Records that a connection's socket is gone (or its close deadline
@@ -89,18 +106,18 @@ impl LaneLabels {
         outcome: CloseOutcome,
         duration: Duration,
     ) {
-        ec_metrics::connection_closed(&self.binding, &self.domain, reason, outcome, duration);
+        self.series.connection_closed(reason, outcome, duration);
     }
 
     /// Records that a connection's TCP connect completed.
     pub(crate) fn connected(&self) {
-        ec_metrics::connect_result(&self.binding, &self.domain, ConnectResult::Success);
+        self.series.connect_result(ConnectResult::Success);
     }
 
     /// Records a session failure that is a failed connect or a timeout.
     pub(crate) fn session_failed(&self, error: &SessionError) {
         if let Some(result) = ConnectResult::from_session_error(error) {
-            ec_metrics::connect_result(&self.binding, &self.domain, result);
+            self.series.connect_result(result);
         }
         match error {
             SessionError::Timeout { stage, .. } => ec_metrics::timeout(*stage),
@@ -114,14 +131,14 @@ impl LaneLabels {
 
     /// Records the fate a message got.
     pub(crate) fn message_fate(&self, fate: MessageFate) {
-        ec_metrics::message_fate(&self.binding, &self.domain, fate);
+        self.series.message_fate(fate);
     }
 
     /// Records that `count` recipients of one message got `result`.
     /// Records nothing for zero.
     pub(crate) fn recipients(&self, result: RecipientResult, count: usize) {
         if count > 0 {
-            ec_metrics::recipients(&self.binding, &self.domain, result, count as u64);
+            self.series.recipients(result, count as u64);
         }
     }
 }
@@ -139,17 +156,8 @@ pub(crate) fn close_report(report: &CloseReport) {
     }
 }
 
-/// The gauge values last published, so a turn of the loop sets only the
-/// gauges whose value changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Gauges {
-    active: u64,
-    delayed: u64,
-    states: [u32; 4],
-}
-
 /// The states of `ec_connections_in_state`, in the order of
-/// [`Gauges::states`].
+/// [`Counts::states`].
 const STATES: [ConnectionState; 4] = [
     ConnectionState::Connecting,
     ConnectionState::Idle,
@@ -157,7 +165,24 @@ const STATES: [ConnectionState; 4] = [
     ConnectionState::Closing,
 ];
 
-impl Gauges {
+/// The gauges that mirror the ledger, and the values last published, so
+/// that a turn of the loop sets only the gauges whose value changed.
+#[derive(Debug, Default)]
+pub(crate) struct GaugeState {
+    /// Registered on the first publication rather than with the scheduler,
+    /// so they belong to the recorder in effect when the loop first runs.
+    gauges: Option<EngineGauges>,
+    last: Option<Counts>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    active: u64,
+    delayed: u64,
+    states: [u32; 4],
+}
+
+impl Counts {
     fn of(ledger: &Ledger) -> Self {
         Self {
             active: ledger.active,
@@ -167,25 +192,29 @@ impl Gauges {
     }
 }
 
-/// Sets the queue-size and connections-by-state gauges from the ledger:
-/// every gauge the first time, then only those that differ from `last`.
-/// O(1): the ledger keeps running totals.
-pub(crate) fn publish_gauges(ledger: &Ledger, last: &mut Option<Gauges>) {
-    let now = Gauges::of(ledger);
-    let before = last.replace(now);
-    if before == Some(now) {
-        return;
-    }
-    let changed = |old: Option<u64>, new: u64| old != Some(new);
-    if changed(before.map(|b| b.active), now.active)
-        || changed(before.map(|b| b.delayed), now.delayed)
-    {
-        ec_metrics::queue_sizes(now.active, now.delayed);
-    }
-    for (index, state) in STATES.into_iter().enumerate() {
-        let count = now.states[index];
-        if before.map(|b| b.states[index]) != Some(count) {
-            ec_metrics::connections_in_state(state, u64::from(count));
+impl GaugeState {
+    /// Sets the queue-size and connections-by-state gauges from the
+    /// ledger: every gauge the first time, then only those that changed.
+    /// O(1): the ledger keeps running totals.
+    pub(crate) fn publish(&mut self, ledger: &Ledger) {
+        let now = Counts::of(ledger);
+        let before = self.last.replace(now);
+        if before == Some(now) {
+            return;
+        }
+        let gauges = self.gauges.get_or_insert_with(EngineGauges::new);
+
+        if before.map(|b| b.active) != Some(now.active) {
+            gauges.queue_size(QueueKind::Active, now.active);
+        }
+        if before.map(|b| b.delayed) != Some(now.delayed) {
+            gauges.queue_size(QueueKind::Delayed, now.delayed);
+        }
+        for (index, state) in STATES.into_iter().enumerate() {
+            let count = now.states[index];
+            if before.map(|b| b.states[index]) != Some(count) {
+                gauges.connections_in_state(state, u64::from(count));
+            }
         }
     }
 }

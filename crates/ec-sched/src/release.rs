@@ -104,7 +104,7 @@ impl Scheduler {
         let site = closing.map_or(std::panic::Location::caller(), |c| c.site);
         let duration = now.saturating_duration_since(connection.opened_at);
         if let Some(lane) = self.domains[key.domain.0 as usize].binding(key.binding) {
-            lane.labels.connection_closed(reason, outcome, duration);
+            lane.metrics.connection_closed(reason, outcome, duration);
         }
         debug!(
             connection = %connection.id, domain = %domain_name, binding = %key.binding,

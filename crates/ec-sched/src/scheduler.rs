@@ -24,7 +24,7 @@ use crate::domain::{BindingDomain, DomainEntry, DomainIndex, LaneKey};
 use crate::fate::{FateContext, WakeQueue};
 use crate::ledger::Ledger;
 use crate::limits::{BindingEntry, HostEntry, HostKey, Resource, WaitList};
-use crate::metrics::{Gauges, MetricLabels};
+use crate::metrics::{GaugeState, MetricLabels};
 use crate::report::Report;
 use crate::runtime::Inbox;
 use crate::slots::SlotTable;
@@ -164,7 +164,7 @@ pub struct Scheduler {
     pub(crate) timer_lag: TimerLag,
     pub(crate) shutdown: Option<crate::shutdown::ShutdownState>,
     pub(crate) metric_labels: MetricLabels,
-    pub(crate) published_gauges: Option<Gauges>,
+    pub(crate) gauges: GaugeState,
 }
 
 impl Scheduler {
@@ -203,7 +203,7 @@ impl Scheduler {
             timer_lag: TimerLag::default(),
             shutdown: None,
             metric_labels,
-            published_gauges: None,
+            gauges: GaugeState::default(),
         };
         scheduler
             .register_binding(&token, Binding::named(Binding::DEFAULT_NAME))
@@ -360,7 +360,7 @@ impl Scheduler {
             return;
         }
         let settings = self.lane_settings(key.domain, key.binding);
-        let labels = self.metric_labels.lane(
+        let metrics = self.metric_labels.lane(
             &self.bindings[key.binding.index()].label,
             &entry.record.name,
         );
@@ -369,7 +369,7 @@ impl Scheduler {
         if entry.bindings.len() <= index {
             entry.bindings.resize_with(index + 1, || None);
         }
-        entry.bindings[index] = Some(BindingDomain::new(settings, labels));
+        entry.bindings[index] = Some(BindingDomain::new(settings, metrics));
     }
 
     /// The settings snapshot for a binding × domain: shared per binding
@@ -537,7 +537,7 @@ impl Scheduler {
     /// per turn.
     pub fn publish_gauges(&mut self, token: &SchedulerToken) {
         token.check(self.id);
-        crate::metrics::publish_gauges(&self.ledger, &mut self.published_gauges);
+        self.gauges.publish(&self.ledger);
     }
 }
 
