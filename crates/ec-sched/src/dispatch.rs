@@ -296,8 +296,10 @@ impl Scheduler {
                     .unwrap_or(&addresses[0]);
                 Target::Address(*chosen)
             }
-            // MX routing, and the degenerate empty address list: the driver
-            // resolves the domain's MX hosts (RFC 5321 section 5.1) on port 25.
+            // MX routing, and the degenerate empty address list: the target is
+            // the domain name on port 25.
+            // NOTE: the SMTP driver resolves that name's address records; it
+            // does not look up MX records (RFC 5321 section 5.1) yet.
             _ => Target::Host {
                 host: domain.record.name.as_str().to_owned(),
                 port: 25,

@@ -194,7 +194,7 @@ pub struct EffectiveSettings {
     pub batch_size: u32,
     /// The name sent in EHLO when the binding sets none. Default `localhost`.
     pub ehlo_name: String,
-    /// Where mail for the domain goes. Default: the domain's MX hosts.
+    /// Where mail for the domain goes. Default: [`Route::Mx`].
     pub route: Route,
     /// STARTTLS policy and certificate checks.
     pub tls: TlsSettings,
@@ -227,6 +227,8 @@ impl Default for EffectiveSettings {
 #[non_exhaustive]
 pub enum Route {
     /// The domain's MX hosts (RFC 5321 section 5.1).
+    // NOTE: the SMTP driver connects to the domain's own address records on
+    // port 25 for this route; MX lookup is not implemented yet.
     Mx,
     /// One SMTP server for everything, as `host:port` or an address.
     Relay {
