@@ -52,13 +52,13 @@ impl RunResult {
             .count()
     }
 
-    /// The records of the submission tagged `tag`, in order.
+    /// Returns the records of the submission tagged `tag`, in order.
     pub fn records_of(&self, tag: u64) -> Vec<&RecipientRecord> {
         self.records.iter().filter(|r| r.tag == tag).collect()
     }
 
-    /// The outcome names of the submission tagged `tag`, in order, such as
-    /// `["deferred", "delivered"]`.
+    /// Returns the outcome names of the submission tagged `tag`, in order,
+    /// such as `["deferred", "delivered"]`.
     pub fn outcomes_of(&self, tag: u64) -> Vec<&'static str> {
         self.records_of(tag)
             .iter()
@@ -66,7 +66,8 @@ impl RunResult {
             .collect()
     }
 
-    /// The close outcome of every connection, in the order of their opening.
+    /// Returns the close outcome of every connection, in the order of their
+    /// opening.
     pub fn close_outcomes(&self) -> Vec<CloseOutcome> {
         self.opens
             .iter()
@@ -75,9 +76,9 @@ impl RunResult {
             .collect()
     }
 
-    /// Checks what must hold after every run, whatever the scenario: the
-    /// audit passed, every opened connection was closed exactly once and
-    /// released by its `Closed` event (not by its close deadline), no count
+    /// Checks what must hold after every run, whatever the scenario. The
+    /// audit passed, and every opened connection was closed exactly once and
+    /// released by its `Closed` event (not by its close deadline). No count
     /// went negative, no session broke the scheduler contract, and no
     /// connection is live at the end.
     ///
@@ -154,8 +155,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// A run of `config` with default engine options that stops once every
-    /// recipient has a record, or after 30 seconds.
+    /// Creates a run of `config` with default engine options that stops once
+    /// every recipient has a record, or after 30 seconds.
     pub fn new(config: Config) -> Self {
         Self {
             config,
@@ -202,9 +203,9 @@ impl Run {
         self
     }
 
-    /// Starts an engine, submits as planned, waits until the stop condition
-    /// holds or the limit passes, audits, shuts down and returns what was
-    /// reported.
+    /// Starts an engine, submits as planned and waits until the stop
+    /// condition is met or the limit passes. Then it audits, shuts down and
+    /// returns what was reported.
     pub fn run(self) -> RunResult {
         init_tracing();
         let expected: HashSet<(u64, String)> = self
@@ -299,9 +300,10 @@ pub fn config_for(domain: &str, route: Route) -> Config {
     config
 }
 
-/// A configuration for fault scenarios: `domain` routed to `addr`, every reply wait 5 s, the QUIT wait 500 ms and the whole close
-/// 3 s, so a stalled step ends a test quickly. Tests shorten the timeout
-/// they are about.
+/// Builds a configuration for fault scenarios: `domain` routed to `addr`,
+/// every reply wait 5 s, the QUIT wait 500 ms and the whole close 3 s, so a
+/// stalled step ends a test quickly. Tests shorten the timeout they are
+/// about.
 pub fn fault_config(domain: &str, addr: SocketAddr) -> Config {
     let mut config = config_for(domain, Route::Addresses(vec![addr]));
     let timeouts = &mut config.global.timeouts;

@@ -1,5 +1,5 @@
-//! 421 "service not available" at each point of a session: the server is
-//! closing, which says nothing about the message, so the mail goes on a
+//! 421 "service not available" at each point of a session. The server is
+//! closing, which is no verdict on the message, so the mail goes on a
 //! fresh connection without spending an attempt, and no QUIT follows the
 //! 421.
 
@@ -151,8 +151,8 @@ fn data_421_spends_no_attempt() {
 
 #[test]
 fn idle_421_retries_fresh() {
-    // The first message goes out, the connection idles, the server says
-    // 421 and closes; the second message must take a new connection.
+    // The first message goes out, the connection idles, the server sends
+    // 421 and closes. The second message must take a new connection.
     let faulty = Scenario::builder()
         .idle_421_after(Duration::from_millis(300))
         .build();

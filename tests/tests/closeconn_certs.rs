@@ -128,8 +128,8 @@ fn assert_row(verify: TlsVerify, expected: [Verdict; 5]) {
         .into_iter()
         .map(|run| run.join().expect("verdict run"))
         .collect();
-    let wanted: Vec<(Cert, Verdict)> = CERTS.iter().copied().zip(expected).collect();
-    assert_eq!(got, wanted, "verification mode {verify:?}");
+    let expected_row: Vec<(Cert, Verdict)> = CERTS.iter().copied().zip(expected).collect();
+    assert_eq!(got, expected_row, "verification mode {verify:?}");
 }
 
 const ACCEPT_UNVERIFIED: Verdict = Verdict::Accepted { verified: false };

@@ -1,7 +1,7 @@
 //! What a pipelining client puts on the wire: each command group in one
-//! write, the body with its final dot in one write, RSET only between
-//! transactions, and nothing but a lone dot when DATA got 354 although
-//! every RCPT was refused (RFC 2920 section 3.1).
+//! write, the body with its final dot in one write, and RSET only between
+//! transactions. When DATA got 354 although every RCPT was rejected, only
+//! a lone dot follows (RFC 2920 section 3.1).
 
 use std::time::Duration;
 
