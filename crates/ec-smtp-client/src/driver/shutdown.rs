@@ -273,6 +273,9 @@ async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport
                     limit = DRAIN_LIMIT,
                     "server kept sending after our FIN; dropping the socket"
                 );
+                // NOTE: `Aborted` is documented as a close past its
+                // deadline; no outcome names a drain cut short, so this
+                // one is reported as `Aborted` too.
                 report.outcome = CloseOutcome::Aborted;
                 return report;
             }
