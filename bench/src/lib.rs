@@ -13,7 +13,7 @@
 //!   message (connect, banner, EHLO, STARTTLS, handshake, `close_notify`):
 //!   the floor that TLS churn cannot go below.
 //!
-//! A result line starts with [`RESULT_PREFIX`] and holds `key=value` pairs
+//! A result line starts with [`RESULT_PREFIX`] and contains `key=value` pairs
 //! with no spaces inside a value, so that xtask can parse it.
 
 #![warn(missing_docs)]
@@ -102,8 +102,8 @@ pub fn resident_bytes() -> Result<u64> {
     Ok(kib * 1_024)
 }
 
-/// Raises the open-file limit to at least `wanted` descriptors, the hard
-/// limit included when the process may (root may).
+/// Raises the soft open-file limit to at least `wanted` descriptors, and
+/// the hard limit too when it is lower (which needs `CAP_SYS_RESOURCE`).
 ///
 /// # Errors
 ///
@@ -116,8 +116,9 @@ pub fn raise_open_files(wanted: u64) -> Result<()> {
     }
     setrlimit(Resource::RLIMIT_NOFILE, wanted, hard.max(wanted)).with_context(|| {
         format!(
-            "cannot raise the open-file limit from {soft} (hard {hard}) to {wanted}; \
-             run as root or raise it first with `ulimit -n {wanted}`"
+            "cannot raise the open-file limit from {soft} (hard limit {hard}) to {wanted}; \
+             raise the hard limit first (`ulimit -Hn {wanted}` as root) or ask for fewer \
+             connections"
         )
     })
 }
@@ -131,7 +132,8 @@ pub fn message(size: usize) -> Vec<u8> {
         "From: <sender@bench.ec.test>\r\nTo: <rcpt@bench.ec.test>\r\n\
          Subject: ec bench\r\nMessage-ID: <bench@bench.ec.test>\r\n\r\n",
     );
-    const LINE: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    const LINE: &str =
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
     while data.len() + 2 <= size {
         let room = size - data.len() - 2;
         data.push_str(&LINE[..room.min(LINE.len())]);
@@ -163,7 +165,10 @@ mod tests {
             assert_eq!(data.len(), size, "size {size}");
             assert!(data.ends_with(b"\r\n"));
             let text = std::str::from_utf8(&data).expect("ASCII");
-            assert!(!text.replace("\r\n", "").contains(['\r', '\n']), "bare CR or LF");
+            assert!(
+                !text.replace("\r\n", "").contains(['\r', '\n']),
+                "bare CR or LF"
+            );
         }
     }
 

@@ -15,7 +15,7 @@
 //!   connections idle, and print the growth of resident memory per open
 //!   connection.
 //! - `queue`: allow no connection, submit `--messages` messages, wait until
-//!   the scheduler holds them all, and print the growth of resident memory
+//!   the scheduler has queued them all, and print the growth of resident memory
 //!   per queued message. Every message shares one body, so the figure is
 //!   the engine's own cost per message.
 
@@ -29,15 +29,14 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use ec_bench::{
-    cpu_time, message, raise_open_files, recipient, resident_bytes, ResultLine, EHLO_NAME,
-    SENDER,
+    cpu_time, message, raise_open_files, recipient, resident_bytes, ResultLine, EHLO_NAME, SENDER,
 };
 use ec_metrics::{Exporter, ExporterConfig};
 use ec_sched::{Report, SchedulerHandle};
 use ec_smtp_client::{Engine, EngineOptions};
 use ec_types::{
-    Address, Config, Domain, EngineLimits, ReversePath, Route, Submission, TlsPolicy,
-    TlsSettings, TlsVerify,
+    Address, Config, Domain, EngineLimits, ReversePath, Route, Submission, TlsPolicy, TlsSettings,
+    TlsVerify,
 };
 
 /// Command line of `ec-load`.
@@ -312,9 +311,9 @@ fn deliver(args: &Args) -> Result<()> {
 }
 
 fn hold(args: &Args) -> Result<()> {
-    // Two descriptors per connection would be plenty; the rest is for
-    // the runtime and the standard streams.
-    raise_open_files(u64::from(args.connections) * 2 + 1_024)?;
+    // One descriptor per connection, and some for the runtime, the
+    // standard streams and the files read on the way.
+    raise_open_files(u64::from(args.connections) + 256)?;
     let mut config = config(args)?;
     config.global.idle_timeout = Some(Duration::from_secs(3_600));
     let count = u64::from(args.connections);

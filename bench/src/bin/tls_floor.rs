@@ -162,7 +162,9 @@ async fn session(
         .await
         .context("the TLS handshake timed out")?
         .context("the TLS handshake failed")?;
-    tls.shutdown().await.context("sending close_notify failed")?;
+    tls.shutdown()
+        .await
+        .context("sending close_notify failed")?;
     let mut rest = Vec::new();
     // The server's own close_notify and FIN end the session; a reset after
     // our close_notify is the server's choice and costs us nothing.

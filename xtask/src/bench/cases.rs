@@ -8,8 +8,8 @@ use std::process::Command;
 use anyhow::Result;
 
 use super::measure::{measure, Sample};
-use super::stats::Summary;
 use super::servers::SMTP_SOURCE;
+use super::stats::Summary;
 use super::tools::Tools;
 
 /// Envelope sender and EHLO name of every client that lets us choose.
@@ -167,7 +167,10 @@ fn run_rounds(
 ) -> Result<()> {
     for row in rows.iter() {
         let warm_up = (row.messages / 10).max(10);
-        measure(&mut command(row.contender, case, peer, tools, warm_up), warm_up)?;
+        measure(
+            &mut command(row.contender, case, peer, tools, warm_up),
+            warm_up,
+        )?;
     }
     for round in 0..repetitions {
         for offset in 0..rows.len() {
@@ -300,28 +303,55 @@ mod tests {
 
     #[test]
     fn smtp_source_reuses_unless_churn() {
-        let reuse = command(Contender::SmtpSource, &case(false), &peer(false), &tools(), 100);
+        let reuse = command(
+            Contender::SmtpSource,
+            &case(false),
+            &peer(false),
+            &tools(),
+            100,
+        );
         assert_eq!(
             describe(&reuse),
             "/usr/sbin/smtp-source -d -s 8 -m 100 -l 1024 -f sender@bench.ec.test \
              -t user@d.test -M bench.ec.test 127.0.0.1:2525"
         );
-        let churn = command(Contender::SmtpSource, &case(true), &peer(false), &tools(), 100);
+        let churn = command(
+            Contender::SmtpSource,
+            &case(true),
+            &peer(false),
+            &tools(),
+            100,
+        );
         assert!(!describe(&churn).contains(" -d "));
     }
 
     #[test]
     fn ec_churn_and_tls_flags() {
-        let line = describe(&command(Contender::Ec, &case(true), &peer(true), &tools(), 100));
+        let line = describe(&command(
+            Contender::Ec,
+            &case(true),
+            &peer(true),
+            &tools(),
+            100,
+        ));
         assert!(line.contains("--deliveries-per-connection 1"), "{line}");
-        assert!(line.contains("--starttls --ca-file /ca.pem --server-name mx.test"), "{line}");
+        assert!(
+            line.contains("--starttls --ca-file /ca.pem --server-name mx.test"),
+            "{line}"
+        );
     }
 
     #[test]
     fn only_nodelay_lettre_gets_the_shim() {
         let plain = command(Contender::Lettre, &case(false), &peer(false), &tools(), 10);
         assert!(plain.get_envs().next().is_none());
-        let shimmed = command(Contender::LettreNodelay, &case(false), &peer(false), &tools(), 10);
+        let shimmed = command(
+            Contender::LettreNodelay,
+            &case(false),
+            &peer(false),
+            &tools(),
+            10,
+        );
         let envs: Vec<_> = shimmed.get_envs().collect();
         assert_eq!(envs.len(), 1);
         assert_eq!(envs[0].0, "LD_PRELOAD");

@@ -85,10 +85,19 @@ fn load_average() -> String {
 }
 
 fn commit(root: &Path) -> String {
-    let head = command_text(Command::new("git").arg("-C").arg(root).args(["rev-parse", "--short", "HEAD"]));
-    let dirty = process::output(Command::new("git").arg("-C").arg(root).args(["status", "--porcelain"]))
-        .map(|text| !text.trim().is_empty())
-        .unwrap_or(false);
+    let head = command_text(Command::new("git").arg("-C").arg(root).args([
+        "rev-parse",
+        "--short",
+        "HEAD",
+    ]));
+    let dirty = process::output(
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(["status", "--porcelain"]),
+    )
+    .map(|text| !text.trim().is_empty())
+    .unwrap_or(false);
     if dirty {
         format!("{head}-dirty")
     } else {

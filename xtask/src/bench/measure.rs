@@ -122,7 +122,8 @@ pub(crate) fn number(fields: &Fields, key: &str) -> Result<f64> {
 
 /// CPU time of every child this process has reaped so far.
 fn children_cpu() -> Result<Duration> {
-    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN) failed")?;
+    let usage =
+        getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN) failed")?;
     let to_duration = |time: nix::sys::time::TimeVal| {
         let micros = time.tv_sec() as i128 * 1_000_000 + time.tv_usec() as i128;
         Duration::from_micros(u64::try_from(micros).unwrap_or(0))
@@ -154,7 +155,10 @@ mod tests {
         assert!(fields.is_empty());
         assert!(sample.seconds > 0.0);
         assert!(sample.cpu_seconds > 0.0, "{sample:?}");
-        assert!(sample.cpu_seconds <= sample.seconds * 2.0 + 0.05, "{sample:?}");
+        assert!(
+            sample.cpu_seconds <= sample.seconds * 2.0 + 0.05,
+            "{sample:?}"
+        );
     }
 
     #[test]

@@ -40,7 +40,12 @@ pub(crate) struct MemoryResult {
 /// Holds `connections` idle connections to a fresh `ec sink`, plain and
 /// then over TLS, and queues `messages` messages with no connection
 /// allowed.
-pub(crate) fn run(tools: &Tools, scratch: &Path, connections: u64, messages: u64) -> Result<MemoryResult> {
+pub(crate) fn run(
+    tools: &Tools,
+    scratch: &Path,
+    connections: u64,
+    messages: u64,
+) -> Result<MemoryResult> {
     println!("\n==> bench: memory");
     let mut result = MemoryResult::default();
     let ca_file = scratch.join("ec-sink-ca.pem");

@@ -117,7 +117,9 @@ impl Options {
                         .collect();
                 }
                 "--output" => output = PathBuf::from(value("--output")?),
-                other => bail!("unknown option `{other}` for `cargo xtask bench`\n\nusage:\n{USAGE}"),
+                other => {
+                    bail!("unknown option `{other}` for `cargo xtask bench`\n\nusage:\n{USAGE}")
+                }
             }
         }
 
@@ -175,7 +177,10 @@ mod tests {
         assert_eq!(options.repetitions, QUICK_REPETITIONS);
         assert_eq!(options.groups, vec![Group::Reuse, Group::Tls]);
         assert_eq!(options.count(1_000), 200);
-        assert_eq!(options.command_line, "cargo xtask bench --quick --only tls,reuse");
+        assert_eq!(
+            options.command_line,
+            "cargo xtask bench --quick --only tls,reuse"
+        );
     }
 
     #[test]

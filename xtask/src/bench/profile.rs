@@ -3,10 +3,12 @@
 //! - a CPU profile with `perf record -e cpu-clock` (a software event, so
 //!   it works in virtual machines without hardware counters), reduced to
 //!   the functions with the most samples;
-//! - a count of the I/O waits that ended by timeout rather than by I/O,
-//!   from `strace`: the runtime went to sleep for a timer although the
-//!   work was ready, which costs latency and no CPU, so a CPU profile
-//!   cannot show it.
+//! - a count, from `strace`, of the `epoll_wait` calls made while a timer
+//!   was due within 1 to 10 ms. ec's own timeouts are seconds to minutes,
+//!   so such a timer is a short sleep on the path of a message (tokio's
+//!   timers have a resolution of 1 ms, so even a zero timeout parks the
+//!   thread until the next tick). That costs latency and no CPU, so a CPU
+//!   profile cannot show it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,9 +36,19 @@ pub(crate) struct Profile {
     pub(crate) command: String,
     /// The top functions by CPU samples.
     pub(crate) hotspots: Vec<Hotspot>,
-    /// Timed-out `epoll_wait` calls with a timeout of 1 to 10 ms, per
-    /// message, when strace was available.
-    pub(crate) timer_waits_per_message: Option<f64>,
+    /// `epoll_wait` calls with a timeout of 1 to 10 ms, per message, and
+    /// the share of them that ended by that timeout; when strace was
+    /// available.
+    pub(crate) timer_waits: Option<TimerWaits>,
+}
+
+/// Short timer waits seen by strace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TimerWaits {
+    /// `epoll_wait` calls with a 1–10 ms timeout, per message.
+    pub(crate) per_message: f64,
+    /// Of those, the ones that returned 0 (woken by the timer, not by I/O).
+    pub(crate) timed_out_per_message: f64,
 }
 
 /// Functions listed per profile.
@@ -56,15 +68,21 @@ pub(crate) fn profile(
         Some(perf) => cpu_profile(perf, command, scratch)?,
         None => Vec::new(),
     };
-    let timer_waits_per_message = match strace {
-        Some(strace) => Some(timer_waits(strace, command, scratch)? as f64 / messages as f64),
+    let timer_waits = match strace {
+        Some(strace) => {
+            let (waits, timed_out) = timer_waits(strace, command, scratch)?;
+            Some(TimerWaits {
+                per_message: waits as f64 / messages as f64,
+                timed_out_per_message: timed_out as f64 / messages as f64,
+            })
+        }
         None => None,
     };
     Ok(Profile {
         case: case.to_owned(),
         command: process::describe(command),
         hotspots,
-        timer_waits_per_message,
+        timer_waits,
     })
 }
 
@@ -81,7 +99,14 @@ fn cpu_profile(perf: &Path, command: &Command, scratch: &Path) -> Result<Vec<Hot
 
     let report = process::output(
         Command::new(perf)
-            .args(["report", "--stdio", "--no-children", "--sort", "dso,symbol", "-i"])
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--sort",
+                "dso,symbol",
+                "-i",
+            ])
             .arg(&data),
     )
     .context("perf report failed")?;
@@ -90,7 +115,8 @@ fn cpu_profile(perf: &Path, command: &Command, scratch: &Path) -> Result<Vec<Hot
 }
 
 /// Reads `perf report --stdio --sort dso,symbol` lines such as
-/// `  12.34%  ec-load  [.] ec_sched::dispatch::...`.
+/// `  12.34%  ec-load  [.] ec_sched::dispatch::...  -  -`; the trailing
+/// dashes are empty columns that perf adds.
 fn parse_report(report: &str) -> Vec<Hotspot> {
     report
         .lines()
@@ -100,7 +126,11 @@ fn parse_report(report: &str) -> Vec<Hotspot> {
             let percent = words.next()?.strip_suffix('%')?.parse().ok()?;
             let object = words.next()?.to_owned();
             let _kind = words.next()?;
-            let symbol = words.collect::<Vec<_>>().join(" ");
+            let mut rest: Vec<&str> = words.collect();
+            while rest.last() == Some(&"-") {
+                rest.pop();
+            }
+            let symbol = rest.join(" ");
             Some(Hotspot {
                 percent,
                 object,
@@ -121,7 +151,9 @@ fn shorten(symbol: &str) -> String {
     }
 }
 
-fn timer_waits(strace: &Path, command: &Command, scratch: &Path) -> Result<u64> {
+/// Counts `epoll_wait` calls with a 1–10 ms timeout, and those of them
+/// that timed out.
+fn timer_waits(strace: &Path, command: &Command, scratch: &Path) -> Result<(u64, u64)> {
     // One file per thread (`-ff`), so no call is split into "unfinished"
     // and "resumed" halves by another thread's calls.
     let directory: PathBuf = scratch.join("strace");
@@ -136,37 +168,46 @@ fn timer_waits(strace: &Path, command: &Command, scratch: &Path) -> Result<u64> 
         .args(command.get_args());
     process::output(&mut traced).context("strace failed")?;
 
-    let mut count = 0;
+    let (mut waits, mut timed_out) = (0, 0);
     for entry in fs::read_dir(&directory)? {
         let text = fs::read_to_string(entry?.path())?;
-        count += text.lines().filter(|line| is_timer_wait(line)).count() as u64;
+        for line in text.lines() {
+            if let Some(expired) = short_wait(line) {
+                waits += 1;
+                timed_out += u64::from(expired);
+            }
+        }
     }
     let _ = fs::remove_dir_all(&directory);
-    Ok(count)
+    Ok((waits, timed_out))
 }
 
-/// Whether an strace line is an `epoll_wait` with a 1–10 ms timeout that
-/// returned 0 (nothing ready), such as
-/// `epoll_wait(3, [], 1024, 1) = 0`.
-fn is_timer_wait(line: &str) -> bool {
-    if !line.contains("epoll_wait(") && !line.contains("epoll_pwait(") {
-        return false;
-    }
-    let Some((call, result)) = line.rsplit_once(" = ") else {
-        return false;
+/// For an strace line of an `epoll_wait` with a 1–10 ms timeout, such as
+/// `epoll_wait(3, [], 1024, 1) = 0`, whether it timed out (returned 0);
+/// `None` for any other line.
+fn short_wait(line: &str) -> Option<bool> {
+    let start = line
+        .find("epoll_wait(")
+        .or_else(|| line.find("epoll_pwait("))?;
+    let (call, result) = line[start..].rsplit_once(" = ")?;
+    let arguments = call.trim_end().strip_suffix(')')?;
+    // The events array holds ", " when it is not empty, so count the
+    // timeout from the end: epoll_pwait adds the signal mask and its size.
+    let words: Vec<&str> = arguments.split(", ").collect();
+    let from_end = if line[start..].starts_with("epoll_pwait(") {
+        3
+    } else {
+        1
     };
-    if result.trim() != "0" {
-        return false;
+    let timeout: i64 = words
+        .get(words.len().checked_sub(from_end)?)?
+        .trim()
+        .parse()
+        .ok()?;
+    if !(1..=10).contains(&timeout) {
+        return None;
     }
-    let Some(arguments) = call.trim_end().strip_suffix(')') else {
-        return false;
-    };
-    // epoll_pwait has a signal mask after the timeout.
-    let timeout = arguments
-        .split(", ")
-        .nth(3)
-        .and_then(|text| text.trim().parse::<i64>().ok());
-    matches!(timeout, Some(1..=10))
+    Some(result.trim() == "0")
 }
 
 #[cfg(test)]
@@ -180,7 +221,7 @@ mod tests {
 # ........  .................  ......
 #
     20.50%  [kernel.kallsyms]  [k] do_syscall_64
-     7.25%  ec-load            [.] ec_sched::dispatch::<impl ec_sched::scheduler::Scheduler>::run_pending::h0123456789abcdef
+     7.25%  ec-load            [.] ec_sched::dispatch::<impl ec_sched::scheduler::Scheduler>::run_pending::h0123456789abcdef  -  -
 ";
         let hotspots = parse_report(report);
         assert_eq!(hotspots.len(), 2);
@@ -193,12 +234,19 @@ mod tests {
     }
 
     #[test]
-    fn recognizes_timer_waits() {
-        assert!(is_timer_wait("812 epoll_wait(3, [], 1024, 1) = 0"));
-        assert!(is_timer_wait("812 epoll_pwait(3, [], 1024, 4, NULL, 8) = 0"));
-        assert!(!is_timer_wait("812 epoll_wait(3, [{events=EPOLLIN}], 1024, 1) = 1"));
-        assert!(!is_timer_wait("812 epoll_wait(3, [], 1024, 0) = 0"));
-        assert!(!is_timer_wait("812 epoll_wait(3, [], 1024, -1) = 0"));
-        assert!(!is_timer_wait("812 epoll_wait(3, [], 1024, 1000) = 0"));
+    fn recognizes_short_waits() {
+        assert_eq!(short_wait("epoll_wait(3, [], 1024, 1) = 0"), Some(true));
+        assert_eq!(
+            short_wait("epoll_pwait(3, [], 1024, 4, NULL, 8) = 0"),
+            Some(true)
+        );
+        assert_eq!(
+            short_wait("epoll_wait(3, [{events=EPOLLIN, data={u32=0, u64=0}}], 1024, 1) = 1"),
+            Some(false)
+        );
+        assert_eq!(short_wait("epoll_wait(3, [], 1024, 0) = 0"), None);
+        assert_eq!(short_wait("epoll_wait(3, [], 1024, -1) = 0"), None);
+        assert_eq!(short_wait("epoll_wait(3, [], 1024, 118589) = 0"), None);
+        assert_eq!(short_wait("write(4, \"x\", 1) = 1"), None);
     }
 }

@@ -1,7 +1,8 @@
 //! The scheduler's own benchmark, `crates/ec-sched/examples/sched_bench.rs`:
 //! closeconn's scheduler-side cost per connection with 10 to 100,000
 //! domains, and memory per queued message. It runs in virtual time without
-//! sockets; this module runs it and reads its `key=value` lines.
+//! sockets; this module runs it with and without the Prometheus recorder
+//! and reads its `key=value` lines.
 
 use std::process::Command;
 
@@ -28,23 +29,35 @@ pub(crate) struct OpenRelease {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct SchedResult {
     pub(crate) open_release: Vec<OpenRelease>,
-    /// Messages queued and resident bytes per message.
-    pub(crate) queued: Option<(u64, f64)>,
+    /// Messages queued, resident bytes per message, and nanoseconds per
+    /// submission.
+    pub(crate) queued: Option<(u64, f64, f64)>,
     pub(crate) command: String,
+    /// Whether the Prometheus recorder was installed (`--metrics`).
+    pub(crate) metrics: bool,
 }
 
-/// Runs `sched_bench` (`--quick` when asked) and parses its lines.
-pub(crate) fn run(tools: &Tools, quick: bool) -> Result<SchedResult> {
+/// Runs `sched_bench` (`--quick` when asked, `--metrics` to install the
+/// Prometheus recorder) and parses its lines.
+pub(crate) fn run(tools: &Tools, quick: bool, metrics: bool) -> Result<SchedResult> {
     let mut command = Command::new(&tools.sched_bench);
+    let mut options = Vec::new();
     if quick {
-        command.arg("--quick");
+        options.push("--quick");
     }
+    if metrics {
+        options.push("--metrics");
+    }
+    command.args(&options);
     println!("\n==> bench: scheduler: {}", process::describe(&command));
     let stdout = process::output(&mut command)?;
     print!("{stdout}");
     let mut result = parse(&stdout)?;
-    result.command = "cargo run --release -p ec-sched --example sched_bench".to_owned()
-        + if quick { " -- --quick" } else { "" };
+    result.metrics = metrics;
+    result.command = "cargo run --release -p ec-sched --example sched_bench".to_owned();
+    if !options.is_empty() {
+        result.command = format!("{} -- {}", result.command, options.join(" "));
+    }
     Ok(result)
 }
 
@@ -58,6 +71,7 @@ fn parse(stdout: &str) -> Result<SchedResult> {
                 result.queued = Some((
                     number(&fields, "messages")? as u64,
                     number(&fields, "bytes_per_message")?,
+                    number(&fields, "submit_ns")?,
                 ));
             }
             _ => {}
@@ -84,7 +98,10 @@ fn open_release(fields: &Fields) -> Result<OpenRelease> {
 impl SchedResult {
     /// The `pattern` line with the fewest and the most domains.
     pub(crate) fn extremes(&self, pattern: &str) -> Option<(&OpenRelease, &OpenRelease)> {
-        let lines = self.open_release.iter().filter(|line| line.pattern == pattern);
+        let lines = self
+            .open_release
+            .iter()
+            .filter(|line| line.pattern == pattern);
         let smallest = lines.clone().min_by_key(|line| line.domains)?;
         let largest = lines.max_by_key(|line| line.domains)?;
         Some((smallest, largest))
@@ -103,7 +120,7 @@ bench=open_release domains=10 bindings=4 pattern=spread cycles=20000 reps=15 med
 bench=open_release domains=100000 bindings=4 pattern=spread cycles=20000 reps=15 median_ns=6700 min_ns=6000 max_ns=7000 setup_s=3.1 pending_timers=400000
 ";
         let result = parse(stdout).expect("parses");
-        assert_eq!(result.queued, Some((1_000_000, 392.0)));
+        assert_eq!(result.queued, Some((1_000_000, 392.0, 850.0)));
         let (small, large) = result.extremes("spread").expect("two lines");
         assert_eq!((small.domains, large.domains), (10, 100_000));
         assert_eq!(large.median_ns, 6_700.0);

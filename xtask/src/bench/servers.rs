@@ -27,7 +27,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) struct Server {
     name: &'static str,
     child: Child,
-    /// Where it listens.
+    /// The loopback address it listens on.
     pub(crate) address: SocketAddr,
 }
 
@@ -40,12 +40,10 @@ impl Server {
         let address = free_port()?;
         let mut command = Command::new(SMTP_SINK);
         if process::is_root() {
-            // As root smtp-sink refuses to run unless told whom to become.
+            // As root, smtp-sink exits unless `-u` names the user to run as.
             command.args(["-u", "nobody"]);
         }
-        command
-            .arg(address.to_string())
-            .arg(backlog.to_string());
+        command.arg(address.to_string()).arg(backlog.to_string());
         Self::start("smtp-sink", command, address)
     }
 
@@ -97,7 +95,10 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(50));
         }
-        println!("bench: {name} listens on {address} (pid {})", server.child.id());
+        println!(
+            "bench: {name} listens on {address} (pid {})",
+            server.child.id()
+        );
         Ok(server)
     }
 }
@@ -112,13 +113,18 @@ impl Drop for Server {
 
 /// A loopback address with a port no program listens on.
 fn free_port() -> Result<SocketAddr> {
-    let probe = TcpListener::bind("127.0.0.1:0").context("cannot bind a probe socket on 127.0.0.1")?;
+    let probe =
+        TcpListener::bind("127.0.0.1:0").context("cannot bind a probe socket on 127.0.0.1")?;
     let address = probe.local_addr()?;
     drop(probe);
     // The kernel handed out a free port; check it again just before use,
     // since smtp-sink would share a busy port silently.
-    TcpListener::bind(address)
-        .with_context(|| format!("port {} on 127.0.0.1 was taken meanwhile; run again", address.port()))?;
+    TcpListener::bind(address).with_context(|| {
+        format!(
+            "port {} on 127.0.0.1 was taken meanwhile; run again",
+            address.port()
+        )
+    })?;
     Ok(address)
 }
 
@@ -151,8 +157,12 @@ pub(crate) fn postfix() -> Result<PostfixTls> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/lib/ec-peers"));
     let status_file = root.join("peers.env");
-    let text = fs::read_to_string(&status_file)
-        .with_context(|| format!("cannot read the peers' status file {}", status_file.display()))?;
+    let text = fs::read_to_string(&status_file).with_context(|| {
+        format!(
+            "cannot read the peers' status file {}",
+            status_file.display()
+        )
+    })?;
     let entries: BTreeMap<&str, &str> = text
         .lines()
         .filter(|line| !line.starts_with('#'))
@@ -169,9 +179,10 @@ pub(crate) fn postfix() -> Result<PostfixTls> {
     let address: SocketAddr = format!("{}:{}", get("POSTFIX_HOST")?, get("POSTFIX_PORT_PLAIN")?)
         .parse()
         .context("the status file's Postfix address is invalid")?;
-    let version = process::output(Command::new("/usr/sbin/postconf").args(["-d", "-h", "mail_version"]))
-        .map(|text| text.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
+    let version =
+        process::output(Command::new("/usr/sbin/postconf").args(["-d", "-h", "mail_version"]))
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
     Ok(PostfixTls {
         address,
         ca_file: PathBuf::from(get("TLS_CA_FILE")?),

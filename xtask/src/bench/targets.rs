@@ -5,6 +5,7 @@
 //! them alike.
 
 use super::cases::{CaseResult, Contender};
+use super::report::thousands;
 use super::sched::SchedResult;
 
 /// How much the scheduler's cost per connection may grow from the fewest
@@ -15,7 +16,7 @@ pub(crate) const FLAT_TOLERANCE: f64 = 1.25;
 /// One target and how ec did.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Verdict {
-    /// What was required.
+    /// The requirement, as the report words it.
     pub(crate) target: String,
     /// `None` when a contender's figures are missing.
     pub(crate) met: Option<bool>,
@@ -79,11 +80,11 @@ pub(crate) fn against(
     let rate_met = rate_ratio >= rate_factor;
     let cpu_met = cpu_factor.is_none_or(|factor| cpu_ratio <= factor);
     let mut detail = format!(
-        "ec {:.0} msg/s, {:.1} µs CPU/msg; {} {:.0} msg/s, {:.1} µs CPU/msg: rate {:.2}×",
-        ec.rate,
+        "ec {} msg/s, {:.1} µs CPU/msg; {} {} msg/s, {:.1} µs CPU/msg: rate {:.2}×",
+        thousands(ec.rate),
         ec.cpu,
         other.label(),
-        theirs.rate,
+        thousands(theirs.rate),
         theirs.cpu,
         rate_ratio
     );
@@ -98,12 +99,13 @@ pub(crate) fn against(
     }
 }
 
-/// TLS churn within `factor` of the handshake floor: CPU per message at
-/// most `factor` times the floor's per session, and the rate at least
-/// the floor's divided by `factor`.
+/// TLS churn within `factor` of the handshake floor: ec's CPU per message
+/// at most `factor` times the floor's CPU per session. The rates are shown
+/// but not judged, because the floor sends no message, so Postfix (the
+/// bottleneck) does less work per floor session than per ec session.
 pub(crate) fn near_floor(result: &CaseResult, factor: f64) -> Verdict {
     let target = format!(
-        "{}: ec within {factor}× of the handshake floor (CPU/msg and msg/s)",
+        "{}: ec's CPU/msg within {factor}× of the handshake floor's CPU/session",
         result.case.title
     );
     let (Some(ec), Some(floor)) = (
@@ -118,18 +120,16 @@ pub(crate) fn near_floor(result: &CaseResult, factor: f64) -> Verdict {
         };
     };
     let cpu_ratio = ec.cpu / floor.cpu;
-    let rate_ratio = floor.rate / ec.rate;
     Verdict {
         target,
-        met: Some(cpu_ratio <= factor && rate_ratio <= factor),
+        met: Some(cpu_ratio <= factor),
         detail: format!(
-            "ec {:.0} msg/s, {:.1} µs CPU/msg; floor {:.0} sessions/s, {:.1} µs CPU/session: \
-             CPU {cpu_ratio:.2}× the floor, rate {:.2}× the floor",
-            ec.rate,
+            "ec {} msg/s, {:.1} µs CPU/msg; floor {} sessions/s, {:.1} µs CPU/session: \
+             CPU {cpu_ratio:.2}× the floor",
+            thousands(ec.rate),
             ec.cpu,
-            floor.rate,
+            thousands(floor.rate),
             floor.cpu,
-            1.0 / rate_ratio
         ),
         case: Some(result.case.title.clone()),
     }

@@ -35,9 +35,8 @@ pub(crate) struct Tools {
 /// Installs what is missing (as root, from Debian's archive), then builds
 /// the release binaries and the shim.
 pub(crate) fn prepare(root: &Path, options: &Options) -> Result<Tools> {
-    let needs_peers = options.runs(Group::Reuse)
-        || options.runs(Group::Churn)
-        || options.runs(Group::Tls);
+    let needs_peers =
+        options.runs(Group::Reuse) || options.runs(Group::Churn) || options.runs(Group::Tls);
     if needs_peers {
         for program in [SMTP_SINK, SMTP_SOURCE] {
             if !process::exists(program) {
@@ -68,7 +67,14 @@ pub(crate) fn prepare(root: &Path, options: &Options) -> Result<Tools> {
         build(&["build", "--release", "-p", "ec-cli", "--bin", "ec"])?;
     }
     if options.runs(Group::Sched) {
-        build(&["build", "--release", "-p", "ec-sched", "--example", "sched_bench"])?;
+        build(&[
+            "build",
+            "--release",
+            "-p",
+            "ec-sched",
+            "--example",
+            "sched_bench",
+        ])?;
     }
 
     let release = target_dir(root).join("release");
@@ -103,7 +109,9 @@ fn build_shim(root: &Path, output: &Path) -> Result<()> {
     let source = root.join("bench").join("nodelay-shim").join("nodelay.c");
     process::output(
         Command::new("gcc")
-            .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .args([
+                "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
+            ])
             .arg(output)
             .arg(&source)
             .arg("-ldl"),
