@@ -75,6 +75,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_millis(250),
         );
     });
+    let series = ec_metrics::DomainSeries::new(&binding, &domain);
+    measure("  DomainSeries::message_fate (registered handle)", || {
+        black_box(&series).message_fate(MessageFate::Delivered)
+    });
+    measure("  DomainSeries::connection_opened + _closed", || {
+        black_box(&series).connection_opened();
+        series.connection_closed(
+            CloseReason::IdleTimeout,
+            CloseOutcome::Clean,
+            Duration::from_millis(250),
+        );
+    });
     measure("  scheduler_loop_lag (histogram, no labels)", || {
         ec_metrics::scheduler_loop_lag(black_box(Duration::from_micros(7)))
     });
