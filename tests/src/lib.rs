@@ -4,3 +4,4 @@ pub mod delivery;
 pub mod fault_peer;
 pub mod peers;
 pub mod pki;
+pub mod soak;

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod capabilities;
+mod chaos;
 mod command;
 mod faults;
 mod peer;
@@ -44,17 +45,22 @@ mod response;
 mod scenario;
 mod server;
 mod session;
+mod source;
+mod tally;
 pub mod tls;
 mod transport;
 
 use std::time::Duration;
 
 pub use capabilities::Capabilities;
+pub use chaos::{Chaos, Fault, Plan, PlannedFault};
 pub use command::Verb;
 pub use peer::FaultPeer;
 pub use record::{ClientEnd, ConnectionRecord, Event, TcpEnd, TimedEvent, TlsInfo};
 pub use response::{After, Close, Payload, Response};
 pub use scenario::{MidData, Scenario, ScenarioBuilder};
+pub use source::ScenarioSource;
+pub use tally::{bare_line_end, client_closed, client_end_name, unstuffed_dot, Retention, Tally};
 
 /// Why a fault peer could not start, or a wait for its connections failed.
 #[derive(Debug, thiserror::Error)]

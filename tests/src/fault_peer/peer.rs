@@ -11,6 +11,8 @@ use tokio::sync::oneshot;
 use super::record::{ConnectionRecord, Recorder};
 use super::scenario::Scenario;
 use super::server::serve;
+use super::source::{ScenarioSource, Sequence};
+use super::tally::{Retention, Tally};
 use super::FaultPeerError;
 
 /// A scripted SMTP server on 127.0.0.1 with a port of its own.
@@ -57,15 +59,28 @@ impl FaultPeer {
     /// [`FaultPeerError::NoScenario`] for an empty list, [`FaultPeerError::Bind`]
     /// when no loopback port can be bound.
     pub async fn start_sequence(scenarios: Vec<Scenario>) -> Result<Self, FaultPeerError> {
-        let scenarios = shared(scenarios)?;
+        Self::start_source(shared(scenarios)?, Retention::All).await
+    }
+
+    /// Starts a peer playing the scenarios `source` chooses, as tasks on the
+    /// current tokio runtime, keeping what `retention` says of finished
+    /// connections.
+    ///
+    /// # Errors
+    ///
+    /// [`FaultPeerError::Bind`] when no loopback port can be bound.
+    pub async fn start_source(
+        source: Arc<dyn ScenarioSource>,
+        retention: Retention,
+    ) -> Result<Self, FaultPeerError> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(FaultPeerError::Bind)?;
         let addr = listener.local_addr().map_err(FaultPeerError::Bind)?;
 
-        let recorder = Recorder::new();
+        let recorder = Recorder::new(retention);
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, scenarios, Arc::clone(&recorder), stopped));
+        let task = tokio::spawn(serve(listener, source, Arc::clone(&recorder), stopped));
         Ok(Self {
             addr,
             recorder,
@@ -93,7 +108,19 @@ impl FaultPeer {
     /// As [`FaultPeer::start_sequence`], and [`FaultPeerError::Runtime`] when the
     /// runtime or thread cannot be started.
     pub fn start_sequence_on_thread(scenarios: Vec<Scenario>) -> Result<Self, FaultPeerError> {
-        let scenarios = shared(scenarios)?;
+        Self::start_source_on_thread(shared(scenarios)?, Retention::All)
+    }
+
+    /// [`FaultPeer::start_source`] on a thread of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`FaultPeerError::Bind`] when no loopback port can be bound,
+    /// [`FaultPeerError::Runtime`] when the runtime or thread cannot be started.
+    pub fn start_source_on_thread(
+        source: Arc<dyn ScenarioSource>,
+        retention: Retention,
+    ) -> Result<Self, FaultPeerError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -110,9 +137,9 @@ impl FaultPeer {
             TcpListener::from_std(std_listener).map_err(FaultPeerError::Bind)?
         };
 
-        let recorder = Recorder::new();
+        let recorder = Recorder::new(retention);
         let (stop, stopped) = oneshot::channel();
-        let serving = serve(listener, scenarios, Arc::clone(&recorder), stopped);
+        let serving = serve(listener, source, Arc::clone(&recorder), stopped);
         let thread = std::thread::Builder::new()
             .name(format!("fault-peer-{}", addr.port()))
             .spawn(move || runtime.block_on(serving))
@@ -132,9 +159,20 @@ impl FaultPeer {
     }
 
     /// The records of all connections accepted so far, open ones included, in the
-    /// order of acceptance.
+    /// order of acceptance. Under [`Retention::Tally`], only the open ones.
     pub fn connections(&self) -> Vec<ConnectionRecord> {
         self.recorder.snapshot()
+    }
+
+    /// Totals over every finished connection, whatever the retention.
+    pub fn tally(&self) -> Tally {
+        self.recorder.tally()
+    }
+
+    /// How many connections the peer has accepted, and how many of them
+    /// have finished.
+    pub fn accepted_and_finished(&self) -> (usize, usize) {
+        self.recorder.counts()
     }
 
     /// Waits until at least `count` connections have finished (the peer is done
@@ -207,9 +245,10 @@ impl Drop for FaultPeer {
     }
 }
 
-fn shared(scenarios: Vec<Scenario>) -> Result<Vec<Arc<Scenario>>, FaultPeerError> {
+fn shared(scenarios: Vec<Scenario>) -> Result<Arc<dyn ScenarioSource>, FaultPeerError> {
     if scenarios.is_empty() {
         return Err(FaultPeerError::NoScenario);
     }
-    Ok(scenarios.into_iter().map(Arc::new).collect())
+    let scenarios = scenarios.into_iter().map(Arc::new).collect();
+    Ok(Arc::new(Sequence(scenarios)))
 }

@@ -5,6 +5,7 @@
 //! the usual questions (which commands, which bodies, did the client send
 //! `close_notify`, did mail travel in clear text) from that list.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 
 use super::command::{has_transaction_line, Verb};
 use super::response::Close;
+use super::tally::{is_bulk, Retention, Tally};
 use super::FaultPeerError;
 
 /// How the client's side of the TCP stream ended, as the peer's reads saw it.
@@ -135,6 +137,9 @@ pub enum Event {
     ConnectionTimedOut,
     /// The session task panicked; a bug in the peer.
     PeerPanicked,
+    /// The peer played a response or mid-data fault named as a fault
+    /// ([`Response::fault`](super::Response::fault)), just before it acted.
+    FaultInjected(&'static str),
 }
 
 /// An event and when it was recorded.
@@ -315,14 +320,22 @@ pub(crate) struct Recorder {
 
 #[derive(Debug, Default)]
 struct RecorderState {
-    records: Vec<ConnectionRecord>,
+    /// Records by connection id: every record under [`Retention::All`],
+    /// only the open ones under [`Retention::Tally`].
+    records: BTreeMap<usize, ConnectionRecord>,
+    accepted: usize,
     finished: usize,
+    retention: Retention,
+    tally: Tally,
 }
 
 impl Recorder {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(retention: Retention) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::default(),
+            state: Mutex::new(RecorderState {
+                retention,
+                ..RecorderState::default()
+            }),
             finished_changed: Condvar::new(),
             finished_tx: watch::channel(0).0,
         })
@@ -331,14 +344,18 @@ impl Recorder {
     /// Starts the record of a newly accepted connection.
     pub(crate) fn open(self: &Arc<Self>, client: SocketAddr) -> ConnectionLog {
         let mut state = self.lock();
-        let id = state.records.len();
-        state.records.push(ConnectionRecord {
+        let id = state.accepted;
+        state.accepted += 1;
+        state.records.insert(
             id,
-            client,
-            accepted_at: Instant::now(),
-            finished_at: None,
-            events: Vec::new(),
-        });
+            ConnectionRecord {
+                id,
+                client,
+                accepted_at: Instant::now(),
+                finished_at: None,
+                events: Vec::new(),
+            },
+        );
         ConnectionLog {
             recorder: Arc::clone(self),
             id,
@@ -347,7 +364,18 @@ impl Recorder {
     }
 
     pub(crate) fn snapshot(&self) -> Vec<ConnectionRecord> {
-        self.lock().records.clone()
+        self.lock().records.values().cloned().collect()
+    }
+
+    /// The totals over finished connections.
+    pub(crate) fn tally(&self) -> Tally {
+        self.lock().tally.clone()
+    }
+
+    /// Connections accepted and finished so far.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.accepted, state.finished)
     }
 
     /// Waits until `wanted` connections have finished, then returns all records.
@@ -377,7 +405,7 @@ impl Recorder {
             .wait_timeout_while(state, timeout, |state| state.finished < wanted)
             .unwrap_or_else(PoisonError::into_inner);
         if state.finished >= wanted {
-            return Ok(state.records.clone());
+            return Ok(state.records.values().cloned().collect());
         }
         drop(state);
         Err(self.timeout_error(wanted, timeout))
@@ -389,7 +417,7 @@ impl Recorder {
             wanted,
             waited,
             finished: state.finished,
-            accepted: state.records.len(),
+            accepted: state.accepted,
         }
     }
 
@@ -419,7 +447,17 @@ impl ConnectionLog {
             at: Instant::now(),
             event,
         };
-        self.recorder.lock().records[self.id].events.push(timed);
+        let mut guard = self.recorder.lock();
+        let state = &mut *guard;
+        if state.retention == Retention::Tally {
+            let suspicious = state.tally.count_event(&timed.event);
+            if is_bulk(&timed.event) && !suspicious {
+                return;
+            }
+        }
+        if let Some(record) = state.records.get_mut(&self.id) {
+            record.events.push(timed);
+        }
     }
 
     /// Marks the connection finished and wakes the tasks and threads waiting for it.
@@ -430,8 +468,25 @@ impl ConnectionLog {
         self.finished = true;
 
         let finished = {
-            let mut state = self.recorder.lock();
-            state.records[self.id].finished_at = Some(Instant::now());
+            let mut guard = self.recorder.lock();
+            let state = &mut *guard;
+            let now = Instant::now();
+            match state.retention {
+                Retention::All => {
+                    if let Some(record) = state.records.get_mut(&self.id) {
+                        record.finished_at = Some(now);
+                        state.tally.add(record);
+                    }
+                }
+                Retention::Tally => {
+                    if let Some(mut record) = state.records.remove(&self.id) {
+                        record.finished_at = Some(now);
+                        // Only suspicious bulk events were kept.
+                        let suspicious = record.events.iter().any(|timed| is_bulk(&timed.event));
+                        state.tally.count_connection(&record, suspicious);
+                    }
+                }
+            }
             state.finished += 1;
             state.finished
         };

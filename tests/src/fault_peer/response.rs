@@ -72,6 +72,7 @@ pub struct Response {
     payload: Payload,
     delay: Duration,
     after: Option<After>,
+    fault: Option<&'static str>,
 }
 
 impl Response {
@@ -156,6 +157,21 @@ impl Response {
         self
     }
 
+    /// Names this response as the injection of a fault: each time the peer
+    /// plays it, the record gets [`Event::FaultInjected`](super::Event::FaultInjected)
+    /// with `name` before anything is written, so a test counts the faults
+    /// a client actually met rather than those scripted.
+    #[must_use]
+    pub fn fault(mut self, name: &'static str) -> Self {
+        self.fault = Some(name);
+        self
+    }
+
+    /// The fault name set with [`Response::fault`].
+    pub fn fault_name(&self) -> Option<&'static str> {
+        self.fault
+    }
+
     /// The payload.
     pub fn payload(&self) -> &Payload {
         &self.payload
@@ -179,6 +195,7 @@ impl Response {
             payload,
             delay: Duration::ZERO,
             after: None,
+            fault: None,
         }
     }
 }

@@ -29,6 +29,13 @@ pub struct MidData {
     pub close: Close,
 }
 
+/// A mid-data fault and the name it is counted under, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NamedMidData {
+    fault: MidData,
+    name: Option<&'static str>,
+}
+
 /// A per-connection script: a response for every occurrence, and responses for given
 /// occurrences (1-based) that take precedence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +81,7 @@ pub struct Scenario {
     pub(crate) capabilities_after_tls: Capabilities,
     commands: HashMap<Verb, Script<Response>>,
     end_of_data: Script<Response>,
-    mid_data: Script<MidData>,
+    mid_data: Script<NamedMidData>,
     pub(crate) idle: Option<(Duration, Response)>,
     pub(crate) connection_timeout: Duration,
     pub(crate) drain_timeout: Duration,
@@ -105,7 +112,13 @@ impl Scenario {
 
     /// The fault, if any, while the `message`-th (1-based) message's data arrives.
     pub fn mid_data(&self, message: u32) -> Option<MidData> {
-        self.mid_data.get(message).copied()
+        self.mid_data.get(message).map(|named| named.fault)
+    }
+
+    /// The fault name of the `message`-th message's mid-data fault, if it
+    /// was set with [`ScenarioBuilder::mid_data_fault_nth`].
+    pub fn mid_data_fault_name(&self, message: u32) -> Option<&'static str> {
+        self.mid_data.get(message).and_then(|named| named.name)
     }
 }
 
@@ -127,7 +140,7 @@ pub struct ScenarioBuilder {
     capabilities_after_tls: Option<Capabilities>,
     commands: HashMap<Verb, Script<Response>>,
     end_of_data: Script<Response>,
-    mid_data: Script<MidData>,
+    mid_data: Script<NamedMidData>,
     idle: Option<(Duration, Response)>,
     connection_timeout: Duration,
     drain_timeout: Duration,
@@ -236,14 +249,28 @@ impl ScenarioBuilder {
     /// Applies `fault` while every message's data arrives.
     #[must_use]
     pub fn mid_data(mut self, fault: MidData) -> Self {
-        self.mid_data.set(None, fault);
+        self.mid_data.set(None, NamedMidData { fault, name: None });
         self
     }
 
     /// Applies `fault` while the `message`-th (1-based) message's data arrives.
     #[must_use]
     pub fn mid_data_nth(mut self, message: u32, fault: MidData) -> Self {
-        self.mid_data.set(Some(message), fault);
+        self.mid_data
+            .set(Some(message), NamedMidData { fault, name: None });
+        self
+    }
+
+    /// Applies `fault` while the `message`-th (1-based) message's data
+    /// arrives, and records [`Event::FaultInjected`](super::Event::FaultInjected)
+    /// with `name` when it strikes.
+    #[must_use]
+    pub fn mid_data_fault_nth(mut self, message: u32, fault: MidData, name: &'static str) -> Self {
+        let named = NamedMidData {
+            fault,
+            name: Some(name),
+        };
+        self.mid_data.set(Some(message), named);
         self
     }
 

@@ -8,15 +8,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::record::Recorder;
-use super::scenario::Scenario;
 use super::session;
+use super::source::ScenarioSource;
 
 /// Accepts connections until `stop` fires or its sender is dropped, playing the
-/// n-th scenario on the n-th connection (the last one on every later connection),
-/// then aborts every session and waits for them to end.
+/// scenario `source` gives for each connection's number, then aborts every
+/// session and waits for them to end.
 pub(crate) async fn serve(
     listener: TcpListener,
-    scenarios: Vec<Arc<Scenario>>,
+    source: Arc<dyn ScenarioSource>,
     recorder: Arc<Recorder>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -28,7 +28,7 @@ pub(crate) async fn serve(
             _ = &mut stop => break,
             result = listener.accept() => match result {
                 Ok((tcp, client)) => {
-                    let scenario = Arc::clone(&scenarios[accepted.min(scenarios.len() - 1)]);
+                    let scenario = source.scenario(accepted);
                     accepted += 1;
                     let log = recorder.open(client);
                     sessions.spawn(session::run(tcp, scenario, log));

@@ -174,6 +174,9 @@ impl Session<'_> {
 
         loop {
             if let Some(fault) = fault.filter(|fault| self.input.len() >= fault.after_bytes) {
+                if let Some(name) = self.scenario.mid_data_fault_name(message) {
+                    self.log.push(Event::FaultInjected(name));
+                }
                 self.log.push(Event::PartialBody {
                     data: self.input.take_all(),
                     tls: self.transport.is_tls(),
@@ -201,6 +204,9 @@ impl Session<'_> {
 
     /// Writes `response` and does what follows it.
     async fn answer(&mut self, response: &Response, occasion: &Occasion) -> Flow {
+        if let Some(name) = response.fault_name() {
+            self.log.push(Event::FaultInjected(name));
+        }
         let Some(written) = self.send(response, occasion).await else {
             return Flow::Stop;
         };

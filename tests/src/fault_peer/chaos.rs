@@ -1,0 +1,560 @@
+//! The randomized fault mode: each connection's scenario is drawn from a
+//! seed and the connection's number, so a soak run meets every fault in
+//! many combinations, and a run can be replayed.
+//!
+//! A connection gets no fault, one, or two, each a [`Fault`] at a random
+//! occurrence of its command (the 2nd `RCPT`, the 3rd message's final dot,
+//! ...). Every fault response is named, so the peer's [`Tally`](super::Tally)
+//! counts the faults a client actually met: a fault scripted for the third
+//! message of a connection that carried two never happens.
+//!
+//! Replaying a seed gives the n-th accepted connection the same scenario. The
+//! client's timing decides which connection carries which message, so a
+//! replay repeats the fault schedule, not the exact interleaving.
+//!
+//! ```
+//! use ec_tests::fault_peer::{Chaos, Fault, ScenarioSource};
+//!
+//! let chaos = Chaos::new(42).fault_share(1.0);
+//! let plan = chaos.plan(7);
+//! assert!(!plan.faults.is_empty());
+//! assert_eq!(plan, Chaos::new(42).fault_share(1.0).plan(7), "same seed, same plan");
+//! let _scenario = chaos.scenario(7);
+//! assert_eq!(Fault::from_name("rcpt_451"), Some(Fault::Rcpt451));
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+
+use super::capabilities::Capabilities;
+use super::command::Verb;
+use super::response::{After, Close, Response};
+use super::scenario::{MidData, Scenario, ScenarioBuilder};
+use super::source::ScenarioSource;
+
+/// The TLS alert a [`Fault::StartTlsAlert`] sends: `handshake_failure`.
+const HANDSHAKE_FAILURE: u8 = 40;
+
+/// The most data bytes a [`Fault::MidDataReset`] waits for before it resets.
+const MID_DATA_MAX_BYTES: u64 = 512;
+
+/// One fault of the chaos mode. Command faults strike at one occurrence of
+/// their command on a connection; the others strike once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Fault {
+    /// TCP reset right after the accept, before any banner.
+    BannerDrop,
+    /// `421` as the banner, then a clean close.
+    Banner421,
+    /// No banner at all: the client's banner timeout must end it.
+    BannerStall,
+    /// `421` to `EHLO`, then a clean close.
+    Ehlo421,
+    /// `502` to `EHLO`, so the client falls back to `HELO`.
+    Ehlo502,
+    /// A spontaneous `421` and a clean close once the connection has been
+    /// idle for the idle delay.
+    Idle421,
+    /// `421` to the n-th `MAIL`, then a clean close.
+    Mail421,
+    /// `451` to the n-th `MAIL`.
+    Mail451,
+    /// No reply to the n-th `MAIL`; a clean TCP close instead.
+    MailDrop,
+    /// `451` to the n-th `RCPT`.
+    Rcpt451,
+    /// `550` to the n-th `RCPT`.
+    Rcpt550,
+    /// No reply to the n-th `RCPT`, and no byte more: the RCPT timeout ends it.
+    RcptStall,
+    /// `451` to the n-th `DATA`.
+    Data451,
+    /// `554` to the n-th `DATA`.
+    Data554,
+    /// TCP reset after up to 512 bytes of the n-th message's data.
+    MidDataReset,
+    /// `451` to the n-th message's final dot.
+    Dot451,
+    /// `554` to the n-th message's final dot.
+    Dot554,
+    /// `421` to the n-th message's final dot, then a clean close.
+    Dot421,
+    /// No reply to the n-th final dot: delivery unknown after the timeout.
+    DotStall,
+    /// A clean close instead of a reply to the n-th final dot.
+    DotDrop,
+    /// `421` to the n-th `RSET`, then a clean close.
+    Rset421,
+    /// No reply to `QUIT`; the client's QUIT timeout ends the wait.
+    QuitStall,
+    /// `221` to `QUIT`, late but within the client's QUIT timeout.
+    QuitDelay,
+    /// A clean close instead of `221`.
+    QuitDrop,
+    /// TLS only: `221`, then a TCP close without `close_notify`.
+    QuitNoCloseNotify,
+    /// TLS only: a TCP close without `close_notify` instead of a reply to
+    /// the n-th `MAIL` (a truncation).
+    MailTruncate,
+    /// TLS only: a TCP close without `close_notify` instead of a reply to
+    /// the n-th final dot.
+    DotTruncate,
+    /// TLS only: `220` to `STARTTLS`, then a fatal `handshake_failure` alert.
+    StartTlsAlert,
+}
+
+impl Fault {
+    /// Every fault, in the order of a session.
+    pub const ALL: [Fault; 28] = [
+        Self::BannerDrop,
+        Self::Banner421,
+        Self::BannerStall,
+        Self::Ehlo421,
+        Self::Ehlo502,
+        Self::StartTlsAlert,
+        Self::Idle421,
+        Self::Rset421,
+        Self::Mail421,
+        Self::Mail451,
+        Self::MailDrop,
+        Self::MailTruncate,
+        Self::Rcpt451,
+        Self::Rcpt550,
+        Self::RcptStall,
+        Self::Data451,
+        Self::Data554,
+        Self::MidDataReset,
+        Self::Dot451,
+        Self::Dot554,
+        Self::Dot421,
+        Self::DotStall,
+        Self::DotDrop,
+        Self::DotTruncate,
+        Self::QuitStall,
+        Self::QuitDelay,
+        Self::QuitDrop,
+        Self::QuitNoCloseNotify,
+    ];
+
+    /// The snake-case name the tally counts it under, and that fault replies
+    /// carry in their text (`451 4.3.0 chaos rcpt_451`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BannerDrop => "banner_drop",
+            Self::Banner421 => "banner_421",
+            Self::BannerStall => "banner_stall",
+            Self::Ehlo421 => "ehlo_421",
+            Self::Ehlo502 => "ehlo_502",
+            Self::Idle421 => "idle_421",
+            Self::Mail421 => "mail_421",
+            Self::Mail451 => "mail_451",
+            Self::MailDrop => "mail_drop",
+            Self::Rcpt451 => "rcpt_451",
+            Self::Rcpt550 => "rcpt_550",
+            Self::RcptStall => "rcpt_stall",
+            Self::Data451 => "data_451",
+            Self::Data554 => "data_554",
+            Self::MidDataReset => "mid_data_reset",
+            Self::Dot451 => "dot_451",
+            Self::Dot554 => "dot_554",
+            Self::Dot421 => "dot_421",
+            Self::DotStall => "dot_stall",
+            Self::DotDrop => "dot_drop",
+            Self::Rset421 => "rset_421",
+            Self::QuitStall => "quit_stall",
+            Self::QuitDelay => "quit_delay",
+            Self::QuitDrop => "quit_drop",
+            Self::QuitNoCloseNotify => "quit_no_close_notify",
+            Self::MailTruncate => "mail_truncate",
+            Self::DotTruncate => "dot_truncate",
+            Self::StartTlsAlert => "starttls_alert",
+        }
+    }
+
+    /// The fault named `name` by [`Fault::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|fault| fault.name() == name)
+    }
+
+    /// What the peer does, in a few words, for reports.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::BannerDrop => "TCP reset instead of the banner",
+            Self::Banner421 => "421 as the banner",
+            Self::BannerStall => "no banner",
+            Self::Ehlo421 => "421 to EHLO",
+            Self::Ehlo502 => "502 to EHLO (HELO fallback)",
+            Self::Idle421 => "421 after the connection idled",
+            Self::Mail421 => "421 to MAIL",
+            Self::Mail451 => "451 to MAIL",
+            Self::MailDrop => "close instead of a MAIL reply",
+            Self::Rcpt451 => "451 to RCPT",
+            Self::Rcpt550 => "550 to RCPT",
+            Self::RcptStall => "no reply to RCPT",
+            Self::Data451 => "451 to DATA",
+            Self::Data554 => "554 to DATA",
+            Self::MidDataReset => "TCP reset mid-DATA",
+            Self::Dot451 => "451 to the final dot",
+            Self::Dot554 => "554 to the final dot",
+            Self::Dot421 => "421 to the final dot",
+            Self::DotStall => "no reply to the final dot",
+            Self::DotDrop => "close instead of a reply to the final dot",
+            Self::Rset421 => "421 to RSET",
+            Self::QuitStall => "no reply to QUIT",
+            Self::QuitDelay => "221 to QUIT, late",
+            Self::QuitDrop => "close instead of 221",
+            Self::QuitNoCloseNotify => "221, then TLS closed without close_notify",
+            Self::MailTruncate => "TLS closed without close_notify at MAIL",
+            Self::DotTruncate => "TLS closed without close_notify at the final dot",
+            Self::StartTlsAlert => "TLS alert instead of a handshake",
+        }
+    }
+
+    /// Whether the fault only makes sense on a connection that does TLS.
+    pub fn needs_tls(self) -> bool {
+        matches!(
+            self,
+            Self::QuitNoCloseNotify | Self::MailTruncate | Self::DotTruncate | Self::StartTlsAlert
+        )
+    }
+
+    /// Whether the fault strikes at the n-th occurrence of a command or
+    /// message, rather than once per connection.
+    pub fn is_per_command(self) -> bool {
+        matches!(
+            self,
+            Self::Mail421
+                | Self::Mail451
+                | Self::MailDrop
+                | Self::MailTruncate
+                | Self::Rcpt451
+                | Self::Rcpt550
+                | Self::RcptStall
+                | Self::Data451
+                | Self::Data554
+                | Self::MidDataReset
+                | Self::Dot451
+                | Self::Dot554
+                | Self::Dot421
+                | Self::DotStall
+                | Self::DotDrop
+                | Self::DotTruncate
+                | Self::Rset421
+        )
+    }
+}
+
+/// What the chaos mode chose for one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Whether the peer offers STARTTLS.
+    pub tls: bool,
+    /// Whether the peer advertises PIPELINING.
+    pub pipelining: bool,
+    /// The faults, each with its occurrence (1-based; 1 for once-per-connection
+    /// faults) and, for [`Fault::MidDataReset`], the data bytes before the
+    /// reset in `bytes`.
+    pub faults: Vec<PlannedFault>,
+}
+
+/// One fault of a [`Plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedFault {
+    /// The fault.
+    pub fault: Fault,
+    /// The occurrence of its command it strikes at (1-based).
+    pub occurrence: u32,
+    /// Data bytes to wait for, for a mid-data fault.
+    pub bytes: usize,
+}
+
+/// The randomized fault mode: a [`ScenarioSource`] that draws each
+/// connection's faults from a seed.
+#[derive(Debug, Clone)]
+pub struct Chaos {
+    seed: u64,
+    fault_share: f64,
+    second_fault_share: f64,
+    tls: Option<Arc<ServerConfig>>,
+    tls_share: f64,
+    no_pipelining_share: f64,
+    max_occurrence: u32,
+    quit_delay: Duration,
+    idle_after: Duration,
+    faults: Vec<Fault>,
+}
+
+impl Chaos {
+    /// Chaos from `seed`: 30% of connections get a fault, a quarter of those
+    /// a second one; 10% do without PIPELINING; command faults strike at one
+    /// of the first 3 occurrences; no TLS until [`Chaos::tls`] is given.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            fault_share: 0.3,
+            second_fault_share: 0.25,
+            tls: None,
+            tls_share: 0.25,
+            no_pipelining_share: 0.1,
+            max_occurrence: 3,
+            quit_delay: Duration::from_millis(100),
+            idle_after: Duration::from_millis(200),
+            faults: Fault::ALL.to_vec(),
+        }
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The share of connections (0 to 1) that get at least one fault.
+    #[must_use]
+    pub fn fault_share(mut self, share: f64) -> Self {
+        self.fault_share = share;
+        self
+    }
+
+    /// Lets the peer offer STARTTLS with `config` on a share of connections
+    /// (default 25%), which also enables the TLS-only faults there.
+    #[must_use]
+    pub fn tls(mut self, config: Arc<ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// The share of connections (0 to 1) that offer STARTTLS, when TLS is
+    /// configured.
+    #[must_use]
+    pub fn tls_share(mut self, share: f64) -> Self {
+        self.tls_share = share;
+        self
+    }
+
+    /// Command faults strike at a uniformly drawn occurrence from 1 to `max`.
+    #[must_use]
+    pub fn max_occurrence(mut self, max: u32) -> Self {
+        self.max_occurrence = max.max(1);
+        self
+    }
+
+    /// How late [`Fault::QuitDelay`] sends its `221`; keep it below the
+    /// client's QUIT timeout. Default 100 ms.
+    #[must_use]
+    pub fn quit_delay(mut self, delay: Duration) -> Self {
+        self.quit_delay = delay;
+        self
+    }
+
+    /// How long a connection idles before [`Fault::Idle421`]. Default 200 ms.
+    #[must_use]
+    pub fn idle_after(mut self, after: Duration) -> Self {
+        self.idle_after = after;
+        self
+    }
+
+    /// Draws only from `faults`.
+    #[must_use]
+    pub fn only(mut self, faults: &[Fault]) -> Self {
+        self.faults = faults.to_vec();
+        self
+    }
+
+    /// The choices for the `connection`-th connection (from 0).
+    pub fn plan(&self, connection: usize) -> Plan {
+        let mut rng = SplitMix64::for_connection(self.seed, connection);
+        let tls = self.tls.is_some() && rng.chance(self.tls_share);
+        let pipelining = !rng.chance(self.no_pipelining_share);
+
+        let usable: Vec<Fault> = self
+            .faults
+            .iter()
+            .copied()
+            .filter(|fault| tls || !fault.needs_tls())
+            .collect();
+        let mut faults = Vec::new();
+        if !usable.is_empty() && rng.chance(self.fault_share) {
+            let count = if rng.chance(self.second_fault_share) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..count {
+                let fault = usable[rng.below(usable.len() as u64) as usize];
+                let occurrence = if fault.is_per_command() {
+                    1 + rng.below(u64::from(self.max_occurrence)) as u32
+                } else {
+                    1
+                };
+                let bytes = rng.below(MID_DATA_MAX_BYTES + 1) as usize;
+                faults.push(PlannedFault {
+                    fault,
+                    occurrence,
+                    bytes,
+                });
+            }
+        }
+        Plan {
+            tls,
+            pipelining,
+            faults,
+        }
+    }
+
+    /// The scenario of the `connection`-th connection (from 0).
+    pub fn scenario(&self, connection: usize) -> Scenario {
+        let plan = self.plan(connection);
+        let mut builder = Scenario::builder().capabilities(
+            Capabilities::new()
+                .pipelining(plan.pipelining)
+                .starttls(plan.tls),
+        );
+        if plan.tls {
+            if let Some(config) = &self.tls {
+                builder = builder.tls(Arc::clone(config));
+            }
+        }
+        for planned in &plan.faults {
+            builder = self.apply(builder, *planned);
+        }
+        builder.build()
+    }
+
+    fn apply(&self, builder: ScenarioBuilder, planned: PlannedFault) -> ScenarioBuilder {
+        let PlannedFault {
+            fault,
+            occurrence: n,
+            bytes,
+        } = planned;
+        let name = fault.name();
+        let reply = |code: &str| Response::reply(&format!("{code} chaos {name}")).fault(name);
+        let close = |how: Close| Response::close(how).fault(name);
+        let silence = || Response::silence().fault(name);
+        match fault {
+            Fault::BannerDrop => builder.banner(close(Close::Reset)),
+            Fault::Banner421 => builder.banner(reply("421 4.3.2")),
+            Fault::BannerStall => builder.banner(silence()),
+            Fault::Ehlo421 => builder.on_nth(Verb::Ehlo, 1, reply("421 4.3.2")),
+            Fault::Ehlo502 => builder.on_nth(Verb::Ehlo, 1, reply("502 5.5.2")),
+            Fault::Idle421 => builder.idle(self.idle_after, Response::standard().fault(name)),
+            Fault::Mail421 => builder.on_nth(Verb::Mail, n, reply("421 4.3.2")),
+            Fault::Mail451 => builder.on_nth(Verb::Mail, n, reply("451 4.3.0")),
+            Fault::MailDrop => builder.on_nth(Verb::Mail, n, close(Close::Clean)),
+            Fault::MailTruncate => builder.on_nth(Verb::Mail, n, close(Close::WithoutCloseNotify)),
+            Fault::Rcpt451 => builder.on_nth(Verb::Rcpt, n, reply("451 4.3.0")),
+            Fault::Rcpt550 => builder.on_nth(Verb::Rcpt, n, reply("550 5.1.1")),
+            Fault::RcptStall => builder.on_nth(Verb::Rcpt, n, silence()),
+            Fault::Data451 => builder.on_nth(Verb::Data, n, reply("451 4.3.0")),
+            Fault::Data554 => builder.on_nth(Verb::Data, n, reply("554 5.6.0")),
+            Fault::MidDataReset => builder.mid_data_fault_nth(
+                n,
+                MidData {
+                    after_bytes: bytes,
+                    close: Close::Reset,
+                },
+                name,
+            ),
+            Fault::Dot451 => builder.on_end_of_data_nth(n, reply("451 4.3.0")),
+            Fault::Dot554 => builder.on_end_of_data_nth(n, reply("554 5.6.0")),
+            Fault::Dot421 => builder.on_end_of_data_nth(n, reply("421 4.3.2")),
+            Fault::DotStall => builder.on_end_of_data_nth(n, silence()),
+            Fault::DotDrop => builder.on_end_of_data_nth(n, close(Close::Clean)),
+            Fault::DotTruncate => builder.on_end_of_data_nth(n, close(Close::WithoutCloseNotify)),
+            Fault::Rset421 => builder.on_nth(Verb::Rset, n, reply("421 4.3.2")),
+            Fault::QuitStall => builder.on(Verb::Quit, silence()),
+            Fault::QuitDelay => builder.on(
+                Verb::Quit,
+                Response::standard().delayed(self.quit_delay).fault(name),
+            ),
+            Fault::QuitDrop => builder.on(Verb::Quit, close(Close::Clean)),
+            Fault::QuitNoCloseNotify => builder.on(
+                Verb::Quit,
+                Response::reply("221 2.0.0 chaos quit_no_close_notify")
+                    .then(After::Close(Close::WithoutCloseNotify))
+                    .fault(name),
+            ),
+            Fault::StartTlsAlert => builder.on(
+                Verb::StartTls,
+                Response::reply("220 2.0.0 Ready to start TLS")
+                    .then(After::RejectHandshake {
+                        alert: HANDSHAKE_FAILURE,
+                    })
+                    .fault(name),
+            ),
+        }
+    }
+}
+
+impl ScenarioSource for Chaos {
+    fn scenario(&self, connection: usize) -> Arc<Scenario> {
+        Arc::new(Chaos::scenario(self, connection))
+    }
+}
+
+/// SplitMix64 (Steele, Lea and Flood, 2014): a small, fast generator whose
+/// output depends only on its seed, which is all a replayable fault schedule
+/// needs.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn for_connection(seed: u64, connection: usize) -> Self {
+        let mut mixer = Self(seed ^ (connection as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let start = mixer.next_u64();
+        Self(start)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0); the modulo bias is below 2^-40 for the
+    /// small `n` used here.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `p`.
+    fn chance(&mut self, p: f64) -> bool {
+        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_name_round_trips() {
+        for fault in Fault::ALL {
+            assert_eq!(Fault::from_name(fault.name()), Some(fault));
+        }
+    }
+
+    #[test]
+    fn shares_are_roughly_kept() {
+        let chaos = Chaos::new(7);
+        let faulty = (0..10_000)
+            .filter(|&n| !chaos.plan(n).faults.is_empty())
+            .count();
+        assert!((2_700..3_300).contains(&faulty), "{faulty} of 10000");
+    }
+
+    #[test]
+    fn tls_faults_need_tls() {
+        let chaos = Chaos::new(1).fault_share(1.0);
+        for n in 0..2_000 {
+            let plan = chaos.plan(n);
+            assert!(!plan.tls);
+            assert!(plan.faults.iter().all(|p| !p.fault.needs_tls()), "{plan:?}");
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! What a soak run measured, the rules it must meet, and its report as a
+//! Markdown section.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use ec_sched::Stats;
+
+use super::process::ProcessSample;
+use crate::fault_peer::{Fault, Tally};
+
+/// Audits asked for through the handle while the run went on, and the
+/// scheduler's own periodic ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audits {
+    /// Handle audits that passed.
+    pub passed: u64,
+    /// Handle audits that found a violation, or got no answer.
+    pub failed: u64,
+    /// The first failure's text.
+    pub first_failure: Option<String>,
+}
+
+/// Resident memory at a share of the run's finished submissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RssSample {
+    /// Percent of the submissions finished (25, 50, 75, 100).
+    pub percent: u8,
+    /// Submissions finished when the sample was taken.
+    pub finished: u64,
+    /// Resident memory in bytes.
+    pub bytes: u64,
+}
+
+/// Everything one soak run measured.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SoakReport {
+    /// The chaos seed.
+    pub seed: u64,
+    /// Submissions asked for.
+    pub requested: u64,
+    /// Submissions the engine accepted.
+    pub submitted: u64,
+    /// Their recipients.
+    pub recipients: u64,
+    /// Submissions with every recipient final when the run ended.
+    pub finished: u64,
+    /// The delivery phase ran into its cap.
+    pub capped: bool,
+    /// From the first submission to the last final record.
+    pub elapsed: Duration,
+    /// Recipient records by outcome name.
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Records whose reply names a chaos fault, by fault and outcome.
+    pub by_fault: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Connection closes by (reason, outcome).
+    pub closes: BTreeMap<(&'static str, &'static str), u64>,
+    /// Connections opened, by the records.
+    pub opened: u64,
+    /// The longest connection, connect to release.
+    pub longest_connection: Duration,
+    /// Recipients without a final record.
+    pub missing: u64,
+    /// Recipients with more than one.
+    pub doubled: u64,
+    /// Records after a recipient's final one.
+    pub after_final: u64,
+    /// Records for tags or recipients never submitted.
+    pub foreign: u64,
+    /// Handle audits.
+    pub audits: Audits,
+    /// The most live connections any stats snapshot showed.
+    pub max_live: u32,
+    /// The engine-wide connection limit.
+    pub max_connections: u32,
+    /// The scheduler's final counts, `None` if its thread panicked.
+    pub stats: Option<Stats>,
+    /// What the fault peer saw.
+    pub peer: Tally,
+    /// Faults the run's chaos never draws.
+    pub not_drawn: Vec<Fault>,
+    /// Connections the peer had not finished when the run ended.
+    pub peer_open: usize,
+    /// The process before the run (after a warm-up engine).
+    pub before: ProcessSample,
+    /// The process after the engine and every connection were gone.
+    pub after: ProcessSample,
+    /// Resident memory at 25, 50, 75 and 100% finished.
+    pub rss: Vec<RssSample>,
+    /// Allowed growth per message finished between the 25% and 100% samples.
+    pub rss_bytes_per_message: u64,
+    /// Allowed growth whatever the size.
+    pub rss_floor: u64,
+}
+
+impl SoakReport {
+    /// Every rule the run broke, one line each; empty when it passed.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        check(
+            self.missing == 0,
+            format!("{} recipients have no final record", self.missing),
+        );
+        check(
+            self.doubled == 0,
+            format!(
+                "{} recipients have more than one final record",
+                self.doubled
+            ),
+        );
+        check(
+            self.after_final == 0,
+            format!("{} records came after a final one", self.after_final),
+        );
+        check(
+            self.foreign == 0,
+            format!("{} records name a recipient never submitted", self.foreign),
+        );
+        check(
+            self.audits.failed == 0,
+            format!(
+                "{} handle audits failed; first: {}",
+                self.audits.failed,
+                self.audits.first_failure.as_deref().unwrap_or("-")
+            ),
+        );
+        check(
+            self.max_live <= self.max_connections,
+            format!(
+                "{} live connections, above the limit of {}",
+                self.max_live, self.max_connections
+            ),
+        );
+        match &self.stats {
+            None => check(
+                false,
+                "the scheduler thread did not stop cleanly".to_owned(),
+            ),
+            Some(stats) => {
+                let ledger = &stats.ledger;
+                let connections = &stats.connections;
+                check(
+                    connections.live() == 0 && connections.opened() == connections.closed(),
+                    format!("connections at the end: {connections:?}"),
+                );
+                check(
+                    connections.opened() == self.opened,
+                    format!(
+                        "the scheduler opened {} connections, the records show {}",
+                        connections.opened(),
+                        self.opened
+                    ),
+                );
+                for (what, count) in [
+                    ("periodic audits failed", ledger.audit_failures),
+                    ("count underflows", ledger.count_underflows),
+                    ("protocol violations", ledger.protocol_violations),
+                    ("releases at the close deadline", ledger.close_deadlines),
+                ] {
+                    check(count == 0, format!("{what}: {count}"));
+                }
+                check(
+                    ledger.audits > 0,
+                    "the scheduler ran no periodic audit".to_owned(),
+                );
+                check(
+                    ledger.in_engine() == Some(0),
+                    format!("messages left in the engine: {ledger:?}"),
+                );
+            }
+        }
+        let delivered_messages = self.stats.as_ref().map_or(0, |s| s.ledger.delivered);
+        check(
+            self.peer.bodies >= delivered_messages,
+            format!(
+                "{delivered_messages} messages delivered, but the peer received only {} bodies",
+                self.peer.bodies
+            ),
+        );
+        for (what, count) in [
+            ("connections the client left open", self.peer.unclosed),
+            (
+                "unknown commands at the peer (smuggled data?)",
+                self.peer.unknown_commands,
+            ),
+            ("command lines ended by bare LF", self.peer.bare_lf_commands),
+            ("bare CR or LF in message data", self.peer.bare_line_ends),
+            ("unstuffed leading dots", self.peer.unstuffed_dots),
+        ] {
+            check(count == 0, format!("{what}: {count}"));
+        }
+        if !self.peer.examples.is_empty() {
+            problems.push(format!(
+                "the peer kept these connections as examples: {:#?}",
+                self.peer.examples
+            ));
+        }
+        let mut check = |ok: bool, problem: String| {
+            if !ok {
+                problems.push(problem);
+            }
+        };
+        check(
+            self.peer_open == 0,
+            format!("{} peer connections still open", self.peer_open),
+        );
+        check(
+            self.after.open_fds == self.before.open_fds,
+            format!(
+                "{} open file descriptors before the run, {} after",
+                self.before.open_fds, self.after.open_fds
+            ),
+        );
+        check(
+            self.after.threads == self.before.threads,
+            format!(
+                "{} threads before the run, {} after",
+                self.before.threads, self.after.threads
+            ),
+        );
+        if let Some((growth, allowed)) = self.rss_growth() {
+            check(
+                growth <= allowed as i64,
+                format!(
+                    "resident memory grew {growth} bytes from the 25% to the 100% sample; \
+                     allowed {allowed}: {:?}",
+                    self.rss
+                ),
+            );
+        } else if !self.capped {
+            check(false, format!("RSS samples missing: {:?}", self.rss));
+        }
+        problems
+    }
+
+    /// The growth of resident memory from the 25% sample to the 100% one,
+    /// and the growth allowed, when both samples exist.
+    pub fn rss_growth(&self) -> Option<(i64, u64)> {
+        let first = self.rss.iter().find(|s| s.percent == 25)?;
+        let last = self.rss.iter().find(|s| s.percent == 100)?;
+        let growth = last.bytes as i64 - first.bytes as i64;
+        let finished = last.finished.saturating_sub(first.finished);
+        let allowed = (finished * self.rss_bytes_per_message).max(self.rss_floor);
+        Some((growth, allowed))
+    }
+
+    /// Messages finished per second of the delivery phase.
+    pub fn rate(&self) -> f64 {
+        self.finished as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The report as Markdown tables, for `docs/ROBUSTNESS.md`.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let problems = self.problems();
+        let verdict = if problems.is_empty() {
+            "passed".to_owned()
+        } else {
+            format!("FAILED ({} broken rules, listed below)", problems.len())
+        };
+        let _ = writeln!(
+            out,
+            "Run: {} submissions ({} recipients), seed {}, {:.1} s of delivery \
+             ({:.0} messages/s), {}{}.\n",
+            self.submitted,
+            self.recipients,
+            self.seed,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            verdict,
+            if self.capped {
+                ", stopped by the time cap"
+            } else {
+                ""
+            },
+        );
+        self.faults_table(&mut out);
+        self.outcomes_table(&mut out);
+        self.closes_table(&mut out);
+        self.totals_table(&mut out);
+        if !problems.is_empty() {
+            out.push_str("\nBroken rules:\n\n");
+            for problem in problems {
+                let first_line = problem.lines().next().unwrap_or_default();
+                let _ = writeln!(out, "- {first_line}");
+            }
+        }
+        out
+    }
+
+    fn faults_table(&self, out: &mut String) {
+        out.push_str(
+            "| fault | what the peer did | injected | records carrying its reply |\n\
+             |---|---|---:|---|\n",
+        );
+        for fault in Fault::ALL {
+            let injected = match self.peer.faults.get(fault.name()) {
+                _ if self.not_drawn.contains(&fault) => "not drawn".to_owned(),
+                Some(count) => count.to_string(),
+                None => "0".to_owned(),
+            };
+            let carried = self
+                .by_fault
+                .get(fault.name())
+                .map(|outcomes| {
+                    outcomes
+                        .iter()
+                        .map(|(outcome, count)| format!("{outcome} {count}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|| "-".to_owned());
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {injected} | {carried} |",
+                fault.name(),
+                fault.description()
+            );
+        }
+        let total: u64 = self.peer.faults.values().sum();
+        let _ = writeln!(
+            out,
+            "| all | over {} connections | {total} | |\n",
+            self.peer.connections
+        );
+    }
+
+    fn outcomes_table(&self, out: &mut String) {
+        out.push_str("| recipient record | count | final |\n|---|---:|---|\n");
+        for (outcome, count) in &self.outcomes {
+            let last = matches!(*outcome, "delivered" | "failed" | "unsent");
+            let _ = writeln!(
+                out,
+                "| {outcome} | {count} | {} |",
+                if last { "yes" } else { "no" }
+            );
+        }
+        out.push('\n');
+    }
+
+    fn closes_table(&self, out: &mut String) {
+        out.push_str("| close reason | close outcome | connections |\n|---|---|---:|\n");
+        for ((reason, outcome), count) in &self.closes {
+            let _ = writeln!(out, "| {reason} | {outcome} | {count} |");
+        }
+        let _ = writeln!(out, "| all | | {} |\n", self.closes.values().sum::<u64>());
+    }
+
+    fn totals_table(&self, out: &mut String) {
+        let stats = self.stats.as_ref();
+        let ledger = stats.map(|s| s.ledger);
+        let mut row = |what: &str, value: String| {
+            let _ = writeln!(out, "| {what} | {value} |");
+        };
+        row("total", "value".to_owned());
+        row("---", "---:".to_owned());
+        row(
+            "recipients lost (no final record)",
+            self.missing.to_string(),
+        );
+        row(
+            "recipients with two final records",
+            self.doubled.to_string(),
+        );
+        row(
+            "connections opened / closed",
+            stats.map_or("-".to_owned(), |s| {
+                format!("{} / {}", s.connections.opened(), s.connections.closed())
+            }),
+        );
+        row(
+            "live connections at the end",
+            stats.map_or("-".to_owned(), |s| s.connections.live().to_string()),
+        );
+        row(
+            "most live connections (limit)",
+            format!("{} ({})", self.max_live, self.max_connections),
+        );
+        row(
+            "longest connection, connect to release",
+            format!("{:.2} s", self.longest_connection.as_secs_f64()),
+        );
+        row(
+            "audits through the handle: passed / failed",
+            format!("{} / {}", self.audits.passed, self.audits.failed),
+        );
+        row(
+            "periodic audits: run / failed",
+            ledger.map_or("-".to_owned(), |l| {
+                format!("{} / {}", l.audits, l.audit_failures)
+            }),
+        );
+        row(
+            "count underflows, protocol violations, close-deadline releases",
+            ledger.map_or("-".to_owned(), |l| {
+                format!(
+                    "{}, {}, {}",
+                    l.count_underflows, l.protocol_violations, l.close_deadlines
+                )
+            }),
+        );
+        row(
+            "peer: connections / TLS / bodies received",
+            format!(
+                "{} / {} / {}",
+                self.peer.connections, self.peer.tls, self.peer.bodies
+            ),
+        );
+        row(
+            "peer: connections the client left open",
+            self.peer.unclosed.to_string(),
+        );
+        row(
+            "peer: unknown commands, bare CR/LF in data, unstuffed dots",
+            format!(
+                "{}, {}, {}",
+                self.peer.unknown_commands, self.peer.bare_line_ends, self.peer.unstuffed_dots
+            ),
+        );
+        row(
+            "open file descriptors before / after (leaked sockets)",
+            format!(
+                "{} / {} ({})",
+                self.before.open_fds,
+                self.after.open_fds,
+                self.after.open_fds as i64 - self.before.open_fds as i64
+            ),
+        );
+        row(
+            "threads before / after",
+            format!("{} / {}", self.before.threads, self.after.threads),
+        );
+        let samples: Vec<String> = self
+            .rss
+            .iter()
+            .map(|s| format!("{}%: {:.1}", s.percent, mib(s.bytes)))
+            .collect();
+        row(
+            "resident memory, MiB",
+            format!(
+                "before: {:.1}; {}; after: {:.1}",
+                mib(self.before.rss_bytes),
+                samples.join("; "),
+                mib(self.after.rss_bytes)
+            ),
+        );
+        if let Some((growth, allowed)) = self.rss_growth() {
+            row(
+                "memory growth 25% to 100% (allowed)",
+                format!("{:.2} MiB ({:.2} MiB)", growth as f64 / MIB, mib(allowed)),
+            );
+        }
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
