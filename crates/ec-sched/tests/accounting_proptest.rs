@@ -3,10 +3,19 @@
 //! audit passes, no limit is exceeded and no recipient has two final
 //! records. After draining (or shutting down), every submitted recipient
 //! has exactly one final record.
+//!
+//! Every run records into a private metrics recorder. After every step,
+//! opened − closed equals the live-connection gauge for each binding ×
+//! domain and the gauges sum to the engine's live count. At the end the
+//! fate counters equal the ledger's totals.
+
+mod common;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::sum;
+use ec_metrics::LocalRecorder;
 use ec_sched::testing::{status_for, Harness};
 use ec_sched::{RecipientOutcome, SchedulerOptions};
 use ec_types::{
@@ -387,21 +396,88 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Checks that opened − closed equals the live gauge for every binding
+    /// × domain, and that the gauges sum to the engine's live count.
+    fn check_connection_metrics(&self, text: &str) {
+        // (opened, closed, live) per label set of binding and domain.
+        let mut pairs: HashMap<String, [f64; 3]> = HashMap::new();
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Some((name, labels)) = series.split_once('{') else {
+                continue;
+            };
+            let column = match name {
+                "ec_connections_opened_total" => 0,
+                "ec_connections_closed_total" => 1,
+                "ec_connections_live" => 2,
+                _ => continue,
+            };
+            // Binding and domain come first, in that order, in all three.
+            let labels = labels.trim_end_matches('}');
+            let pair: String = labels.split(',').take(2).collect::<Vec<_>>().join(",");
+            let value: f64 = value.parse().expect("a numeric sample");
+            pairs.entry(pair).or_default()[column] += value;
+        }
+        for (pair, [opened, closed, live]) in &pairs {
+            assert_eq!(opened - closed, *live, "{pair}");
+        }
+
+        let engine = self.harness.scheduler().engine_counts();
+        let total_live: f64 = pairs.values().map(|counts| counts[2]).sum();
+        let total_opened: f64 = pairs.values().map(|counts| counts[0]).sum();
+        assert_eq!(total_live, f64::from(engine.live()));
+        assert_eq!(total_opened, engine.opened() as f64);
+    }
+
+    /// Checks the fate counters against the ledger. A message that went
+    /// back to the active queue after its final dot got no reply is counted
+    /// as `delivery_unknown`, and the ledger counts it as requeued too.
+    fn check_fate_metrics(&self, text: &str) {
+        let ledger = self.harness.scheduler().ledger();
+        let fate = |fate: &str| sum(text, "ec_message_fates_total", &[("fate", fate)]);
+        assert_eq!(fate("delivered"), ledger.delivered as f64);
+        assert_eq!(fate("failed"), ledger.failed as f64);
+        assert_eq!(fate("deferred"), ledger.deferred as f64);
+        assert_eq!(
+            fate("requeued") + fate("delivery_unknown"),
+            ledger.requeued as f64
+        );
+        assert_eq!(
+            sum(text, "ec_queue_messages", &[("queue", "active")]),
+            ledger.active as f64
+        );
+        assert_eq!(
+            sum(text, "ec_queue_messages", &[("queue", "delayed")]),
+            ledger.delayed as f64
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn accounting_holds_then_drains(ops in prop::collection::vec(op(), 1..80), shut_down in any::<bool>()) {
+        let recorder = LocalRecorder::new();
         let mut run = Run::new();
-        for op in &ops {
-            run.apply(op);
-            run.check();
-        }
-        if shut_down {
-            run.shut_down();
-        } else {
-            run.drain();
-        }
+        recorder.scope(|| {
+            for op in &ops {
+                run.apply(op);
+                run.check();
+                run.check_connection_metrics(&recorder.render());
+            }
+            if shut_down {
+                run.shut_down();
+            } else {
+                run.drain();
+            }
+        });
         run.check_every_recipient_final(shut_down);
+        let text = recorder.render();
+        run.check_connection_metrics(&text);
+        run.check_fate_metrics(&text);
     }
 }
