@@ -22,7 +22,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How much of the end of Postfix's log a timeout message searches.
 const LOG_TAIL_BYTES: u64 = 256 * 1024;
 
-/// The three SMTP listeners of the Postfix peer.
+/// The SMTP listeners of the Postfix peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PostfixPorts {
     /// Plain SMTP; STARTTLS is offered and optional.
@@ -31,6 +31,11 @@ pub struct PostfixPorts {
     pub implicit_tls: u16,
     /// Plain SMTP that rejects MAIL with 530 until STARTTLS completes.
     pub tls_required: u16,
+    /// Plain SMTP (STARTTLS offered) that answers a command or message
+    /// line ending in a bare LF with `550 5.5.2` and ends the session
+    /// (`smtpd_forbid_bare_newline = reject`). `None` when the status file
+    /// was written by an older `peers up` that did not start it.
+    pub bare_lf_reject: Option<u16>,
 }
 
 /// The running Postfix peer: where it listens, the CA that signed its
@@ -88,6 +93,10 @@ impl Postfix {
                 plain: status.parse_value("POSTFIX_PORT_PLAIN")?,
                 implicit_tls: status.parse_value("POSTFIX_PORT_IMPLICIT_TLS")?,
                 tls_required: status.parse_value("POSTFIX_PORT_TLS_REQUIRED")?,
+                bare_lf_reject: match status.text("POSTFIX_PORT_BARE_LF_REJECT") {
+                    Ok(_) => Some(status.parse_value("POSTFIX_PORT_BARE_LF_REJECT")?),
+                    Err(_) => None,
+                },
             },
             pid: status.parse_value("POSTFIX_PID")?,
             ca_file: status.parse_value("TLS_CA_FILE")?,
@@ -100,11 +109,14 @@ impl Postfix {
     }
 
     fn check_listeners(&self) -> Result<(), PeersError> {
-        let listeners = [
+        let mut listeners = vec![
             ("plain + STARTTLS", self.plain_addr()),
             ("implicit TLS", self.implicit_tls_addr()),
             ("STARTTLS required", self.tls_required_addr()),
         ];
+        if let Some(port) = self.ports.bare_lf_reject {
+            listeners.push(("bare LF rejected", SocketAddr::from((self.host, port))));
+        }
         for (listener, address) in listeners {
             TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|source| {
                 PeersError::NotAnswering {
@@ -136,6 +148,23 @@ impl Postfix {
     /// 127.0.0.1 and the port that requires STARTTLS before MAIL.
     pub fn tls_required_addr(&self) -> SocketAddr {
         SocketAddr::from((self.host, self.ports.tls_required))
+    }
+
+    /// 127.0.0.1 and the port that rejects bare LF line endings
+    /// (`smtpd_forbid_bare_newline = reject`, loopback not exempt).
+    ///
+    /// # Panics
+    ///
+    /// When the running peers predate that listener; the message says to
+    /// run `cargo xtask peers up` again.
+    pub fn bare_lf_reject_addr(&self) -> SocketAddr {
+        let port = self.ports.bare_lf_reject.unwrap_or_else(|| {
+            panic!(
+                "the status file has no POSTFIX_PORT_BARE_LF_REJECT: the peers were started \
+                 by an older `cargo xtask peers up`; run it again"
+            )
+        });
+        SocketAddr::from((self.host, port))
     }
 
     /// `::1` when the machine has IPv6 loopback; Postfix then serves the

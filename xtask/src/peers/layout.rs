@@ -15,6 +15,9 @@ pub(crate) const PORT_PLAIN: u16 = 10025;
 pub(crate) const PORT_IMPLICIT_TLS: u16 = 10465;
 /// STARTTLS required before MAIL (`smtpd_tls_security_level=encrypt`).
 pub(crate) const PORT_TLS_REQUIRED: u16 = 10587;
+/// Plain SMTP that rejects a command or message line ending in a bare LF
+/// (`smtpd_forbid_bare_newline=reject`), for the SMTP smuggling tests.
+pub(crate) const PORT_BARE_LF_REJECT: u16 = 10026;
 
 /// Host name in Postfix's banner and in the server certificate.
 pub(crate) const SERVER_NAME: &str = "mx.ec.test";

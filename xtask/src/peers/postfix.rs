@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::layout::{Layout, PORT_IMPLICIT_TLS, PORT_PLAIN, PORT_TLS_REQUIRED};
+use super::layout::{
+    Layout, PORT_BARE_LF_REJECT, PORT_IMPLICIT_TLS, PORT_PLAIN, PORT_TLS_REQUIRED,
+};
 use super::{status_file, users};
 use crate::process;
 
@@ -34,10 +36,11 @@ echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-se
 && apt-get update && apt-get install -y --no-install-recommends postfix";
 
 /// All listeners as (port, what it is) pairs.
-pub(crate) const LISTENERS: [(u16, &str); 3] = [
+pub(crate) const LISTENERS: [(u16, &str); 4] = [
     (PORT_PLAIN, "plain + STARTTLS"),
     (PORT_IMPLICIT_TLS, "implicit TLS"),
     (PORT_TLS_REQUIRED, "STARTTLS required"),
+    (PORT_BARE_LF_REJECT, "bare LF rejected"),
 ];
 
 /// Fails with the apt command to run when Postfix is not installed.

@@ -25,8 +25,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::layout::{
-    text, Layout, DOMAIN_DISCARD, DOMAIN_MAILDIR, DOMAIN_REPLY, PORT_IMPLICIT_TLS, PORT_PLAIN,
-    PORT_TLS_REQUIRED, SERVER_NAME,
+    text, Layout, DOMAIN_DISCARD, DOMAIN_MAILDIR, DOMAIN_REPLY, PORT_BARE_LF_REJECT,
+    PORT_IMPLICIT_TLS, PORT_PLAIN, PORT_TLS_REQUIRED, SERVER_NAME,
 };
 
 /// The user pipe(8) runs the delivery script as. Delivered files are
@@ -169,7 +169,7 @@ fn main_cf(layout: &Layout, settings: Settings) -> String {
 }
 
 /// Lists the stock services, each without chroot, the Maildir pipe, and
-/// the three SMTP listeners. Port 25 is not served.
+/// the SMTP listeners. Port 25 is not served.
 fn master_cf(layout: &Layout) -> String {
     let mut cf = String::from(HEADER);
     cf.push_str(
@@ -209,7 +209,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         text(&layout.maildir_root()),
     );
 
-    let listeners: [(u16, &str, &[&str]); 3] = [
+    let listeners: [(u16, &str, &[&str]); 4] = [
         (PORT_PLAIN, "plain", &["smtpd_tls_security_level=may"]),
         (
             PORT_IMPLICIT_TLS,
@@ -223,6 +223,18 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             PORT_TLS_REQUIRED,
             "tls-required",
             &["smtpd_tls_security_level=encrypt"],
+        ),
+        // Postfix 3.7.9 and later (Debian 12 has 3.7.11): "reject" answers a
+        // line ending in a bare LF with 550 and ends the session. Loopback
+        // clients are exempt by default, and every test client is one.
+        (
+            PORT_BARE_LF_REJECT,
+            "bare-lf-reject",
+            &[
+                "smtpd_tls_security_level=may",
+                "smtpd_forbid_bare_newline=reject",
+                "smtpd_forbid_bare_newline_exclusions=",
+            ],
         ),
     ];
     for (port, name, options) in listeners {
@@ -310,9 +322,14 @@ mod tests {
     }
 
     #[test]
-    fn master_cf_has_the_three_listeners() {
+    fn master_cf_has_every_listener() {
         let cf = master_cf(&layout());
-        for port in [PORT_PLAIN, PORT_IMPLICIT_TLS, PORT_TLS_REQUIRED] {
+        for port in [
+            PORT_PLAIN,
+            PORT_IMPLICIT_TLS,
+            PORT_TLS_REQUIRED,
+            PORT_BARE_LF_REJECT,
+        ] {
             assert!(cf.contains(&format!("\n{port} ")), "port {port} missing");
         }
         assert!(

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::layout::{
-    text, Layout, DOMAIN_DISCARD, DOMAIN_MAILDIR, DOMAIN_REPLY, PORT_IMPLICIT_TLS, PORT_PLAIN,
-    PORT_TLS_REQUIRED, SERVER_NAME,
+    text, Layout, DOMAIN_DISCARD, DOMAIN_MAILDIR, DOMAIN_REPLY, PORT_BARE_LF_REJECT,
+    PORT_IMPLICIT_TLS, PORT_PLAIN, PORT_TLS_REQUIRED, SERVER_NAME,
 };
 
 /// What `peers up` started, as written to the status file.
@@ -38,6 +38,10 @@ impl Status {
             ("POSTFIX_PORT_PLAIN", PORT_PLAIN.to_string()),
             ("POSTFIX_PORT_IMPLICIT_TLS", PORT_IMPLICIT_TLS.to_string()),
             ("POSTFIX_PORT_TLS_REQUIRED", PORT_TLS_REQUIRED.to_string()),
+            (
+                "POSTFIX_PORT_BARE_LF_REJECT",
+                PORT_BARE_LF_REJECT.to_string(),
+            ),
             ("POSTFIX_CONFIG_DIR", text(&layout.postfix_config())),
             ("POSTFIX_LOG", text(&layout.postfix_log())),
             ("TLS_CA_FILE", text(&layout.ca_cert())),
