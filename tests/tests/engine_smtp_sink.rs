@@ -98,3 +98,25 @@ fn sink_slow_quit_still_closes() {
     assert_eq!(result.count("delivered"), 2);
     assert!(!result.closes.is_empty());
 }
+
+#[test]
+fn sink_abort_after_data_fails_message() {
+    // smtp-sink -A 0 answers DATA with 354, then at once with 550, and
+    // reads nothing more.
+    let sink = SmtpSink::start(["-A", "0"]);
+    let mut config = config_for("sink.test", route_to(&sink));
+    config.global.timeouts.data_termination = Some(Duration::from_secs(2));
+    config.global.timeouts.quit = Some(Duration::from_millis(500));
+    config.global.timeouts.close = Some(Duration::from_secs(2));
+
+    let result = run(config, messages(1, "sink.test"), Duration::from_secs(20));
+
+    assert_eq!(result.audit, Ok(()));
+    let last = result.last_by_recipient();
+    let record = last.values().next().expect("one record");
+    let ec_sched::RecipientOutcome::Failed(reply) = &record.outcome else {
+        panic!("expected the 550 after DATA to fail the message, got {record:?}");
+    };
+    assert_eq!(reply.code.as_u16(), 550);
+    assert_eq!(result.closes.len(), result.opened);
+}
