@@ -21,8 +21,11 @@ const INPUT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct TargetRun {
     pub(super) target: String,
-    /// Wall-clock time of `cargo fuzz run`, start-up included.
+    /// Wall-clock time of `cargo fuzz run`, with any rebuild.
     pub(super) elapsed: Duration,
+    /// Time from libFuzzer's first line to its exit; `None` when it never
+    /// started.
+    pub(super) fuzzed: Option<Duration>,
     pub(super) stats: Stats,
     pub(super) outcome: Outcome,
 }
@@ -126,11 +129,13 @@ pub(super) fn run_target(
         .stderr
         .take()
         .context("stderr of cargo fuzz not captured")?;
-    let output = echo_progress(stderr).with_context(|| format!("failed to read `{line}`"))?;
+    let progress = echo_progress(stderr).with_context(|| format!("failed to read `{line}`"))?;
     let status = child
         .wait()
         .with_context(|| format!("failed to wait for `{line}`"))?;
     let elapsed = started.elapsed();
+    let fuzzed = progress.fuzzing_started.map(|instant| instant.elapsed());
+    let output = progress.lines;
 
     let outcome = if status.success() {
         Outcome::Passed
@@ -149,6 +154,7 @@ pub(super) fn run_target(
     Ok(TargetRun {
         target: target.to_owned(),
         elapsed,
+        fuzzed,
         stats: Stats::parse(&output),
         outcome,
     })
@@ -165,18 +171,31 @@ fn cargo_fuzz(crate_dir: &Path) -> Command {
     command
 }
 
-/// Copies libFuzzer's output to stderr as it comes, leaving out the line
-/// per new corpus input, and returns every line.
-fn echo_progress(stderr: impl Read) -> Result<Vec<String>> {
-    let mut lines = Vec::new();
+/// The output of `cargo fuzz run`.
+struct Progress {
+    lines: Vec<String>,
+    /// When libFuzzer printed its first line; cargo may rebuild before that.
+    fuzzing_started: Option<Instant>,
+}
+
+/// Copies the output of `cargo fuzz run` to stderr as it comes, leaving out
+/// the line per new corpus input, and collects it.
+fn echo_progress(stderr: impl Read) -> Result<Progress> {
+    let mut progress = Progress {
+        lines: Vec::new(),
+        fuzzing_started: None,
+    };
     for line in BufReader::new(stderr).lines() {
         let line = line?;
+        if progress.fuzzing_started.is_none() && line.starts_with("INFO: ") {
+            progress.fuzzing_started = Some(Instant::now());
+        }
         if !is_corpus_update(&line) {
             eprintln!("{line}");
         }
-        lines.push(line);
+        progress.lines.push(line);
     }
-    Ok(lines)
+    Ok(progress)
 }
 
 /// Returns whether a line is libFuzzer's report of one new or reduced corpus

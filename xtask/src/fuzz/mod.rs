@@ -141,14 +141,19 @@ fn command_line(seconds: u64, single: bool, targets: &[String]) -> String {
 fn print_summary(runs: &[TargetRun]) {
     println!("\nxtask fuzz: summary");
     println!(
-        "  {:<16} {:>8} {:>12} {:>9} {:>9} {:>9} {:>7}  result",
-        "target", "seconds", "executions", "execs/s", "coverage", "features", "corpus"
+        "  {:<16} {:>7} {:>7} {:>12} {:>9} {:>9} {:>9} {:>7}  result",
+        "target", "fuzzed", "wall", "executions", "execs/s", "coverage", "features", "corpus"
     );
     for run in runs {
         let stats = &run.stats;
+        let fuzzed = run.fuzzed.map_or_else(
+            || "?".to_owned(),
+            |time| format!("{:.1}s", time.as_secs_f64()),
+        );
         println!(
-            "  {:<16} {:>8.1} {:>12} {:>9} {:>9} {:>9} {:>7}  {}",
+            "  {:<16} {:>7} {:>6.1}s {:>12} {:>9} {:>9} {:>9} {:>7}  {}",
             run.target,
+            fuzzed,
             run.elapsed.as_secs_f64(),
             figure(stats.executions),
             figure(stats.execs_per_second),

@@ -89,7 +89,7 @@ fn row(run: &TargetRun, date: &str) -> String {
     let cells = [
         run.target.clone(),
         date.to_owned(),
-        format!("{:.0}", run.elapsed.as_secs_f64()),
+        format!("{:.0}", run.fuzzed.unwrap_or(run.elapsed).as_secs_f64()),
         figure(stats.executions),
         figure(stats.execs_per_second),
         figure(stats.coverage),

@@ -56,10 +56,15 @@ pub fn check_reply_parser(input: &[u8]) {
     }
     chunked.drain();
 
+    // A poisoned parser only repeats its error, which `drain` has checked
+    // once, so the rest of the stream would add nothing.
     let mut bytewise = Run::new(limits);
     for octet in stream {
         bytewise.push(std::slice::from_ref(octet));
         bytewise.drain();
+        if bytewise.error.is_some() {
+            break;
+        }
     }
 
     compare_runs(&chunked, &bytewise);
