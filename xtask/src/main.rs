@@ -8,6 +8,7 @@ mod ci;
 mod fuzz;
 mod peers;
 mod process;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +34,11 @@ const USAGE_HELP: &str = "  help                  show this text\n";
 
 /// The usage text: every command, `bench` with its options.
 fn usage() -> String {
-    format!("{USAGE_COMMANDS}{}\n{USAGE_HELP}", bench::USAGE)
+    format!(
+        "{USAGE_COMMANDS}{}{}\n{USAGE_HELP}",
+        bench::USAGE,
+        soak::USAGE
+    )
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn dispatch(args: &[String]) -> Result<ExitCode> {
         ["peers", "status"] => peers::status(),
         ["fuzz", rest @ ..] => fuzz::run(&workspace_root(), rest).map(|()| ExitCode::SUCCESS),
         ["bench", rest @ ..] => bench::run(&workspace_root(), rest).map(|()| ExitCode::SUCCESS),
+        ["soak", rest @ ..] => soak::run(&workspace_root(), rest).map(|()| ExitCode::SUCCESS),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{}", usage());
             Ok(ExitCode::SUCCESS)

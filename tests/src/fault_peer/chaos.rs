@@ -37,8 +37,10 @@ use super::source::ScenarioSource;
 /// The TLS alert a [`Fault::StartTlsAlert`] sends: `handshake_failure`.
 const HANDSHAKE_FAILURE: u8 = 40;
 
-/// The most data bytes a [`Fault::MidDataReset`] waits for before it resets.
-const MID_DATA_MAX_BYTES: u64 = 512;
+/// The most data bytes a [`Fault::MidDataReset`] waits for before it resets:
+/// fewer than most soak messages hold, so the reset usually strikes before
+/// the final dot.
+const MID_DATA_MAX_BYTES: u64 = 32;
 
 /// One fault of the chaos mode. Command faults strike at one occurrence of
 /// their command on a connection; the others strike once per connection.
@@ -74,7 +76,7 @@ pub enum Fault {
     Data451,
     /// `554` to the n-th `DATA`.
     Data554,
-    /// TCP reset after up to 512 bytes of the n-th message's data.
+    /// TCP reset after up to 32 bytes of the n-th message's data.
     MidDataReset,
     /// `451` to the n-th message's final dot.
     Dot451,
