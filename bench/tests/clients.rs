@@ -50,8 +50,8 @@ impl CountingServer {
     }
 }
 
-/// One SMTP session; replies go out as each command line arrives, which
-/// also serves pipelined command groups in order.
+/// Serves one SMTP session. Each reply goes out as its command line
+/// arrives, which also answers pipelined command groups in order.
 fn serve(stream: TcpStream, messages: &AtomicU64) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);

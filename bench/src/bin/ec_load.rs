@@ -43,7 +43,7 @@ use ec_types::{
 #[derive(Debug, Parser)]
 #[command(about = "Drive ec's delivery engine against a loopback SMTP server")]
 struct Args {
-    /// What to measure.
+    /// The measurement to run.
     #[arg(long, value_enum, default_value = "deliver")]
     mode: Mode,
 
@@ -95,7 +95,7 @@ struct Args {
     time_limit: u64,
 }
 
-/// What `ec-load` measures.
+/// The measurements `ec-load` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// Throughput: send every message, then shut down.
@@ -194,7 +194,7 @@ fn start(config: Config, io_threads: usize, expected: u64) -> Result<Run> {
     })
 }
 
-/// The configuration for one domain routed to `--server`.
+/// Builds the configuration for one domain routed to `--server`.
 fn config(args: &Args) -> Result<Config> {
     let domain = Domain::new(&args.domain)
         .with_context(|| format!("--domain {:?} is not a valid domain", args.domain))?;
@@ -250,7 +250,7 @@ fn submit_all(handle: &SchedulerHandle, submissions: Vec<Submission>) -> Result<
     for submission in submissions {
         handle
             .submit(submission)
-            .map_err(|error| anyhow::anyhow!("the engine refused a submission: {error}"))?;
+            .map_err(|error| anyhow::anyhow!("the engine rejected a submission: {error}"))?;
     }
     Ok(())
 }
@@ -377,7 +377,7 @@ fn queue(args: &Args) -> Result<()> {
         };
         handle
             .submit(submission)
-            .map_err(|error| anyhow::anyhow!("the engine refused a submission: {error}"))?;
+            .map_err(|error| anyhow::anyhow!("the engine rejected a submission: {error}"))?;
     }
     let deadline = started + Duration::from_secs(args.time_limit);
     let queued = loop {

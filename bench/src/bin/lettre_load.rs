@@ -5,8 +5,8 @@
 //! `--pool N` runs N tasks that share one transport whose pool keeps up to
 //! N connections, so at most N connections are open, as with ec's
 //! `max_outbound_connections`. lettre checks a pooled connection with NOOP
-//! before reusing it and sends each command only after the previous
-//! reply; both are lettre's published behaviour and are left as they are.
+//! before reusing it, and it sends each command only after the previous
+//! reply. Both are lettre's published behaviour, so they stay.
 //! `--churn` sets the pool's size to 0: every message gets its own
 //! connection, which lettre ends with QUIT after the message.
 //!

@@ -53,7 +53,7 @@ struct Args {
     server_name: String,
 }
 
-/// Longest time one step of a session may take.
+/// Maximum time one step of a session may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> Result<()> {

@@ -44,7 +44,7 @@ impl Contender {
     }
 }
 
-/// Where a case sends.
+/// The server a case sends to.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub(crate) address: SocketAddr,
@@ -118,12 +118,12 @@ pub(crate) struct CaseResult {
     pub(crate) case: Case,
     pub(crate) peer: Peer,
     pub(crate) rows: Vec<Row>,
-    /// Why the case stopped early, if it did.
+    /// The error that stopped the case early, if one did.
     pub(crate) error: Option<String>,
 }
 
 impl CaseResult {
-    /// The row of `contender`, when it ran.
+    /// Returns the row of `contender`, when it ran.
     pub(crate) fn row(&self, contender: Contender) -> Option<&Row> {
         self.rows
             .iter()
@@ -192,8 +192,8 @@ fn run_rounds(
     Ok(())
 }
 
-/// The command line that makes `contender` send `messages` messages of
-/// `case` to `peer`.
+/// Builds the command line that makes `contender` send `messages`
+/// messages of `case` to `peer`.
 pub(crate) fn command(
     contender: Contender,
     case: &Case,

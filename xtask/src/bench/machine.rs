@@ -1,5 +1,5 @@
-//! What the benchmarks ran on: the machine, the load on it, and the
-//! versions of everything measured.
+//! The machine the benchmarks ran on, the load on it, and the versions
+//! of everything measured.
 
 use std::fs;
 use std::path::Path;

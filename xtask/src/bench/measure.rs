@@ -94,7 +94,7 @@ pub(crate) fn result_of(command: &mut Command) -> Result<Fields> {
     })
 }
 
-/// The fields of the last result line in `stdout`.
+/// Parses the fields of the last result line in `stdout`.
 pub(crate) fn result_fields(stdout: &str) -> Option<Fields> {
     let line = stdout
         .lines()
@@ -111,7 +111,7 @@ pub(crate) fn parse_pairs(line: &str) -> Fields {
         .collect()
 }
 
-/// A numeric field, with an error that names the key.
+/// Reads a numeric field, with an error that names the key.
 pub(crate) fn number(fields: &Fields, key: &str) -> Result<f64> {
     let text = fields
         .get(key)

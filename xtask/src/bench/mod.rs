@@ -12,7 +12,7 @@
 //! - `sched`: `ec-sched`'s `sched_bench` example;
 //! - `memory`: resident memory per idle connection and per queued message.
 //!
-//! The load clients are in the `ec-bench` crate (`bench/`); this module
+//! The load clients are in the `ec-bench` crate (`bench/`). This module
 //! builds them, starts the servers, alternates the contenders, judges the
 //! targets, profiles ec where it misses one, and renders the report.
 
@@ -267,8 +267,7 @@ fn tls_case(options: &Options) -> Case {
     }
 }
 
-/// The targets of the brief this benchmark was written for, against what
-/// this run measured.
+/// Judges the targets ec is held to against what this run measured.
 fn verdicts(report: &Report) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
     for result in report.reuse.iter().filter(|r| r.case.title != LATENCY_CASE) {
@@ -346,12 +345,15 @@ fn profiles(report: &Report, tools: &Tools, scratch: &Path) -> Vec<profile::Prof
             .map(|line| line.domains)
             .max()
             .unwrap_or(100_000);
-        let mut command = Command::new(&tools.sched_bench);
-        command.args(["--metrics", "--domains", &domains.to_string()]);
-        let cycles = sched
+        // Three times the usual connections per repetition, so that the
+        // measured loop outweighs filling the tables and the final audit.
+        let cycles = 3 * sched
             .open_release
             .first()
             .map_or(20_000, |line| line.cycles);
+        let mut command = Command::new(&tools.sched_bench);
+        command.args(["--metrics", "--hot", "--domains", &domains.to_string()]);
+        command.args(["--cycles", &cycles.to_string()]);
         let case = format!("scheduler, {} domains", report::thousands(domains as f64));
         match profile::profile(
             &case,

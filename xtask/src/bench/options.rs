@@ -56,7 +56,7 @@ impl Group {
     }
 }
 
-/// What `cargo xtask bench` was asked to do.
+/// The options of one `cargo xtask bench` run.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     /// Measured runs of each contender in each case.
@@ -67,7 +67,7 @@ pub(crate) struct Options {
     pub(crate) groups: Vec<Group>,
     /// Profile ec where it misses a target.
     pub(crate) profile: bool,
-    /// Where the report goes, relative to the workspace root.
+    /// The report's path, relative to the workspace root unless absolute.
     pub(crate) output: PathBuf,
     /// The command line as given, for the report.
     pub(crate) command_line: String,
@@ -143,7 +143,7 @@ impl Options {
         })
     }
 
-    /// Whether `group` runs.
+    /// Tells whether `group` runs.
     pub(crate) fn runs(&self, group: Group) -> bool {
         self.groups.contains(&group)
     }

@@ -5,9 +5,9 @@
 //!   the functions with the most samples;
 //! - a count, from `strace`, of the `epoll_wait` calls made while a timer
 //!   was due within 1 to 10 ms. ec's own timeouts are seconds to minutes,
-//!   so such a timer is a short sleep on the path of a message (tokio's
+//!   so such a timer is a short sleep on the path of a message. tokio's
 //!   timers have a resolution of 1 ms, so even a zero timeout parks the
-//!   thread until the next tick). That costs latency and no CPU, so a CPU
+//!   thread until the next tick. That costs latency and no CPU, so a CPU
 //!   profile cannot show it.
 
 use std::fs;
@@ -28,7 +28,7 @@ pub(crate) struct Hotspot {
     pub(crate) symbol: String,
 }
 
-/// What the profiles of one case found.
+/// The profiles of one case.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Profile {
     /// The case's title.
@@ -36,9 +36,7 @@ pub(crate) struct Profile {
     pub(crate) command: String,
     /// The top functions by CPU samples.
     pub(crate) hotspots: Vec<Hotspot>,
-    /// `epoll_wait` calls with a timeout of 1 to 10 ms, per message, and
-    /// the share of them that ended by that timeout; when strace was
-    /// available.
+    /// Short timer waits per message, when strace was available.
     pub(crate) timer_waits: Option<TimerWaits>,
 }
 
@@ -191,7 +189,7 @@ fn short_wait(line: &str) -> Option<bool> {
         .or_else(|| line.find("epoll_pwait("))?;
     let (call, result) = line[start..].rsplit_once(" = ")?;
     let arguments = call.trim_end().strip_suffix(')')?;
-    // The events array holds ", " when it is not empty, so count the
+    // The events array contains ", " when it is not empty, so count the
     // timeout from the end: epoll_pwait adds the signal mask and its size.
     let words: Vec<&str> = arguments.split(", ").collect();
     let from_end = if line[start..].starts_with("epoll_pwait(") {

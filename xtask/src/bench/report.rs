@@ -37,7 +37,7 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    /// An empty report for `options`.
+    /// Creates an empty report for `options`.
     pub(crate) fn new(options: &Options, machine: Machine) -> Self {
         Self {
             command_line: options.command_line.clone(),
@@ -52,7 +52,7 @@ impl Report {
         }
     }
 
-    /// The Markdown text.
+    /// Renders the report as Markdown.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.header(&mut out);
@@ -252,6 +252,9 @@ impl Report {
                 write_row(out, row, ec);
             }
             out.push('\n');
+            if case.connections == 1 {
+                write_latency(out, result);
+            }
         }
     }
 
@@ -379,6 +382,30 @@ impl Report {
     }
 }
 
+/// Milliseconds per message on one connection, the inverse of the median
+/// rate.
+fn write_latency(out: &mut String, result: &CaseResult) {
+    let latencies: Vec<String> = result
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let rate = row.rate()?.median;
+            Some(format!(
+                "{} {:.2} ms",
+                row.contender.label(),
+                1_000.0 / rate
+            ))
+        })
+        .collect();
+    if !latencies.is_empty() {
+        let _ = writeln!(
+            out,
+            "Time per message on the one connection (medians): {}.\n",
+            latencies.join(", ")
+        );
+    }
+}
+
 fn write_sched_table(out: &mut String, sched: &SchedResult) {
     let _ = writeln!(
         out,
@@ -423,7 +450,7 @@ fn write_sched_table(out: &mut String, sched: &SchedResult) {
     out.push('\n');
 }
 
-/// What the recorder adds, from the two runs' medians side by side.
+/// Writes what the recorder adds, from the two runs' medians side by side.
 fn write_metrics_cost(out: &mut String, with: &SchedResult, without: &SchedResult) {
     let _ = writeln!(
         out,
@@ -500,7 +527,7 @@ fn summary(summary: Summary, decimals: usize) -> String {
     )
 }
 
-/// A rounded number with thousands separators: `12,345`.
+/// Formats a rounded number with thousands separators: `12,345`.
 pub(crate) fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.abs());
     let mut grouped = String::new();
@@ -613,7 +640,9 @@ had a timer due within milliseconds on the path of a message. tokio's \
 timers tick once per millisecond, so even a zero-length timeout parks the \
 thread until the next tick unless other I/O wakes it first; the second \
 figure counts the waits that no I/O cut short. For the scheduler target \
-the profile is of `sched_bench` with the most domains.";
+the profile is of `sched_bench` (pattern `hot10`) with the most domains and three times \
+the connections per repetition; it includes filling the tables (which \
+runs the same connection life with a 451 reply) and the final audit.";
 
 const CAVEATS: &str = "## What these figures do not say\n\n\
 - Client and server share two cores. A client that uses less CPU leaves \

@@ -25,7 +25,7 @@ pub(crate) struct OpenRelease {
     pub(crate) cycles: u64,
 }
 
-/// What `sched_bench` reported.
+/// The lines `sched_bench` printed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct SchedResult {
     pub(crate) open_release: Vec<OpenRelease>,
@@ -96,7 +96,7 @@ fn open_release(fields: &Fields) -> Result<OpenRelease> {
 }
 
 impl SchedResult {
-    /// The `pattern` line with the fewest and the most domains.
+    /// Returns the `pattern` lines with the fewest and the most domains.
     pub(crate) fn extremes(&self, pattern: &str) -> Option<(&OpenRelease, &OpenRelease)> {
         let lines = self
             .open_release

@@ -111,7 +111,7 @@ impl Drop for Server {
     }
 }
 
-/// A loopback address with a port no program listens on.
+/// Finds a loopback address with a port no program listens on.
 fn free_port() -> Result<SocketAddr> {
     let probe =
         TcpListener::bind("127.0.0.1:0").context("cannot bind a probe socket on 127.0.0.1")?;
@@ -128,8 +128,8 @@ fn free_port() -> Result<SocketAddr> {
     Ok(address)
 }
 
-/// Where the Postfix of `cargo xtask peers up` takes STARTTLS, from its
-/// status file.
+/// The STARTTLS listener of the Postfix of `cargo xtask peers up`, from
+/// its status file.
 #[derive(Debug, Clone)]
 pub(crate) struct PostfixTls {
     /// The plain-text listener that offers STARTTLS.
