@@ -1,9 +1,9 @@
 //! Command injection: a CR, LF or NUL in an envelope address or the EHLO
 //! name would end the command line and start another, and an over-long
-//! value breaks RFC 5321's limits. Each must be refused with an error that
-//! names the value before a byte is written: by `ec_types` when the address
-//! is made, by the command encoder, and in the engine, where the server
-//! must see no command from the client at all.
+//! value breaks RFC 5321's limits. Each must be rejected with an error that
+//! names the value, before a byte is written. `ec_types` rejects it when the
+//! address is made, the command encoder when the command is, and in the
+//! engine the server must see no command from the client at all.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -177,7 +177,7 @@ fn encoder_refuses_overlong_values() {
 }
 
 /// Whether the client sent anything at all on the connection: a command,
-/// message data, or bytes the peer did not answer.
+/// message data, or bytes the peer left without a reply.
 fn client_sent_bytes(record: &ConnectionRecord) -> bool {
     record.events.iter().any(|timed| {
         matches!(

@@ -1,8 +1,8 @@
-//! `Engine::shutdown` while connections are busy: new work stops at once,
-//! sessions finish their transaction or are closed under the close
-//! deadline, and every message gets exactly one final record (delivered
-//! or unsent), with "delivery unknown" before it where the final dot got
-//! no reply. Against smtp-sink, at full speed and with slow replies.
+//! `Engine::shutdown` while connections are busy, against smtp-sink at full
+//! speed and with slow replies. New work stops at once, and sessions finish
+//! their transaction or are closed under the close deadline. Every message
+//! gets exactly one final record (delivered or unsent), with "delivery
+//! unknown" before it where the final dot got no reply.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,7 +99,7 @@ impl Reports {
             .count()
     }
 
-    /// The outcome names of each tag, in order.
+    /// Groups the outcome names by tag, in order.
     fn outcomes_by_tag(&self) -> HashMap<u64, Vec<&'static str>> {
         let mut outcomes: HashMap<u64, Vec<&'static str>> = HashMap::new();
         for record in &self.records {
@@ -253,7 +253,7 @@ fn shutdown_under_load_loses_nothing() {
 #[test]
 fn shutdown_cuts_slow_transactions_at_grace() {
     const MESSAGES: u64 = 200;
-    // smtp-sink answers each final dot 5 s late: longer than the grace
+    // smtp-sink replies to each final dot 5 s late: longer than the grace
     // period and the close deadline together.
     let sink = SmtpSink::start(["-W", ".:5"]);
     let close = Duration::from_secs(1);

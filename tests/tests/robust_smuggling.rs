@@ -2,9 +2,9 @@
 //! `CR . CR`, `CRLF . LF`, a leading `. CRLF`, NUL bytes and a whole
 //! smuggled transaction go through the whole engine. On the wire every line
 //! must end in CRLF and every leading dot must be doubled, so no end of data
-//! comes before the real one: the fault peer records exactly the reference
-//! encoding, and Postfix with `smtpd_forbid_bare_newline = reject` accepts
-//! every message and stores it line for line.
+//! comes before the real one. The fault peer must record exactly the
+//! reference encoding. Postfix with `smtpd_forbid_bare_newline = reject`
+//! must accept every message and store it line for line.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,7 +18,7 @@ use ec_types::Route;
 
 const DOMAIN: &str = "smuggle.test";
 
-/// Every body the fault peer test sends: each smuggling case, and a
+/// Lists every body the fault peer test sends: each smuggling case, and a
 /// message whose very first line is a lone dot.
 fn bodies() -> Vec<(&'static str, &'static [u8])> {
     let mut bodies: Vec<_> = SMUGGLING_CASES.iter().map(|c| (c.name, c.body)).collect();
@@ -92,8 +92,8 @@ fn wire_never_ends_data_early() {
     );
 }
 
-/// One SMTP exchange over a raw socket: writes each line, reads what the
-/// server answers within a moment.
+/// Runs one SMTP exchange over a raw socket: writes each line and reads
+/// what the server replies within a moment.
 fn raw_session(lines: &[&[u8]]) -> String {
     let postfix = Postfix::get();
     let mut stream = TcpStream::connect(postfix.bare_lf_reject_addr()).expect("connect");
@@ -138,8 +138,8 @@ fn postfix_listener_rejects_bare_lf() {
     );
 }
 
-/// The message as delivered, without the `Return-Path:`, `Delivered-To:`
-/// and `Received:` headers Postfix puts in front of it.
+/// Strips the `Return-Path:`, `Delivered-To:` and `Received:` headers that
+/// Postfix puts in front of a delivered message.
 fn without_trace_headers(delivered: &[u8]) -> &[u8] {
     let mut rest = delivered;
     let mut in_trace = false;

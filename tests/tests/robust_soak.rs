@@ -10,7 +10,7 @@
 //! names. Either replays a fault schedule with `EC_SOAK_SEED`.
 //!
 //! Each test measures the process's descriptors and threads, so this file
-//! holds nothing else that could run beside them.
+//! contains nothing else that could run beside them.
 
 use ec_tests::soak::{run, SoakOptions, SoakReport, ENV_SEED};
 

@@ -133,7 +133,7 @@ fn command_line(options: &Options) -> String {
     line
 }
 
-/// The line above the tables: the command, the date and the machine.
+/// Writes the line above the tables: the command, the date and the machine.
 fn heading(options: &Options, command_line: &str) -> Result<String> {
     let date = process::output(Command::new("date").args(["-u", "+%Y-%m-%d"]))?;
     Ok(format!(
@@ -144,7 +144,7 @@ fn heading(options: &Options, command_line: &str) -> Result<String> {
     ))
 }
 
-/// The CPU count and model, from the scheduler and `/proc/cpuinfo`.
+/// Describes the CPU count and model, from the scheduler and `/proc/cpuinfo`.
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let model = fs::read_to_string("/proc/cpuinfo")

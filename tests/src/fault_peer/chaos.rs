@@ -37,7 +37,7 @@ use super::source::ScenarioSource;
 /// The TLS alert a [`Fault::StartTlsAlert`] sends: `handshake_failure`.
 const HANDSHAKE_FAILURE: u8 = 40;
 
-/// The most data bytes a [`Fault::MidDataReset`] waits for before it resets:
+/// Maximum data bytes a [`Fault::MidDataReset`] waits for before it resets:
 /// fewer than most soak messages hold, so the reset usually strikes before
 /// the final dot.
 const MID_DATA_MAX_BYTES: u64 = 32;
@@ -141,7 +141,7 @@ impl Fault {
         Self::QuitNoCloseNotify,
     ];
 
-    /// The snake-case name the tally counts it under, and that fault replies
+    /// Returns the snake-case name the tally counts it under, and that fault replies
     /// carry in their text (`451 4.3.0 chaos rcpt_451`).
     pub fn name(self) -> &'static str {
         match self {
@@ -176,12 +176,12 @@ impl Fault {
         }
     }
 
-    /// The fault named `name` by [`Fault::name`].
+    /// Finds the fault named `name` by [`Fault::name`].
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|fault| fault.name() == name)
     }
 
-    /// What the peer does, in a few words, for reports.
+    /// Describes what the peer does, in a few words, for reports.
     pub fn description(self) -> &'static str {
         match self {
             Self::BannerDrop => "TCP reset instead of the banner",
@@ -290,9 +290,10 @@ pub struct Chaos {
 }
 
 impl Chaos {
-    /// Chaos from `seed`: 30% of connections get a fault, a quarter of those
-    /// a second one; 10% do without PIPELINING; command faults strike at one
-    /// of the first 3 occurrences; no TLS until [`Chaos::tls`] is given.
+    /// Creates chaos from `seed`. 30% of connections get a fault, and a
+    /// quarter of those a second one. 10% do without PIPELINING. Command
+    /// faults strike at one of the first 3 occurrences. No connection offers
+    /// TLS until [`Chaos::tls`] is given.
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
@@ -313,7 +314,7 @@ impl Chaos {
         self.seed
     }
 
-    /// The share of connections (0 to 1) that get at least one fault.
+    /// Sets the share of connections (0 to 1) that get at least one fault.
     #[must_use]
     pub fn fault_share(mut self, share: f64) -> Self {
         self.fault_share = share;
@@ -328,8 +329,8 @@ impl Chaos {
         self
     }
 
-    /// The share of connections (0 to 1) that offer STARTTLS, when TLS is
-    /// configured.
+    /// Sets the share of connections (0 to 1) that offer STARTTLS, when TLS
+    /// is configured.
     #[must_use]
     pub fn tls_share(mut self, share: f64) -> Self {
         self.tls_share = share;
@@ -343,7 +344,7 @@ impl Chaos {
         self
     }
 
-    /// How late [`Fault::QuitDelay`] sends its `221`; keep it below the
+    /// Sets how late [`Fault::QuitDelay`] sends its `221`. Keep it below the
     /// client's QUIT timeout. Default 100 ms.
     #[must_use]
     pub fn quit_delay(mut self, delay: Duration) -> Self {
@@ -351,7 +352,8 @@ impl Chaos {
         self
     }
 
-    /// How long a connection idles before [`Fault::Idle421`]. Default 200 ms.
+    /// Sets how long a connection idles before [`Fault::Idle421`]. Default
+    /// 200 ms.
     #[must_use]
     pub fn idle_after(mut self, after: Duration) -> Self {
         self.idle_after = after;
@@ -365,7 +367,7 @@ impl Chaos {
         self
     }
 
-    /// The choices for the `connection`-th connection (from 0).
+    /// Draws the choices for the `connection`-th connection (from 0).
     pub fn plan(&self, connection: usize) -> Plan {
         let mut rng = SplitMix64::for_connection(self.seed, connection);
         let tls = self.tls.is_some() && rng.chance(self.tls_share);
@@ -406,7 +408,7 @@ impl Chaos {
         }
     }
 
-    /// The scenario of the `connection`-th connection (from 0).
+    /// Builds the scenario of the `connection`-th connection (from 0).
     pub fn scenario(&self, connection: usize) -> Scenario {
         let plan = self.plan(connection);
         let mut builder = Scenario::builder().capabilities(
@@ -517,13 +519,13 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// A number below `n` (`n` > 0); the modulo bias is below 2^-40 for the
-    /// small `n` used here.
+    /// Returns a number below `n` (`n` > 0). The modulo bias is below 2^-40
+    /// for the small `n` used here.
     fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 
-    /// True with probability `p`.
+    /// Returns true with probability `p`.
     fn chance(&mut self, p: f64) -> bool {
         let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         unit < p

@@ -63,7 +63,7 @@ impl FaultPeer {
     }
 
     /// Starts a peer playing the scenarios `source` chooses, as tasks on the
-    /// current tokio runtime, keeping what `retention` says of finished
+    /// current tokio runtime, keeping what `retention` names of finished
     /// connections.
     ///
     /// # Errors
@@ -164,12 +164,13 @@ impl FaultPeer {
         self.recorder.snapshot()
     }
 
-    /// Totals over every finished connection, whatever the retention.
+    /// Returns the totals over every finished connection, whatever the
+    /// retention.
     pub fn tally(&self) -> Tally {
         self.recorder.tally()
     }
 
-    /// How many connections the peer has accepted, and how many of them
+    /// Counts the connections the peer has accepted, and those of them that
     /// have finished.
     pub fn accepted_and_finished(&self) -> (usize, usize) {
         self.recorder.counts()

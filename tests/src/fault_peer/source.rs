@@ -8,7 +8,8 @@ use super::scenario::Scenario;
 /// ([`FaultPeer::start_sequence`](super::FaultPeer::start_sequence)) is one
 /// source; [`Chaos`](super::Chaos) draws faults at random from a seed.
 pub trait ScenarioSource: Send + Sync + 'static {
-    /// The scenario of the `connection`-th accepted connection (from 0).
+    /// Returns the scenario of the `connection`-th accepted connection
+    /// (from 0).
     fn scenario(&self, connection: usize) -> Arc<Scenario>;
 }
 

@@ -1,7 +1,7 @@
 //! Running totals over a peer's finished connections, and how much of each
 //! record the peer keeps.
 //!
-//! A peer that serves a soak run sees hundreds of thousands of messages;
+//! A peer that serves a soak run gets hundreds of thousands of messages, and
 //! keeping every record would make its memory grow with the run and hide the
 //! client's own memory use. With [`Retention::Tally`] the peer counts each
 //! event as it happens and keeps only the few that say how a connection went
@@ -134,7 +134,7 @@ impl Tally {
 
 /// Whether a [`Retention::Tally`] record can drop `event` once it is
 /// counted: it carries bytes (commands, data, replies) or only a count.
-/// Events that say how the connection went (TLS, closes, timeouts) stay.
+/// Events that show how the connection went (TLS, closes, timeouts) stay.
 pub(crate) fn is_bulk(event: &Event) -> bool {
     matches!(
         event,
@@ -148,7 +148,7 @@ pub(crate) fn is_bulk(event: &Event) -> bool {
     )
 }
 
-/// The part of data cut short that comes before an end-of-data mark that
+/// Returns the part of data cut short that comes before an end-of-data mark that
 /// arrived with it (the mark's leading CRLF stays, as in a complete body).
 fn before_end_mark(data: &[u8]) -> &[u8] {
     if data.starts_with(b".\r\n") {
@@ -160,7 +160,7 @@ fn before_end_mark(data: &[u8]) -> &[u8] {
     }
 }
 
-/// A short name for how the client's side of a connection ended: `fin`,
+/// Names how the client's side of a connection ended: `fin`,
 /// `reset`, `close_notify_fin` (TLS closed properly), `fin_without_close_notify`,
 /// `reset_without_close_notify`, `close_notify_reset`, `still_open` (the
 /// peer stopped waiting), `after_peer_reset` (the peer reset first and read
@@ -214,7 +214,7 @@ pub fn client_closed(record: &ConnectionRecord) -> bool {
     !gave_up && ended
 }
 
-/// Whether `data` holds a CR not followed by LF, or an LF not preceded by
+/// Whether `data` contains a CR not followed by LF, or an LF not preceded by
 /// CR. With `complete` false, a CR as the very last byte is allowed.
 pub fn bare_line_end(data: &[u8], complete: bool) -> bool {
     data.iter().enumerate().any(|(i, &byte)| match byte {

@@ -5,8 +5,8 @@
 //! attacks: line endings other than CRLF around a lone dot, which some
 //! servers take for the end of data, so that text after them runs as a
 //! second transaction. An engine that passes them through unchanged lets a
-//! sender smuggle mail; ec must write every line ending as CRLF and stuff
-//! every leading dot (RFC 5321 sections 2.3.8 and 4.5.2).
+//! sender smuggle mail. So ec must write every line ending as CRLF and
+//! stuff every leading dot (RFC 5321 sections 2.3.8 and 4.5.2).
 
 /// A body holding one smuggling pattern, with the name tests report it by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +81,8 @@ pub const SMUGGLING_CASES: [SmugglingCase; 14] = [
 /// the data's first line is the end-of-data line.
 pub const DOT_FIRST: &[u8] = b".\r\nSubject: after a first dot\r\n\r\nbody\r\n";
 
-/// The lines of `body`, split at CRLF, bare LF or bare CR, the way RFC
-/// 5321 section 2.3.8 says a receiver may read them. A last line without an
+/// Splits `body` into lines at CRLF, bare LF or bare CR, the way RFC 5321
+/// section 2.3.8 lets a receiver read them. A last line without an
 /// ending is a line too; an empty body has none.
 pub fn lines(body: &[u8]) -> Vec<&[u8]> {
     let mut lines = Vec::new();
@@ -107,7 +107,7 @@ pub fn lines(body: &[u8]) -> Vec<&[u8]> {
     lines
 }
 
-/// What `body` must look like between the `354` and the end-of-data line:
+/// Returns what `body` must look like between the `354` and the end-of-data line:
 /// every line ended by CRLF, every line that starts with `.` given a second
 /// one. This is the reference the tests hold the engine's encoder to, and is
 /// written independently of it.
@@ -123,8 +123,8 @@ pub fn wire_data(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// What a server that stores LF line endings (Postfix's Maildir delivery)
-/// keeps of `body`: its lines joined by LF, without dot-stuffing.
+/// Returns what a server that stores LF line endings (Postfix's Maildir
+/// delivery) keeps of `body`: its lines joined by LF, without dot-stuffing.
 pub fn stored_lf(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
     for line in lines(body) {
@@ -153,8 +153,8 @@ pub fn load_bodies() -> Vec<bytes::Bytes> {
     bodies
 }
 
-/// The body of the message tagged `tag` among `bodies`: mostly the short
-/// one, so a run is not dominated by the large one.
+/// Picks the body of the message tagged `tag` among `bodies`: mostly the
+/// short one, so the large one does not dominate a run.
 pub fn load_body(bodies: &[bytes::Bytes], tag: u64) -> bytes::Bytes {
     let index = match tag % 10 {
         0..=4 => 0,
@@ -165,7 +165,7 @@ pub fn load_body(bodies: &[bytes::Bytes], tag: u64) -> bytes::Bytes {
     bodies[index.min(bodies.len() - 1)].clone()
 }
 
-/// A message of about `size` bytes of 76-character lines.
+/// Builds a message of about `size` bytes of 76-character lines.
 fn filler(subject: &str, size: usize) -> Vec<u8> {
     let mut body = format!("Subject: {subject}\r\n\r\n").into_bytes();
     let line = b"The quick brown fox jumps over the lazy dog, and then over the dog again.\r\n";

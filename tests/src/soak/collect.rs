@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use ec_sched::{ConnectionClosed, RecipientOutcome, RecipientRecord, Report};
 
-/// The most recipients a soak submission has.
+/// Maximum recipients of a soak submission.
 pub(crate) const MAX_RECIPIENTS: usize = 2;
 
-/// How many recipients the submission tagged `tag` has: one, or two for a
-/// quarter of them, so per-recipient faults split a message's fate.
+/// Returns the recipient count of the submission tagged `tag`: one, or two
+/// for a quarter of them, so per-recipient faults split a message's fate.
 pub(crate) fn recipient_count(tag: u64) -> usize {
     if tag % 4 == 3 {
         2
@@ -20,13 +20,13 @@ pub(crate) fn recipient_count(tag: u64) -> usize {
     }
 }
 
-/// The local part of recipient `index` of submission `tag`; the collector
-/// reads the index back from it.
+/// Builds the local part of recipient `index` of submission `tag`. The
+/// collector reads the index back from it.
 pub(crate) fn local_part(tag: u64, index: usize) -> String {
     format!("r{index}-{tag}")
 }
 
-/// What the records said, counted.
+/// Counts of what the records reported.
 #[derive(Debug)]
 pub(crate) struct Collector {
     /// Final records per recipient, at `tag * MAX_RECIPIENTS + index`.
@@ -47,12 +47,12 @@ pub(crate) struct Collector {
     pub(crate) closes: BTreeMap<(&'static str, &'static str), u64>,
     /// Connections opened.
     pub(crate) opened: u64,
-    /// The longest time from a connect's start to its socket's release.
+    /// Maximum time from a connect's start to its socket's release.
     pub(crate) longest_connection: Duration,
 }
 
 impl Collector {
-    /// A collector for submissions tagged `0..submissions`.
+    /// Creates a collector for submissions tagged `0..submissions`.
     pub(crate) fn new(submissions: u64) -> Self {
         let submissions = usize::try_from(submissions).expect("submissions fit in memory");
         // Filled with their final values up front, so the pages are touched
@@ -115,7 +115,7 @@ impl Collector {
         }
     }
 
-    /// The recipient's index in `finals`, read from its local part.
+    /// Finds the recipient's index in `finals` from its local part.
     fn slot(&self, record: &RecipientRecord) -> Option<usize> {
         let tag = usize::try_from(record.tag).ok()?;
         let index = record
@@ -156,7 +156,8 @@ impl Collector {
     }
 }
 
-/// The chaos fault a reply names (`451 4.3.0 chaos rcpt_451`), if any.
+/// Returns the chaos fault a reply names (`451 4.3.0 chaos rcpt_451`), if
+/// any.
 fn fault_in_reply(outcome: &RecipientOutcome) -> Option<String> {
     let reply = match outcome {
         RecipientOutcome::Delivered(reply) | RecipientOutcome::Failed(reply) => reply,

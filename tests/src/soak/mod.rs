@@ -11,7 +11,7 @@
 //! `docs/ROBUSTNESS.md`.
 //!
 //! [`SilentSink`] is the other end of a connection storm: it accepts
-//! thousands of connections and never says a word.
+//! thousands of connections and never sends a byte.
 //!
 //! [`bodies`] holds the SMTP smuggling patterns and the wire form ec must
 //! give them.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct SoakOptions {
     /// Submissions to make; a quarter of them have two recipients.
     pub messages: u64,
-    /// The longest the delivery phase may run; then the engine shuts down
+    /// Maximum duration of the delivery phase; then the engine shuts down
     /// and reports what is left as unsent.
     pub cap: Duration,
     /// The chaos seed; print it, and set it again to replay the schedule.
@@ -27,8 +27,8 @@ pub struct SoakOptions {
     /// one: this many bytes per message finished in between, and never
     /// less than [`SoakOptions::rss_floor`].
     pub rss_bytes_per_message: u64,
-    /// The least growth allowed whatever the run's size, for the
-    /// allocator's noise.
+    /// Minimum growth allowed whatever the run's size, for the allocator's
+    /// noise.
     pub rss_floor: u64,
 }
 
@@ -40,7 +40,7 @@ pub const ENV_SECONDS: &str = "EC_SOAK_SECONDS";
 pub const ENV_SEED: &str = "EC_SOAK_SEED";
 
 impl SoakOptions {
-    /// The run CI makes: 5,000 submissions, at most 40 s of delivery.
+    /// Returns the run CI makes: 5,000 submissions, at most 40 s of delivery.
     pub fn ci() -> Self {
         Self {
             messages: 5_000,
@@ -49,8 +49,8 @@ impl SoakOptions {
         }
     }
 
-    /// The full run of `cargo xtask soak`: 100,000 submissions, at most 15
-    /// minutes of delivery.
+    /// Returns the full run of `cargo xtask soak`: 100,000 submissions, at
+    /// most 15 minutes of delivery.
     pub fn full() -> Self {
         Self {
             messages: 100_000,
@@ -66,8 +66,8 @@ impl SoakOptions {
         }
     }
 
-    /// `base` with [`ENV_MESSAGES`], [`ENV_SECONDS`] and [`ENV_SEED`]
-    /// applied where set.
+    /// Applies [`ENV_MESSAGES`], [`ENV_SECONDS`] and [`ENV_SEED`] to `base`
+    /// where they are set.
     ///
     /// # Errors
     ///
@@ -98,7 +98,7 @@ fn read_env(name: &str) -> Result<Option<u64>, String> {
     }
 }
 
-/// A seed from the clock, different on every run.
+/// Makes a seed from the clock, different on every run.
 fn fresh_seed() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

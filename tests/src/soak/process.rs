@@ -77,7 +77,7 @@ impl ProcessSample {
 /// # Errors
 ///
 /// When the limit cannot be read or set, or the hard limit is below
-/// `wanted`; the message says how to raise it.
+/// `wanted`. The message tells how to raise it.
 pub fn raise_open_file_limit(wanted: u64) -> Result<u64, String> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
         .map_err(|error| format!("reading RLIMIT_NOFILE failed: {error}"))?;

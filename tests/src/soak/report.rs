@@ -16,7 +16,7 @@ use crate::fault_peer::{Fault, Tally};
 pub struct Audits {
     /// Handle audits that passed.
     pub passed: u64,
-    /// Handle audits that found a violation, or got no answer.
+    /// Handle audits that found a violation, or got no reply.
     pub failed: u64,
     /// The first failure's text.
     pub first_failure: Option<String>,
@@ -59,7 +59,7 @@ pub struct SoakReport {
     pub closes: BTreeMap<(&'static str, &'static str), u64>,
     /// Connections opened, by the records.
     pub opened: u64,
-    /// The longest connection, connect to release.
+    /// Maximum connection duration, connect to release.
     pub longest_connection: Duration,
     /// Recipients without a final record.
     pub missing: u64,
@@ -71,7 +71,7 @@ pub struct SoakReport {
     pub foreign: u64,
     /// Handle audits.
     pub audits: Audits,
-    /// The most live connections any stats snapshot showed.
+    /// Maximum live connections any stats snapshot showed.
     pub max_live: u32,
     /// The engine-wide connection limit.
     pub max_connections: u32,
@@ -96,94 +96,92 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
-    /// Every rule the run broke, one line each; empty when it passed.
+    /// Lists every rule the run broke, one line each; empty when it passed.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut check = |ok: bool, problem: String| {
-            if !ok {
-                problems.push(problem);
-            }
-        };
-        check(
-            self.missing == 0,
-            format!("{} recipients have no final record", self.missing),
-        );
-        check(
-            self.doubled == 0,
+        let mut rules = Rules::default();
+        self.check_records(&mut rules);
+        self.check_engine(&mut rules);
+        self.check_peer(&mut rules);
+        self.check_process(&mut rules);
+        rules.0
+    }
+
+    fn check_records(&self, rules: &mut Rules) {
+        rules.check(self.missing == 0, || {
+            format!("{} recipients have no final record", self.missing)
+        });
+        rules.check(self.doubled == 0, || {
             format!(
                 "{} recipients have more than one final record",
                 self.doubled
-            ),
-        );
-        check(
-            self.after_final == 0,
-            format!("{} records came after a final one", self.after_final),
-        );
-        check(
-            self.foreign == 0,
-            format!("{} records name a recipient never submitted", self.foreign),
-        );
-        check(
-            self.audits.failed == 0,
+            )
+        });
+        rules.check(self.after_final == 0, || {
+            format!("{} records came after a final one", self.after_final)
+        });
+        rules.check(self.foreign == 0, || {
+            format!("{} records name a recipient never submitted", self.foreign)
+        });
+    }
+
+    fn check_engine(&self, rules: &mut Rules) {
+        rules.check(self.audits.failed == 0, || {
             format!(
                 "{} handle audits failed; first: {}",
                 self.audits.failed,
                 self.audits.first_failure.as_deref().unwrap_or("-")
-            ),
-        );
-        check(
-            self.max_live <= self.max_connections,
+            )
+        });
+        rules.check(self.max_live <= self.max_connections, || {
             format!(
                 "{} live connections, above the limit of {}",
                 self.max_live, self.max_connections
-            ),
+            )
+        });
+
+        let Some(stats) = &self.stats else {
+            rules.check(false, || {
+                "the scheduler thread did not stop cleanly".to_owned()
+            });
+            return;
+        };
+        let ledger = &stats.ledger;
+        let connections = &stats.connections;
+        rules.check(
+            connections.live() == 0 && connections.opened() == connections.closed(),
+            || format!("connections at the end: {connections:?}"),
         );
-        match &self.stats {
-            None => check(
-                false,
-                "the scheduler thread did not stop cleanly".to_owned(),
-            ),
-            Some(stats) => {
-                let ledger = &stats.ledger;
-                let connections = &stats.connections;
-                check(
-                    connections.live() == 0 && connections.opened() == connections.closed(),
-                    format!("connections at the end: {connections:?}"),
-                );
-                check(
-                    connections.opened() == self.opened,
-                    format!(
-                        "the scheduler opened {} connections, the records show {}",
-                        connections.opened(),
-                        self.opened
-                    ),
-                );
-                for (what, count) in [
-                    ("periodic audits failed", ledger.audit_failures),
-                    ("count underflows", ledger.count_underflows),
-                    ("protocol violations", ledger.protocol_violations),
-                    ("releases at the close deadline", ledger.close_deadlines),
-                ] {
-                    check(count == 0, format!("{what}: {count}"));
-                }
-                check(
-                    ledger.audits > 0,
-                    "the scheduler ran no periodic audit".to_owned(),
-                );
-                check(
-                    ledger.in_engine() == Some(0),
-                    format!("messages left in the engine: {ledger:?}"),
-                );
-            }
-        }
-        let delivered_messages = self.stats.as_ref().map_or(0, |s| s.ledger.delivered);
-        check(
-            self.peer.bodies >= delivered_messages,
+        rules.check(connections.opened() == self.opened, || {
             format!(
-                "{delivered_messages} messages delivered, but the peer received only {} bodies",
+                "the scheduler opened {} connections, the records show {}",
+                connections.opened(),
+                self.opened
+            )
+        });
+        for (what, count) in [
+            ("periodic audits failed", ledger.audit_failures),
+            ("count underflows", ledger.count_underflows),
+            ("protocol violations", ledger.protocol_violations),
+            ("releases at the close deadline", ledger.close_deadlines),
+        ] {
+            rules.check(count == 0, || format!("{what}: {count}"));
+        }
+        rules.check(ledger.audits > 0, || {
+            "the scheduler ran no periodic audit".to_owned()
+        });
+        rules.check(ledger.in_engine() == Some(0), || {
+            format!("messages left in the engine: {ledger:?}")
+        });
+    }
+
+    fn check_peer(&self, rules: &mut Rules) {
+        let delivered = self.stats.as_ref().map_or(0, |s| s.ledger.delivered);
+        rules.check(self.peer.bodies >= delivered, || {
+            format!(
+                "{delivered} messages delivered, but the peer received only {} bodies",
                 self.peer.bodies
-            ),
-        );
+            )
+        });
         for (what, count) in [
             ("connections the client left open", self.peer.unclosed),
             (
@@ -194,54 +192,49 @@ impl SoakReport {
             ("bare CR or LF in message data", self.peer.bare_line_ends),
             ("unstuffed leading dots", self.peer.unstuffed_dots),
         ] {
-            check(count == 0, format!("{what}: {count}"));
+            rules.check(count == 0, || format!("{what}: {count}"));
         }
-        if !self.peer.examples.is_empty() {
-            problems.push(format!(
+        rules.check(self.peer_open == 0, || {
+            format!("{} peer connections still open", self.peer_open)
+        });
+        rules.check(self.peer.examples.is_empty(), || {
+            format!(
                 "the peer kept these connections as examples: {:#?}",
                 self.peer.examples
-            ));
-        }
-        let mut check = |ok: bool, problem: String| {
-            if !ok {
-                problems.push(problem);
-            }
-        };
-        check(
-            self.peer_open == 0,
-            format!("{} peer connections still open", self.peer_open),
-        );
-        check(
-            self.after.open_fds == self.before.open_fds,
+            )
+        });
+    }
+
+    fn check_process(&self, rules: &mut Rules) {
+        rules.check(self.after.open_fds == self.before.open_fds, || {
             format!(
                 "{} open file descriptors before the run, {} after",
                 self.before.open_fds, self.after.open_fds
-            ),
-        );
-        check(
-            self.after.threads == self.before.threads,
+            )
+        });
+        rules.check(self.after.threads == self.before.threads, || {
             format!(
                 "{} threads before the run, {} after",
                 self.before.threads, self.after.threads
-            ),
-        );
-        if let Some((growth, allowed)) = self.rss_growth() {
-            check(
-                growth <= allowed as i64,
+            )
+        });
+
+        match self.rss_growth() {
+            Some((growth, allowed)) => rules.check(growth <= allowed as i64, || {
                 format!(
                     "resident memory grew {growth} bytes from the 25% to the 100% sample; \
                      allowed {allowed}: {:?}",
                     self.rss
-                ),
-            );
-        } else if !self.capped {
-            check(false, format!("RSS samples missing: {:?}", self.rss));
+                )
+            }),
+            None => rules.check(self.capped, || {
+                format!("RSS samples missing: {:?}", self.rss)
+            }),
         }
-        problems
     }
 
-    /// The growth of resident memory from the 25% sample to the 100% one,
-    /// and the growth allowed, when both samples exist.
+    /// Returns the growth of resident memory from the 25% sample to the
+    /// 100% one, and the growth allowed, when both samples exist.
     pub fn rss_growth(&self) -> Option<(i64, u64)> {
         let first = self.rss.iter().find(|s| s.percent == 25)?;
         let last = self.rss.iter().find(|s| s.percent == 100)?;
@@ -256,7 +249,7 @@ impl SoakReport {
         self.finished as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// The report as Markdown tables, for `docs/ROBUSTNESS.md`.
+    /// Renders the report as Markdown tables, for `docs/ROBUSTNESS.md`.
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         let problems = self.problems();
@@ -354,108 +347,139 @@ impl SoakReport {
     }
 
     fn totals_table(&self, out: &mut String) {
+        out.push_str("| total | value |\n|---|---:|\n");
+        let rows = [
+            self.engine_totals(),
+            self.peer_totals(),
+            self.process_totals(),
+        ];
+        for (what, value) in rows.into_iter().flatten() {
+            let _ = writeln!(out, "| {what} | {value} |");
+        }
+    }
+
+    fn engine_totals(&self) -> Vec<(&'static str, String)> {
         let stats = self.stats.as_ref();
         let ledger = stats.map(|s| s.ledger);
-        let mut row = |what: &str, value: String| {
-            let _ = writeln!(out, "| {what} | {value} |");
-        };
-        row("total", "value".to_owned());
-        row("---", "---:".to_owned());
-        row(
-            "recipients lost (no final record)",
-            self.missing.to_string(),
-        );
-        row(
-            "recipients with two final records",
-            self.doubled.to_string(),
-        );
-        row(
-            "connections opened / closed",
-            stats.map_or("-".to_owned(), |s| {
-                format!("{} / {}", s.connections.opened(), s.connections.closed())
-            }),
-        );
-        row(
-            "live connections at the end",
-            stats.map_or("-".to_owned(), |s| s.connections.live().to_string()),
-        );
-        row(
-            "most live connections (limit)",
-            format!("{} ({})", self.max_live, self.max_connections),
-        );
-        row(
-            "longest connection, connect to release",
-            format!("{:.2} s", self.longest_connection.as_secs_f64()),
-        );
-        row(
-            "audits through the handle: passed / failed",
-            format!("{} / {}", self.audits.passed, self.audits.failed),
-        );
-        row(
-            "periodic audits: run / failed",
-            ledger.map_or("-".to_owned(), |l| {
-                format!("{} / {}", l.audits, l.audit_failures)
-            }),
-        );
-        row(
-            "count underflows, protocol violations, close-deadline releases",
-            ledger.map_or("-".to_owned(), |l| {
+        let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+        vec![
+            (
+                "recipients lost (no final record)",
+                self.missing.to_string(),
+            ),
+            (
+                "recipients with two final records",
+                self.doubled.to_string(),
+            ),
+            (
+                "connections opened / closed",
+                or_dash(
+                    stats.map(|s| {
+                        format!("{} / {}", s.connections.opened(), s.connections.closed())
+                    }),
+                ),
+            ),
+            (
+                "live connections at the end",
+                or_dash(stats.map(|s| s.connections.live().to_string())),
+            ),
+            (
+                "most live connections (limit)",
+                format!("{} ({})", self.max_live, self.max_connections),
+            ),
+            (
+                "longest connection, connect to release",
+                format!("{:.2} s", self.longest_connection.as_secs_f64()),
+            ),
+            (
+                "audits through the handle: passed / failed",
+                format!("{} / {}", self.audits.passed, self.audits.failed),
+            ),
+            (
+                "periodic audits: run / failed",
+                or_dash(ledger.map(|l| format!("{} / {}", l.audits, l.audit_failures))),
+            ),
+            (
+                "count underflows, protocol violations, close-deadline releases",
+                or_dash(ledger.map(|l| {
+                    format!(
+                        "{}, {}, {}",
+                        l.count_underflows, l.protocol_violations, l.close_deadlines
+                    )
+                })),
+            ),
+        ]
+    }
+
+    fn peer_totals(&self) -> Vec<(&'static str, String)> {
+        let peer = &self.peer;
+        vec![
+            (
+                "peer: connections / TLS / bodies received",
+                format!("{} / {} / {}", peer.connections, peer.tls, peer.bodies),
+            ),
+            (
+                "peer: connections the client left open",
+                peer.unclosed.to_string(),
+            ),
+            (
+                "peer: unknown commands, bare CR/LF in data, unstuffed dots",
                 format!(
                     "{}, {}, {}",
-                    l.count_underflows, l.protocol_violations, l.close_deadlines
-                )
-            }),
-        );
-        row(
-            "peer: connections / TLS / bodies received",
-            format!(
-                "{} / {} / {}",
-                self.peer.connections, self.peer.tls, self.peer.bodies
+                    peer.unknown_commands, peer.bare_line_ends, peer.unstuffed_dots
+                ),
             ),
-        );
-        row(
-            "peer: connections the client left open",
-            self.peer.unclosed.to_string(),
-        );
-        row(
-            "peer: unknown commands, bare CR/LF in data, unstuffed dots",
-            format!(
-                "{}, {}, {}",
-                self.peer.unknown_commands, self.peer.bare_line_ends, self.peer.unstuffed_dots
-            ),
-        );
-        row(
-            "open file descriptors before / after (leaked sockets)",
-            format!(
-                "{} / {} ({})",
-                self.before.open_fds,
-                self.after.open_fds,
-                self.after.open_fds as i64 - self.before.open_fds as i64
-            ),
-        );
-        row(
-            "threads before / after",
-            format!("{} / {}", self.before.threads, self.after.threads),
-        );
+        ]
+    }
+
+    fn process_totals(&self) -> Vec<(&'static str, String)> {
+        let leaked = self.after.open_fds as i64 - self.before.open_fds as i64;
         let samples: Vec<String> = self
             .rss
             .iter()
             .map(|s| format!("{}%: {:.1}", s.percent, mib(s.bytes)))
             .collect();
-        row(
-            "resident memory, MiB",
-            format!(
-                "before: {:.1}; {}; after: {:.1}",
-                mib(self.before.rss_bytes),
-                samples.join("; "),
-                mib(self.after.rss_bytes)
+        let mut rows = vec![
+            (
+                "open file descriptors before / after (leaked sockets)",
+                format!(
+                    "{} / {} ({leaked})",
+                    self.before.open_fds, self.after.open_fds
+                ),
             ),
-        );
+            (
+                "threads before / after",
+                format!("{} / {}", self.before.threads, self.after.threads),
+            ),
+            (
+                "resident memory, MiB",
+                format!(
+                    "before: {:.1}; {}; after: {:.1}",
+                    mib(self.before.rss_bytes),
+                    samples.join("; "),
+                    mib(self.after.rss_bytes)
+                ),
+            ),
+        ];
         if let Some((growth, allowed)) = self.rss_growth() {
-            row(
+            rows.push((
                 "memory growth 25% to 100% (allowed)",
                 format!("{:.2} MiB ({:.2} MiB)", growth as f64 / MIB, mib(allowed)),
-            );
+            ));
+        }
+        rows
+    }
+}
+
+/// The rules a run broke, as they are found.
+#[derive(Debug, Default)]
+struct Rules(Vec<String>);
+
+impl Rules {
+    /// Notes `problem` unless `ok`.
+    fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(problem());
         }
     }
 }

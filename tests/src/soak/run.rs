@@ -26,8 +26,8 @@ pub const MAX_CONNECTIONS: u32 = 400;
 
 /// Faults the soak leaves out. A failed STARTTLS handshake makes the engine
 /// send to that address in clear text for an hour (the opportunistic
-/// fallback), which would end every TLS fault for the rest of the run; the
-/// STARTTLS tests cover it.
+/// fallback), which would end every TLS fault for the rest of the run. The
+/// STARTTLS tests cover that fallback.
 const NOT_DRAWN: [Fault; 1] = [Fault::StartTlsAlert];
 
 /// How often the run audits the scheduler and reads its counts.
@@ -88,9 +88,10 @@ pub fn run(options: &SoakOptions) -> SoakReport {
     report
 }
 
-/// The configuration of a soak: every domain routed to the peer, short
-/// timeouts so a stall costs little, short retry intervals so deferred mail
-/// comes back soon, and few deliveries per connection so connections churn.
+/// Builds the configuration of a soak: every domain routed to the peer,
+/// short timeouts so a stall costs little, short retry intervals so deferred
+/// mail comes back soon, and few deliveries per connection so connections
+/// churn.
 pub fn soak_config(peer: SocketAddr) -> Config {
     let mut config = Config::default();
     config.engine.max_connections = MAX_CONNECTIONS;
@@ -124,8 +125,8 @@ pub fn soak_config(peer: SocketAddr) -> Config {
     config
 }
 
-/// The scheduler options of a soak: short domain backoff and shutdown
-/// grace, and a periodic audit several times a second.
+/// Returns the scheduler options of a soak: short domain backoff and
+/// shutdown grace, and a periodic audit several times a second.
 pub fn soak_scheduler_options() -> SchedulerOptions {
     SchedulerOptions {
         domain_backoff: Duration::from_millis(50),

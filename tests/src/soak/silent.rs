@@ -1,5 +1,6 @@
-//! A server that accepts connections and never answers: the far end of a
-//! connection storm, where every client must give up at its banner timeout.
+//! A server that accepts connections and never sends a byte: the far end of
+//! a connection storm, where every client must give up at its banner
+//! timeout.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -68,7 +69,7 @@ impl SilentSink {
         })
     }
 
-    /// Where it listens.
+    /// Returns the address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -83,7 +84,7 @@ impl SilentSink {
         self.counts.open.load(Ordering::SeqCst)
     }
 
-    /// The most connections open at once. The sink notices a close a moment
+    /// Maximum connections open at once. The sink notices a close a moment
     /// after the client makes it, so this can exceed the client's own count
     /// by the connections that were closing at that moment.
     pub fn max_open(&self) -> u64 {
