@@ -20,7 +20,7 @@ const LIMIT: u32 = 2_000;
 /// first `LIMIT` connect at once, the rest wait for a slot.
 const MESSAGES: u64 = 2_200;
 
-const BANNER_TIMEOUT: Duration = Duration::from_secs(2);
+const BANNER_TIMEOUT: Duration = Duration::from_secs(3);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the test reads the counts and audits while the storm runs.

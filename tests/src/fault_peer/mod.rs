@@ -30,6 +30,21 @@
 //! # }
 //! ```
 //!
+//! For long runs, [`Chaos`] draws each connection's faults at random from a
+//! seed, and [`Retention::Tally`] makes the peer keep running counts
+//! ([`Tally`]) instead of every record, so its memory stays flat:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ec_tests::fault_peer::{Chaos, FaultPeer, Retention};
+//!
+//! let peer = FaultPeer::start_source_on_thread(Arc::new(Chaos::new(7)), Retention::Tally)?;
+//! // ... point a client at peer.addr() and send a few thousand messages ...
+//! let tally = peer.tally();
+//! assert_eq!(tally.unknown_commands, 0, "no message data was read as a command");
+//! # Ok::<(), ec_tests::fault_peer::FaultPeerError>(())
+//! ```
+//!
 //! The peer does not check command order or syntax, never relays, and knows
 //! nothing of `BDAT` or `AUTH` beyond answering them from the script.
 
