@@ -72,6 +72,7 @@ fn error_status(error: &anyhow::Error) -> ExitStatus {
             || cause.is::<ec_cli::input::InputError>()
             || cause.is::<ec_cli::delivery_log::LogError>()
             || cause.is::<ec_metrics::MetricsError>()
+            || cause.is::<ec_types::ConfigError>()
     });
     if usage {
         ExitStatus::Usage
@@ -82,6 +83,7 @@ fn error_status(error: &anyhow::Error) -> ExitStatus {
 
 fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let mut config = args.config()?;
+    config.validate()?;
     if let Some(window) = args.retry_for {
         run::retry_defaults(&mut config, window);
     }

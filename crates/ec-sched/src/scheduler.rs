@@ -114,6 +114,15 @@ pub enum BindingError {
         /// Its existing slot.
         slot: BindingSlot,
     },
+    /// The binding's EHLO name cannot be sent.
+    #[error("binding {name:?} has an invalid EHLO name: {source}")]
+    InvalidEhloName {
+        /// The binding's name.
+        name: String,
+        /// Why the EHLO name is invalid.
+        #[source]
+        source: ec_types::AddressError,
+    },
     /// All 65,536 binding slots are in use.
     #[error("cannot register binding {name:?}: all 65536 binding slots are in use")]
     TooMany {
@@ -226,6 +235,14 @@ impl Scheduler {
         binding: Binding,
     ) -> Result<BindingSlot, BindingError> {
         token.check(self.id);
+        if let Some(name) = &binding.ehlo_name {
+            if let Err(source) = ec_types::validate_ehlo_name(name) {
+                return Err(BindingError::InvalidEhloName {
+                    name: binding.name,
+                    source,
+                });
+            }
+        }
         if let Some(slot) = self.binding_names.get(&binding.name) {
             return Err(BindingError::Duplicate {
                 name: binding.name,

@@ -49,12 +49,18 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// Returns an error when a thread cannot be started.
+    /// Returns an error of kind `InvalidInput` when the configuration is
+    /// invalid (see [`Config::validate`]), so that no connection is ever
+    /// opened with a value it cannot send, and an error when a thread
+    /// cannot be started.
     pub fn start(
         config: Config,
         options: EngineOptions,
         observer: impl Observer,
     ) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.io_threads.max(1))
             .thread_name("ec-io")

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::address::Domain;
+use crate::address::{AddressError, Domain};
 
 mod duration_serde;
 
@@ -81,12 +81,66 @@ impl Config {
         effective
     }
 
+    /// Checks what a connection cannot check for itself before it opens:
+    /// every EHLO name, in every scope, must be sendable as a domain or an
+    /// address literal.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first invalid EHLO name with the scope that sets it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut scopes: Vec<(String, &Settings)> = vec![("global".to_owned(), &self.global)];
+        for (name, scope) in &self.binding {
+            scopes.push((format!("binding {name:?}"), &scope.settings));
+            for (domain, settings) in &scope.domain {
+                scopes.push((format!("binding {name:?}, domain {domain}"), settings));
+            }
+        }
+        for (domain, settings) in &self.domain {
+            scopes.push((format!("domain {domain}"), settings));
+        }
+
+        for (scope, settings) in scopes {
+            if let Some(name) = &settings.ehlo_name {
+                validate_ehlo_name(name)
+                    .map_err(|source| ConfigError::EhloName { scope, source })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Domains that some scope names, for bounding metric labels.
     pub fn configured_domains(&self) -> impl Iterator<Item = &Domain> {
         self.domain
             .keys()
             .chain(self.binding.values().flat_map(|b| b.domain.keys()))
     }
+}
+
+/// An invalid value in a [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An EHLO name that cannot be sent.
+    #[error("invalid ehlo_name in the {scope} settings: {source}")]
+    EhloName {
+        /// The scope that sets it, such as `global` or `domain example.com`.
+        scope: String,
+        /// Why the name is invalid.
+        #[source]
+        source: AddressError,
+    },
+}
+
+/// Checks that `name` can follow EHLO or HELO: a domain or an address
+/// literal such as `[192.0.2.1]`, with no control character or space, at
+/// most 255 octets (RFC 5321 sections 4.1.1.1 and 4.5.3.1.2).
+///
+/// # Errors
+///
+/// Returns the reason the name cannot be sent.
+pub fn validate_ehlo_name(name: &str) -> Result<(), AddressError> {
+    Domain::new(name).map(|_| ())
 }
 
 /// Limits that span the whole engine. A connection counts against each of
@@ -563,6 +617,24 @@ mod tests {
             ..TlsSettings::default()
         };
         assert_eq!(tls.effective_verify(), TlsVerify::Host);
+    }
+
+    #[test]
+    fn validate_rejects_bad_ehlo_names() {
+        let mut config = Config::default();
+        assert_eq!(config.validate(), Ok(()));
+
+        config.global.ehlo_name = Some("[192.0.2.1]".to_owned());
+        assert_eq!(config.validate(), Ok(()));
+
+        let mut scope = BindingScope::default();
+        scope.settings.ehlo_name = Some("mx.example\r\nRSET".to_owned());
+        config.binding.insert("outbound".to_owned(), scope);
+        let error = config.validate().expect_err("CR LF in an EHLO name");
+        assert!(
+            error.to_string().contains("binding \"outbound\""),
+            "{error}"
+        );
     }
 
     #[test]

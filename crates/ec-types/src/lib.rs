@@ -57,8 +57,8 @@ pub use address::{Address, AddressError, Domain, ReversePath};
 pub use address_metrics::{AddressKey, AddressMetrics};
 pub use binding::{Binding, BindingSlot};
 pub use config::{
-    BindingScope, Config, EffectiveSettings, EngineLimits, RetryPolicy, Route, Settings, Timeouts,
-    TlsPolicy, TlsSettings, TlsVerify,
+    validate_ehlo_name, BindingScope, Config, ConfigError, EffectiveSettings, EngineLimits,
+    RetryPolicy, Route, Settings, Timeouts, TlsPolicy, TlsSettings, TlsVerify,
 };
 pub use connection::{ConnectionHandle, ConnectionId, ConnectionState, Stage};
 pub use construct::DeliveryConstruct;
