@@ -98,6 +98,10 @@ pub(crate) struct Row {
     pub(crate) contender: Contender,
     pub(crate) messages: u64,
     pub(crate) samples: Vec<Sample>,
+    /// CPU seconds of a run with one message (median of
+    /// [`STARTUP_RUNS`]): starting the process, its runtime and, for ec,
+    /// installing the Prometheus recorder, which calibrates its clock.
+    pub(crate) startup_cpu: Option<f64>,
 }
 
 impl Row {
@@ -110,7 +114,24 @@ impl Row {
     pub(crate) fn cpu(&self) -> Option<Summary> {
         Summary::of(self.samples.iter().map(Sample::cpu_micros_per_message))
     }
+
+    /// CPU microseconds per message once started: each run's CPU less the
+    /// startup CPU, over its messages. Falls back to [`Row::cpu`] when the
+    /// startup was not measured.
+    pub(crate) fn steady_cpu(&self) -> Option<Summary> {
+        let Some(startup) = self.startup_cpu else {
+            return self.cpu();
+        };
+        Summary::of(
+            self.samples.iter().map(|sample| {
+                (sample.cpu_seconds - startup).max(0.0) * 1e6 / sample.messages as f64
+            }),
+        )
+    }
 }
+
+/// One-message runs per contender and case that measure its startup CPU.
+pub(crate) const STARTUP_RUNS: usize = 3;
 
 /// A case and what came of it.
 #[derive(Debug, Clone)]
@@ -146,6 +167,7 @@ pub(crate) fn run(case: &Case, peer: &Peer, tools: &Tools, repetitions: usize) -
                 contender,
                 messages: case.messages_for(contender),
                 samples: Vec::new(),
+                startup_cpu: None,
             })
             .collect(),
         error: None,
@@ -165,12 +187,18 @@ fn run_rounds(
     repetitions: usize,
     rows: &mut [Row],
 ) -> Result<()> {
-    for row in rows.iter() {
+    for row in rows.iter_mut() {
         let warm_up = (row.messages / 10).max(10);
         measure(
             &mut command(row.contender, case, peer, tools, warm_up),
             warm_up,
         )?;
+        let mut startup = Vec::with_capacity(STARTUP_RUNS);
+        for _ in 0..STARTUP_RUNS {
+            let (sample, _) = measure(&mut command(row.contender, case, peer, tools, 1), 1)?;
+            startup.push(sample.cpu_seconds);
+        }
+        row.startup_cpu = Summary::of(startup).map(|summary| summary.median);
     }
     for round in 0..repetitions {
         for offset in 0..rows.len() {
