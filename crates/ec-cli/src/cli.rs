@@ -42,7 +42,7 @@ pub struct Cli {
 /// How much the command logs and whether it shows a progress bar.
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct Verbosity {
-    /// Log more: -v for each connection and notable event, -vv for every
+    /// Log more: -v for run-level events, -vv for each connection and every
     /// SMTP step, -vvv for everything.
     #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -73,7 +73,7 @@ impl Verbosity {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // Parsed once per run; boxing gains nothing.
 pub enum Command {
-    /// Send message files through a relay or to their domains' MX hosts.
+    /// Send message files through a relay (see --relay).
     Deliver(DeliverArgs),
     /// Deliver bundled sample messages to a built-in SMTP sink over TLS.
     Demo(DemoArgs),
@@ -104,8 +104,9 @@ pub struct DeliverArgs {
     #[arg(long, value_name = "ADDRESS")]
     pub to: Vec<Address>,
 
-    /// Send all mail through this SMTP server instead of the recipients' MX
-    /// hosts. IPv6 addresses go in brackets, as in `[::1]:25`.
+    /// Send all mail through this SMTP server. Without it, mail goes to port
+    /// 25 of each recipient domain's own address: MX lookup is not
+    /// implemented yet. IPv6 addresses go in brackets, as in `[::1]:25`.
     #[arg(long, value_name = "HOST:PORT")]
     pub relay: Option<RelayAddress>,
 
@@ -149,10 +150,11 @@ pub struct DeliverArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// How long this run retries deferred mail before it fails it (5.4.7),
-    /// as a duration such as 30s, 10m or 2h. Without it the run does not
-    /// wait for retries: a deferred recipient is logged as deferred, for a
-    /// later run with --resume.
+    /// How long this run retries deferred mail, as a duration such as 30s,
+    /// 10m or 2h. Mail a server deferred with a 4xx reply fails (5.4.7) when
+    /// the time is up; mail that never reached a server stays deferred.
+    /// Without it the run does not wait for retries: a deferred recipient
+    /// is logged as deferred, for a later run with --resume.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_for: Option<Duration>,
 
@@ -445,6 +447,9 @@ pub fn parse_server_name(value: &str) -> Result<String, ValueError> {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum UsageError {
+    /// The configuration cannot work for a command-line run.
+    #[error("{0}")]
+    Config(String),
     /// The `--config` file could not be read.
     #[error("cannot read the config file {path}: {source}; check the --config path")]
     ConfigRead {

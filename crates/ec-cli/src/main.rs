@@ -46,6 +46,7 @@ fn init_tracing(verbosity: Verbosity) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -84,6 +85,7 @@ fn error_status(error: &anyhow::Error) -> ExitStatus {
 fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let mut config = args.config()?;
     config.validate()?;
+    run::check_can_send(&config)?;
     if let Some(window) = args.retry_for {
         run::retry_defaults(&mut config, window);
     }

@@ -470,6 +470,10 @@ pub fn scheduler_options() -> SchedulerOptions {
     SchedulerOptions {
         domain_backoff: Duration::from_millis(500),
         domain_backoff_max: Duration::from_secs(10),
+        // A stop (Ctrl-C, SIGTERM, or the end of the run) lets busy
+        // connections finish their transaction for this long, then closes
+        // them; the close deadline bounds the rest.
+        shutdown_grace: Duration::from_secs(5),
         ..SchedulerOptions::default()
     }
 }
@@ -537,7 +541,7 @@ pub fn run(
             } else {
                 tracing::warn!(
                     domains = state.tracker.open_domains.len(),
-                    "giving up: every remaining domain keeps failing to connect"
+                    "giving up: every remaining domain keeps failing before its SMTP sessions are ready; the log says why"
                 );
             }
             engine.handle().shutdown();
@@ -599,6 +603,43 @@ fn connection_lost_reply() -> Reply {
         "4.4.2".parse().ok(),
         "the connection ended before the server replied; run again with --resume",
     )
+}
+
+/// Rejects a configuration under which a run could never send anything
+/// and would wait for ever: a connection limit of 0 in any scope. The
+/// engine takes 0 to hold a domain's mail; a command-line run has no way
+/// to release it.
+///
+/// # Errors
+///
+/// Returns a usage error naming the scope.
+pub fn check_can_send(config: &Config) -> Result<(), crate::cli::UsageError> {
+    let mut scopes: Vec<(String, Option<u32>)> =
+        vec![("global".to_owned(), config.global.max_outbound_connections)];
+    for (name, scope) in &config.binding {
+        scopes.push((
+            format!("binding {name:?}"),
+            scope.settings.max_outbound_connections,
+        ));
+        for (domain, settings) in &scope.domain {
+            scopes.push((
+                format!("binding {name:?}, domain {domain}"),
+                settings.max_outbound_connections,
+            ));
+        }
+    }
+    for (domain, settings) in &config.domain {
+        scopes.push((
+            format!("domain {domain}"),
+            settings.max_outbound_connections,
+        ));
+    }
+    match scopes.into_iter().find(|(_, limit)| *limit == Some(0)) {
+        Some((scope, _)) => Err(crate::cli::UsageError::Config(format!(
+            "max_outbound_connections is 0 in the {scope} settings, so no mail could be sent; give a value above zero"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// With `--retry-for`, deferred mail must come due again within the run:

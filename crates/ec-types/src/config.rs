@@ -102,11 +102,14 @@ impl Config {
 
         for (scope, settings) in scopes {
             if let Some(name) = &settings.ehlo_name {
-                validate_ehlo_name(name)
-                    .map_err(|source| ConfigError::EhloName { scope, source })?;
+                validate_ehlo_name(name).map_err(|source| ConfigError::EhloName {
+                    scope: scope.clone(),
+                    source,
+                })?;
             }
+            settings.check_nonzero(&scope)?;
         }
-        Ok(())
+        self.engine.check_nonzero()
     }
 
     /// Domains that some scope names, for bounding metric labels.
@@ -130,6 +133,14 @@ pub enum ConfigError {
         #[source]
         source: AddressError,
     },
+    /// A limit, size or duration that must not be zero.
+    #[error("{setting} is 0 in the {scope} settings; give a value above zero")]
+    Zero {
+        /// The scope that sets it.
+        scope: String,
+        /// The setting's name.
+        setting: &'static str,
+    },
 }
 
 /// Checks that `name` can follow EHLO or HELO: a domain or an address
@@ -141,6 +152,71 @@ pub enum ConfigError {
 /// Returns the reason the name cannot be sent.
 pub fn validate_ehlo_name(name: &str) -> Result<(), AddressError> {
     Domain::new(name).map(|_| ())
+}
+
+impl EngineLimits {
+    fn check_nonzero(&self) -> Result<(), ConfigError> {
+        let limits = [
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_binding",
+                self.max_connections_per_binding,
+            ),
+            ("max_connections_per_host", self.max_connections_per_host),
+        ];
+        for (setting, value) in limits {
+            if value == 0 {
+                return Err(ConfigError::Zero {
+                    scope: "engine".to_owned(),
+                    setting,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Rejects zero where zero would make the engine open and close
+    /// connections in a loop or fail every step: batch size, connection age,
+    /// idle time, every timeout and the retry interval.
+    /// `max_outbound_connections = 0` stays allowed: it holds a domain's
+    /// mail in its queue.
+    fn check_nonzero(&self, scope: &str) -> Result<(), ConfigError> {
+        let zero = |setting: &'static str| ConfigError::Zero {
+            scope: scope.to_owned(),
+            setting,
+        };
+        if self.batch_size == Some(0) {
+            return Err(zero("batch_size"));
+        }
+
+        let t = &self.timeouts;
+        let durations = [
+            ("max_connection_age", self.max_connection_age),
+            ("idle_timeout", self.idle_timeout),
+            ("timeouts.connect", t.connect),
+            ("timeouts.banner", t.banner),
+            ("timeouts.ehlo", t.ehlo),
+            ("timeouts.starttls", t.starttls),
+            ("timeouts.tls_handshake", t.tls_handshake),
+            ("timeouts.mail", t.mail),
+            ("timeouts.rcpt", t.rcpt),
+            ("timeouts.data", t.data),
+            ("timeouts.data_block", t.data_block),
+            ("timeouts.data_termination", t.data_termination),
+            ("timeouts.rset", t.rset),
+            ("timeouts.quit", t.quit),
+            ("timeouts.close", t.close),
+            ("retry.interval", self.retry.interval),
+        ];
+        for (setting, value) in durations {
+            if value == Some(Duration::ZERO) {
+                return Err(zero(setting));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Limits that span the whole engine. A connection counts against each of
@@ -231,7 +307,8 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectiveSettings {
     /// Connections from one binding to one domain. Default 32, Momentum's
-    /// default for `max_outbound_connections`.
+    /// default for `max_outbound_connections`. 0 holds the domain's mail in
+    /// its queue.
     pub max_outbound_connections: u32,
     /// Transactions on one connection before it is closed and a fresh one is
     /// opened; 0 means no limit. Default 1,000.
@@ -281,8 +358,9 @@ impl Default for EffectiveSettings {
 #[non_exhaustive]
 pub enum Route {
     /// The domain's MX hosts (RFC 5321 section 5.1).
-    // NOTE: the SMTP driver connects to the domain's own address records on
-    // port 25 for this route; MX lookup is not implemented yet.
+    ///
+    /// NOTE: MX lookup is not implemented yet: the SMTP driver connects to
+    /// port 25 of the domain's own address records for this route.
     Mx,
     /// One SMTP server for everything, as `host:port` or an address.
     Relay {
@@ -635,6 +713,21 @@ mod tests {
             error.to_string().contains("binding \"outbound\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn validate_rejects_zero_values() {
+        let cases = [
+            "[global]\nidle_timeout = \"0s\"\n",
+            "[global]\nmax_connection_age = \"0s\"\n",
+            "[engine]\nmax_connections = 0\n",
+            "[domain.\"example.com\"]\ntimeouts = { rcpt = \"0s\" }\n",
+        ];
+        for text in cases {
+            let config: Config = toml::from_str(text).expect("valid TOML");
+            let error = config.validate().expect_err(text);
+            assert!(error.to_string().contains("is 0"), "{error}");
+        }
     }
 
     #[test]

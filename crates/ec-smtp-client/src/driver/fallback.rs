@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ec_types::{OpenRequest, SessionError, SessionFailure, Stage, Target, TlsPolicy};
+use ec_types::{OpenRequest, SessionError, SessionFailure, Stage, Target, TlsPolicy, TlsVerify};
 
 /// How long a failed handshake keeps a target in clear text: long enough
 /// that a queue of mail does not retry the broken handshake for each
@@ -35,6 +35,7 @@ impl TlsFallback {
         &mut self,
         target: &Target,
         policy: TlsPolicy,
+        verify: TlsVerify,
         failure: &SessionFailure,
         now: Instant,
     ) {
@@ -46,7 +47,12 @@ impl TlsFallback {
                     ..
                 }
         );
-        if policy != TlsPolicy::Opportunistic || !handshake_failed {
+        // A failed verification under `ca` or `host` is the check the
+        // operator asked for; falling back to clear text would give less
+        // protection than not checking at all, so only an unverified
+        // opportunistic session falls back.
+        let unverified = verify == TlsVerify::None;
+        if policy != TlsPolicy::Opportunistic || !handshake_failed || !unverified {
             return;
         }
         self.failed
@@ -102,7 +108,13 @@ mod tests {
         let now = Instant::now();
         let error = SessionError::TlsHandshake("received fatal alert".to_owned());
 
-        fallback.note(&target(), TlsPolicy::Opportunistic, &failure(error), now);
+        fallback.note(
+            &target(),
+            TlsPolicy::Opportunistic,
+            TlsVerify::None,
+            &failure(error),
+            now,
+        );
 
         assert!(fallback.failed.contains_key(&target()));
     }
@@ -115,6 +127,7 @@ mod tests {
         fallback.note(
             &target(),
             TlsPolicy::Required,
+            TlsVerify::None,
             &failure(error),
             Instant::now(),
         );
@@ -130,10 +143,30 @@ mod tests {
         fallback.note(
             &target(),
             TlsPolicy::Opportunistic,
+            TlsVerify::None,
             &failure(error),
             Instant::now(),
         );
 
         assert!(fallback.failed.is_empty());
+    }
+
+    #[test]
+    fn failed_verification_never_falls_back() {
+        let mut fallback = TlsFallback::default();
+        for verify in [TlsVerify::Ca, TlsVerify::Host] {
+            let error =
+                SessionError::TlsHandshake("invalid peer certificate: UnknownIssuer".to_owned());
+
+            fallback.note(
+                &target(),
+                TlsPolicy::Opportunistic,
+                verify,
+                &failure(error),
+                Instant::now(),
+            );
+
+            assert!(fallback.failed.is_empty(), "{verify:?}");
+        }
     }
 }

@@ -73,9 +73,10 @@ impl SessionDriver for SmtpDriver {
             return;
         };
         if let Some(failure) = failure_of(event, handle) {
-            let policy = parts.construct.settings.tls.policy;
+            let tls = &parts.construct.settings.tls;
+            let (policy, verify) = (tls.policy, tls.effective_verify());
             self.tls_fallback
-                .note(parts.connection.target(), policy, failure, now);
+                .note(parts.connection.target(), policy, verify, failure, now);
         }
         if let CloseTicket::AlreadyClosing { .. } =
             closeconn(token, parts, event, Some(now), reason)
