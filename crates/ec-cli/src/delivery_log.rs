@@ -341,6 +341,8 @@ fn complete_length(file: &mut File) -> io::Result<u64> {
 pub struct ResumeSet {
     recipients: HashSet<(String, String)>,
     files: HashSet<String>,
+    /// Every file any record names, final or not.
+    mentioned: HashSet<String>,
     records: usize,
     truncated_tail: bool,
 }
@@ -350,6 +352,12 @@ impl ResumeSet {
     pub fn is_final(&self, file: &Path, recipient: &Address) -> bool {
         let key = (file_key(file), recipient.as_str().to_owned());
         self.is_file_final(file) || self.recipients.contains(&key)
+    }
+
+    /// Whether any record of the log names `file`, spelled as the earlier
+    /// run listed it.
+    pub fn mentions(&self, file: &Path) -> bool {
+        self.mentioned.contains(&file_key(file))
     }
 
     /// Whether the whole file is done: the log has an `invalid_input` record
@@ -449,6 +457,7 @@ pub fn read_resume_set(path: &Path) -> Result<ResumeSet, LogError> {
         };
 
         set.records += 1;
+        set.mentioned.insert(fields.file.clone());
         if !fields.result.is_final() {
             continue;
         }

@@ -107,6 +107,7 @@ fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus
         }
     }
     if let Some(resume) = &resume {
+        run::check_resume_matches(resume, &messages, &invalid)?;
         let before = messages.len();
         run::skip_final(&mut messages, &mut invalid, resume);
         tracing::info!(

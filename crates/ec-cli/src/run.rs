@@ -642,6 +642,41 @@ pub fn check_can_send(config: &Config) -> Result<(), crate::cli::UsageError> {
     }
 }
 
+/// Refuses a `--resume` whose PATHs name none of the files in the log:
+/// files are matched by the path as the first run listed it, so a
+/// differently spelled PATH (`./msgs` for `msgs`) would send everything
+/// again.
+///
+/// # Errors
+///
+/// Returns a usage error when the log has records and no input file
+/// appears in it.
+pub fn check_resume_matches(
+    resume: &delivery_log::ResumeSet,
+    messages: &[InputMessage],
+    invalid: &[InvalidInput],
+) -> Result<(), crate::cli::UsageError> {
+    let paths = messages
+        .iter()
+        .map(|m| &m.path)
+        .chain(invalid.iter().map(|i| &i.path));
+    let mut any_input = false;
+    for path in paths {
+        any_input = true;
+        if resume.mentions(path) {
+            return Ok(());
+        }
+    }
+    if resume.records() == 0 || !any_input {
+        return Ok(());
+    }
+    Err(crate::cli::UsageError::Config(
+        "none of the message files given appears in the delivery log, so --resume would send \
+         everything again; give the PATHs exactly as the run that wrote the log did"
+            .to_owned(),
+    ))
+}
+
 /// With `--retry-for`, deferred mail must come due again within the run:
 /// unless the configuration sets a retry interval, retry after 10 s,
 /// doubling up to 1 min, and never wait longer than half the window, so
@@ -886,5 +921,24 @@ mod tests {
             Some(Duration::from_secs(30)),
             "a configured interval stays"
         );
+    }
+
+    #[test]
+    fn resume_refuses_unmatched_paths() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = dir.path().join("log.jsonl");
+        let line = r#"{"timestamp":"2026-01-01T00:00:00.000Z","file":"m0.eml","message_id":null,"sender":"s@example.org","recipient":"a@example.com","result":"delivered","reply":null,"detail":null,"attempts":1,"connection":"c1","tls":null}"#;
+        std::fs::write(&log, format!("{line}\n")).expect("log written");
+        let resume = delivery_log::read_resume_set(&log).expect("log read");
+
+        let same = messages(2);
+        assert!(check_resume_matches(&resume, &same, &[]).is_ok());
+
+        let mut renamed = messages(2);
+        for message in &mut renamed {
+            message.path = PathBuf::from("./").join(&message.path);
+        }
+        let error = check_resume_matches(&resume, &renamed, &[]).expect_err("no path matches");
+        assert!(error.to_string().contains("exactly as the run"), "{error}");
     }
 }
