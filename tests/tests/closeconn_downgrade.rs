@@ -82,3 +82,40 @@ fn size_shrunk_after_tls_fails_before_mail() {
         records[0].verbs()
     );
 }
+
+#[test]
+fn opportunistic_verification_failure_never_clear() {
+    // Opportunistic TLS with a host check against roots that do not trust
+    // the server's CA: the check fails on every connection, and the mail
+    // waits rather than going out in clear text.
+    let scenario = tls_scenario(Capabilities::new().starttls(true));
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+    let mut config = fault_config(DOMAIN, peer.addr());
+    config.global.tls = Some(TlsSettings {
+        policy: TlsPolicy::Opportunistic,
+        verify: Some(TlsVerify::Host),
+        ..TlsSettings::default()
+    });
+
+    let result = Run::new(config)
+        .submit(message(1, 100))
+        .domain_backoff(Duration::from_millis(100))
+        .limit(Duration::from_secs(2))
+        .run();
+    let records = assert_settled(&result, &peer);
+
+    assert!(
+        records.len() >= 2,
+        "the engine tried more than once: {}",
+        records.len()
+    );
+    for record in &records {
+        assert!(!record.mail_in_clear(), "{:?}", record.verbs());
+        assert!(
+            !record.verbs().contains(&Verb::Mail),
+            "{:?}",
+            record.verbs()
+        );
+    }
+    assert_eq!(result.count("delivered"), 0);
+}
