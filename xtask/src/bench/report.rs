@@ -576,8 +576,8 @@ the observer. `max_outbound_connections` is the connection count, \
 <size>`: one process, one connection per session, reused for the next \
 message (`-d`).
 - **lettre**: `lettre-load`, lettre's `AsyncSmtpTransport` on tokio (one \
-worker per core, tokio's default) with a pool of the same size, one task \
-per connection; as published, and with `TCP_NODELAY` set by \
+worker per core, tokio's default) with a pool of the same size and one \
+task per connection. It runs as published, and with `TCP_NODELAY` set by \
 `bench/nodelay-shim` (an `LD_PRELOAD` wrapper of `connect`), which is the \
 only difference. lettre as published writes the body and the final dot \
 separately without `TCP_NODELAY`, so each small message waits for a \
@@ -630,14 +630,14 @@ bigger tables. `crates/ec-sched/BENCHMARKS.md` describes the cases.";
 
 const MEMORY_METHOD: &str = "\
 `ec-load --mode hold` opens one connection per message to our own `ec \
-sink` (`max_outbound_connections` = the count, idle timeout one hour), \
-waits until every message is delivered and every connection is idle, \
-waits one more second, and divides the growth of its resident memory \
-(`VmRSS`) by the connections still open. The messages are built before \
+sink` (`max_outbound_connections` = the count, idle timeout one hour). \
+When every message is delivered and every connection is idle, it waits \
+one more second and divides the growth of its resident memory (`VmRSS`) \
+by the connections still open. The messages are built before \
 the first reading. `--mode queue` allows no connection, submits the \
-messages through the engine's handle, waits until the scheduler holds \
-them all, and divides the growth by the message count; every message \
-shares one body, so the figure is the engine's own cost per message \
+messages through the engine's handle, waits until the scheduler has \
+queued them all, and divides the growth by the message count. Every \
+message shares one body, so the figure is the engine's own cost per message \
 (envelope, queue entry, and the submission channel's high-water mark). \
 Resident memory includes what the allocator keeps, so these are upper \
 bounds of what the data structures need.";
@@ -654,9 +654,10 @@ had a timer due within milliseconds on the path of a message. tokio's \
 timers tick once per millisecond, so even a zero-length timeout parks the \
 thread until the next tick unless other I/O wakes it first; the second \
 figure counts the waits that no I/O cut short. For the scheduler target \
-the profile is of `sched_bench` (pattern `hot10`) with the most domains and three times \
-the connections per repetition; it includes filling the tables (which \
-runs the same connection life with a 451 reply) and the final audit.";
+the profile is of `sched_bench` (pattern `hot10`) with the most domains \
+and three times the connections per repetition. It includes filling the \
+tables, which runs the same connection life with a 451 reply, and the \
+final audit.";
 
 const CAVEATS: &str = "## What these figures do not say\n\n\
 - Client and server share two cores. A client that uses less CPU leaves \
