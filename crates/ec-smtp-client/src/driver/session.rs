@@ -280,9 +280,7 @@ impl<E: EventSink> Session<E> {
         transport: &mut Transport,
         buffer: &mut [u8],
     ) -> bool {
-        // A zero timeout polls the read once: it returns at once with data,
-        // EOF or an error, or times out when nothing is waiting.
-        if let Ok(read) = timeout(Duration::ZERO, transport.read(buffer)).await {
+        if let Some(read) = read_now(transport, buffer).await {
             self.handle_read(client, read, transport.is_tls(), buffer);
         }
         let drained = self.drain_events(client, transport).await;
@@ -665,6 +663,26 @@ impl<E: EventSink> Session<E> {
                 None => return LoopEnd::Abandoned,
             }
         }
+    }
+}
+
+/// Polls one read without waiting: `None` when nothing is ready. A
+/// zero-length tokio timeout would not do, because the timer wheel's 1 ms
+/// resolution makes it wait for the next tick when the read is pending.
+async fn read_now(transport: &mut Transport, buffer: &mut [u8]) -> Option<std::io::Result<usize>> {
+    let mut read_buf = tokio::io::ReadBuf::new(buffer);
+    let polled = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(tokio::io::AsyncRead::poll_read(
+            std::pin::Pin::new(&mut *transport),
+            cx,
+            &mut read_buf,
+        ))
+    })
+    .await;
+    match polled {
+        std::task::Poll::Pending => None,
+        std::task::Poll::Ready(Ok(())) => Some(Ok(read_buf.filled().len())),
+        std::task::Poll::Ready(Err(error)) => Some(Err(error)),
     }
 }
 
