@@ -1,5 +1,6 @@
 //! `ec deliver` interrupted partway through a few thousand messages to
-//! Postfix's Maildir domain: SIGKILL followed by `--resume`, and SIGINT.
+//! Postfix's Maildir domain: SIGKILL followed by `--resume`, SIGINT and
+//! SIGTERM.
 //!
 //! The Maildir is the wire-side truth: every message carries its index in
 //! its Message-ID, so the test counts the copies of each one that Postfix
@@ -184,10 +185,11 @@ fn kill_then_resume() {
     );
 }
 
-#[test]
-fn sigint_records_every_outcome() {
+/// Stops a run with `signal` (`INT` or `TERM`) partway and checks that
+/// every recipient got exactly one record and the wire agrees.
+fn stop_records_every_outcome(signal: &str) {
     let postfix = Postfix::get();
-    let local = postfix.unique_local_part("cli-sigint");
+    let local = postfix.unique_local_part(&format!("cli-sig{}", signal.to_lowercase()));
     let temp = temp_dir();
     let dir = temp.path().join("mail");
     std::fs::create_dir(&dir).expect("create mail dir");
@@ -198,13 +200,13 @@ fn sigint_records_every_outcome() {
     let mut running = start(deliver_args(&local, &log, &dir, false));
     wait_for_log_lines(&mut running, &log, SIGNAL_AFTER);
     let signalled = Instant::now();
-    running.signal("INT");
+    running.signal(signal);
     let finished = running.wait(RUN_TIMEOUT, started);
     finished.expect_code(75);
     let stop_time = signalled.elapsed();
     assert!(
         stop_time < Duration::from_secs(10),
-        "stopped {stop_time:?} after SIGINT; {finished}"
+        "stopped {stop_time:?} after SIG{signal}; {finished}"
     );
     assert!(finished.stderr.contains("stopping"), "{finished}");
 
@@ -232,7 +234,7 @@ fn sigint_records_every_outcome() {
     );
     assert!(
         !deferred.is_empty(),
-        "SIGINT came after the end: {counts:?}"
+        "SIG{signal} came after the end: {counts:?}"
     );
     for record in records.iter().filter(|r| r.result == LogResult::Deferred) {
         let detail = record.detail.as_deref().unwrap_or_default();
@@ -259,7 +261,17 @@ fn sigint_records_every_outcome() {
         "logged deferred but in the Maildir: {deferred_but_stored:?}"
     );
     eprintln!(
-        "SIGINT after {} records; stopped in {stop_time:?}; {counts:?}",
+        "SIG{signal} after {} records; stopped in {stop_time:?}; {counts:?}",
         SIGNAL_AFTER
     );
+}
+
+#[test]
+fn sigint_records_every_outcome() {
+    stop_records_every_outcome("INT");
+}
+
+#[test]
+fn sigterm_records_every_outcome() {
+    stop_records_every_outcome("TERM");
 }
