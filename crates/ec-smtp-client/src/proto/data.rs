@@ -102,11 +102,9 @@ impl<'a> Iterator for Lines<'a> {
             return None;
         }
 
-        let Some(end) = self
-            .rest
-            .iter()
-            .position(|&byte| byte == b'\r' || byte == b'\n')
-        else {
+        // memchr2 scans several bytes at a time; a byte-by-byte search was
+        // the largest cost of sending 100 KB messages.
+        let Some(end) = memchr::memchr2(b'\r', b'\n', self.rest) else {
             let text = self.rest;
             self.rest = &[];
             return Some(Line { text });
