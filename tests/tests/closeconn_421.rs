@@ -101,33 +101,6 @@ fn rcpt_421_closes_cleanly() {
 }
 
 #[test]
-fn rcpt_421_defers_with_attempt() {
-    // A 421 inside a transaction is a transient failure of that transaction:
-    // the message goes to the delayed queue with backoff and the attempt
-    // counts, as for any other 4xx.
-    let faulty = Scenario::builder().reply_421_at(Verb::Rcpt).build();
-
-    let (result, _records) = run_after(
-        faulty,
-        vec![(Duration::ZERO, message(1))],
-        Until::EveryRecipientRecorded,
-    );
-
-    // The shutdown at the end of the run reports the deferred message as
-    // unsent: its final record.
-    assert_eq!(result.outcomes_of(1), ["deferred", "unsent"]);
-    let record = &result.records_of(1)[0];
-    assert_eq!(record.attempts, 1);
-    let ec_sched::RecipientOutcome::Deferred {
-        reply: Some(reply), ..
-    } = &record.outcome
-    else {
-        panic!("expected a deferral with the 421 reply, got {record:?}");
-    };
-    assert_eq!(reply.code.as_u16(), 421);
-}
-
-#[test]
 fn data_421_closes_cleanly() {
     let faulty = Scenario::builder().reply_421_at(Verb::Data).build();
 
@@ -147,30 +120,36 @@ fn data_421_closes_cleanly() {
 }
 
 #[test]
-fn data_421_defers_with_attempt() {
+fn transaction_421_defers_with_attempt() {
     // A 421 inside a transaction is a transient failure of that transaction:
     // the message goes to the delayed queue with backoff and the attempt
     // counts, as for any other 4xx.
-    let faulty = Scenario::builder().reply_421_at(Verb::Data).build();
+    for verb in [Verb::Rcpt, Verb::Data] {
+        let faulty = Scenario::builder().reply_421_at(verb.clone()).build();
 
-    let (result, _records) = run_after(
-        faulty,
-        vec![(Duration::ZERO, message(1))],
-        Until::EveryRecipientRecorded,
-    );
+        let (result, _records) = run_after(
+            faulty,
+            vec![(Duration::ZERO, message(1))],
+            Until::EveryRecipientRecorded,
+        );
 
-    // The shutdown at the end of the run reports the deferred message as
-    // unsent: its final record.
-    assert_eq!(result.outcomes_of(1), ["deferred", "unsent"]);
-    let record = &result.records_of(1)[0];
-    assert_eq!(record.attempts, 1);
-    let ec_sched::RecipientOutcome::Deferred {
-        reply: Some(reply), ..
-    } = &record.outcome
-    else {
-        panic!("expected a deferral with the 421 reply, got {record:?}");
-    };
-    assert_eq!(reply.code.as_u16(), 421);
+        // The shutdown at the end of the run reports the deferred message as
+        // unsent: its final record.
+        assert_eq!(
+            result.outcomes_of(1),
+            ["deferred", "unsent"],
+            "421 at {verb:?}"
+        );
+        let record = &result.records_of(1)[0];
+        assert_eq!(record.attempts, 1, "421 at {verb:?}");
+        let ec_sched::RecipientOutcome::Deferred {
+            reply: Some(reply), ..
+        } = &record.outcome
+        else {
+            panic!("421 at {verb:?}: expected a deferral with the 421 reply, got {record:?}");
+        };
+        assert_eq!(reply.code.as_u16(), 421, "421 at {verb:?}");
+    }
 }
 
 #[test]

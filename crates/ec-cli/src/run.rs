@@ -71,7 +71,7 @@ pub enum RunError {
     },
 }
 
-/// Where each message stands in this run.
+/// The state of each message in this run.
 struct Tracker {
     messages: Vec<InputMessage>,
     /// Recipients of each message (by tag) without a final record yet.
@@ -205,7 +205,7 @@ impl Tracker {
 
     /// Counts a connection that ended before it was ready, or ends the
     /// domain's streak. A close that this run asked for (at its end, or by
-    /// a signal) says nothing about the server and changes nothing.
+    /// a signal) is not the server's doing and changes nothing.
     fn note_close(&mut self, closed: &ConnectionClosed) {
         if matches!(
             closed.reason,
@@ -366,7 +366,7 @@ impl RunState<'_> {
     /// Records every recipient still open after the engine stopped: the
     /// engine promises a final record for each, so this happens only when
     /// it broke that promise (its report channel closed early). Such
-    /// recipients are deferred, so that the exit status says so and
+    /// recipients are deferred, so that the exit status reports them and
     /// `--resume` tries them again.
     fn record_unreported(&mut self) -> Result<(), RunError> {
         let mut open: Vec<(u64, String)> = self

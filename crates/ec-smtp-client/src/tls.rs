@@ -33,7 +33,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum TlsConfigError {
-    /// The CA file could not be read or holds no certificate.
+    /// The CA file could not be read or contains no certificate.
     #[error("cannot read CA certificates from {path}: {detail}; give a PEM file with at least one CERTIFICATE block")]
     CaFile {
         /// The file.
@@ -73,7 +73,7 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsConfigError> {
 ///
 /// # Errors
 ///
-/// Returns an error when the CA file cannot be read or holds no
+/// Returns an error when the CA file cannot be read or contains no
 /// certificate, or when rustls rejects the roots.
 pub fn client_config(
     verify: TlsVerify,

@@ -180,7 +180,7 @@ impl Settings {
     /// Rejects zero where zero would make the engine open and close
     /// connections in a loop or fail every step: batch size, connection age,
     /// idle time, every timeout and the retry interval.
-    /// `max_outbound_connections = 0` stays allowed: it holds a domain's
+    /// `max_outbound_connections = 0` stays allowed: it keeps a domain's
     /// mail in its queue.
     fn check_nonzero(&self, scope: &str) -> Result<(), ConfigError> {
         let zero = |setting: &'static str| ConfigError::Zero {
@@ -307,7 +307,7 @@ impl Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EffectiveSettings {
     /// Connections from one binding to one domain. Default 32, Momentum's
-    /// default for `max_outbound_connections`. 0 holds the domain's mail in
+    /// default for `max_outbound_connections`. 0 keeps the domain's mail in
     /// its queue.
     pub max_outbound_connections: u32,
     /// Transactions on one connection before it is closed and a fresh one is
@@ -578,7 +578,7 @@ pub struct RetryPolicy {
     /// default `retry_interval` of 1,200 s.
     #[serde(with = "duration_serde")]
     pub interval: Duration,
-    /// The longest wait between attempts. Default 4 h.
+    /// The maximum wait between attempts. Default 4 h.
     #[serde(with = "duration_serde")]
     pub max_interval: Duration,
     /// Age after which a deferred message fails for good. Default 5 days,

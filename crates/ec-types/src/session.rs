@@ -1,6 +1,6 @@
 //! The messages between the scheduler and the SMTP sessions it runs.
 //!
-//! The scheduler asks a driver to open a connection with an
+//! The scheduler requests a connection from a driver with an
 //! [`OpenRequest`], then sends it [`SessionCommand`]s; the session reports
 //! back with [`SessionEvent`]s. Everything here is plain data, so a test can
 //! play the session's part without sockets.
@@ -63,7 +63,7 @@ pub struct OpenRequest {
     pub settings: Arc<EffectiveSettings>,
 }
 
-/// What the scheduler asks an open session to do.
+/// A request from the scheduler to an open session.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SessionCommand {
@@ -178,8 +178,8 @@ pub struct CloseReport {
     pub close_notify_received: bool,
 }
 
-/// What made a session fail. Each variant tells the scheduler which fate
-/// the batch gets (see [`SessionError::close_reason`]).
+/// The cause of a session failure. Each variant decides which fate the
+/// batch gets (see [`SessionError::close_reason`]).
 #[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum SessionError {

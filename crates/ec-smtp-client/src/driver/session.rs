@@ -156,8 +156,8 @@ impl<E: EventSink> Session<E> {
             Err(error) => {
                 tracing::debug!(%error, stage = Stage::NotConnected.code(), "connect failed");
                 self.fail(error, Stage::NotConnected);
-                // The scheduler answers the failure by dropping the link;
-                // the close deadline bounds the wait.
+                // The scheduler handles the failure by dropping the link,
+                // and the close deadline bounds the wait.
                 let _ = timeout(settings.timeouts.close, link_dropped(&mut self.commands)).await;
                 self.report_never_connected();
                 return;
@@ -198,7 +198,7 @@ impl<E: EventSink> Session<E> {
         }));
     }
 
-    /// Runs the SMTP conversation until the scheduler asks for a close.
+    /// Runs the SMTP conversation until the scheduler requests a close.
     async fn converse(&mut self, transport: &mut Transport) -> LoopEnd {
         let settings = self.request.settings.clone();
         let ehlo = settings.ehlo_name.clone();
@@ -570,8 +570,8 @@ impl<E: EventSink> Session<E> {
             TransactionEnd::Aborted {
                 delivery_unknown, ..
             } => {
-                // The client knows whether a reply to the dot came; the
-                // driver knows whether the dot was written at all.
+                // The client tracks whether a reply to the dot came, and the
+                // driver tracks whether the dot was written at all.
                 self.final_dot_sent = final_dot_sent && *delivery_unknown;
                 self.current = Some(current);
                 return None;
@@ -624,8 +624,8 @@ impl<E: EventSink> Session<E> {
             | ClientError::EhloRejected(reply)
             | ClientError::HeloRejected(reply)
             | ClientError::ServiceClosing(reply) => SessionError::Reply { stage, reply },
-            // A server that refuses RSET is out of step; the refusal says
-            // nothing about the message, which must not fail for it.
+            // A server that rejects RSET is out of step. The rejection is
+            // not about the message, so the message must not fail for it.
             ClientError::RsetRejected(reply) => SessionError::Protocol {
                 stage,
                 detail: format!("server refused RSET with \"{reply}\""),
