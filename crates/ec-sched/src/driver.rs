@@ -136,8 +136,59 @@ impl EventSender {
             .send(Inbox::Session(self.handle, event))
             .map_err(|error| match error.0 {
                 Inbox::Session(_, event) => event,
-                Inbox::Command(_) => unreachable!("an event sender only sends session events"),
+                _ => unreachable!("an event sender only sends one session event"),
             })
+    }
+
+    /// A sender for batches of events from many connections of the same
+    /// scheduler.
+    pub fn batch_sender(&self) -> BatchSender {
+        BatchSender {
+            inbox: self.inbox.clone(),
+        }
+    }
+}
+
+/// Sends the events of many connections to their scheduler in one inbox
+/// message, so the scheduler thread wakes once for the whole batch instead
+/// of once per event. Get one from [`EventSender::batch_sender`].
+///
+/// A driver that runs many sessions on one thread can gather their events
+/// while it works through its ready sockets and send them when it is about
+/// to wait again. Each connection's events must stay in the order its
+/// session produced them, and must all take the same path: a connection
+/// whose events go partly through a batch and partly through
+/// [`EventSender::send`] could have them handled out of order.
+#[derive(Clone)]
+pub struct BatchSender {
+    inbox: mpsc::Sender<Inbox>,
+}
+
+impl BatchSender {
+    /// Sends `events`, handled by the scheduler in this order.
+    ///
+    /// # Errors
+    ///
+    /// Returns the events when the scheduler has stopped.
+    pub fn send(
+        &self,
+        events: Vec<(ConnectionHandle, SessionEvent)>,
+    ) -> Result<(), Vec<(ConnectionHandle, SessionEvent)>> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.inbox
+            .send(Inbox::Sessions(events))
+            .map_err(|error| match error.0 {
+                Inbox::Sessions(events) => events,
+                _ => unreachable!("a batch sender only sends batches of session events"),
+            })
+    }
+}
+
+impl fmt::Debug for BatchSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchSender").finish_non_exhaustive()
     }
 }
 

@@ -113,7 +113,7 @@ pub use close::{
 pub use connection::{Closing, Connection};
 pub use counts::{ConnectionCounts, CountUnderflow};
 pub use domain::{BindingDomain, DomainEntry};
-pub use driver::{EventSender, SessionDriver, SessionLink};
+pub use driver::{BatchSender, EventSender, SessionDriver, SessionLink};
 pub use ledger::Ledger;
 pub use limits::{BindingEntry, HostKey};
 pub use queues::{ActiveQueue, DelayedQueue};

@@ -35,6 +35,9 @@ const INBOX_BURST: usize = 256;
 /// A message for the scheduler thread.
 pub(crate) enum Inbox {
     Session(ConnectionHandle, SessionEvent),
+    /// Events of several connections, in the order their sessions sent
+    /// them: one wake-up of the scheduler thread for all of them.
+    Sessions(Vec<(ConnectionHandle, SessionEvent)>),
     Command(Command),
 }
 
@@ -338,6 +341,17 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
                     event,
                     now,
                 );
+            }
+            Inbox::Sessions(events) => {
+                for (handle, event) in events {
+                    self.scheduler.handle_session_event(
+                        &mut self.token,
+                        &mut self.driver,
+                        handle,
+                        event,
+                        now,
+                    );
+                }
             }
             Inbox::Command(command) => self.command(command, now),
         }

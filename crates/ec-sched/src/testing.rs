@@ -566,7 +566,12 @@ impl Harness {
             let mut progressed = false;
             while let Ok(message) = self.inbox.try_recv() {
                 progressed = true;
-                if let Inbox::Session(handle, event) = message {
+                let events = match message {
+                    Inbox::Session(handle, event) => vec![(handle, event)],
+                    Inbox::Sessions(events) => events,
+                    Inbox::Command(_) => Vec::new(),
+                };
+                for (handle, event) in events {
                     self.scheduler.handle_session_event(
                         &mut self.token,
                         &mut self.driver,

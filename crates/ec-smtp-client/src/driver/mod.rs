@@ -1,6 +1,7 @@
 //! The tokio side: sessions as tasks, and the [`SmtpDriver`] through which
 //! the scheduler opens and closes them.
 
+mod batch;
 mod connect;
 mod fallback;
 mod session;
@@ -16,6 +17,7 @@ use ec_sched::{
 use ec_types::{CloseReason, ConnectionHandle, Event, OpenRequest, SessionCommand, SessionEvent};
 use tokio::sync::mpsc;
 
+use self::batch::{BatchedEvents, EventBatcher};
 use self::fallback::TlsFallback;
 pub use self::session::EventSink;
 use crate::closeconn::closeconn;
@@ -26,6 +28,8 @@ use crate::tls::TlsConfigCache;
 #[derive(Debug)]
 pub struct SmtpDriver {
     runtime: tokio::runtime::Handle,
+    /// Created with the first session, from its scheduler's event sender.
+    events: Option<Arc<EventBatcher>>,
     tls_configs: Arc<TlsConfigCache>,
     tls_fallback: TlsFallback,
 }
@@ -35,6 +39,7 @@ impl SmtpDriver {
     pub fn new(runtime: tokio::runtime::Handle) -> Self {
         Self {
             runtime,
+            events: None,
             tls_configs: Arc::new(TlsConfigCache::default()),
             tls_fallback: TlsFallback::default(),
         }
@@ -50,9 +55,12 @@ impl SessionDriver for SmtpDriver {
     ) -> Box<dyn SessionLink> {
         self.tls_fallback.apply(&mut request, Instant::now());
         let (commands, receiver) = mpsc::unbounded_channel();
+        let batcher = self
+            .events
+            .get_or_insert_with(|| EventBatcher::start(&self.runtime, events.batch_sender()));
         self.runtime.spawn(session::run(
             request,
-            events,
+            BatchedEvents::new(Arc::clone(batcher), events),
             receiver,
             self.tls_configs.clone(),
         ));
