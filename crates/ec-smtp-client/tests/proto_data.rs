@@ -150,3 +150,68 @@ proptest! {
         prop_assert_eq!(info.has_8bit, !input.is_ascii());
     }
 }
+
+/// Header section non-ASCII, computed independently of the encoder: the
+/// lines of the normalized data before its first empty line.
+fn headers_have_8bit(input: &[u8]) -> bool {
+    let normalized = normalize(input);
+    normalized
+        .split(|&byte| byte == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .take_while(|line| !line.is_empty())
+        .any(|line| !line.is_ascii())
+}
+
+/// Data made of CRLF-ended lines, mostly already in wire form, sometimes
+/// with a line that starts with a dot, a bare CR or LF, 8-bit octets, or no
+/// ending on the last line.
+fn wire_form_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let octet = prop_oneof![
+        8 => Just(b'a'),
+        2 => Just(b':'),
+        1 => Just(b'.'),
+        1 => Just(0xe9u8),
+        1 => Just(b'\r'),
+        1 => Just(b'\n'),
+    ];
+    let line = prop::collection::vec(octet, 0..12);
+    (prop::collection::vec(line, 0..12), any::<bool>()).prop_map(|(lines, end_last)| {
+        let mut out = Vec::new();
+        for line in &lines {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        if !end_last && out.ends_with(b"\r\n") {
+            out.truncate(out.len() - 2);
+        }
+        out
+    })
+}
+
+proptest! {
+    #[test]
+    fn unchanged_means_encode_appends_only_dot(input in wire_form_bytes()) {
+        let info = measure(&input);
+        let encoded = encode(&input);
+        let mut appended = input.clone();
+        appended.extend_from_slice(b".\r\n");
+
+        prop_assert_eq!(info.unchanged, encoded == appended);
+        prop_assert_eq!(info.encoded_len, encoded.len());
+        prop_assert_eq!(info.size, normalize(&input).len() as u64);
+        prop_assert_eq!(info.has_8bit, !input.is_ascii());
+        prop_assert_eq!(info.has_8bit_headers, headers_have_8bit(&input));
+    }
+}
+
+#[test]
+fn wire_form_data_is_unchanged() {
+    let info = measure(b"Subject: x\r\n\r\nbody\r\n");
+    assert!(info.unchanged);
+    assert_eq!(info.encoded_len, 23);
+    assert!(measure(b"").unchanged);
+    assert!(!measure(b"Subject: x\r\n\r\n.body\r\n").unchanged);
+    assert!(!measure(b"Subject: x\r\n\r\nbody").unchanged);
+    assert!(!measure(b"Subject: x\r\n\rbody\r\n").unchanged);
+    assert!(!measure(b"Subject: x\n\r\nbody\r\n").unchanged);
+}

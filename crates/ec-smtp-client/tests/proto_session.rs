@@ -83,6 +83,36 @@ fn pipelined_delivery_is_one_write() {
 }
 
 #[test]
+fn wire_form_data_sent_without_copy() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    let body = "Subject: x\r\n\r\nbody\r\n";
+    let submitted = transaction(&["a@example.com"], body);
+    let data = submitted.data.clone();
+    s.start(submitted);
+    s.client.poll_transmit_parts().unwrap();
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+
+    let parts = s.client.poll_transmit_parts().unwrap();
+    assert_eq!(parts.head.as_ptr(), data.as_ptr());
+    assert_eq!(parts.head, body.as_bytes());
+    assert_eq!(parts.tail, b".\r\n");
+}
+
+#[test]
+fn other_data_sent_encoded_in_one_part() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], BODY));
+    s.client.poll_transmit_parts().unwrap();
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+
+    let parts = s.client.poll_transmit_parts().unwrap();
+    assert_eq!(parts.head, WIRE_BODY.as_bytes());
+    assert!(parts.tail.is_empty());
+}
+
+#[test]
 fn pipelined_replies_one_by_one() {
     let mut s = Session::ready(&["PIPELINING"]);
     s.start(transaction(&["a@example.com"], "x"));

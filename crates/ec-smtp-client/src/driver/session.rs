@@ -5,10 +5,10 @@
 //! through the client's own timers, every write through the data-block
 //! timeout, and the shutdown through the close deadline.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use ec_metrics::{TlsHandshakeResult, TlsVersion};
 use ec_types::{
     CloseOutcome, ClosePlan, CloseReport, MessageId, OpenRequest, RecipientStatus, Reply,
@@ -27,7 +27,7 @@ use crate::proto::client::{
     Client, ClientConfig, ClientError, ClientEvent, ClientState, Timeouts, TlsUnavailable,
     Transaction, TransactionEnd,
 };
-use crate::proto::Capabilities;
+use crate::proto::{Capabilities, TransmitParts};
 use crate::tls::{server_name, TlsConfigCache};
 
 /// Where a session sends its events: the scheduler's inbox, bound to this
@@ -330,10 +330,10 @@ impl<E: EventSink> Session<E> {
         transport: &mut Transport,
     ) -> Result<(), SessionError> {
         let mut wrote = false;
-        while let Some(bytes) = client.poll_transmit() {
+        while let Some(parts) = client.poll_transmit_parts() {
             let block = self.request.settings.timeouts.data_block;
             let stage = client.stage();
-            match timeout(block, write_flush(transport, &bytes)).await {
+            match timeout(block, write_flush(transport, &parts)).await {
                 Ok(Ok(())) => wrote = true,
                 Ok(Err(error)) => {
                     self.stream_end = StreamEnd::of_write(&error);
@@ -352,7 +352,7 @@ impl<E: EventSink> Session<E> {
                     })
                 }
             }
-            self.events.bytes_sent(bytes.len() as u64);
+            self.events.bytes_sent(parts.len() as u64);
         }
         if wrote {
             client.handle_transmitted(std::time::Instant::now());
@@ -686,9 +686,21 @@ async fn read_now(transport: &mut Transport, buffer: &mut [u8]) -> Option<std::i
     }
 }
 
-/// Writes one buffer and flushes it, so a TLS record goes out at once.
-async fn write_flush(transport: &mut Transport, bytes: &Bytes) -> std::io::Result<()> {
-    transport.write_all(bytes).await?;
+/// Writes both parts, with vectored writes so that they leave in one
+/// segment when they fit, and flushes them, so a TLS record goes out at
+/// once.
+async fn write_flush(transport: &mut Transport, parts: &TransmitParts) -> std::io::Result<()> {
+    let (mut head, mut tail) = (&parts.head[..], parts.tail);
+    while !head.is_empty() || !tail.is_empty() {
+        let slices = [IoSlice::new(head), IoSlice::new(tail)];
+        let written = transport.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        tail = &tail[written - from_head..];
+    }
     transport.flush().await
 }
 

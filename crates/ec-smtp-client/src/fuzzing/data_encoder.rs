@@ -31,6 +31,10 @@ pub fn check_data_encoder(body: &[u8]) {
     assert_eq!(info.encoded_len, encoded.len(), "measured encoded length");
     assert_eq!(info.size, normalized.len() as u64, "measured RFC 1870 size");
     assert_eq!(info.has_8bit, !body.is_ascii(), "measured 8-bit flag");
+    let unchanged = encoded.len() == body.len() + END_OF_DATA.len()
+        && encoded.starts_with(body)
+        && encoded.ends_with(END_OF_DATA);
+    assert_eq!(info.unchanged, unchanged, "measured wire form");
 }
 
 /// Writes CRLF, bare CR and bare LF each as CRLF, and ends a last line that

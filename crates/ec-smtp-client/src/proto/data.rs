@@ -9,7 +9,9 @@
 //! that might read it as a line end (the SMTP smuggling attacks of 2023).
 //!
 //! The result is one buffer, body and final dot together, so a session
-//! writes a message in one write call.
+//! writes a message in one write call. Data that is already in wire form
+//! (see [`MessageInfo::unchanged`]) needs no encoding: a session sends it
+//! as it is, followed by [`END_OF_DATA`], in one vectored write.
 
 /// The facts about a message that [`measure`] collects in one pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,6 +27,11 @@ pub struct MessageInfo {
     /// The header section (up to the first empty line) has an octet above
     /// 127, so it needs `SMTPUTF8` (RFC 6532 header fields).
     pub has_8bit_headers: bool,
+    /// The data is already in wire form: [`encode`]'s output is the data
+    /// followed by [`END_OF_DATA`], so a session can send the data as it is,
+    /// without a copy. True when every line ends with CRLF, there is no
+    /// other CR or LF, and no line starts with `.`.
+    pub unchanged: bool,
 }
 
 /// The end-of-data line (RFC 5321 section 4.1.1.4).
@@ -32,6 +39,60 @@ pub const END_OF_DATA: &[u8] = b".\r\n";
 
 /// Measures a message without encoding it.
 pub fn measure(body: &[u8]) -> MessageInfo {
+    measure_unchanged(body).unwrap_or_else(|| measure_lines(body))
+}
+
+/// Measures data that is already in wire form, the common case, with a few
+/// fast scans over the whole buffer; `None` when it is not in wire form.
+fn measure_unchanged(body: &[u8]) -> Option<MessageInfo> {
+    if body.is_empty() {
+        return Some(MessageInfo {
+            encoded_len: END_OF_DATA.len(),
+            unchanged: true,
+            ..MessageInfo::default()
+        });
+    }
+    if !body.ends_with(b"\r\n") || body[0] == b'.' {
+        return None;
+    }
+
+    let mut line_feeds = 0;
+    for index in memchr::memchr_iter(b'\n', body) {
+        if index == 0 || body[index - 1] != b'\r' || body.get(index + 1) == Some(&b'.') {
+            return None;
+        }
+        line_feeds += 1;
+    }
+    // Each LF has a CR before it, so one CR more than LFs is a bare CR.
+    if memchr::memchr_iter(b'\r', body).count() != line_feeds {
+        return None;
+    }
+
+    let has_8bit = !body.is_ascii();
+    let has_8bit_headers = has_8bit && !header_section(body).is_ascii();
+    Some(MessageInfo {
+        size: body.len() as u64,
+        encoded_len: body.len() + END_OF_DATA.len(),
+        has_8bit,
+        has_8bit_headers,
+        unchanged: true,
+    })
+}
+
+/// The header section of CRLF-only data: the lines before the first empty
+/// line, or all of it when no line is empty.
+fn header_section(body: &[u8]) -> &[u8] {
+    if body.starts_with(b"\r\n") {
+        return &[];
+    }
+    match memchr::memmem::find(body, b"\r\n\r\n") {
+        Some(index) => &body[..index + 2],
+        None => body,
+    }
+}
+
+/// Measures data of any form, line by line.
+fn measure_lines(body: &[u8]) -> MessageInfo {
     let mut info = MessageInfo::default();
     let mut in_headers = true;
     let mut stuffed_dots = 0;
@@ -51,6 +112,8 @@ pub fn measure(body: &[u8]) -> MessageInfo {
     }
 
     info.encoded_len = info.size as usize + stuffed_dots + END_OF_DATA.len();
+    // Only data that is not in wire form comes here.
+    info.unchanged = false;
     info
 }
 

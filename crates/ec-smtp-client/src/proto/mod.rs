@@ -24,7 +24,7 @@ pub mod stage;
 pub use capabilities::{Capabilities, Extension};
 pub use client::{
     Client, ClientConfig, ClientError, ClientEvent, ClientState, RejectedTransaction, StateError,
-    Timeouts, Timer, TlsUnavailable, Transaction, TransactionEnd, TransactionError,
+    Timeouts, Timer, TlsUnavailable, Transaction, TransactionEnd, TransactionError, TransmitParts,
 };
 pub use command::{Command, CommandError, Field, MailParameters};
 pub use data::MessageInfo;

@@ -6,7 +6,7 @@ use ec_types::{Reply, ReplyClass};
 
 use super::event::{ClientError, ClientEvent, TransactionEnd};
 use super::state::{InFlight, State};
-use super::Client;
+use super::{Client, TransmitParts};
 use crate::proto::data::END_OF_DATA;
 
 impl Client {
@@ -99,8 +99,11 @@ impl Client {
                 Ok(State::ExpectDataReply(in_flight))
             }
             ReplyClass::PositiveIntermediate => {
-                let data = in_flight.data.take().unwrap_or_default();
-                self.queue(data, true);
+                let data = in_flight
+                    .data
+                    .take()
+                    .unwrap_or_else(|| TransmitParts::whole(Bytes::new()));
+                self.queue_parts(data, true);
                 Ok(State::ExpectDataReply(in_flight))
             }
             ReplyClass::PositiveCompletion => Err(self.unexpected(reply)),

@@ -134,9 +134,50 @@ pub struct Client {
 /// One buffer to write.
 #[derive(Debug)]
 struct Transmit {
-    bytes: Bytes,
+    parts: TransmitParts,
     /// Message data with its final dot.
     is_data: bool,
+}
+
+/// One write in two parts: `head`, then `tail`. Message data that is
+/// already in wire form goes out as the submitted buffer itself, without a
+/// copy, followed by the end-of-data line as its tail; a driver writes both
+/// with one vectored write. Every other write has an empty tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransmitParts {
+    /// The bytes to write first.
+    pub head: Bytes,
+    /// The bytes to write right after `head`, often empty.
+    pub tail: &'static [u8],
+}
+
+impl TransmitParts {
+    /// Parts with an empty tail.
+    pub fn whole(head: Bytes) -> Self {
+        Self { head, tail: &[] }
+    }
+
+    /// The number of octets in both parts.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Whether both parts are empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Joins the parts into one buffer, copying only when the tail is not
+    /// empty.
+    pub fn into_bytes(self) -> Bytes {
+        if self.tail.is_empty() {
+            return self.head;
+        }
+        let mut joined = Vec::with_capacity(self.len());
+        joined.extend_from_slice(&self.head);
+        joined.extend_from_slice(self.tail);
+        Bytes::from(joined)
+    }
 }
 
 /// An API call came in a state that does not allow it.
@@ -362,12 +403,23 @@ impl Client {
     /// Returns the next buffer to write, in order. With PIPELINING a transaction's
     /// commands up to DATA come as one buffer, and the message data with its
     /// final dot always comes as one buffer.
+    ///
+    /// This joins [`poll_transmit_parts`](Self::poll_transmit_parts)'s two
+    /// parts, which copies message data; a driver that can write vectored
+    /// should call that instead.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.poll_transmit_parts().map(TransmitParts::into_bytes)
+    }
+
+    /// Returns the next write, in order, as two parts to write together:
+    /// the same bytes as [`poll_transmit`](Self::poll_transmit), without
+    /// copying message data that is already in wire form.
+    pub fn poll_transmit_parts(&mut self) -> Option<TransmitParts> {
         let transmit = self.transmits.pop_front()?;
         if transmit.is_data {
             self.data_handed_out = true;
         }
-        Some(transmit.bytes)
+        Some(transmit.parts)
     }
 
     /// Returns the next event, in order.
@@ -610,7 +662,11 @@ impl Client {
     }
 
     fn queue(&mut self, bytes: Bytes, is_data: bool) {
-        self.transmits.push_back(Transmit { bytes, is_data });
+        self.queue_parts(TransmitParts::whole(bytes), is_data);
+    }
+
+    fn queue_parts(&mut self, parts: TransmitParts, is_data: bool) {
+        self.transmits.push_back(Transmit { parts, is_data });
     }
 
     /// Reports that the session takes transactions.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use ec_types::{Reply, Stage};
 
 use super::timer::Timer;
+use super::TransmitParts;
 
 /// The state of a [`Client`](super::Client), without its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,7 +161,7 @@ pub(super) struct InFlight {
     /// pipelined group are read.
     pub(super) mail_rejected: Option<Reply>,
     /// Message data with its final dot; taken when the 354 arrives.
-    pub(super) data: Option<Bytes>,
+    pub(super) data: Option<TransmitParts>,
     /// Only the end-of-data line was sent, because no recipient was accepted
     /// but the server still replied 354 to DATA.
     pub(super) lone_dot: bool,

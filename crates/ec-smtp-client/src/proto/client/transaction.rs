@@ -10,6 +10,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::state::{ClientState, InFlight};
+use super::TransmitParts;
 use crate::proto::capabilities::Capabilities;
 use crate::proto::command::{Command, CommandError, MailParameters};
 use crate::proto::data;
@@ -124,8 +125,16 @@ pub(super) fn prepare(
     }
     commands.push(Command::Data.to_bytes()?);
 
-    let mut wire = Vec::with_capacity(info.encoded_len);
-    data::encode_into(&transaction.data, &mut wire);
+    let data = if info.unchanged {
+        TransmitParts {
+            head: transaction.data.clone(),
+            tail: data::END_OF_DATA,
+        }
+    } else {
+        let mut wire = Vec::with_capacity(info.encoded_len);
+        data::encode_into(&transaction.data, &mut wire);
+        TransmitParts::whole(Bytes::from(wire))
+    };
 
     let pipelined = capabilities.pipelining;
     let (first_transmit, unsent) = if pipelined {
@@ -143,7 +152,7 @@ pub(super) fn prepare(
         next_rcpt: 0,
         accepted: 0,
         mail_rejected: None,
-        data: Some(Bytes::from(wire)),
+        data: Some(data),
         lone_dot: false,
     };
     Ok(Prepared {
