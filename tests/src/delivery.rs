@@ -203,6 +203,15 @@ impl Run {
         self
     }
 
+    /// Runs the sessions on a runtime of `threads` threads apart from the
+    /// scheduler's thread (0, the default, runs them on the scheduler's
+    /// thread).
+    #[must_use]
+    pub fn io_threads(mut self, threads: usize) -> Self {
+        self.options.io_threads = threads;
+        self
+    }
+
     /// Starts an engine, submits as planned and waits until the stop
     /// condition is met or the limit passes. Then it audits, shuts down and
     /// returns what was reported.

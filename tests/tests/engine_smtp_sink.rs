@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ec_tests::delivery::{config_for, run, submission};
+use ec_tests::delivery::{config_for, run, submission, Run};
 use ec_tests::peers::SmtpSink;
 use ec_types::{CloseOutcome, Route};
 
@@ -49,6 +49,27 @@ fn sink_delivers_with_reuse() {
     for close in &result.closes {
         assert_eq!(close.outcome, CloseOutcome::Clean, "{close:?}");
     }
+    let stats = result.stats.expect("scheduler stopped cleanly");
+    assert_eq!(stats.connections.live(), 0);
+}
+
+#[test]
+fn sink_delivers_with_session_threads() {
+    let sink = SmtpSink::start(["-c"]);
+    let mut config = config_for("threads.test", route_to(&sink));
+    config.global.max_outbound_connections = Some(4);
+    let run = messages(200, "threads.test")
+        .into_iter()
+        .fold(Run::new(config), Run::submit)
+        .io_threads(2)
+        .limit(Duration::from_secs(60));
+
+    let result = run.run();
+
+    assert_eq!(result.audit, Ok(()));
+    assert_eq!(result.count("delivered"), 200);
+    assert!(result.opened <= 4, "opened {} connections", result.opened);
+    assert_eq!(result.closes.len(), result.opened);
     let stats = result.stats.expect("scheduler stopped cleanly");
     assert_eq!(stats.connections.live(), 0);
 }

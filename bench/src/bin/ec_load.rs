@@ -86,8 +86,10 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
 
-    /// Worker threads of the session runtime (the scheduler has its own).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Worker threads of a session runtime apart from the scheduler's
+    /// thread; 0 (the engine's default) runs the sessions on the
+    /// scheduler's thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     io_threads: usize,
 
     /// Give up when the run takes longer than this many seconds.

@@ -120,7 +120,7 @@ pub use queues::{ActiveQueue, DelayedQueue};
 pub use report::{
     ConnectionClosed, ConnectionOpened, Observer, RecipientOutcome, RecipientRecord, Report,
 };
-pub use runtime::{HandleError, SchedulerHandle};
+pub use runtime::{HandleError, LocalLoop, LoopTurn, SchedulerHandle, Wake};
 pub use scheduler::{BindingError, Scheduler, SchedulerOptions, SubmitError, TimerLag};
 pub use stats::Stats;
 pub use token::SchedulerToken;

@@ -91,7 +91,13 @@ pub enum HandleError {
 pub struct SchedulerHandle {
     inbox: mpsc::Sender<Inbox>,
     shared: Arc<Shared>,
+    /// Wakes a [`LocalLoop`]'s thread after each message; `None` for a
+    /// scheduler thread, which blocks on the inbox itself.
+    wake: Option<Wake>,
 }
+
+/// Wakes the thread that runs a [`LocalLoop`].
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
 impl fmt::Debug for SchedulerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,6 +158,7 @@ impl SchedulerHandle {
             Err(SubmitError::ShuttingDown(Box::new(submission)))
         };
         self.shared.submitting.fetch_sub(1, Ordering::SeqCst);
+        self.wake();
         result
     }
 
@@ -214,9 +221,18 @@ impl SchedulerHandle {
     }
 
     fn send(&self, command: Command) -> Result<(), HandleError> {
-        self.inbox
+        let sent = self
+            .inbox
             .send(Inbox::Command(command))
-            .map_err(|_| HandleError::Stopped)
+            .map_err(|_| HandleError::Stopped);
+        self.wake();
+        sent
+    }
+
+    fn wake(&self) {
+        if let Some(wake) = &self.wake {
+            wake();
+        }
     }
 }
 
@@ -249,6 +265,53 @@ impl Scheduler {
         driver: impl SessionDriver,
         observer: impl Observer,
     ) -> std::io::Result<(SchedulerHandle, JoinHandle<Stats>)> {
+        let (handle, parts) = LoopParts::new(None);
+        let thread = thread::Builder::new()
+            .name("ec-scheduler".to_owned())
+            .spawn(move || parts.build(config, options, driver, observer).run())?;
+        Ok((handle, thread))
+    }
+
+    /// Builds a scheduler loop that the calling thread runs itself, by
+    /// calling [`LocalLoop::turn`] and waiting in between, so that the
+    /// thread can do other work while it waits: run the tasks of an async
+    /// runtime that drives the sessions, for instance. The sessions' events
+    /// then reach the scheduler without a thread switch.
+    ///
+    /// Every message a [`SchedulerHandle`] sends calls `wake`, which must
+    /// end the thread's wait. A driver whose sessions send events through
+    /// an [`EventSender`](crate::EventSender) or a
+    /// [`BatchSender`](crate::BatchSender) must end the wait itself after
+    /// sending: those do not call `wake`.
+    pub fn local(
+        config: Config,
+        options: SchedulerOptions,
+        driver: impl SessionDriver,
+        observer: impl Observer,
+        wake: Wake,
+    ) -> (SchedulerHandle, LocalLoop) {
+        let (handle, parts) = LoopParts::new(Some(wake));
+        let event_loop = parts.build(config, options, driver, observer);
+        info!("scheduler started");
+        (
+            handle,
+            LocalLoop {
+                event_loop: Box::new(event_loop),
+                finished: false,
+            },
+        )
+    }
+}
+
+/// What a loop needs besides the scheduler, made before its thread runs.
+struct LoopParts {
+    inbox: mpsc::Sender<Inbox>,
+    receiver: mpsc::Receiver<Inbox>,
+    shared: Arc<Shared>,
+}
+
+impl LoopParts {
+    fn new(wake: Option<Wake>) -> (SchedulerHandle, Self) {
         let (inbox, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
             accepting: AtomicBool::new(true),
@@ -258,22 +321,111 @@ impl Scheduler {
         let handle = SchedulerHandle {
             inbox: inbox.clone(),
             shared: shared.clone(),
+            wake,
         };
-        let thread = thread::Builder::new()
-            .name("ec-scheduler".to_owned())
-            .spawn(move || {
-                let (scheduler, token) = Scheduler::new(config, options, inbox, Instant::now());
-                let mut event_loop = EventLoop {
-                    scheduler,
-                    token,
-                    driver,
-                    observer,
-                    receiver,
-                    shared,
-                };
-                event_loop.run()
-            })?;
-        Ok((handle, thread))
+        let parts = Self {
+            inbox,
+            receiver,
+            shared,
+        };
+        (handle, parts)
+    }
+
+    /// Creates the scheduler and its token on the calling thread, which
+    /// then owns them.
+    fn build<D: SessionDriver, O: Observer>(
+        self,
+        config: Config,
+        options: SchedulerOptions,
+        driver: D,
+        observer: O,
+    ) -> EventLoop<D, O> {
+        let (scheduler, token) = Scheduler::new(config, options, self.inbox, Instant::now());
+        EventLoop {
+            scheduler,
+            token,
+            driver,
+            observer,
+            receiver: self.receiver,
+            shared: self.shared,
+        }
+    }
+}
+
+/// A scheduler loop run by the thread that built it with
+/// [`Scheduler::local`]. It owns the scheduler and its token, so it cannot
+/// leave that thread.
+pub struct LocalLoop {
+    event_loop: Box<dyn Turn>,
+    finished: bool,
+}
+
+/// What [`LocalLoop::turn`] tells its thread to do next.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoopTurn {
+    /// Call `turn` again after `wake` was called or this much time passed,
+    /// whichever comes first. Zero means that messages are still waiting:
+    /// let other work run briefly, then call again.
+    Wait(Duration),
+    /// The scheduler has shut down; these are its final counts. Further
+    /// calls return the same counts.
+    Finished(Box<Stats>),
+}
+
+impl LocalLoop {
+    /// Handles the messages waiting in the inbox (up to a burst, so that
+    /// timers and dispatch keep running under a flood), fires due timers,
+    /// dispatches work and passes records to the observer. Never blocks.
+    pub fn turn(&mut self) -> LoopTurn {
+        if self.finished {
+            return LoopTurn::Finished(Box::new(self.event_loop.stats()));
+        }
+        match self.event_loop.turn(None) {
+            Step::Wait(timeout) => LoopTurn::Wait(timeout),
+            Step::Finished => {
+                self.finished = true;
+                LoopTurn::Finished(Box::new(self.event_loop.finish()))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for LocalLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalLoop")
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one pass of the loop.
+enum Step {
+    /// Wait at most this long for the next message.
+    Wait(Duration),
+    /// The shutdown is complete.
+    Finished,
+}
+
+/// An event loop without its driver and observer types, so that a
+/// [`LocalLoop`] needs no type parameters.
+trait Turn {
+    fn turn(&mut self, first: Option<Inbox>) -> Step;
+    fn finish(&mut self) -> Stats;
+    fn stats(&self) -> Stats;
+}
+
+impl<D: SessionDriver, O: Observer> Turn for EventLoop<D, O> {
+    fn turn(&mut self, first: Option<Inbox>) -> Step {
+        EventLoop::turn(self, first)
+    }
+
+    fn finish(&mut self) -> Stats {
+        EventLoop::finish(self)
+    }
+
+    fn stats(&self) -> Stats {
+        self.scheduler.stats()
     }
 }
 
@@ -287,47 +439,65 @@ struct EventLoop<D, O> {
 }
 
 impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
-    fn run(&mut self) -> Stats {
+    /// Runs the loop on the scheduler's own thread, blocking on the inbox
+    /// between passes.
+    fn run(mut self) -> Stats {
         info!("scheduler started");
-        loop {
-            let now = Instant::now();
-            let timeout = self
-                .scheduler
-                .next_deadline()
-                .map_or(IDLE_POLL, |deadline| {
-                    deadline.saturating_duration_since(now)
-                })
-                .min(IDLE_POLL);
+        let mut first = None;
+        while let Step::Wait(timeout) = self.turn(first.take()) {
             match self.receiver.recv_timeout(timeout) {
-                Ok(message) => {
-                    self.handle(message);
-                    for _ in 1..INBOX_BURST {
-                        let Ok(message) = self.receiver.try_recv() else {
-                            break;
-                        };
-                        self.handle(message);
-                    }
-                }
+                Ok(message) => first = Some(message),
                 Err(RecvTimeoutError::Timeout) => {}
                 // The scheduler keeps a sender for its sessions, so the
                 // inbox never disconnects while it runs.
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-
-            let now = Instant::now();
-            self.catch_up(now);
-            if Arc::strong_count(&self.shared) == 1 && !self.scheduler.is_shutting_down() {
-                debug!("every scheduler handle was dropped; shutting down");
-                self.begin_shutdown();
-            }
-            let finished = self.scheduler.poll_shutdown(&self.token, now);
-            self.flush_reports();
-            self.scheduler.publish_gauges(&self.token);
-            if finished {
-                break;
-            }
         }
         self.finish()
+    }
+
+    /// One pass: `first` and the messages waiting after it (up to a
+    /// burst), due timers, dispatch, the shutdown's progress, records to
+    /// the observer and the gauges. Never blocks.
+    fn turn(&mut self, first: Option<Inbox>) -> Step {
+        let mut handled = 0;
+        if let Some(message) = first {
+            self.handle(message);
+            handled += 1;
+        }
+        while handled < INBOX_BURST {
+            let Ok(message) = self.receiver.try_recv() else {
+                break;
+            };
+            self.handle(message);
+            handled += 1;
+        }
+
+        let now = Instant::now();
+        self.catch_up(now);
+        if Arc::strong_count(&self.shared) == 1 && !self.scheduler.is_shutting_down() {
+            debug!("every scheduler handle was dropped; shutting down");
+            self.begin_shutdown();
+        }
+        let finished = self.scheduler.poll_shutdown(&self.token, now);
+        self.flush_reports();
+        self.scheduler.publish_gauges(&self.token);
+        if finished {
+            return Step::Finished;
+        }
+
+        if handled == INBOX_BURST {
+            return Step::Wait(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let timeout = self
+            .scheduler
+            .next_deadline()
+            .map_or(IDLE_POLL, |deadline| {
+                deadline.saturating_duration_since(now)
+            })
+            .min(IDLE_POLL);
+        Step::Wait(timeout)
     }
 
     fn handle(&mut self, message: Inbox) {

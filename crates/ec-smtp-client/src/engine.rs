@@ -1,34 +1,44 @@
-//! [`Engine`]: a scheduler thread and a tokio runtime for its sessions,
+//! [`Engine`]: the scheduler and the tokio runtime of its sessions,
 //! started and stopped together. The quickest way to embed the whole
 //! delivery engine.
+//!
+//! By default both run on one thread: the scheduler's loop is a task of a
+//! single-threaded runtime, and the sessions are its other tasks, so a
+//! session's event reaches the scheduler, and the scheduler's command
+//! reaches the session, without waking another thread. With
+//! [`EngineOptions::io_threads`] above zero the sessions run on a runtime
+//! of their own and the scheduler has its own thread.
 
 use std::io;
-use std::thread::JoinHandle;
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use ec_sched::{Observer, Scheduler, SchedulerHandle, SchedulerOptions, Stats};
+use ec_sched::{
+    LocalLoop, LoopTurn, Observer, Scheduler, SchedulerHandle, SchedulerOptions, Stats, Wake,
+};
 use ec_types::Config;
+use tokio::sync::Notify;
 
 use crate::driver::SmtpDriver;
 
+/// How long a stopping engine lets its session tasks end after the
+/// scheduler finished. Every session has reported its socket closed by
+/// then, or passed its close deadline.
+const RUNTIME_STOP: Duration = Duration::from_secs(1);
+
 /// Settings of the engine's threads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct EngineOptions {
-    /// Worker threads of the session runtime. Default 1: the scheduler has
-    /// its own thread, and one I/O thread drives thousands of sessions.
+    /// Worker threads of a session runtime separate from the scheduler's
+    /// thread. Default 0: the sessions run on the scheduler's thread, which
+    /// spares a thread switch for every event and command; one thread
+    /// drives thousands of sessions. More threads help when TLS handshakes
+    /// or large messages take more than one core.
     pub io_threads: usize,
     /// The scheduler's own options.
     pub scheduler: SchedulerOptions,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        Self {
-            io_threads: 1,
-            scheduler: SchedulerOptions::default(),
-        }
-    }
 }
 
 /// A running delivery engine: the scheduler thread, and the tokio runtime
@@ -61,8 +71,12 @@ impl Engine {
         config
             .validate()
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        if options.io_threads == 0 {
+            return Self::start_local(config, options.scheduler, observer);
+        }
+
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(options.io_threads.max(1))
+            .worker_threads(options.io_threads)
             .thread_name("ec-io")
             .enable_all()
             .build()?;
@@ -73,6 +87,42 @@ impl Engine {
             handle,
             scheduler: Some(scheduler),
             runtime: Some(runtime),
+        })
+    }
+
+    /// Starts the scheduler's loop and its sessions on one new thread.
+    fn start_local(
+        config: Config,
+        options: SchedulerOptions,
+        observer: impl Observer,
+    ) -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (started, handle) = mpsc::channel();
+        let scheduler = thread::Builder::new()
+            .name("ec-scheduler".to_owned())
+            .spawn(move || {
+                let notify = Arc::new(Notify::new());
+                let wake: Wake = {
+                    let notify = Arc::clone(&notify);
+                    Arc::new(move || notify.notify_one())
+                };
+                let driver = SmtpDriver::new(runtime.handle().clone()).waking(wake.clone());
+                let (handle, mut local) = Scheduler::local(config, options, driver, observer, wake);
+                // The receiver waits in `start_local` until this send.
+                let _ = started.send(handle);
+                let stats = runtime.block_on(drive(&mut local, &notify));
+                runtime.shutdown_timeout(RUNTIME_STOP);
+                stats
+            })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| io::Error::other("the scheduler thread ended before its loop started"))?;
+        Ok(Self {
+            handle,
+            scheduler: Some(scheduler),
+            runtime: None,
         })
     }
 
@@ -102,9 +152,7 @@ impl Engine {
                 }
             });
         if let Some(runtime) = self.runtime.take() {
-            // Every session has reported its socket closed by now, or passed
-            // its close deadline; this bounds any task that is still running.
-            runtime.shutdown_timeout(Duration::from_secs(1));
+            runtime.shutdown_timeout(RUNTIME_STOP);
         }
         stats
     }
@@ -114,6 +162,24 @@ impl Drop for Engine {
     fn drop(&mut self) {
         if self.scheduler.is_some() {
             let _ = self.stop();
+        }
+    }
+}
+
+/// Runs a local scheduler loop as a task of the current runtime until the
+/// scheduler finishes. Between passes the sessions run; a pass starts when
+/// a handle or a session batch wakes the loop, or at the scheduler's next
+/// deadline.
+async fn drive(local: &mut LocalLoop, wake: &Notify) -> Stats {
+    loop {
+        match local.turn() {
+            LoopTurn::Finished(stats) => return *stats,
+            LoopTurn::Wait(timeout) if !timeout.is_zero() => {
+                // The timeout elapsing is one of the two expected ends.
+                let _ = tokio::time::timeout(timeout, wake.notified()).await;
+            }
+            // Messages are still waiting: let the sessions run first.
+            _ => tokio::task::yield_now().await,
         }
     }
 }

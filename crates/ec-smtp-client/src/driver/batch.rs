@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ec_sched::{BatchSender, EventSender};
+use ec_sched::{BatchSender, EventSender, Wake};
 use ec_types::{ConnectionHandle, SessionEvent};
 use tokio::sync::Notify;
 
@@ -27,14 +27,18 @@ pub(crate) struct EventBatcher {
 }
 
 impl EventBatcher {
-    /// Starts the flusher task on `runtime`; it sends through `sender`
-    /// until the runtime shuts down.
-    pub(crate) fn start(runtime: &tokio::runtime::Handle, sender: BatchSender) -> Arc<Self> {
+    /// Starts the flusher task on `runtime`; it sends through `sender`,
+    /// then calls `wake` if there is one, until the runtime shuts down.
+    pub(crate) fn start(
+        runtime: &tokio::runtime::Handle,
+        sender: BatchSender,
+        wake: Option<Wake>,
+    ) -> Arc<Self> {
         let batcher = Arc::new(Self {
             queue: Mutex::new(Vec::new()),
             pending: Notify::new(),
         });
-        runtime.spawn(flush_forever(Arc::clone(&batcher), sender));
+        runtime.spawn(flush_forever(Arc::clone(&batcher), sender, wake));
         batcher
     }
 
@@ -58,7 +62,7 @@ impl EventBatcher {
     }
 }
 
-async fn flush_forever(batcher: Arc<EventBatcher>, sender: BatchSender) {
+async fn flush_forever(batcher: Arc<EventBatcher>, sender: BatchSender, wake: Option<Wake>) {
     loop {
         batcher.pending.notified().await;
 
@@ -73,6 +77,9 @@ async fn flush_forever(batcher: Arc<EventBatcher>, sender: BatchSender) {
                 events = events.len(),
                 "scheduler gone; session events dropped"
             );
+        }
+        if let Some(wake) = &wake {
+            wake();
         }
     }
 }

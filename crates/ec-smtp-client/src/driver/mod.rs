@@ -8,11 +8,13 @@ mod session;
 mod shutdown;
 mod transport;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ec_sched::{
     failure_of, CloseTicket, EventSender, Scheduler, SchedulerToken, SessionDriver, SessionLink,
+    Wake,
 };
 use ec_types::{CloseReason, ConnectionHandle, Event, OpenRequest, SessionCommand, SessionEvent};
 use tokio::sync::mpsc;
@@ -25,11 +27,13 @@ use crate::tls::TlsConfigCache;
 
 /// Runs SMTP sessions as tasks on a tokio runtime for an `ec-sched`
 /// scheduler, and closes them through [`closeconn`].
-#[derive(Debug)]
 pub struct SmtpDriver {
     runtime: tokio::runtime::Handle,
     /// Created with the first session, from its scheduler's event sender.
     events: Option<Arc<EventBatcher>>,
+    /// Called after each batch of events when the scheduler runs a
+    /// [`LocalLoop`](ec_sched::LocalLoop) that waits for it.
+    wake: Option<Wake>,
     tls_configs: Arc<TlsConfigCache>,
     tls_fallback: TlsFallback,
 }
@@ -40,9 +44,33 @@ impl SmtpDriver {
         Self {
             runtime,
             events: None,
+            wake: None,
             tls_configs: Arc::new(TlsConfigCache::default()),
             tls_fallback: TlsFallback::default(),
         }
+    }
+}
+
+impl fmt::Debug for SmtpDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpDriver")
+            .field("runtime", &self.runtime)
+            .field("events", &self.events)
+            .field("wake", &self.wake.is_some())
+            .field("tls_configs", &self.tls_configs)
+            .field("tls_fallback", &self.tls_fallback)
+            .finish()
+    }
+}
+
+impl SmtpDriver {
+    /// Calls `wake` after sending each batch of session events: needed when
+    /// the scheduler runs as a [`LocalLoop`](ec_sched::LocalLoop), which
+    /// waits for it.
+    #[must_use]
+    pub fn waking(mut self, wake: Wake) -> Self {
+        self.wake = Some(wake);
+        self
     }
 }
 
@@ -55,9 +83,9 @@ impl SessionDriver for SmtpDriver {
     ) -> Box<dyn SessionLink> {
         self.tls_fallback.apply(&mut request, Instant::now());
         let (commands, receiver) = mpsc::unbounded_channel();
-        let batcher = self
-            .events
-            .get_or_insert_with(|| EventBatcher::start(&self.runtime, events.batch_sender()));
+        let batcher = self.events.get_or_insert_with(|| {
+            EventBatcher::start(&self.runtime, events.batch_sender(), self.wake.clone())
+        });
         self.runtime.spawn(session::run(
             request,
             BatchedEvents::new(Arc::clone(batcher), events),
