@@ -52,6 +52,9 @@ pub(crate) struct Peer {
     pub(crate) domain: String,
     /// STARTTLS is required and verified when present.
     pub(crate) tls: Option<TlsPeer>,
+    /// The server's process (Postfix's master for Postfix), whose tree's
+    /// CPU each measured run reads; `None` when it is unknown.
+    pub(crate) server_pid: Option<u32>,
 }
 
 /// How to verify a peer's certificate.
@@ -113,6 +116,16 @@ impl Row {
     /// CPU microseconds per message over the samples.
     pub(crate) fn cpu(&self) -> Option<Summary> {
         Summary::of(self.samples.iter().map(Sample::cpu_micros_per_message))
+    }
+
+    /// Summarizes the server's CPU microseconds per message over the
+    /// samples that measured it.
+    pub(crate) fn server_cpu(&self) -> Option<Summary> {
+        Summary::of(
+            self.samples
+                .iter()
+                .filter_map(Sample::server_cpu_micros_per_message),
+        )
     }
 
     /// CPU microseconds per message once started: each run's CPU less the
@@ -192,10 +205,11 @@ fn run_rounds(
         measure(
             &mut command(row.contender, case, peer, tools, warm_up),
             warm_up,
+            None,
         )?;
         let mut startup = Vec::with_capacity(STARTUP_RUNS);
         for _ in 0..STARTUP_RUNS {
-            let (sample, _) = measure(&mut command(row.contender, case, peer, tools, 1), 1)?;
+            let (sample, _) = measure(&mut command(row.contender, case, peer, tools, 1), 1, None)?;
             startup.push(sample.cpu_seconds);
         }
         row.startup_cpu = Summary::of(startup).map(|summary| summary.median);
@@ -206,9 +220,15 @@ fn run_rounds(
             let (sample, _) = measure(
                 &mut command(row.contender, case, peer, tools, row.messages),
                 row.messages,
+                peer.server_pid,
             )?;
+            let server_cpu = sample
+                .server_cpu_micros_per_message()
+                .map_or_else(String::new, |micros| {
+                    format!(" {micros:>8.1} µs server CPU/msg")
+                });
             println!(
-                "bench:   round {}: {:<22} {:>9.0} msg/s {:>8.1} µs CPU/msg",
+                "bench:   round {}: {:<22} {:>9.0} msg/s {:>8.1} µs CPU/msg{server_cpu}",
                 round + 1,
                 row.contender.label(),
                 sample.rate(),
@@ -326,6 +346,7 @@ mod tests {
                 ca_file: PathBuf::from("/ca.pem"),
                 server_name: "mx.test".to_owned(),
             }),
+            server_pid: None,
         }
     }
 

@@ -3,9 +3,10 @@
 //! before and after it is reaped.
 //!
 //! Every contender is measured the same way, so smtp-source (which prints
-//! nothing) and our own clients are comparable. Only the client's CPU is
-//! counted: the peers are other processes that this one does not reap
-//! while a client runs.
+//! nothing) and our own clients are comparable. The client's CPU excludes
+//! the server's: the peers are other processes that this one does not
+//! reap while a client runs. The server's CPU over the same span is read
+//! separately from `/proc` when its pid is known (see [`server_cpu`]).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::resource::{getrusage, UsageWho};
 
+use super::server_cpu;
 use crate::process;
 
 /// First word of the result line that our load clients print.
@@ -28,6 +30,10 @@ pub(crate) struct Sample {
     pub(crate) seconds: f64,
     /// User plus system CPU time of the client, in seconds.
     pub(crate) cpu_seconds: f64,
+    /// User plus system CPU time of the server's processes from just
+    /// before the client started to just after it exited, in seconds.
+    /// `None` when the server's pid is unknown.
+    pub(crate) server_cpu_seconds: Option<f64>,
 }
 
 impl Sample {
@@ -40,20 +46,46 @@ impl Sample {
     pub(crate) fn cpu_micros_per_message(&self) -> f64 {
         self.cpu_seconds * 1e6 / self.messages as f64
     }
+
+    /// Returns the server's CPU microseconds per message, or `None` when
+    /// it was not measured.
+    pub(crate) fn server_cpu_micros_per_message(&self) -> Option<f64> {
+        Some(self.server_cpu_seconds? * 1e6 / self.messages as f64)
+    }
 }
 
 /// The `key=value` pairs of a client's result line.
 pub(crate) type Fields = BTreeMap<String, String>;
 
-/// Runs `command` to completion and measures it. It must exit 0; when it
-/// prints a result line, the line must report `messages` delivered and
-/// nothing failed.
-pub(crate) fn measure(command: &mut Command, messages: u64) -> Result<(Sample, Fields)> {
+/// Runs `command` to completion and measures it, and the CPU of the
+/// server process tree rooted at `server_pid` over the same span. It must
+/// exit 0; when it prints a result line, the line must report `messages`
+/// delivered and nothing failed.
+pub(crate) fn measure(
+    command: &mut Command,
+    messages: u64,
+    server_pid: Option<u32>,
+) -> Result<(Sample, Fields)> {
+    let server_before = match server_pid {
+        Some(pid) => Some((pid, read_server(pid)?)),
+        None => None,
+    };
     let before = children_cpu()?;
     let started = Instant::now();
     let output = process::capture(command)?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = (children_cpu()? - before).as_secs_f64();
+    // NOTE: work the server does after the client exits, such as
+    // Postfix's queue manager handing the last messages to discard, falls
+    // into the next run's reading. It is at most the work for the
+    // messages in flight at the end, a small share of a run of hundreds.
+    let server_cpu_seconds = match server_before {
+        Some((pid, before)) => {
+            let after = read_server(pid)?;
+            Some(after.seconds_since(&before, server_cpu::ticks_per_second()?))
+        }
+        None => None,
+    };
 
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -78,6 +110,7 @@ pub(crate) fn measure(command: &mut Command, messages: u64) -> Result<(Sample, F
             messages,
             seconds,
             cpu_seconds,
+            server_cpu_seconds,
         },
         fields,
     ))
@@ -120,6 +153,11 @@ pub(crate) fn number(fields: &Fields, key: &str) -> Result<f64> {
         .with_context(|| format!("the result field {key}={text} is not a number"))
 }
 
+fn read_server(pid: u32) -> Result<server_cpu::TreeCpu> {
+    server_cpu::read_tree(pid)
+        .with_context(|| format!("reading the CPU time of the server (pid {pid}) failed"))
+}
+
 /// CPU time of every child this process has reaped so far.
 fn children_cpu() -> Result<Duration> {
     let usage =
@@ -151,10 +189,11 @@ mod tests {
         // A child that burns a little CPU: its time must show up.
         let mut command = Command::new("sh");
         command.args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"]);
-        let (sample, fields) = measure(&mut command, 1).expect("sh runs");
+        let (sample, fields) = measure(&mut command, 1, None).expect("sh runs");
         assert!(fields.is_empty());
         assert!(sample.seconds > 0.0);
         assert!(sample.cpu_seconds > 0.0, "{sample:?}");
+        assert_eq!(sample.server_cpu_seconds, None);
         assert!(
             sample.cpu_seconds <= sample.seconds * 2.0 + 0.05,
             "{sample:?}"
@@ -162,10 +201,44 @@ mod tests {
     }
 
     #[test]
+    fn measures_server_cpu() {
+        // A "server" that spins for the whole run, beside a client that
+        // sleeps: the server's time must show up.
+        let mut server = Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh starts");
+        let mut client = Command::new("sleep");
+        client.arg("0.5");
+        let measured = measure(&mut client, 10, Some(server.id()));
+        let _ = server.kill();
+        let _ = server.wait();
+
+        let (sample, _) = measured.expect("sleep runs");
+        let server_cpu = sample.server_cpu_seconds.expect("server pid given");
+        assert!(server_cpu >= 0.1, "{sample:?}");
+        assert!(server_cpu <= sample.seconds + 0.05, "{sample:?}");
+        let per_message = sample.server_cpu_micros_per_message().expect("measured");
+        assert!((per_message - server_cpu * 1e5).abs() < 1e-6, "{sample:?}");
+    }
+
+    #[test]
+    fn missing_server_is_an_error() {
+        let mut exited = Command::new("true").spawn().expect("true starts");
+        let pid = exited.id();
+        exited.wait().expect("true exits");
+        let error = measure(&mut Command::new("true"), 1, Some(pid)).expect_err("pid is gone");
+        assert!(
+            format!("{error:#}").contains(&format!("pid {pid}")),
+            "{error:#}"
+        );
+    }
+
+    #[test]
     fn checks_delivered_count() {
         let mut command = Command::new("echo");
         command.arg("ec-bench-result client=x delivered=3");
-        assert!(measure(&mut command, 4).is_err());
-        assert!(measure(&mut command, 3).is_ok());
+        assert!(measure(&mut command, 4, None).is_err());
+        assert!(measure(&mut command, 3, None).is_ok());
     }
 }

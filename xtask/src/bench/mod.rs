@@ -24,6 +24,7 @@ mod options;
 mod profile;
 mod report;
 mod sched;
+mod server_cpu;
 mod servers;
 mod stats;
 mod targets;
@@ -49,6 +50,9 @@ pub(crate) use options::USAGE;
 
 /// Title of the one-connection reuse case, which has no target.
 const LATENCY_CASE: &str = "reuse, 1 KB, 1 connection";
+
+/// How many times lettre + TCP_NODELAY's rate ec must reach in TLS churn.
+const TLS_RATE_FACTOR: f64 = 1.5;
 
 /// Connections at once in the churn and TLS cases.
 const CHURN_CONNECTIONS: u32 = 8;
@@ -117,6 +121,7 @@ fn measure_all(
             address: sink.address,
             domain: "bench.test".to_owned(),
             tls: None,
+            server_pid: Some(sink.pid()),
         };
         if options.runs(Group::Reuse) {
             for case in reuse_cases(options) {
@@ -144,6 +149,7 @@ fn measure_all(
                         ca_file: postfix.ca_file.clone(),
                         server_name: postfix.server_name.clone(),
                     }),
+                    server_pid: postfix.master_pid,
                 };
                 let case = tls_case(options);
                 report
@@ -297,7 +303,7 @@ fn verdicts(report: &Report) -> Vec<Verdict> {
         verdicts.push(targets::against(
             result,
             Contender::LettreNodelay,
-            1.5,
+            TLS_RATE_FACTOR,
             Some(0.7),
         ));
         verdicts.push(targets::near_floor(result, 1.5));

@@ -122,7 +122,17 @@ impl Report {
              time from spawn to exit (connects, every transaction, QUIT and \
              close included). CPU is the client process's user plus system \
              CPU time, from `getrusage(RUSAGE_CHILDREN)` around the run; the \
-             servers' CPU is not included. **Startup CPU** is the median of \
+             server's CPU is not in it. **Server CPU** is the server's user \
+             plus system CPU time from just before the client starts to just \
+             after it exits, divided by the messages. It is the sum of `utime \
+             + stime + cutime + cstime` from `/proc/<pid>/stat` over \
+             smtp-sink's one process, or over Postfix's master and every live \
+             process under it. `cutime` and `cstime` add the children that \
+             were reaped, such as smtpd processes that reached their use \
+             limit. It includes the server's idle work and whatever else was \
+             sent to the same server meanwhile. The fields are whole clock \
+             ticks (10 ms on Linux), so each server process that ran can put \
+             a run's total off by up to about a tick. **Startup CPU** is the median of \
              {} runs with one message each: starting the process and its \
              runtime and, for ec, installing the Prometheus recorder, whose \
              clock calibration alone takes a large share of it. **CPU/msg, \
@@ -255,8 +265,9 @@ impl Report {
             let _ = writeln!(
                 out,
                 "| client | messages per run | msg/s | CPU µs/msg, once started | startup CPU | \
-                 CPU µs/msg, whole run | ec's msg/s ÷ this | ec's CPU/msg ÷ this |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|"
+                 CPU µs/msg, whole run | server CPU µs/msg | ec's msg/s ÷ this | \
+                 ec's CPU/msg ÷ this |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for row in &result.rows {
                 write_row(out, row, ec);
@@ -264,6 +275,9 @@ impl Report {
             out.push('\n');
             if case.connections == 1 {
                 write_latency(out, result);
+            }
+            if group == Group::Tls {
+                write_server_bound(out, result, self.machine.cores);
             }
         }
     }
@@ -496,7 +510,7 @@ fn write_row(out: &mut String, row: &Row, ec: Option<&Row>) {
     let (Some(rate), Some(steady), Some(whole)) = (row.rate(), row.steady_cpu(), row.cpu()) else {
         let _ = writeln!(
             out,
-            "| {} | {} | not measured | | | | | |",
+            "| {} | {} | not measured | | | | | | |",
             row.contender.label(),
             thousands(row.messages as f64)
         );
@@ -513,15 +527,92 @@ fn write_row(out: &mut String, row: &Row, ec: Option<&Row>) {
     let startup = row.startup_cpu.map_or_else(String::new, |seconds| {
         format!("{:.0} ms", seconds * 1_000.0)
     });
+    // Whole microseconds: a clock tick over a run is worth more than one
+    // microsecond per message in every case.
+    let server = row
+        .server_cpu()
+        .map_or_else(String::new, |server| summary(server, 0));
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {startup} | {} | {rate_ratio} | {cpu_ratio} |",
+        "| {} | {} | {} | {} | {startup} | {} | {server} | {rate_ratio} | {cpu_ratio} |",
         row.contender.label(),
         thousands(row.messages as f64),
         summary(rate, 0),
         summary(steady, 1),
         summary(whole, 1),
     );
+}
+
+/// Writes the rate ceiling that the server's and the clients' CPU set
+/// when both share the machine's cores, and what a client with no CPU at
+/// all could gain over lettre + TCP_NODELAY.
+fn write_server_bound(out: &mut String, result: &CaseResult, cores: usize) {
+    if cores == 0 {
+        return;
+    }
+    let mut lines = Vec::new();
+    for row in &result.rows {
+        let (Some(rate), Some(client), Some(server)) = (row.rate(), row.cpu(), row.server_cpu())
+        else {
+            continue;
+        };
+        let (unit, units) = if row.contender == Contender::TlsFloor {
+            ("session", "sessions")
+        } else {
+            ("msg", "msg")
+        };
+        lines.push(format!(
+            "- {}: {} µs server + {} µs client CPU per {unit}: at most {} {units}/s; \
+             measured {}.",
+            row.contender.label(),
+            thousands(server.median),
+            thousands(client.median),
+            thousands(cpu_bound_rate(cores, server.median, client.median)),
+            thousands(rate.median),
+        ));
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "The server's CPU sets a ceiling on every rate here. With all {cores} cores busy, \
+         a run can reach at most {cores} cores ÷ (server CPU + client CPU per \
+         message), from the medians above (client CPU over the whole run):\n\n{}\n",
+        lines.join("\n")
+    );
+
+    let lettre = result
+        .row(Contender::LettreNodelay)
+        .and_then(|row| Some((row.server_cpu()?.median, row.cpu()?.median)));
+    if let Some((server, client)) = lettre {
+        let _ = writeln!(
+            out,
+            "A client that used no CPU at all, and cost the server what lettre + \
+             TCP_NODELAY's messages cost it, could be at most (server + lettre's \
+             client CPU) ÷ server = ({} + {}) ÷ {} = {:.2}× as fast as lettre + \
+             TCP_NODELAY, while the rate target asks ec for {}×.\n",
+            thousands(server),
+            thousands(client),
+            thousands(server),
+            zero_cpu_gain(server, client),
+            super::TLS_RATE_FACTOR,
+        );
+    }
+}
+
+/// Returns the maximum messages per second that `cores` fully busy cores
+/// allow when each message costs `server_micros` of the server's CPU and
+/// `client_micros` of the client's.
+fn cpu_bound_rate(cores: usize, server_micros: f64, client_micros: f64) -> f64 {
+    cores as f64 * 1e6 / (server_micros + client_micros)
+}
+
+/// Returns how many times faster a client with no CPU could go than one
+/// that uses `client_micros` per message, when the cores are the bound
+/// and the server spends `server_micros` per message on either.
+fn zero_cpu_gain(server_micros: f64, client_micros: f64) -> f64 {
+    (server_micros + client_micros) / server_micros
 }
 
 /// `median (min–max)`.
@@ -614,8 +705,8 @@ against it compares CPU only, since the floor's sessions carry no message \
 and so cost Postfix less than a delivery does. All three \
 share one rustls client configuration across connections, so TLS \
 session resumption works alike for all. Postfix does the server side of \
-every handshake on the same two cores, so the rates are bounded by it; \
-CPU/msg is the client's own cost.";
+every handshake on the same two cores, so the rates are bounded by it. \
+CPU/msg is the client's own cost, and server CPU is Postfix's.";
 
 const SCHED_METHOD: &str = "\
 `crates/ec-sched/examples/sched_bench.rs` runs the scheduler in virtual \
@@ -674,7 +765,7 @@ TLS churn); there CPU/msg, not msg/s, separates the clients.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::cases::{Case, Peer};
+    use crate::bench::cases::{Case, Peer, TlsPeer};
     use crate::bench::measure::Sample;
 
     #[test]
@@ -686,44 +777,55 @@ mod tests {
         assert_eq!(thousands(-12_345.0), "-12,345");
     }
 
-    #[test]
-    fn renders_rows_with_ratios() {
-        let sample = |seconds: f64, cpu_seconds: f64| Sample {
+    /// Builds a row of one run of 1,000 messages, with times in seconds.
+    fn row(contender: Contender, seconds: f64, cpu_seconds: f64, server: Option<f64>) -> Row {
+        Row {
+            contender,
             messages: 1_000,
-            seconds,
-            cpu_seconds,
-        };
-        let result = CaseResult {
+            samples: vec![Sample {
+                messages: 1_000,
+                seconds,
+                cpu_seconds,
+                server_cpu_seconds: server,
+            }],
+            startup_cpu: None,
+        }
+    }
+
+    fn case_result(title: &str, tls: bool, rows: Vec<Row>) -> CaseResult {
+        CaseResult {
             case: Case {
-                title: "1 KB, 8 connections".to_owned(),
+                title: title.to_owned(),
                 size: 1_024,
                 connections: 8,
-                churn: false,
+                churn: tls,
                 messages: 1_000,
                 slow_messages: 100,
-                contenders: vec![Contender::Ec, Contender::SmtpSource],
+                contenders: rows.iter().map(|row| row.contender).collect(),
             },
             peer: Peer {
                 address: "127.0.0.1:2525".parse().expect("address"),
                 domain: "d.test".to_owned(),
-                tls: None,
+                tls: tls.then(|| TlsPeer {
+                    ca_file: "/ca.pem".into(),
+                    server_name: "mx.test".to_owned(),
+                }),
+                server_pid: None,
             },
-            rows: vec![
-                Row {
-                    contender: Contender::Ec,
-                    messages: 1_000,
-                    samples: vec![sample(0.5, 0.1)],
-                    startup_cpu: None,
-                },
-                Row {
-                    contender: Contender::SmtpSource,
-                    messages: 1_000,
-                    samples: vec![sample(1.0, 0.05)],
-                    startup_cpu: Some(0.01),
-                },
-            ],
+            rows,
             error: None,
-        };
+        }
+    }
+
+    #[test]
+    fn renders_rows_with_ratios() {
+        let mut smtp_source = row(Contender::SmtpSource, 1.0, 0.05, None);
+        smtp_source.startup_cpu = Some(0.01);
+        let result = case_result(
+            "1 KB, 8 connections",
+            false,
+            vec![row(Contender::Ec, 0.5, 0.1, Some(0.02)), smtp_source],
+        );
         let report = Report {
             reuse: vec![result],
             skipped: vec![Group::Churn, Group::Tls, Group::Sched, Group::Memory],
@@ -733,18 +835,82 @@ mod tests {
         assert!(
             text.contains(
                 "| ec | 1,000 | 2,000 (2,000–2,000) | 100.0 (100.0–100.0) |  | \
-                 100.0 (100.0–100.0) | — | — |"
+                 100.0 (100.0–100.0) | 20 (20–20) | — | — |"
             ),
             "{text}"
         );
-        // 0.05 s of CPU less 0.01 s of startup, over 1,000 messages.
+        // 0.05 s of CPU less 0.01 s of startup, over 1,000 messages; the
+        // server's CPU was not measured.
         assert!(
             text.contains(
                 "| smtp-source | 1,000 | 1,000 (1,000–1,000) | 40.0 (40.0–40.0) | 10 ms | \
-                 50.0 (50.0–50.0) | 2.00× | 2.50× |"
+                 50.0 (50.0–50.0) |  | 2.00× | 2.50× |"
             ),
             "{text}"
         );
         assert!(text.contains("Not run this time (`--only` left out `churn`)."));
+        assert!(!text.contains("sets a ceiling"), "{text}");
+    }
+
+    #[test]
+    fn cpu_bound_arithmetic() {
+        // 2 cores, 3,300 + 600 µs per message: 2,000,000 / 3,900.
+        assert!((cpu_bound_rate(2, 3_300.0, 600.0) - 512.820_512).abs() < 1e-3);
+        assert_eq!(cpu_bound_rate(1, 1_000.0, 0.0), 1_000.0);
+        assert_eq!(cpu_bound_rate(4, 500.0, 500.0), 4_000.0);
+        assert!((zero_cpu_gain(3_300.0, 600.0) - 1.181_818).abs() < 1e-6);
+        assert_eq!(zero_cpu_gain(1_000.0, 0.0), 1.0);
+        assert_eq!(zero_cpu_gain(1_000.0, 1_000.0), 2.0);
+    }
+
+    #[test]
+    fn tls_section_states_the_bound() {
+        let result = case_result(
+            "TLS churn",
+            true,
+            vec![
+                row(Contender::Ec, 3.0, 0.7, Some(3.4)),
+                row(Contender::LettreNodelay, 3.0, 0.6, Some(3.3)),
+                row(Contender::TlsFloor, 1.0, 0.3, Some(1.3)),
+            ],
+        );
+        let mut report = Report {
+            tls: vec![result],
+            skipped: vec![Group::Reuse, Group::Churn, Group::Sched, Group::Memory],
+            ..Report::default()
+        };
+        report.machine.cores = 2;
+        let text = report.render();
+        assert!(text.contains("With all 2 cores busy"), "{text}");
+        // 2,000,000 µs / (3,400 + 700) µs.
+        assert!(
+            text.contains(
+                "- ec: 3,400 µs server + 700 µs client CPU per msg: at most 488 msg/s; \
+                 measured 333."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- lettre + TCP_NODELAY: 3,300 µs server + 600 µs client CPU per msg: \
+                 at most 513 msg/s; measured 333."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- handshake floor: 1,300 µs server + 300 µs client CPU per session: \
+                 at most 1,250 sessions/s; measured 1,000."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("(3,300 + 600) ÷ 3,300 = 1.18× as fast as lettre + TCP_NODELAY"),
+            "{text}"
+        );
+        assert!(text.contains("the rate target asks ec for 1.5×"), "{text}");
+
+        report.machine.cores = 0;
+        assert!(!report.render().contains("sets a ceiling"));
     }
 }

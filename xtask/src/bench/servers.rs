@@ -32,6 +32,11 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// Returns the server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts smtp-sink on a free loopback port with `backlog` as its
     /// listen backlog. smtp-sink binds with SO_REUSEPORT, so a second copy
     /// on a busy port would start and take half of the connections: the
@@ -142,6 +147,10 @@ pub(crate) struct PostfixTls {
     pub(crate) discard_domain: String,
     /// Postfix's version, `mail_version`.
     pub(crate) version: String,
+    /// The master's pid, the parent of every Postfix daemon.
+    /// `None`, with a warning printed, when the status file names no
+    /// running master.
+    pub(crate) master_pid: Option<u32>,
 }
 
 /// Makes sure the Postfix peer runs (starting it as root when it does not)
@@ -183,11 +192,28 @@ pub(crate) fn postfix() -> Result<PostfixTls> {
         process::output(Command::new("/usr/sbin/postconf").args(["-d", "-h", "mail_version"]))
             .map(|text| text.trim().to_owned())
             .unwrap_or_else(|_| "unknown".to_owned());
+    let master_pid = master_pid(get("POSTFIX_PID").ok());
+    if master_pid.is_none() {
+        eprintln!(
+            "bench: warning: {} names no running Postfix master as POSTFIX_PID; \
+             the report leaves out Postfix's CPU",
+            status_file.display()
+        );
+    }
     Ok(PostfixTls {
         address,
         ca_file: PathBuf::from(get("TLS_CA_FILE")?),
         server_name: get("TLS_SERVER_NAME")?.to_owned(),
         discard_domain: get("DOMAIN_DISCARD")?.to_owned(),
         version,
+        master_pid,
     })
+}
+
+/// Parses the pid in `text` and returns it when it is a running process
+/// named `master`.
+fn master_pid(text: Option<&str>) -> Option<u32> {
+    let pid: u32 = text?.parse().ok()?;
+    let name = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (name.trim() == "master").then_some(pid)
 }

@@ -184,6 +184,7 @@ mod tests {
             messages: 1_000,
             seconds: 1_000.0 / rate,
             cpu_seconds: cpu_micros * 1_000.0 / 1e6,
+            server_cpu_seconds: None,
         };
         CaseResult {
             case: Case {
@@ -199,6 +200,7 @@ mod tests {
                 address: "127.0.0.1:25".parse().expect("address"),
                 domain: "d.test".to_owned(),
                 tls: None,
+                server_pid: None,
             },
             rows: vec![
                 Row {
