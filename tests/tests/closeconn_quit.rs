@@ -242,3 +242,76 @@ fn quit_after_helo_refused() {
         assert_eq!(record.verbs(), [Verb::Ehlo, Verb::Helo, Verb::Quit]);
     }
 }
+
+/// The `read` of the first command line that starts with `verb`.
+fn read_of(record: &ConnectionRecord, verb: &[u8]) -> u64 {
+    record
+        .events
+        .iter()
+        .find_map(|timed| match &timed.event {
+            Event::Command { line, read, .. } if line.starts_with(verb) => Some(*read),
+            _ => None,
+        })
+        .expect("the command on the wire")
+}
+
+#[test]
+fn last_delivery_pipelines_quit() {
+    let peer = FaultPeer::start_on_thread(Scenario::builder().build()).expect("peer starts");
+    let mut config = fault_config(DOMAIN, peer.addr());
+    config.global.max_deliveries_per_connection = Some(1);
+
+    let result = run(
+        config,
+        vec![message(1), message(2)],
+        Duration::from_secs(20),
+    );
+
+    let records = assert_settled(&result, &peer);
+    assert_eq!(result.outcomes_of(1), ["delivered"]);
+    assert_eq!(result.outcomes_of(2), ["delivered"]);
+    assert_eq!(result.close_outcomes(), [CloseOutcome::Clean; 2]);
+    for close in &result.closes {
+        assert_eq!(close.reason, CloseReason::MaxDeliveries, "{close:?}");
+    }
+    for record in &records {
+        assert_eq!(
+            record.verbs(),
+            [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Data, Verb::Quit]
+        );
+        // The data and QUIT came in the read right after the DATA line's:
+        // one write, without waiting for the reply to the final dot.
+        assert_eq!(read_of(record, b"QUIT"), read_of(record, b"DATA") + 1);
+    }
+}
+
+#[test]
+fn reused_connection_quits_after_reply() {
+    let peer = FaultPeer::start_on_thread(Scenario::builder().build()).expect("peer starts");
+    let mut config = fault_config(DOMAIN, peer.addr());
+    config.global.max_outbound_connections = Some(1);
+
+    let result = run(config, vec![message(1)], Duration::from_secs(20));
+
+    let records = assert_settled(&result, &peer);
+    assert_eq!(result.outcomes_of(1), ["delivered"]);
+    let record = &records[0];
+    assert!(read_of(record, b"QUIT") >= read_of(record, b"DATA") + 2);
+}
+
+#[test]
+fn last_delivery_pipelines_quit_over_tls() {
+    let peer =
+        FaultPeer::start_on_thread(with_tls(Scenario::builder()).build()).expect("peer starts");
+    let mut config = tls_config(&peer);
+    config.global.max_deliveries_per_connection = Some(1);
+
+    let result = run(config, vec![message(1)], Duration::from_secs(20));
+
+    let records = assert_settled(&result, &peer);
+    assert_eq!(result.outcomes_of(1), ["delivered"]);
+    assert_eq!(result.close_outcomes(), [CloseOutcome::Clean]);
+    let record = &records[0];
+    assert!(record.client_sent_close_notify());
+    assert_eq!(read_of(record, b"QUIT"), read_of(record, b"DATA") + 1);
+}

@@ -852,3 +852,69 @@ fn large_read_is_parsed_in_pieces() {
     }
     s.expect_sent("x\r\n.\r\n");
 }
+
+#[test]
+fn quit_rides_with_last_data() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x\r\n"));
+    assert!(s.client.quit_after_data());
+    s.expect_sent("MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n");
+    assert!(!s.client.quit_queued());
+
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+    s.expect_sent("x\r\n.\r\nQUIT\r\n");
+    assert!(s.client.quit_queued());
+
+    s.server("250 queued\r\n");
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Delivered { .. }
+    ));
+    assert_eq!(s.client.state(), ClientState::ExpectQuit);
+    assert_eq!(s.client.stage(), Stage::Quit);
+
+    s.server("221 2.0.0 bye\r\n");
+    match s.next_event() {
+        ClientEvent::Closed { reply: Some(reply) } => assert_eq!(reply.code.as_u16(), 221),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.client.state(), ClientState::Closed);
+}
+
+#[test]
+fn quit_follows_encoded_data() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], BODY));
+    assert!(s.client.quit_after_data());
+    s.client.poll_transmit().unwrap();
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+
+    s.expect_sent(&format!("{WIRE_BODY}QUIT\r\n"));
+}
+
+#[test]
+fn quit_not_pipelined_without_pipelining() {
+    let mut s = Session::ready(&[]);
+    s.start(transaction(&["a@example.com"], "x\r\n"));
+
+    assert!(!s.client.quit_after_data());
+    assert!(!s.client.quit_queued());
+}
+
+#[test]
+fn quit_not_sent_when_data_is_not() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x\r\n"));
+    assert!(s.client.quit_after_data());
+    s.client.poll_transmit().unwrap();
+
+    s.server("250 ok\r\n550 no\r\n554 no valid recipients\r\n");
+    s.recipient_reply(0);
+    assert_eq!(s.transaction_end(), TransactionEnd::NoValidRecipients);
+
+    s.nothing_sent();
+    assert!(!s.client.quit_queued());
+    assert_eq!(s.client.state(), ClientState::Ready);
+}
