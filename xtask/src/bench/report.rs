@@ -657,8 +657,9 @@ Postfix's `smtp-sink` on 127.0.0.1 (plain text, PIPELINING offered, no \
 counters) takes every message. The contenders:
 
 - **ec**: `ec-load`, which runs ec's whole engine as an application \
-embeds it: `Engine::start` (the scheduler thread plus one tokio I/O \
-thread), the Prometheus recorder installed \
+embeds it: `Engine::start` with its default options (one thread that \
+runs the scheduler's loop and every session as tasks of one tokio \
+runtime), the Prometheus recorder installed \
 (`Exporter::install(ExporterConfig::without_listener())`), every message \
 submitted through `SchedulerHandle::submit` and its outcome received by \
 the observer. `max_outbound_connections` is the connection count, \
@@ -740,7 +741,7 @@ machines have no hardware counters) and once under `strace -ff -e \
 trace=epoll_wait,epoll_pwait`. The table lists the functions with the \
 most CPU samples (self time, all threads, kernel included). The strace \
 count shows waiting that costs no CPU: ec's own timeouts are seconds to \
-minutes, so an `epoll_wait` whose timeout is 1–10 ms means the I/O thread \
+minutes, so an `epoll_wait` whose timeout is 1–10 ms means the thread \
 had a timer due within milliseconds on the path of a message. tokio's \
 timers tick once per millisecond, so even a zero-length timeout parks the \
 thread until the next tick unless other I/O wakes it first; the second \
