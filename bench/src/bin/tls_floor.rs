@@ -8,8 +8,9 @@
 //! more, so its rate cannot be higher nor its CPU per session lower.
 //!
 //! It runs on one tokio worker thread (ec's engine also drives its
-//! sessions on one) and shares one rustls `ClientConfig`, so TLS session
-//! resumption works as it does for ec and lettre.
+//! sessions on one), uses ec's crypto provider and cipher suite order, and
+//! shares one rustls `ClientConfig`, so TLS session resumption works as it
+//! does for ec and lettre.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,7 +84,8 @@ fn connector(args: &Args) -> Result<TlsConnector> {
             .add(certificate)
             .context("the CA certificate is not a usable trust anchor")?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // ec's own provider, so the floor's handshake is the one ec does.
+    let provider = ec_smtp_client::tls::crypto_provider();
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("rustls rejected the protocol versions")?

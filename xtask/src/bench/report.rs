@@ -701,7 +701,10 @@ EHLO, one message, QUIT, `close_notify`, close. ec requires TLS \
 the same CA and `TCP_NODELAY` from the shim. The **handshake floor** is \
 `tls-floor`: connect, banner, EHLO, STARTTLS, rustls handshake, \
 `close_notify`, read to EOF, with no message and no QUIT, on one tokio \
-thread: no client that sends a message over TLS can do less. The target \
+thread, with ec's crypto provider and cipher suite order (ec offers \
+`TLS_AES_128_GCM_SHA256` first; lettre keeps rustls' order, which starts \
+with `TLS_AES_256_GCM_SHA384`): no client that sends a message over TLS \
+with the same handshake can do less. The target \
 against it compares CPU only, since the floor's sessions carry no message \
 and so cost Postfix less than a delivery does. All three \
 share one rustls client configuration across connections, so TLS \
