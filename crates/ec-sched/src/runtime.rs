@@ -503,28 +503,19 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
     fn handle(&mut self, message: Inbox) {
         let now = Instant::now();
         match message {
-            Inbox::Session(handle, event) => {
-                self.scheduler.handle_session_event(
-                    &mut self.token,
-                    &mut self.driver,
-                    handle,
-                    event,
-                    now,
-                );
-            }
+            Inbox::Session(handle, event) => self.session_event(handle, event, now),
             Inbox::Sessions(events) => {
                 for (handle, event) in events {
-                    self.scheduler.handle_session_event(
-                        &mut self.token,
-                        &mut self.driver,
-                        handle,
-                        event,
-                        now,
-                    );
+                    self.session_event(handle, event, now);
                 }
             }
             Inbox::Command(command) => self.command(command, now),
         }
+    }
+
+    fn session_event(&mut self, handle: ConnectionHandle, event: SessionEvent, now: Instant) {
+        self.scheduler
+            .handle_session_event(&mut self.token, &mut self.driver, handle, event, now);
     }
 
     fn command(&mut self, command: Command, now: Instant) {
