@@ -3,9 +3,8 @@
 //! delivery engine.
 //!
 //! By default both run on one thread: the scheduler's loop is a task of a
-//! single-threaded runtime, and the sessions are its other tasks, so a
-//! session's event reaches the scheduler, and the scheduler's command
-//! reaches the session, without waking another thread. With
+//! single-threaded runtime, and the sessions are its other tasks. Events
+//! and commands between them then never wake another thread. With
 //! [`EngineOptions::io_threads`] above zero the sessions run on a runtime
 //! of their own and the scheduler has its own thread.
 

@@ -1,15 +1,15 @@
 //! Session events gathered per runtime tick and sent to the scheduler in
 //! one inbox message.
 //!
-//! Each event sent on its own wakes the scheduler thread, which handles it
-//! in a few microseconds and sleeps again before the I/O thread has the
-//! next one ready: on a busy engine that is several sleeps and wake-ups of
-//! the scheduler per message, each a pair of futex calls and a context
-//! switch. Here sessions push their events into one queue, and a flusher
-//! task sends the queue when the runtime has run every ready task and
-//! polled its sockets, so one wake-up carries what a whole tick produced.
-//! A tick is short (it ends when the runtime runs out of ready tasks), so
-//! the scheduler sees an event at most one tick later than before.
+//! Sessions push their events into one queue. A flusher task sends the
+//! queue once the runtime has run every ready task and polled its sockets,
+//! so one inbox message carries what a whole tick produced. With the
+//! sessions on a runtime of their own, that is one wake-up of the scheduler
+//! thread per tick instead of one per event (each a pair of futex calls and
+//! a context switch). With the sessions on the scheduler's thread, it is one
+//! pass of the scheduler's loop per tick. A tick ends when the runtime runs
+//! out of ready tasks, so an event reaches the scheduler at most one tick
+//! after its session produced it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
