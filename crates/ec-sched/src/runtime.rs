@@ -272,11 +272,11 @@ impl Scheduler {
         Ok((handle, thread))
     }
 
-    /// Builds a scheduler loop that the calling thread runs itself, by
-    /// calling [`LocalLoop::turn`] and waiting in between, so that the
-    /// thread can do other work while it waits: run the tasks of an async
-    /// runtime that drives the sessions, for instance. The sessions' events
-    /// then reach the scheduler without a thread switch.
+    /// Builds a scheduler loop that the calling thread runs itself: it
+    /// calls [`LocalLoop::turn`] and waits in between. While it waits, the
+    /// thread can do other work, such as running the tasks of an async
+    /// runtime that drives the sessions. The sessions' events then reach
+    /// the scheduler without a thread switch.
     ///
     /// Every message a [`SchedulerHandle`] sends calls `wake`, which must
     /// end the thread's wait. A driver whose sessions send events through
@@ -303,7 +303,7 @@ impl Scheduler {
     }
 }
 
-/// What a loop needs besides the scheduler, made before its thread runs.
+/// The inbox and shared state of a loop, made before its thread runs.
 struct LoopParts {
     inbox: mpsc::Sender<Inbox>,
     receiver: mpsc::Receiver<Inbox>,
@@ -360,7 +360,7 @@ pub struct LocalLoop {
     finished: bool,
 }
 
-/// What [`LocalLoop::turn`] tells its thread to do next.
+/// The next step for the thread that runs a [`LocalLoop`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LoopTurn {
@@ -376,7 +376,8 @@ pub enum LoopTurn {
 impl LocalLoop {
     /// Handles the messages waiting in the inbox (up to a burst, so that
     /// timers and dispatch keep running under a flood), fires due timers,
-    /// dispatches work and passes records to the observer. Never blocks.
+    /// dispatches work and passes records to the observer. It does not
+    /// wait for the inbox.
     pub fn turn(&mut self) -> LoopTurn {
         if self.finished {
             return LoopTurn::Finished(Box::new(self.event_loop.stats()));
@@ -458,7 +459,7 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
 
     /// One pass: `first` and the messages waiting after it (up to a
     /// burst), due timers, dispatch, the shutdown's progress, records to
-    /// the observer and the gauges. Never blocks.
+    /// the observer and the gauges. It does not wait for the inbox.
     fn turn(&mut self, first: Option<Inbox>) -> Step {
         let mut handled = 0;
         if let Some(message) = first {

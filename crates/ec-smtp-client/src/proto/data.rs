@@ -42,8 +42,8 @@ pub fn measure(body: &[u8]) -> MessageInfo {
     measure_unchanged(body).unwrap_or_else(|| measure_lines(body))
 }
 
-/// Measures data that is already in wire form, the common case, with a few
-/// fast scans over the whole buffer; `None` when it is not in wire form.
+/// Measures data that is already in wire form (the common case) with a few
+/// fast scans over the whole buffer. Returns `None` for any other data.
 fn measure_unchanged(body: &[u8]) -> Option<MessageInfo> {
     if body.is_empty() {
         return Some(MessageInfo {
@@ -79,8 +79,8 @@ fn measure_unchanged(body: &[u8]) -> Option<MessageInfo> {
     })
 }
 
-/// The header section of CRLF-only data: the lines before the first empty
-/// line, or all of it when no line is empty.
+/// Returns the header section of CRLF-only data: the lines before the
+/// first empty line, or all of it when no line is empty.
 fn header_section(body: &[u8]) -> &[u8] {
     if body.starts_with(b"\r\n") {
         return &[];

@@ -178,8 +178,8 @@ impl Client {
     }
 }
 
-/// The tail of the data write with QUIT after it: the end-of-data line
-/// (already in the head when the data was encoded), then QUIT.
+/// Returns the tail of the data write with QUIT after it: the end-of-data
+/// line (already in the head when the data was encoded), then QUIT.
 fn with_quit(tail: &'static [u8]) -> &'static [u8] {
     if tail == END_OF_DATA {
         b".\r\nQUIT\r\n"
