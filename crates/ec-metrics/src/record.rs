@@ -17,7 +17,7 @@ use std::time::Duration;
 use ec_types::{
     CloseOutcome, CloseReason, ConnectionState, MessageFate, ReplyClass, Stage, TlsPolicy,
 };
-use metrics::{counter, gauge, histogram, Label};
+use metrics::{counter, gauge, histogram, Counter, Label};
 
 use crate::catalog;
 use crate::labels::{BindingLabel, DomainLabel};
@@ -55,12 +55,22 @@ pub fn connection_closed(
 ) {
     let labels = pair(binding, domain);
     gauge!(catalog::CONNECTIONS_LIVE.name, labels.clone()).decrement(1.0);
-    histogram!(catalog::CONNECTION_DURATION.name, labels.clone()).record(duration.as_secs_f64());
+    histogram!(catalog::CONNECTION_DURATION.name, labels).record(duration.as_secs_f64());
+    closed_counter(binding, domain, reason, outcome).increment(1);
+}
 
-    let mut close_labels = labels;
-    close_labels.push(Label::from_static_parts("reason", reason.as_str()));
-    close_labels.push(Label::from_static_parts("outcome", outcome.as_str()));
-    counter!(catalog::CONNECTIONS_CLOSED.name, close_labels).increment(1);
+/// Returns the `ec_connections_closed_total` series of one label pair,
+/// reason and outcome, from the recorder in effect.
+pub(crate) fn closed_counter(
+    binding: &BindingLabel,
+    domain: &DomainLabel,
+    reason: CloseReason,
+    outcome: CloseOutcome,
+) -> Counter {
+    let mut labels = pair(binding, domain);
+    labels.push(Label::from_static_parts("reason", reason.as_str()));
+    labels.push(Label::from_static_parts("outcome", outcome.as_str()));
+    counter!(catalog::CONNECTIONS_CLOSED.name, labels)
 }
 
 /// Records how a connection's TCP connect ended.

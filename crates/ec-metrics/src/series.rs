@@ -14,7 +14,7 @@
 //! starting the engine).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ec_types::{CloseOutcome, CloseReason, ConnectionState, MessageFate};
@@ -43,9 +43,50 @@ struct Series {
     opened: Counter,
     live: Gauge,
     duration: Histogram,
+    closed: ClosedCounters,
     connect_results: [Counter; ConnectResult::ALL.len()],
     fates: [Counter; MESSAGE_FATES.len()],
     recipients: [Counter; RecipientResult::ALL.len()],
+}
+
+/// The `ec_connections_closed_total` counters of one label pair: one per
+/// close reason and outcome, each registered on its first use. Registering
+/// all 120 up front would put 120 series per label pair in the exposition,
+/// most of which never count anything.
+struct ClosedCounters {
+    /// Indexed like [`CloseReason::ALL`], then [`CloseOutcome::ALL`].
+    by_reason: [OnceLock<Box<ClosedByOutcome>>; CloseReason::ALL.len()],
+}
+
+type ClosedByOutcome = [OnceLock<Counter>; CloseOutcome::ALL.len()];
+
+impl ClosedCounters {
+    fn new() -> Self {
+        Self {
+            by_reason: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Returns the counter of `reason` and `outcome`, registering it with
+    /// the recorder in effect on its first use, or `None` for a reason or
+    /// outcome that `ALL` does not list.
+    fn get(
+        &self,
+        binding: &BindingLabel,
+        domain: &DomainLabel,
+        reason: CloseReason,
+        outcome: CloseOutcome,
+    ) -> Option<&Counter> {
+        let reason_index = CloseReason::ALL.iter().position(|known| *known == reason)?;
+        let outcome_index = CloseOutcome::ALL
+            .iter()
+            .position(|known| *known == outcome)?;
+        let by_outcome = self.by_reason[reason_index]
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        let counter = by_outcome[outcome_index]
+            .get_or_init(|| crate::record::closed_counter(binding, domain, reason, outcome));
+        Some(counter)
+    }
 }
 
 impl DomainSeries {
@@ -64,6 +105,7 @@ impl DomainSeries {
             opened: counter!(catalog::CONNECTIONS_OPENED.name, pair()),
             live: gauge!(catalog::CONNECTIONS_LIVE.name, pair()),
             duration: histogram!(catalog::CONNECTION_DURATION.name, pair()),
+            closed: ClosedCounters::new(),
             connect_results: std::array::from_fn(|index| {
                 let result = ConnectResult::ALL[index].as_str();
                 counter!(catalog::CONNECT_ATTEMPTS.name, with("result", result))
@@ -102,8 +144,9 @@ impl DomainSeries {
     /// Records that a connection's socket is gone, as
     /// [`connection_closed`](crate::connection_closed) does.
     ///
-    /// The closed counter has a series per reason and outcome, so it is
-    /// looked up on each call rather than registered in advance.
+    /// The closed counter has a series per reason and outcome. Each is
+    /// registered on the first close with that reason and outcome, with
+    /// the recorder in effect then, and kept for the later ones.
     pub fn connection_closed(
         &self,
         reason: CloseReason,
@@ -113,13 +156,14 @@ impl DomainSeries {
         let series = &self.inner;
         series.live.decrement(1.0);
         series.duration.record(duration.as_secs_f64());
-        let labels = vec![
-            series.binding.to_label(),
-            series.domain.to_label(),
-            Label::from_static_parts("reason", reason.as_str()),
-            Label::from_static_parts("outcome", outcome.as_str()),
-        ];
-        counter!(catalog::CONNECTIONS_CLOSED.name, labels).increment(1);
+        match series
+            .closed
+            .get(&series.binding, &series.domain, reason, outcome)
+        {
+            Some(counter) => counter.increment(1),
+            None => crate::record::closed_counter(&series.binding, &series.domain, reason, outcome)
+                .increment(1),
+        }
     }
 
     /// Records how a connection's TCP connect ended.
@@ -276,6 +320,40 @@ mod tests {
             lines
         };
         assert_eq!(nonzero(by_handle.render()), nonzero(by_function.render()));
+    }
+
+    #[test]
+    fn closed_counters_kept_per_reason() {
+        let (binding, domain) = labels();
+        let recorder = LocalRecorder::new();
+
+        recorder.scope(|| {
+            let series = DomainSeries::new(&binding, &domain);
+            for _ in 0..3 {
+                series.connection_opened();
+            }
+            let second = Duration::from_secs(1);
+            series.connection_closed(CloseReason::Requested, CloseOutcome::Clean, second);
+            series.connection_closed(CloseReason::Requested, CloseOutcome::Clean, second);
+            series.connection_closed(CloseReason::IdleTimeout, CloseOutcome::Reset, second);
+        });
+
+        let text = recorder.render();
+        let closed = |reason: &str, outcome: &str| {
+            format!(
+                r#"ec_connections_closed_total{{binding="default",domain="a.example",reason="{reason}",outcome="{outcome}"}}"#
+            )
+        };
+        assert!(
+            text.contains(&format!("{} 2", closed("requested", "clean"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", closed("idle_timeout", "reset"))),
+            "{text}"
+        );
+        assert!(!text.contains(&closed("requested", "reset")), "{text}");
+        assert!(text.contains(r#"ec_connections_live{binding="default",domain="a.example"} 0"#));
     }
 
     #[test]
