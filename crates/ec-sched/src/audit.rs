@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use ec_types::{AddressKey, BindingSlot, ConnectionId, ConnectionState, Domain, MessageId};
+use foldhash::HashMap as IdMap;
 use thiserror::Error;
 use tracing::error;
 
@@ -171,16 +172,21 @@ pub enum Violation {
 }
 
 /// Connections recounted per scope.
+///
+/// The maps keyed by the engine's own ids use foldhash, which is faster
+/// than std's SipHash on small keys. Host and address keys come
+/// from submitted domain names and their DNS answers, so those maps keep
+/// SipHash, whose random key a sender cannot aim collisions at.
 #[derive(Default)]
 struct Recount {
-    lanes: HashMap<LaneKey, u64>,
-    lane_connecting: HashMap<LaneKey, u32>,
-    lane_idle: HashMap<LaneKey, u32>,
-    domains: HashMap<u32, u64>,
-    bindings: HashMap<BindingSlot, u64>,
+    lanes: IdMap<LaneKey, u64>,
+    lane_connecting: IdMap<LaneKey, u32>,
+    lane_idle: IdMap<LaneKey, u32>,
+    domains: IdMap<u32, u64>,
+    bindings: IdMap<BindingSlot, u64>,
     hosts: HashMap<HostKey, u64>,
     addresses: HashMap<AddressKey, u64>,
-    states: HashMap<ConnectionState, u64>,
+    states: IdMap<ConnectionState, u64>,
     engine: u64,
 }
 
@@ -318,7 +324,7 @@ impl Scheduler {
                     )));
                 }
                 let idle = recount.lane_idle.get(&key).copied().unwrap_or(0);
-                let listed_idle = lane.idle.iter().all(|handle| {
+                let listed_idle = lane.idle.as_slice().iter().all(|handle| {
                     self.connections.get(*handle).is_some_and(|entry| {
                         entry.connection.state == ConnectionState::Idle
                             && entry.connection.lane == key
@@ -412,7 +418,7 @@ impl Scheduler {
     }
 
     fn check_messages(&self, violations: &mut Vec<Violation>) {
-        let mut places: HashMap<MessageId, Place> = HashMap::new();
+        let mut places: IdMap<MessageId, Place> = IdMap::default();
         let mut place = |id: MessageId, at: Place, violations: &mut Vec<Violation>| {
             if let Some(first) = places.get(&id) {
                 violations.push(Violation::MessageInTwoPlaces {

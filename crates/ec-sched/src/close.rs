@@ -238,7 +238,9 @@ pub fn begin_close(
         peer: connection.peer,
         tls: connection.tls.clone(),
     };
-    let batch = std::mem::take(&mut construct.batch);
+    // Drained rather than taken, so the buffer stays with the construct for
+    // reuse after the release.
+    let batch: Vec<SharedMessage> = construct.batch.drain(..).collect();
     ctx.ledger.in_flight -= batch.len() as u64;
     let fates = settle_batch(
         &mut ctx,

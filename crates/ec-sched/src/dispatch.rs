@@ -16,7 +16,7 @@ use tracing::debug;
 use crate::connection::{Connection, ConnectionEntry};
 use crate::domain::LaneKey;
 use crate::driver::{EventSender, SessionDriver};
-use crate::limits::{HostKey, Resource};
+use crate::limits::{HostEntry, HostKey, Resource};
 use crate::report::{ConnectionOpened, Report};
 use crate::scheduler::Scheduler;
 use crate::timers::Timer;
@@ -198,9 +198,10 @@ impl Scheduler {
             .lane_mut(key.binding)
             .expect("try_open checked the lane");
         let settings = lane.settings.clone();
+        let batch_buffer = self.batch_buffers.pop().unwrap_or_default();
 
         let handle = self.connections.insert_with(|handle| {
-            let construct = DeliveryConstruct::new(
+            let mut construct = DeliveryConstruct::new(
                 handle,
                 id,
                 key.binding,
@@ -208,6 +209,7 @@ impl Scheduler {
                 settings.clone(),
                 now,
             );
+            construct.batch = batch_buffer;
             let connection = Connection::new(&construct, key, host.clone(), now);
             ConnectionEntry {
                 connection,
@@ -223,7 +225,14 @@ impl Scheduler {
         domain.record.counters.connections_opened += 1;
         let binding = &mut self.bindings[key.binding.index()];
         binding.counts.open();
-        self.hosts.entry(host.clone()).or_default().counts.open();
+        match self.hosts.get_mut(&host) {
+            Some(entry) => entry.counts.open(),
+            None => {
+                let mut entry = HostEntry::default();
+                entry.counts.open();
+                self.hosts.insert(host.clone(), entry);
+            }
+        }
         self.engine.open();
         self.ledger
             .change_state(None, Some(ConnectionState::Connecting));
@@ -421,6 +430,28 @@ mod tests {
         // It still has a backlog beyond the one connection, so it waits
         // again, with one entry.
         assert_eq!(harness.scheduler().engine_waiters.len(), 1);
+        harness.audit().expect("accounting holds");
+    }
+
+    #[test]
+    fn batch_buffer_reused_after_release() {
+        let mut harness = Harness::new(Config::default());
+        harness.submit_to(BindingSlot(0), 1, &["a@one.example"]);
+        let first = harness.opened()[0];
+        harness.connected(first);
+        harness.ready(first);
+        harness.deliver(first, ec_types::ReplyCode::OK);
+        let _ = harness.close(first, ec_types::CloseReason::Requested);
+        assert!(harness.scheduler().batch_buffers.is_empty());
+        harness.closed(first, ec_types::CloseOutcome::Clean);
+        assert_eq!(harness.scheduler().batch_buffers.len(), 1);
+
+        harness.submit_to(BindingSlot(0), 2, &["b@two.example"]);
+        let second = harness.opened()[1];
+        assert!(harness.scheduler().batch_buffers.is_empty());
+        let entry = harness.scheduler().connections.get(second).expect("live");
+        assert!(entry.construct.batch.is_empty());
+        assert!(entry.construct.batch.capacity() > 0);
         harness.audit().expect("accounting holds");
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use ec_types::{
     AddressKey, CloseOutcome, CloseReason, CloseReport, ConnectionHandle, ConnectionState, Event,
-    SessionCapabilities, SessionEvent, TlsInfo, TransactionOutcome,
+    SessionCapabilities, SessionEvent, SharedMessage, TlsInfo, TransactionOutcome,
 };
 use tracing::{debug, error, trace, warn};
 
@@ -284,7 +284,7 @@ impl Scheduler {
             return;
         }
 
-        let left = std::mem::take(&mut entry.construct.batch);
+        let left: Vec<SharedMessage> = entry.construct.batch.drain(..).collect();
         let connection = &mut entry.connection;
         self.ledger
             .change_state(Some(ConnectionState::Busy), Some(ConnectionState::Idle));

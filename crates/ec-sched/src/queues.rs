@@ -39,8 +39,13 @@ impl ActiveQueue {
     }
 
     /// Removes up to `count` messages from the front, in queue order.
+    /// Taking the whole queue hands its buffer to the batch, so the batch
+    /// needs no allocation of its own and the emptied queue keeps no
+    /// memory until its next message.
     pub(crate) fn take_batch(&mut self, count: usize) -> Vec<SharedMessage> {
-        let count = count.min(self.messages.len());
+        if count >= self.messages.len() {
+            return Vec::from(std::mem::take(&mut self.messages));
+        }
         self.messages.drain(..count).collect()
     }
 

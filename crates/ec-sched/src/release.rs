@@ -1,13 +1,17 @@
 //! Releasing a closed connection: the only place counts go down.
 
+use std::collections::hash_map::Entry;
 use std::time::Instant;
 
-use ec_types::{CloseOutcome, CloseReason, ConnectionHandle, ConnectionState};
+use ec_types::{
+    AddressKey, CloseOutcome, CloseReason, ConnectionHandle, ConnectionId, ConnectionState, Domain,
+};
 use tracing::{debug, error};
 
-use crate::connection::ConnectionEntry;
+use crate::connection::{Connection, ConnectionEntry};
 use crate::counts::CountUnderflow;
-use crate::limits::Resource;
+use crate::domain::LaneKey;
+use crate::limits::{HostKey, Resource};
 use crate::report::{ConnectionClosed, Report};
 use crate::scheduler::Scheduler;
 
@@ -38,11 +42,75 @@ impl Scheduler {
         self.timers.cancel_slot(&mut connection.timers.idle);
         self.timers.cancel_slot(&mut connection.timers.max_age);
         self.ledger.change_state(Some(connection.state), None);
+        self.recycle_batch(construct.batch);
 
-        let key = connection.lane;
-        let domain = &mut self.domains[key.domain.0 as usize];
-        let domain_name = domain.record.name.clone();
+        let Connection {
+            id,
+            lane: key,
+            host,
+            address,
+            peer,
+            tls,
+            opened_at,
+            closing,
+            messages_delivered,
+            ..
+        } = connection;
+        let domain = self.domains[key.domain.0 as usize].record.name.clone();
+        let (host, host_waiters) = self.release_counts(id, &domain, key, host, address);
+        let target = if host_waiters {
+            let target = host.target.clone();
+            self.recheck.push(Resource::Host(host));
+            target
+        } else {
+            host.target
+        };
+
+        let closed = ConnectionClosed {
+            id,
+            binding: key.binding,
+            domain,
+            target,
+            peer,
+            reason: closing.map_or(CloseReason::Requested, |c| c.reason),
+            outcome,
+            tls,
+            messages_delivered,
+            duration: now.saturating_duration_since(opened_at),
+            close_site: closing.map_or(std::panic::Location::caller(), |c| c.site),
+        };
+        self.record_closed(key, closed);
+
+        if let Some(lane) = self.domains[key.domain.0 as usize].lane_mut(key.binding) {
+            if !lane.active.is_empty() {
+                self.wake.wake(key, lane);
+            }
+        }
+        // Only the limits that someone waits for need a look: a binding ×
+        // domain that finds a limit full later waits for the next release.
+        if !self.engine_waiters.is_empty() {
+            self.recheck.push(Resource::Engine);
+        }
+        if !self.bindings[key.binding.index()].waiters.is_empty() {
+            self.recheck.push(Resource::Binding(key.binding));
+        }
+    }
+
+    /// Counts the connection out of every scope: binding × domain, domain,
+    /// binding, host, engine and remote address. A host entry that no
+    /// connection uses and no binding × domain waits for is removed.
+    /// Returns the host key and whether binding × domains wait for room
+    /// under that host's limit.
+    fn release_counts(
+        &mut self,
+        id: ConnectionId,
+        domain_name: &Domain,
+        key: LaneKey,
+        host: HostKey,
+        address: Option<AddressKey>,
+    ) -> (HostKey, bool) {
         let mut underflows: Vec<(&'static str, CountUnderflow)> = Vec::new();
+        let domain = &mut self.domains[key.domain.0 as usize];
         if let Some(lane) = domain.lane_mut(key.binding) {
             if let Err(underflow) = lane.counts.release() {
                 underflows.push(("binding x domain", underflow));
@@ -64,22 +132,29 @@ impl Scheduler {
         if let Err(underflow) = self.bindings[key.binding.index()].counts.release() {
             underflows.push(("binding", underflow));
         }
-        if let Some(host) = self.hosts.get_mut(&connection.host) {
-            if let Err(underflow) = host.counts.release() {
-                underflows.push(("host", underflow));
+
+        // One lookup through the entry, which hands the key back either way.
+        let (host, host_waiters) = match self.hosts.entry(host) {
+            Entry::Occupied(mut occupied) => {
+                let entry = occupied.get_mut();
+                if let Err(underflow) = entry.counts.release() {
+                    underflows.push(("host", underflow));
+                }
+                let waiters = !entry.waiters.is_empty();
+                // Hosts come and go with MX lookups, so only those in use stay.
+                if entry.counts.live() == 0 && !waiters {
+                    (occupied.remove_entry().0, false)
+                } else {
+                    (occupied.key().clone(), waiters)
+                }
             }
-            // Hosts come and go with MX lookups, so only those in use stay.
-            if host.counts.live() == 0 && host.waiters.is_empty() {
-                self.hosts.remove(&connection.host);
-            }
-        }
+            Entry::Vacant(vacant) => (vacant.into_key(), false),
+        };
+
         if let Err(underflow) = self.engine.release() {
             underflows.push(("engine", underflow));
         }
-        if let Some(metrics) = connection
-            .address
-            .and_then(|k| self.address_metrics.get_mut(&k))
-        {
+        if let Some(metrics) = address.and_then(|k| self.address_metrics.get_mut(&k)) {
             match metrics.live_connections.checked_sub(1) {
                 Some(live) => {
                     metrics.live_connections = live;
@@ -94,47 +169,28 @@ impl Scheduler {
                 )),
             }
         }
+
         for (scope, underflow) in underflows {
             self.ledger.count_underflows += 1;
-            error!(connection = %connection.id, domain = %domain_name, scope, %underflow, "connection count underflow");
+            error!(connection = %id, domain = %domain_name, scope, %underflow, "connection count underflow");
         }
+        (host, host_waiters)
+    }
 
-        let closing = connection.closing;
-        let reason = closing.map_or(CloseReason::Requested, |c| c.reason);
-        let site = closing.map_or(std::panic::Location::caller(), |c| c.site);
-        let duration = now.saturating_duration_since(connection.opened_at);
+    /// Records a released connection: its metrics, its log line and its
+    /// report.
+    fn record_closed(&mut self, key: LaneKey, closed: ConnectionClosed) {
         if let Some(lane) = self.domains[key.domain.0 as usize].binding(key.binding) {
-            lane.metrics.connection_closed(reason, outcome, duration);
+            lane.metrics
+                .connection_closed(closed.reason, closed.outcome, closed.duration);
         }
         debug!(
-            connection = %connection.id, domain = %domain_name, binding = %key.binding,
-            peer = ?connection.peer, %reason, %outcome, tls = connection.tls.is_some(),
-            delivered = connection.messages_delivered, duration_ms = duration.as_millis() as u64,
-            site = %site, "connection closed"
+            connection = %closed.id, domain = %closed.domain, binding = %key.binding,
+            peer = ?closed.peer, reason = %closed.reason, outcome = %closed.outcome,
+            tls = closed.tls.is_some(), delivered = closed.messages_delivered,
+            duration_ms = closed.duration.as_millis() as u64, site = %closed.close_site,
+            "connection closed"
         );
-        self.reports
-            .push_back(Report::ConnectionClosed(ConnectionClosed {
-                id: connection.id,
-                binding: key.binding,
-                domain: domain_name,
-                target: connection.host.target.clone(),
-                peer: connection.peer,
-                reason,
-                outcome,
-                tls: connection.tls.clone(),
-                messages_delivered: connection.messages_delivered,
-                duration,
-                close_site: site,
-            }));
-        drop(construct);
-
-        if let Some(lane) = self.domains[key.domain.0 as usize].lane_mut(key.binding) {
-            if !lane.active.is_empty() {
-                self.wake.wake(key, lane);
-            }
-        }
-        self.recheck.push(Resource::Engine);
-        self.recheck.push(Resource::Binding(key.binding));
-        self.recheck.push(Resource::Host(connection.host));
+        self.reports.push_back(Report::ConnectionClosed(closed));
     }
 }

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use ec_types::{
     AddressKey, AddressMetrics, Binding, BindingScope, BindingSlot, Config, ConnectionHandle,
-    Domain, DomainRecord, EffectiveSettings, Message, MessageId, Route, Submission,
+    Domain, DomainRecord, EffectiveSettings, Message, MessageId, Route, SharedMessage, Submission,
 };
 use thiserror::Error;
 
 use crate::close::{CloseParts, DomainBackoff};
 use crate::connection::{Connection, ConnectionEntry};
 use crate::counts::ConnectionCounts;
-use crate::domain::{BindingDomain, DomainEntry, DomainIndex, LaneKey};
+use crate::domain::{BindingDomain, DomainEntry, DomainIndex, DomainIndexTable, LaneKey};
 use crate::fate::{FateContext, WakeQueue};
 use crate::ledger::Ledger;
 use crate::limits::{BindingEntry, HostEntry, HostKey, Resource, WaitList};
@@ -156,7 +156,7 @@ pub struct Scheduler {
     pub(crate) bindings: Vec<BindingEntry>,
     pub(crate) binding_names: HashMap<String, BindingSlot>,
     pub(crate) domains: Vec<DomainEntry>,
-    pub(crate) domain_index: HashMap<Domain, DomainIndex>,
+    pub(crate) domain_index: DomainIndexTable,
     pub(crate) connections: SlotTable<ConnectionEntry>,
     pub(crate) hosts: HashMap<HostKey, HostEntry>,
     pub(crate) address_metrics: HashMap<AddressKey, AddressMetrics>,
@@ -174,7 +174,17 @@ pub struct Scheduler {
     pub(crate) shutdown: Option<crate::shutdown::ShutdownState>,
     pub(crate) metric_labels: MetricLabels,
     pub(crate) gauges: GaugeState,
+    /// Emptied batch buffers of released connections, for the next
+    /// connections' delivery constructs.
+    pub(crate) batch_buffers: Vec<Vec<SharedMessage>>,
 }
+
+/// The maximum number of emptied batch buffers the scheduler keeps.
+const BATCH_BUFFERS_KEPT: usize = 64;
+
+/// The maximum capacity, in messages, of a batch buffer kept for reuse. A
+/// larger one is freed, so one huge batch does not keep its memory.
+const BATCH_BUFFER_MAX_CAPACITY: usize = 1_024;
 
 impl Scheduler {
     /// Creates a scheduler with the default binding in slot 0, and its
@@ -195,7 +205,7 @@ impl Scheduler {
             bindings: Vec::new(),
             binding_names: HashMap::new(),
             domains: Vec::new(),
-            domain_index: HashMap::new(),
+            domain_index: DomainIndexTable::new(),
             connections: SlotTable::new(),
             hosts: HashMap::new(),
             address_metrics: HashMap::new(),
@@ -213,6 +223,7 @@ impl Scheduler {
             shutdown: None,
             metric_labels,
             gauges: GaugeState::default(),
+            batch_buffers: Vec::new(),
         };
         scheduler
             .register_binding(&token, Binding::named(Binding::DEFAULT_NAME))
@@ -273,7 +284,7 @@ impl Scheduler {
     /// already open keep their settings snapshot; new ones use the route.
     pub fn register_domain(&mut self, token: &SchedulerToken, domain: Domain, route: Route) {
         token.check(self.id);
-        let index = self.domain_entry(domain);
+        let index = self.domain_entry(&domain);
         let entry = &mut self.domains[index.0 as usize];
         entry.record.route = route;
         entry.route_registered = true;
@@ -339,7 +350,7 @@ impl Scheduler {
             return;
         }
 
-        let index = self.domain_entry(message.domain.clone());
+        let index = self.domain_entry(&message.domain);
         let key = LaneKey::new(index, binding);
         self.ensure_lane(key);
         let lane = self.domains[index.0 as usize]
@@ -351,14 +362,14 @@ impl Scheduler {
     }
 
     /// The index of a domain, created with its configured route if new.
-    pub(crate) fn domain_entry(&mut self, domain: Domain) -> DomainIndex {
-        if let Some(index) = self.domain_index.get(&domain) {
-            return *index;
+    pub(crate) fn domain_entry(&mut self, domain: &Domain) -> DomainIndex {
+        if let Some(index) = self.domain_index.find(&self.domains, domain) {
+            return index;
         }
         let route = self
             .config
             .domain
-            .get(&domain)
+            .get(domain)
             .and_then(|settings| settings.route.clone())
             .or_else(|| self.config.global.route.clone())
             .unwrap_or(Route::Mx);
@@ -366,7 +377,7 @@ impl Scheduler {
             DomainIndex(u32::try_from(self.domains.len()).expect("fewer than 2^32 domains"));
         let record = DomainRecord::new(domain.clone(), route);
         self.domains.push(DomainEntry::new(record, index));
-        self.domain_index.insert(domain, index);
+        self.domain_index.insert(&self.domains, index);
         index
     }
 
@@ -459,6 +470,20 @@ impl Scheduler {
         })
     }
 
+    /// Keeps the buffer of a released connection's batch for the next
+    /// connection, so that a connection's life allocates no buffer for its
+    /// batch once the scheduler has run for a while.
+    pub(crate) fn recycle_batch(&mut self, mut buffer: Vec<SharedMessage>) {
+        buffer.clear();
+        let capacity = buffer.capacity();
+        if capacity > 0
+            && capacity <= BATCH_BUFFER_MAX_CAPACITY
+            && self.batch_buffers.len() < BATCH_BUFFERS_KEPT
+        {
+            self.batch_buffers.push(buffer);
+        }
+    }
+
     pub(crate) fn fate_context(&mut self) -> FateContext<'_> {
         FateContext {
             timers: &mut self.timers,
@@ -501,7 +526,7 @@ impl Scheduler {
 
     /// A domain's entry, if the domain ever had mail.
     pub fn domain(&self, domain: &Domain) -> Option<&DomainEntry> {
-        let index = self.domain_index.get(domain)?;
+        let index = self.domain_index.find(&self.domains, domain)?;
         self.domains.get(index.0 as usize)
     }
 

@@ -1,9 +1,9 @@
-//! Every timer of the scheduler, in one ordered map.
+//! Every timer of the scheduler, in two ordered maps.
 //!
 //! A timer is keyed by its deadline and a never-reused [`TimerId`], so
-//! scheduling, cancelling and finding the next deadline are O(log n) in the
-//! number of pending timers. The owner of a timer keeps its [`TimerKey`]
-//! and cancels it by key.
+//! scheduling and cancelling are O(log n) in the number of pending timers,
+//! and finding the next deadline is O(1). The owner of a timer keeps its
+//! [`TimerKey`] and cancels it by key.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -74,16 +74,16 @@ pub(crate) struct TimerKey {
 /// every connection touches small.
 #[derive(Debug)]
 pub(crate) struct Timers {
-    connections: BTreeMap<TimerKey, Timer>,
-    queues: BTreeMap<TimerKey, Timer>,
+    connections: TimerMap,
+    queues: TimerMap,
     next_id: u64,
 }
 
 impl Timers {
     pub(crate) fn new() -> Self {
         Self {
-            connections: BTreeMap::new(),
-            queues: BTreeMap::new(),
+            connections: TimerMap::default(),
+            queues: TimerMap::default(),
             next_id: 0,
         }
     }
@@ -99,7 +99,7 @@ impl Timers {
         key
     }
 
-    fn map_for(&mut self, timer: Timer) -> &mut BTreeMap<TimerKey, Timer> {
+    fn map_for(&mut self, timer: Timer) -> &mut TimerMap {
         match timer {
             Timer::Retry(_) | Timer::Backoff(_) => &mut self.queues,
             _ => &mut self.connections,
@@ -110,8 +110,8 @@ impl Timers {
     /// ignored.
     pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<Timer> {
         self.connections
-            .remove(&key)
-            .or_else(|| self.queues.remove(&key))
+            .remove(key)
+            .or_else(|| self.queues.remove(key))
     }
 
     /// Cancels the timer in `slot`, if one is there, and empties the slot.
@@ -123,8 +123,8 @@ impl Timers {
 
     /// The earliest deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let connection = self.connections.keys().next().map(|key| key.at);
-        let queue = self.queues.keys().next().map(|key| key.at);
+        let connection = self.connections.first.map(|key| key.at);
+        let queue = self.queues.first.map(|key| key.at);
         match (connection, queue) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -134,32 +134,54 @@ impl Timers {
     /// Removes and returns the earliest timer whose deadline is not after
     /// `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, Timer)> {
-        let connection = self.connections.keys().next().copied();
-        let queue = self.queues.keys().next().copied();
-        let map = match (connection, queue) {
+        let map = match (self.connections.first, self.queues.first) {
             (Some(a), Some(b)) if b < a => &mut self.queues,
             (Some(_), _) => &mut self.connections,
             (None, Some(_)) => &mut self.queues,
             (None, None) => return None,
         };
-        let entry = map.first_entry()?;
-        if entry.key().at > now {
-            return None;
-        }
-        let key = *entry.key();
-        Some((key, entry.remove()))
+        let key = map.first.filter(|key| key.at <= now)?;
+        let timer = map.remove(key)?;
+        Some((key, timer))
     }
 
     pub(crate) fn contains(&self, key: TimerKey) -> bool {
-        self.connections.contains_key(&key) || self.queues.contains_key(&key)
+        self.connections.map.contains_key(&key) || self.queues.map.contains_key(&key)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.connections.len() + self.queues.len()
+        self.connections.map.len() + self.queues.map.len()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&TimerKey, &Timer)> {
-        self.connections.iter().chain(self.queues.iter())
+        self.connections.map.iter().chain(self.queues.map.iter())
+    }
+}
+
+/// An ordered map of timers that keeps its earliest key at hand, so that
+/// checking for a due timer, which the loop does after every event, reads
+/// one field instead of descending the tree.
+#[derive(Debug, Default)]
+struct TimerMap {
+    map: BTreeMap<TimerKey, Timer>,
+    /// The map's first key, or `None` when it is empty.
+    first: Option<TimerKey>,
+}
+
+impl TimerMap {
+    fn insert(&mut self, key: TimerKey, timer: Timer) {
+        self.map.insert(key, timer);
+        if self.first.is_none_or(|first| key < first) {
+            self.first = Some(key);
+        }
+    }
+
+    fn remove(&mut self, key: TimerKey) -> Option<Timer> {
+        let timer = self.map.remove(&key)?;
+        if self.first == Some(key) {
+            self.first = self.map.keys().next().copied();
+        }
+        Some(timer)
     }
 }
 
@@ -207,6 +229,25 @@ mod tests {
         assert!(slot.is_none());
         assert!(timers.pop_due(start + Duration::from_secs(1)).is_none());
         assert_eq!(timers.next_deadline(), None);
+    }
+
+    #[test]
+    fn cancelling_first_moves_deadline() {
+        let start = Instant::now();
+        let mut timers = Timers::new();
+        let first = timers.schedule(start + Duration::from_secs(1), Timer::MaxAge(handle(1)));
+        timers.schedule(start + Duration::from_secs(3), Timer::MaxAge(handle(3)));
+        let second = timers.schedule(start + Duration::from_secs(2), Timer::MaxAge(handle(2)));
+        assert_eq!(timers.next_deadline(), Some(first.at));
+
+        assert_eq!(timers.cancel(first), Some(Timer::MaxAge(handle(1))));
+        assert_eq!(timers.next_deadline(), Some(second.at));
+        assert!(timers.pop_due(start + Duration::from_secs(1)).is_none());
+
+        let (key, timer) = timers.pop_due(start + Duration::from_secs(2)).expect("due");
+        assert_eq!(key, second);
+        assert_eq!(timer, Timer::MaxAge(handle(2)));
+        assert_eq!(timers.next_deadline(), Some(start + Duration::from_secs(3)));
     }
 
     #[test]
