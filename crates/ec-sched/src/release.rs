@@ -56,7 +56,9 @@ impl Scheduler {
             messages_delivered,
             ..
         } = connection;
-        let domain = self.domains[key.domain.0 as usize].record.name.clone();
+        // The report takes the construct's copy of the domain name, which
+        // is dropped here anyway, rather than a new copy of the record's.
+        let domain = construct.domain;
         let (host, host_waiters) = self.release_counts(id, &domain, key, host, address);
         let target = if host_waiters {
             let target = host.target.clone();
