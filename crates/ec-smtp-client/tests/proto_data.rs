@@ -214,4 +214,29 @@ fn wire_form_data_is_unchanged() {
     assert!(!measure(b"Subject: x\r\n\r\nbody").unchanged);
     assert!(!measure(b"Subject: x\r\n\rbody\r\n").unchanged);
     assert!(!measure(b"Subject: x\n\r\nbody\r\n").unchanged);
+    assert!(!measure(b"\nSubject: x\r\n").unchanged);
+    assert!(!measure(b"\rSubject: x\r\n").unchanged);
+    assert!(!measure(b"Subject: x\r\n\r\r\n").unchanged);
+    assert!(measure(b"\r\n").unchanged);
+}
+
+#[test]
+fn long_wire_form_data_checked_to_the_end() {
+    // Faults past the first scan step (4 KiB) and right at its edge.
+    let body = b"Subject: x\r\n\r\n".repeat(1000);
+    assert!(measure(&body).unchanged);
+    assert!(!measure(&body).has_8bit);
+    for fault in [&b"\n."[..], b"\r\r\n", b"a\nb", b"\xe9"] {
+        for at in [4095, 4096, 4097, body.len() - 4] {
+            let mut faulty = body[..at].to_vec();
+            faulty.extend_from_slice(fault);
+            faulty.extend_from_slice(&body[at..]);
+            let info = measure(&faulty);
+            if fault == b"\xe9" {
+                assert!(info.unchanged && info.has_8bit, "8-bit octet at {at}");
+            } else {
+                assert!(!info.unchanged, "{fault:?} at {at}");
+            }
+        }
+    }
 }
