@@ -93,15 +93,6 @@ struct Session<E> {
     final_dot_sent: bool,
     /// A `Deliver` is being worked on; `BatchDone` is due when it ends.
     batch_open: bool,
-    /// `Transaction` events reported, the count the scheduler holds the
-    /// connection's maximum deliveries against.
-    transactions: u64,
-    /// The current batch reaches the maximum deliveries per connection, so
-    /// the scheduler closes the connection when it is done.
-    last_batch: bool,
-    /// QUIT went out with the last message's data; `Some(true)` once its
-    /// reply came. Set when the conversation ends.
-    pipelined_quit: Option<bool>,
 }
 
 struct InTransaction {
@@ -145,9 +136,6 @@ impl<E: EventSink> Session<E> {
             stream_end: None,
             final_dot_sent: false,
             batch_open: false,
-            transactions: 0,
-            last_batch: false,
-            pipelined_quit: None,
         }
     }
 
@@ -194,8 +182,7 @@ impl<E: EventSink> Session<E> {
         let report = shutdown(
             transport,
             ShutdownPlan {
-                send_quit: plan.send_quit && self.pipelined_quit.is_none(),
-                quit_reply_due: self.pipelined_quit == Some(false),
+                send_quit: plan.send_quit,
                 quit_timeout: settings.timeouts.quit,
                 deadline: Instant::from_std(plan.deadline),
                 stream_end: self.stream_end,
@@ -253,13 +240,6 @@ impl<E: EventSink> Session<E> {
             if drained.failed {
                 return self.wait_for_close().await;
             }
-            if client.quit_queued() && client.state() == ClientState::Closed {
-                // The server answered the QUIT that went with the last
-                // message (or ended the stream, or the QUIT timer ran out):
-                // nothing is left to read but the server's close.
-                self.pipelined_quit = Some(true);
-                return self.wait_for_close().await;
-            }
             if drained.handled > 0 {
                 // Handling events (a handshake, the next transaction) may
                 // have queued more to write: write it before waiting.
@@ -276,19 +256,13 @@ impl<E: EventSink> Session<E> {
                 command = self.commands.recv() => match command {
                     Some(SessionCommand::Deliver(batch)) => {
                         self.batch_open = true;
-                        self.last_batch = self.reaches_max_deliveries(batch.len());
                         self.queued.extend(batch);
                         if !self.still_idle(&mut client, transport, &mut buffer).await {
                             return self.wait_for_close().await;
                         }
                         self.start_next(&mut client);
                     }
-                    Some(SessionCommand::Close(plan)) => {
-                        if client.quit_queued() {
-                            self.pipelined_quit = Some(client.state() == ClientState::Closed);
-                        }
-                        return LoopEnd::Close(plan);
-                    }
+                    Some(SessionCommand::Close(plan)) => return LoopEnd::Close(plan),
                     Some(_) => {}
                     None => return LoopEnd::Abandoned,
                 },
@@ -297,16 +271,6 @@ impl<E: EventSink> Session<E> {
                 }
             }
         }
-    }
-
-    /// Whether a batch of `messages` brings the connection to its maximum
-    /// deliveries. The scheduler counts one delivery per `Transaction`
-    /// event and closes a connection that reached the maximum when its
-    /// batch is done (`DeliveryConstruct::reusable`), so QUIT can go out
-    /// with the batch's last message.
-    fn reaches_max_deliveries(&self, messages: usize) -> bool {
-        let max = u64::from(self.request.settings.max_deliveries_per_connection);
-        max != 0 && self.transactions + messages as u64 >= max
     }
 
     /// Checks, without waiting, that an idle connection can take a
@@ -433,7 +397,6 @@ impl<E: EventSink> Session<E> {
                 }
                 ClientEvent::TransactionFinished(end) => {
                     if let Some(outcome) = self.finish_transaction(end) {
-                        self.transactions += 1;
                         self.events.report(SessionEvent::Transaction(outcome));
                         self.start_next(client);
                     }
@@ -532,12 +495,6 @@ impl<E: EventSink> Session<E> {
     /// needs SMTPUTF8) fail at once without touching the connection.
     fn start_next(&mut self, client: &mut Client) {
         while self.current.is_none() {
-            if client.quit_queued() && self.queued.is_empty() && self.batch_open {
-                // The last message's transaction ended with QUIT sent.
-                self.batch_open = false;
-                self.events.report(SessionEvent::BatchDone);
-                return;
-            }
             if client.state() != ClientState::Ready {
                 return;
             }
@@ -560,9 +517,6 @@ impl<E: EventSink> Session<E> {
             };
             match client.start_transaction(transaction, std::time::Instant::now()) {
                 Ok(()) => {
-                    if self.last_batch && self.queued.is_empty() {
-                        client.quit_after_data();
-                    }
                     self.current = Some(InTransaction {
                         rcpt_replies: vec![None; recipient_index.len()],
                         message,
@@ -577,7 +531,6 @@ impl<E: EventSink> Session<E> {
                         &format!("not sent: {}", rejected.error),
                     );
                     tracing::info!(message = %message.id, error = %rejected.error, "message cannot be sent to this server");
-                    self.transactions += 1;
                     let recipients = message
                         .recipients
                         .iter()

@@ -37,9 +37,6 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 pub(crate) struct ShutdownPlan {
     /// Send QUIT and wait for its reply.
     pub(crate) send_quit: bool,
-    /// QUIT went out earlier (with the last message's data) and its reply
-    /// has not come: wait for it without sending another.
-    pub(crate) quit_reply_due: bool,
     /// How long to wait for the 221.
     pub(crate) quit_timeout: Duration,
     /// When the socket is dropped whatever the state.
@@ -181,13 +178,8 @@ async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport
 
     // Step 1: QUIT and its reply.
     let mut reply_due = false;
-    if plan.send_quit || plan.quit_reply_due {
-        let written = if plan.send_quit {
-            timeout_at(plan.deadline, write_quit(&mut transport)).await
-        } else {
-            Ok(Ok(()))
-        };
-        match written {
+    if plan.send_quit {
+        match timeout_at(plan.deadline, write_quit(&mut transport)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 report.outcome = match classify_read_error(tls, &error) {

@@ -6,7 +6,7 @@ use ec_types::{Reply, ReplyClass};
 
 use super::event::{ClientError, ClientEvent, TransactionEnd};
 use super::state::{InFlight, State};
-use super::{Client, PipelinedQuit, TransmitParts};
+use super::{Client, TransmitParts};
 use crate::proto::data::END_OF_DATA;
 
 impl Client {
@@ -95,19 +95,14 @@ impl Client {
                 tracing::debug!(%reply, "354 without accepted recipients; sending only the final dot");
                 in_flight.lone_dot = true;
                 in_flight.data = None;
-                self.pipelined_quit = PipelinedQuit::No;
                 self.queue(Bytes::from_static(END_OF_DATA), false);
                 Ok(State::ExpectDataReply(in_flight))
             }
             ReplyClass::PositiveIntermediate => {
-                let mut data = in_flight
+                let data = in_flight
                     .data
                     .take()
                     .unwrap_or_else(|| TransmitParts::whole(Bytes::new()));
-                if self.pipelined_quit == PipelinedQuit::Planned {
-                    data.tail = with_quit(data.tail);
-                    self.pipelined_quit = PipelinedQuit::Queued;
-                }
                 self.queue_parts(data, true);
                 Ok(State::ExpectDataReply(in_flight))
             }
@@ -168,22 +163,6 @@ impl Client {
         tracing::debug!(?end, "transaction finished");
         self.events.push_back(ClientEvent::TransactionFinished(end));
         self.data_handed_out = false;
-        match self.pipelined_quit {
-            PipelinedQuit::Queued => State::ExpectQuit,
-            PipelinedQuit::Planned | PipelinedQuit::No => {
-                self.pipelined_quit = PipelinedQuit::No;
-                State::Ready
-            }
-        }
-    }
-}
-
-/// Returns the tail of the data write with QUIT after it: the end-of-data
-/// line (already in the head when the data was encoded), then QUIT.
-fn with_quit(tail: &'static [u8]) -> &'static [u8] {
-    if tail == END_OF_DATA {
-        b".\r\nQUIT\r\n"
-    } else {
-        b"QUIT\r\n"
+        State::Ready
     }
 }

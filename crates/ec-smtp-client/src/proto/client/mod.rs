@@ -87,10 +87,6 @@ impl ClientConfig {
 ///  ExpectQuit ──S: any reply, EOF or timeout──► Closed
 /// ```
 ///
-/// After [`quit_after_data`](Client::quit_after_data) QUIT goes out with
-/// the data and final dot, and the final reply leads to `ExpectQuit`
-/// instead of `Ready`.
-///
 /// A transaction on a reused connection starts with RSET; the first on a
 /// connection does not, because some servers count a needless RSET against
 /// the client. Any failure moves the session to
@@ -133,21 +129,6 @@ pub struct Client {
     /// The message data of the current transaction has been handed to the
     /// driver, so it may have reached the server.
     data_handed_out: bool,
-    /// Where QUIT stands when it rides with the message data.
-    pipelined_quit: PipelinedQuit,
-}
-
-/// QUIT sent in the same write as a transaction's message data, for a
-/// connection's last transaction (RFC 2920 section 3.1 lets QUIT end a
-/// pipelined group).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PipelinedQuit {
-    /// Not asked for.
-    No,
-    /// Asked for; goes out after the final dot if the data does.
-    Planned,
-    /// Queued after the final dot.
-    Queued,
 }
 
 /// One buffer to write.
@@ -232,7 +213,6 @@ impl Client {
             tls: false,
             transactions: 0,
             data_handed_out: false,
-            pipelined_quit: PipelinedQuit::No,
         };
         client.enter(State::ExpectBanner, now);
         Ok(client)
@@ -390,38 +370,6 @@ impl Client {
         };
         self.enter(next, now);
         Ok(())
-    }
-
-    /// Asks for QUIT to go out in the same write as the current
-    /// transaction's message data, saving a round trip and a write on a
-    /// connection that closes after this transaction anyway. Only with
-    /// PIPELINING, and only before the data is queued; returns whether it
-    /// was planned. If the data is never sent (every recipient rejected,
-    /// say), no QUIT is sent either and the session stays as it was.
-    ///
-    /// After the reply to the final dot the session waits for the reply to
-    /// QUIT ([`ClientState::ExpectQuit`]) instead of becoming ready.
-    pub fn quit_after_data(&mut self) -> bool {
-        let pipelining = self.capabilities.as_ref().is_some_and(|c| c.pipelining);
-        let data_to_come = matches!(
-            self.state,
-            State::ExpectRset(_)
-                | State::ExpectMail(_)
-                | State::ExpectRcpt(_)
-                | State::ExpectData(_)
-        );
-        if !(pipelining && data_to_come) {
-            return false;
-        }
-        self.pipelined_quit = PipelinedQuit::Planned;
-        true
-    }
-
-    /// Whether QUIT was queued after the message data by
-    /// [`quit_after_data`](Self::quit_after_data); the driver then sends
-    /// no QUIT of its own.
-    pub fn quit_queued(&self) -> bool {
-        self.pipelined_quit == PipelinedQuit::Queued
     }
 
     /// Sends QUIT, if the session is idle and in step with the server
