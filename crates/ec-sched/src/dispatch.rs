@@ -123,9 +123,8 @@ impl Scheduler {
                 continue;
             }
 
-            let batch = lane
-                .active
-                .take_batch(lane.settings.batch_size.max(1) as usize);
+            let size = batch_limit(&entry.construct, lane.settings.batch_size);
+            let batch = lane.active.take_batch(size);
             let count = batch.len() as u64;
             self.ledger.active -= count;
             self.ledger.in_flight += count;
@@ -385,6 +384,21 @@ impl Scheduler {
     }
 }
 
+/// How many messages a connection's next batch may take: the batch size,
+/// but never more than the deliveries the connection has left, so no batch
+/// carries it past `max_deliveries_per_connection`. Called only for a
+/// reusable connection, which has at least one delivery left.
+fn batch_limit(construct: &DeliveryConstruct, batch_size: u32) -> usize {
+    let size = batch_size.max(1);
+    let max = construct.settings.max_deliveries_per_connection;
+    let limit = if max == 0 {
+        size
+    } else {
+        size.min(max.saturating_sub(construct.deliveries).max(1))
+    };
+    limit as usize
+}
+
 /// Why an idle connection may take no more mail.
 pub(crate) fn exhausted_reason(construct: &DeliveryConstruct, now: Instant) -> CloseReason {
     let max = construct.settings.max_deliveries_per_connection;
@@ -430,6 +444,24 @@ mod tests {
         // It still has a backlog beyond the one connection, so it waits
         // again, with one entry.
         assert_eq!(harness.scheduler().engine_waiters.len(), 1);
+        harness.audit().expect("accounting holds");
+    }
+
+    #[test]
+    fn batch_capped_by_deliveries_left() {
+        let mut config = Config::default();
+        config.global.batch_size = Some(4);
+        config.global.max_deliveries_per_connection = Some(3);
+        let mut harness = Harness::new(config);
+        for tag in 1..=8 {
+            harness.submit_to(BindingSlot(0), tag, &[&format!("u{tag}@one.example")]);
+        }
+        let first = harness.opened()[0];
+        harness.connected(first);
+        harness.ready(first);
+
+        let entry = harness.scheduler().connections.get(first).expect("live");
+        assert_eq!(entry.construct.batch.len(), 3);
         harness.audit().expect("accounting holds");
     }
 
