@@ -151,7 +151,15 @@ impl Engine {
                 }
             });
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(RUNTIME_STOP);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // Inside another runtime's task, a blocking wait for the
+                // session runtime would panic. The scheduler has finished,
+                // so every session reported its close or passed its close
+                // deadline: what is left ends on its own.
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(RUNTIME_STOP);
+            }
         }
         stats
     }
