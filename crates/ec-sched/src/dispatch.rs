@@ -384,10 +384,10 @@ impl Scheduler {
     }
 }
 
-/// How many messages a connection's next batch may take: the batch size,
-/// but never more than the deliveries the connection has left, so no batch
-/// carries it past `max_deliveries_per_connection`. Called only for a
-/// reusable connection, which has at least one delivery left.
+/// Returns how many messages a connection's next batch may take: the batch
+/// size, capped by the deliveries the connection has left, so no batch
+/// carries it past `max_deliveries_per_connection`. Only a reusable
+/// connection gets a batch, and it has at least one delivery left.
 fn batch_limit(construct: &DeliveryConstruct, batch_size: u32) -> usize {
     let size = batch_size.max(1);
     let max = construct.settings.max_deliveries_per_connection;

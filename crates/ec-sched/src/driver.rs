@@ -140,8 +140,8 @@ impl EventSender {
             })
     }
 
-    /// A sender for batches of events from many connections of the same
-    /// scheduler.
+    /// Returns a sender for batches of events from many connections of the
+    /// same scheduler.
     pub fn batch_sender(&self) -> BatchSender {
         BatchSender {
             inbox: self.inbox.clone(),

@@ -457,9 +457,10 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
         self.finish()
     }
 
-    /// One pass: `first` and the messages waiting after it (up to a
-    /// burst), due timers, dispatch, the shutdown's progress, records to
-    /// the observer and the gauges. It does not wait for the inbox.
+    /// Runs one pass: handles `first` and the messages waiting after it (up
+    /// to a burst), then due timers, dispatch, the shutdown's progress,
+    /// records to the observer and the gauges. It does not wait for the
+    /// inbox.
     fn turn(&mut self, first: Option<Inbox>) -> Step {
         let mut handled = 0;
         if let Some(message) = first {

@@ -657,11 +657,11 @@ Postfix's `smtp-sink` on 127.0.0.1 (plain text, PIPELINING offered, no \
 counters) takes every message. The contenders:
 
 - **ec**: `ec-load`, which runs ec's whole engine as an application \
-embeds it: `Engine::start` with its default options (one thread that \
+embeds it. `Engine::start` runs with its default options: one thread \
 runs the scheduler's loop and every session as tasks of one tokio \
-runtime), the Prometheus recorder installed \
+runtime. The Prometheus recorder is installed \
 (`Exporter::install(ExporterConfig::without_listener())`), every message \
-submitted through `SchedulerHandle::submit` and its outcome received by \
+is submitted through `SchedulerHandle::submit`, and its outcome reaches \
 the observer. `max_outbound_connections` is the connection count, \
 `max_deliveries_per_connection` 1,000,000, STARTTLS disabled.
 - **smtp-source**: `smtp-source -d -s <connections> -m <messages> -l \
@@ -701,10 +701,10 @@ EHLO, one message, QUIT, `close_notify`, close. ec requires TLS \
 the same CA and `TCP_NODELAY` from the shim. The **handshake floor** is \
 `tls-floor`: connect, banner, EHLO, STARTTLS, rustls handshake, \
 `close_notify`, read to EOF, with no message and no QUIT, on one tokio \
-thread, with ec's crypto provider and cipher suite order (ec offers \
-`TLS_AES_128_GCM_SHA256` first; lettre keeps rustls' order, which starts \
-with `TLS_AES_256_GCM_SHA384`): no client that sends a message over TLS \
-with the same handshake can do less. The target \
+thread. It uses ec's crypto provider and cipher suite order: ec offers \
+`TLS_AES_128_GCM_SHA256` first, while lettre keeps rustls' order, which \
+starts with `TLS_AES_256_GCM_SHA384`. No client that sends a message over \
+TLS with the same handshake can do less. The target \
 against it compares CPU only, since the floor's sessions carry no message \
 and so cost Postfix less than a delivery does. All three \
 share one rustls client configuration across connections, so TLS \

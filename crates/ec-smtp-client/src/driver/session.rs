@@ -50,8 +50,8 @@ pub trait EventSink: Send + 'static {
 const CLIENT_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// Read buffer size; a reply larger than this arrives in several reads.
-/// Replies are short, so 4 KiB holds a whole pipelined group's replies,
-/// and each open connection keeps one: at 16 KiB it was most of an idle
+/// Replies are short, so 4 KiB fits a whole pipelined group's replies.
+/// Each open connection keeps one, and at 16 KiB it was most of an idle
 /// connection's memory.
 const READ_BUFFER: usize = 4 * 1024;
 

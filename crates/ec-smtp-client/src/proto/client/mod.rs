@@ -139,10 +139,10 @@ struct Transmit {
     is_data: bool,
 }
 
-/// One write in two parts: `head`, then `tail`. Message data that is
-/// already in wire form goes out as the submitted buffer itself, without a
-/// copy, followed by the end-of-data line as its tail; a driver writes both
-/// with one vectored write. Every other write has an empty tail.
+/// One write in two parts: `head`, then `tail`, which a driver writes with
+/// one vectored write. Message data that is already in wire form goes out
+/// as the submitted buffer itself, without a copy, and the end-of-data line
+/// is its tail. Every other write has an empty tail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransmitParts {
     /// The bytes to write first.
@@ -152,17 +152,17 @@ pub struct TransmitParts {
 }
 
 impl TransmitParts {
-    /// Parts with an empty tail.
+    /// Makes parts with an empty tail.
     pub fn whole(head: Bytes) -> Self {
         Self { head, tail: &[] }
     }
 
-    /// The number of octets in both parts.
+    /// Returns the number of octets in both parts.
     pub fn len(&self) -> usize {
         self.head.len() + self.tail.len()
     }
 
-    /// Whether both parts are empty.
+    /// Returns whether both parts are empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
