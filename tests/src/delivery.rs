@@ -333,6 +333,15 @@ pub fn fault_config(domain: &str, addr: SocketAddr) -> Config {
     config
 }
 
+/// Shortens the retry interval to 50 ms (at most 200 ms after repeated
+/// tries), for a test that follows a message from an attempt that left it
+/// deferred or "delivery unknown" to its retry. The default interval is
+/// 20 minutes.
+pub fn retry_soon(config: &mut Config) {
+    config.global.retry.interval = Some(Duration::from_millis(50));
+    config.global.retry.max_interval = Some(Duration::from_millis(200));
+}
+
 /// A submission of `data` from `from` to each of `to`.
 pub fn submission(tag: u64, from: &str, to: &[String], data: &[u8]) -> Submission {
     Submission {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ec_tests::delivery::{assert_settled, fault_config, submission, Run, Until};
+use ec_tests::delivery::{assert_settled, fault_config, retry_soon, submission, Run, Until};
 use ec_tests::fault_peer::{Close, Event, FaultPeer, MidData, Scenario};
 use ec_types::{CloseOutcome, CloseReason, Submission};
 
@@ -69,7 +69,9 @@ fn reset_after_dot_is_unknown() {
     let peer = FaultPeer::start_sequence_on_thread(vec![scenario, Scenario::default()])
         .expect("peer starts");
 
-    let result = Run::new(fault_config(DOMAIN, peer.addr()))
+    let mut config = fault_config(DOMAIN, peer.addr());
+    retry_soon(&mut config);
+    let result = Run::new(config)
         .submit(small)
         .until(Until::EveryRecipientFinal)
         .run();
@@ -99,6 +101,7 @@ fn silent_dot_is_unknown() {
         .expect("peer starts");
     let mut config = fault_config(DOMAIN, peer.addr());
     config.global.timeouts.data_termination = Some(Duration::from_millis(500));
+    retry_soon(&mut config);
 
     let result = Run::new(config)
         .submit(message(1, 200))

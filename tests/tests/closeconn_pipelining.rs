@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ec_tests::delivery::{assert_settled, fault_config, submission, Run, Until};
+use ec_tests::delivery::{assert_settled, fault_config, retry_soon, submission, Run, Until};
 use ec_tests::fault_peer::{Close, Event, FaultPeer, MidData, Response, Scenario, Verb};
 use ec_types::{CloseOutcome, Submission};
 
@@ -133,7 +133,9 @@ fn body_and_dot_together() {
     let peer =
         FaultPeer::start_sequence_on_thread(vec![probe, Scenario::default()]).expect("peer starts");
 
-    let result = Run::new(fault_config(DOMAIN, peer.addr()))
+    let mut config = fault_config(DOMAIN, peer.addr());
+    retry_soon(&mut config);
+    let result = Run::new(config)
         .submit(message(1, 2))
         .until(Until::EveryRecipientFinal)
         .limit(Duration::from_secs(10))

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use ec_tests::delivery::{assert_settled, fault_config, submission, Run, RunResult, Until};
+use ec_tests::delivery::{
+    assert_settled, fault_config, retry_soon, submission, Run, RunResult, Until,
+};
 use ec_tests::fault_peer::{
     ConnectionRecord, FaultPeer, Response, Scenario, ScenarioBuilder, Verb,
 };
@@ -38,6 +40,10 @@ fn run_slow(
         .expect("peer starts");
     let mut config: Config = fault_config(DOMAIN, peer.addr());
     set(&mut config.global.timeouts);
+    if matches!(until, Until::EveryRecipientFinal) {
+        // A message left "delivery unknown" is final only after its retry.
+        retry_soon(&mut config);
+    }
     if messages.len() > 1 {
         // One connection, so the second message reuses it.
         config.global.max_outbound_connections = Some(1);

@@ -6,9 +6,10 @@
 //! failed, or, when no retry is allowed (or the retry window has passed),
 //! when it is deferred or its delivery is unknown. A run also ends early
 //! when every domain that still has mail keeps failing to connect
-//! ([`GIVE_UP_AFTER`] connections in a row that never became ready): the
-//! engine would only go on retrying it, and the remaining recipients are
-//! recorded as deferred so that `--resume` can take them up.
+//! ([`GIVE_UP_AFTER`] connections in a row on which no message got as far
+//! as a transaction): the engine would only go on retrying it, and the
+//! remaining recipients are recorded as deferred so that `--resume` can
+//! take them up.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -28,8 +29,9 @@ use crate::input::{InputMessage, InvalidInput};
 use crate::progress::Progress;
 use crate::summary::RunTotals;
 
-/// Connections in a row to one domain that end before the session is
-/// ready, after which the run stops waiting for that domain's mail.
+/// Connections in a row to one domain that end before any message is sent
+/// on them (most end before the session is ready), after which the run
+/// stops waiting for that domain's mail.
 pub const GIVE_UP_AFTER: u32 = 3;
 
 /// How often the run checks for Ctrl-C and the retry deadline while no
@@ -86,8 +88,8 @@ struct Tracker {
     delivered_messages: HashSet<u64>,
 }
 
-/// Connections in a row to one domain that ended before their session was
-/// ready to take mail.
+/// Connections in a row to one domain that ended before a message was sent
+/// on them.
 #[derive(Debug, Clone)]
 struct FailureStreak {
     count: u32,
@@ -105,7 +107,7 @@ impl FailureStreak {
             format!("{} connections in a row", self.count)
         };
         format!(
-            "{connections} to {} ended before the SMTP session was ready (last: {})",
+            "{connections} to {} ended before a message could be sent (last: {})",
             self.target, self.reason
         )
     }
@@ -203,9 +205,14 @@ impl Tracker {
             .get(&(record.tag, record.recipient.as_str().to_owned()))
     }
 
-    /// Counts a connection that ended before it was ready, or ends the
-    /// domain's streak. A close that this run asked for (at its end, or by
-    /// a signal) is not the server's doing and changes nothing.
+    /// Counts a connection that ended before any message spent an attempt
+    /// on it, or ends the domain's streak. A close that this run asked for
+    /// (at its end, or by a signal) is not the server's doing and changes
+    /// nothing.
+    ///
+    /// The streak counts attempts, not deliveries: a server that drops the
+    /// connection after each final dot leaves every message "delivery
+    /// unknown", and the run must record those rather than give up.
     fn note_close(&mut self, closed: &ConnectionClosed) {
         if matches!(
             closed.reason,
@@ -213,7 +220,7 @@ impl Tracker {
         ) {
             return;
         }
-        let never_ready = closed.messages_delivered == 0 && is_setup_failure(closed.reason);
+        let never_ready = closed.messages_attempted == 0 && is_setup_failure(closed.reason);
         if never_ready {
             let streak = self
                 .failing
@@ -789,6 +796,7 @@ mod tests {
                 verified: true,
             }),
             messages_delivered: delivered,
+            messages_attempted: delivered,
             duration: Duration::from_millis(5),
             close_site: std::panic::Location::caller(),
         })
@@ -842,6 +850,27 @@ mod tests {
             detail.contains("127.0.0.1:2525") && detail.contains("connect_failed"),
             "{detail}"
         );
+    }
+
+    #[test]
+    fn attempted_connection_ends_streak() {
+        let progress = Progress::new(1, Visibility::Hidden);
+        let mut state = state(&progress, messages(1));
+        for _ in 0..GIVE_UP_AFTER - 1 {
+            state
+                .handle(closed(CloseReason::PeerClosed, false, 0))
+                .expect("handle");
+        }
+        let Report::ConnectionClosed(mut lost_dot) = closed(CloseReason::PeerClosed, false, 0)
+        else {
+            unreachable!()
+        };
+        lost_dot.messages_attempted = 1;
+        state
+            .handle(Report::ConnectionClosed(lost_dot))
+            .expect("handle");
+        assert!(!state.tracker.all_open_domains_failing());
+        assert!(state.tracker.failing.is_empty());
     }
 
     #[test]

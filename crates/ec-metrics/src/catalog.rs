@@ -462,7 +462,8 @@ pub const MESSAGE_FATES_TOTAL: MetricDef = MetricDef {
               then delivered counts three times. `requeued` messages go back to the active \
               queue without spending an attempt (the connection failed before the \
               transaction); `delivery_unknown` messages had their final dot sent and got no \
-              reply, and are retried even though they may have arrived.",
+              reply, and wait in the delayed queue like `deferred` ones, to be retried even \
+              though they may have arrived.",
     queries: &[
         ExampleQuery {
             purpose: "Deliveries per second, per domain",

@@ -242,7 +242,7 @@ pub fn begin_close(
     // reuse after the release.
     let batch: Vec<SharedMessage> = construct.batch.drain(..).collect();
     ctx.ledger.in_flight -= batch.len() as u64;
-    let fates = settle_batch(
+    let (fates, attempted) = settle_batch(
         &mut ctx,
         domain,
         key.binding,
@@ -252,6 +252,9 @@ pub fn begin_close(
         &attempt,
         now,
     );
+    if attempted {
+        connection.messages_attempted += 1;
+    }
 
     if failure.is_some() {
         if let Some(metrics) = address_metrics {
@@ -295,7 +298,9 @@ pub fn begin_close(
     CloseTicket::Started { plan, fates }
 }
 
-/// Gives each message of a closing connection's batch its fate.
+/// Gives each message of a closing connection's batch its fate. Also
+/// returns whether one of them was in its transaction, and so spent an
+/// attempt.
 #[allow(clippy::too_many_arguments)]
 fn settle_batch(
     ctx: &mut FateContext<'_>,
@@ -306,10 +311,10 @@ fn settle_batch(
     prior: ConnectionState,
     attempt: &Attempt,
     now: Instant,
-) -> Vec<(MessageId, MessageFate)> {
+) -> (Vec<(MessageId, MessageFate)>, bool) {
     let key = domain.lane_key(binding);
     let Some((record, lane)) = domain.split_mut(binding) else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
 
     let in_transaction = match failure {
@@ -332,7 +337,7 @@ fn settle_batch(
     let mut fates = ctx.requeue(untouched, LaneRef { key, record, lane }, attempt, now);
 
     let Some(mut message) = current else {
-        return fates;
+        return (fates, false);
     };
     Arc::make_mut(&mut message).attempts += 1;
     let id = message.id;
@@ -354,7 +359,7 @@ fn settle_batch(
     };
     // The message in transaction goes first: it was the head of the batch.
     fates.insert(0, (id, fate));
-    fates
+    (fates, true)
 }
 
 fn start_domain_backoff(

@@ -38,6 +38,9 @@ pub struct Connection {
     /// Messages whose transaction on this connection ended with every
     /// recipient final and at least one delivered.
     pub(crate) messages_delivered: u32,
+    /// Messages that spent a delivery attempt on this connection: each
+    /// transaction it began, whatever its result.
+    pub(crate) messages_attempted: u32,
 }
 
 /// The pending timers of a connection; closing cancels all but the close
@@ -156,6 +159,7 @@ impl Connection {
             timers: ConnectionTimers::default(),
             closing: None,
             messages_delivered: 0,
+            messages_attempted: 0,
         }
     }
 }

@@ -261,6 +261,7 @@ impl Scheduler {
             now,
         );
         let fate = context.settle(message, LaneRef { key, record, lane }, &attempt, now);
+        connection.messages_attempted += 1;
         if fate == ec_types::MessageFate::Delivered {
             connection.messages_delivered += 1;
         }

@@ -159,9 +159,7 @@ impl FateContext<'_> {
         attempt: &Attempt,
         now: Instant,
     ) -> MessageFate {
-        let wait = lane.lane.settings.retry.backoff(message.attempts.max(1));
-        let due = now + wait;
-        Arc::make_mut(&mut message).next_attempt = Some(due);
+        let due = Self::next_attempt(&mut message, lane.lane, now);
 
         let binding = lane.key.binding;
         let mut deferred = 0;
@@ -182,12 +180,30 @@ impl FateContext<'_> {
         metrics.recipients(RecipientResult::Deferred, deferred);
         metrics.message_fate(MessageFate::Deferred);
 
-        lane.lane.delayed.insert(due, message);
-        self.arm_retry(lane.key, lane.lane, due);
-        self.ledger.delayed += 1;
+        self.delay(message, lane.key, lane.lane, due);
         self.ledger.deferred += 1;
         lane.record.counters.messages_deferred += 1;
         MessageFate::Deferred
+    }
+
+    /// The retry policy's next attempt for a message that just spent one.
+    fn next_attempt(message: &mut SharedMessage, lane: &BindingDomain, now: Instant) -> Instant {
+        let due = now + lane.settings.retry.backoff(message.attempts.max(1));
+        Arc::make_mut(message).next_attempt = Some(due);
+        due
+    }
+
+    /// Puts a message in the delayed queue until `due`.
+    fn delay(
+        &mut self,
+        message: SharedMessage,
+        key: LaneKey,
+        lane: &mut BindingDomain,
+        due: Instant,
+    ) {
+        lane.delayed.insert(due, message);
+        self.arm_retry(key, lane, due);
+        self.ledger.delayed += 1;
     }
 
     /// Fails every pending recipient with `reply`, and the message leaves.
@@ -236,7 +252,15 @@ impl FateContext<'_> {
     }
 
     /// Marks the pending recipients of a message whose final dot got no
-    /// reply, and requeues it at the front of the active queue.
+    /// reply, and puts it in the delayed queue with the retry policy's
+    /// backoff: the message may have arrived, so it is sent again, but not
+    /// at once. A message that outlived the retry policy fails instead, and
+    /// then counts both fates.
+    ///
+    /// Sending it again at once would repeat the possible duplicate at the
+    /// speed of the connection rate, and a server that drops every
+    /// connection at one message's final dot would get that message again
+    /// and again ahead of the rest of the queue.
     pub(crate) fn delivery_unknown(
         &mut self,
         mut message: SharedMessage,
@@ -266,17 +290,14 @@ impl FateContext<'_> {
         }
         self.ledger.delivery_unknown += 1;
         lane.record.counters.messages_delivery_unknown += 1;
-        let fates = self.requeue_as(
-            vec![message],
-            lane,
-            MessageFate::DeliveryUnknown,
-            attempt,
-            now,
-        );
-        match fates.first() {
-            Some((_, MessageFate::Requeued)) | None => MessageFate::DeliveryUnknown,
-            Some((_, fate)) => *fate,
+        lane.lane.metrics.message_fate(MessageFate::DeliveryUnknown);
+
+        if expired(&message, lane.lane, now) {
+            return self.expire(&mut message, lane, attempt, now);
         }
+        let due = Self::next_attempt(&mut message, lane.lane, now);
+        self.delay(message, lane.key, lane.lane, due);
+        MessageFate::DeliveryUnknown
     }
 
     /// Puts messages back at the front of the active queue, in the given
@@ -286,19 +307,6 @@ impl FateContext<'_> {
         &mut self,
         messages: Vec<SharedMessage>,
         lane: LaneRef<'_>,
-        attempt: &Attempt,
-        now: Instant,
-    ) -> Vec<(MessageId, MessageFate)> {
-        self.requeue_as(messages, lane, MessageFate::Requeued, attempt, now)
-    }
-
-    /// [`requeue`](Self::requeue), counting each message put back in the
-    /// metrics as `counted_as`: requeued, or delivery unknown.
-    fn requeue_as(
-        &mut self,
-        messages: Vec<SharedMessage>,
-        lane: LaneRef<'_>,
-        counted_as: MessageFate,
         attempt: &Attempt,
         now: Instant,
     ) -> Vec<(MessageId, MessageFate)> {
@@ -318,7 +326,7 @@ impl FateContext<'_> {
             }
             lane.active.push_front(message);
             fates.push((id, MessageFate::Requeued));
-            lane.metrics.message_fate(counted_as);
+            lane.metrics.message_fate(MessageFate::Requeued);
             requeued += 1;
         }
         fates.reverse();

@@ -25,9 +25,11 @@ pub struct Ledger {
     /// Times a message went back to the active queue without spending an
     /// attempt.
     pub requeued: u64,
-    /// Times a message went to a delayed queue.
+    /// Times a message went to a delayed queue after a 4xx reply or a
+    /// connection lost before its final dot.
     pub deferred: u64,
-    /// Times a message's final dot got no reply.
+    /// Times a message's final dot got no reply. The message goes to a
+    /// delayed queue too, but counts here, not in `deferred`.
     pub delivery_unknown: u64,
     /// Messages failed because they outlived the retry policy's maximum age.
     pub expired: u64,

@@ -16,8 +16,8 @@
 //!   included.
 //! - Fates: every message of a connection's batch ends delivered, failed,
 //!   deferred with backoff, requeued without spending an attempt, or
-//!   delivery unknown (final dot sent, no reply: requeued, because a
-//!   duplicate is better than a loss).
+//!   delivery unknown (final dot sent, no reply: retried with backoff,
+//!   because a duplicate is better than a loss).
 //! - Backoff: a domain whose connects fail waits, doubling up to a cap.
 //! - Records: an [`Observer`] gets one record per recipient outcome and per
 //!   connection opened or closed; every recipient gets exactly one final

@@ -54,6 +54,7 @@ impl Scheduler {
             opened_at,
             closing,
             messages_delivered,
+            messages_attempted,
             ..
         } = connection;
         // The report takes the construct's copy of the domain name, which
@@ -78,6 +79,7 @@ impl Scheduler {
             outcome,
             tls,
             messages_delivered,
+            messages_attempted,
             duration: now.saturating_duration_since(opened_at),
             close_site: closing.map_or(std::panic::Location::caller(), |c| c.site),
         };

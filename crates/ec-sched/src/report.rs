@@ -74,8 +74,9 @@ pub enum RecipientOutcome {
         /// When it will be tried again.
         next_attempt: Instant,
     },
-    /// The final dot was sent and no reply came. The message is requeued
-    /// and sent again, because a duplicate is better than a loss.
+    /// The final dot was sent and no reply came. The message waits in the
+    /// delayed queue with the retry policy's backoff and is sent again,
+    /// because a duplicate is better than a loss.
     DeliveryUnknown,
     /// The engine shut down with the recipient still queued: final for
     /// this engine. The caller still owns the message and may submit it
@@ -139,6 +140,11 @@ pub struct ConnectionClosed {
     pub tls: Option<TlsInfo>,
     /// Messages it delivered.
     pub messages_delivered: u32,
+    /// Messages that spent a delivery attempt on it: each transaction it
+    /// began, whatever the result. A connection that closes with none
+    /// never got as far as sending mail, so its messages are still queued
+    /// as they were.
+    pub messages_attempted: u32,
     /// From the start of the connect to the release.
     pub duration: Duration,
     /// The source location that asked for the close.

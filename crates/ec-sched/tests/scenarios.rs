@@ -127,9 +127,12 @@ fn lane_limit_caps_connections() {
     );
     assert_eq!(harness.scheduler().ledger().delivered, 3);
 
-    // Closing the busy one requeues its message, and its place is free
-    // only once its socket is gone.
+    // Closing the busy one leaves its message "delivery unknown" in the
+    // delayed queue. New mail waits for a place, which is free only once
+    // the closing connection's socket is gone.
     let _ = harness.close(b, CloseReason::Requested);
+    assert_eq!(harness.scheduler().ledger().delayed, 1);
+    submit_many(&mut harness, BindingSlot(0), "example.com", 1);
     assert_eq!(harness.scheduler().ledger().active, 1);
     assert_eq!(
         harness.opened().len(),
@@ -356,10 +359,9 @@ fn lost_after_dot_is_delivery_unknown() {
     let ledger = *harness.scheduler().ledger();
     assert_eq!(ledger.delivered, 1);
     assert_eq!(ledger.delivery_unknown, 1);
-    assert_eq!(
-        ledger.active, 2,
-        "the unknown one and the untouched one are requeued"
-    );
+    assert_eq!(ledger.deferred, 0, "delivery unknown is not a deferral");
+    assert_eq!(ledger.delayed, 1, "the unknown one waits for its retry");
+    assert_eq!(ledger.active, 1, "the untouched one is requeued");
     assert_eq!(
         outcomes_for(&harness, "user1@example.com"),
         vec![RecipientOutcome::DeliveryUnknown]
@@ -372,21 +374,16 @@ fn lost_after_dot_is_delivery_unknown() {
         .domain(&domain)
         .and_then(|d| d.binding(BindingSlot(0)))
         .expect("lane exists");
-    let queued: Vec<(u32, bool)> = lane
-        .active()
-        .iter()
-        .map(|m| {
-            (
-                m.attempts,
-                m.recipients[0].status == RecipientStatus::DeliveryUnknown,
-            )
-        })
-        .collect();
-    assert_eq!(
-        queued,
-        vec![(1, true), (0, false)],
-        "unknown first, attempt spent only on it"
-    );
+    let status = |m: &ec_types::Message| {
+        (
+            m.attempts,
+            m.recipients[0].status == RecipientStatus::DeliveryUnknown,
+        )
+    };
+    let active: Vec<(u32, bool)> = lane.active().iter().map(|m| status(m)).collect();
+    assert_eq!(active, vec![(0, false)], "no attempt spent on it");
+    let delayed: Vec<(u32, bool)> = lane.delayed().iter().map(|(_, m)| status(m)).collect();
+    assert_eq!(delayed, vec![(1, true)], "its attempt is spent");
     audit(&harness);
 }
 
@@ -632,10 +629,21 @@ fn peer_close_while_busy_is_unknown() {
     assert_eq!(harness.scheduler().ledger().delivery_unknown, 1);
     assert_eq!(
         harness.opened().len(),
-        2,
-        "the requeued message gets a new connection"
+        1,
+        "the message waits for its retry, not a new connection"
     );
-    assert_eq!(closed_reports(&harness)[0].reason, CloseReason::PeerClosed);
+    let closed = &closed_reports(&harness)[0];
+    assert_eq!(closed.reason, CloseReason::PeerClosed);
+    assert_eq!(
+        (closed.messages_attempted, closed.messages_delivered),
+        (1, 0)
+    );
+
+    // The default retry interval is 1,200 s.
+    harness.advance(Duration::from_secs(1_199));
+    assert_eq!(harness.opened().len(), 1);
+    harness.advance(Duration::from_secs(1));
+    assert_eq!(harness.opened().len(), 2, "the retry opens a connection");
     audit(&harness);
 }
 

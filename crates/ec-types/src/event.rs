@@ -231,8 +231,9 @@ pub enum MessageFate {
     Deferred,
     /// Every pending recipient failed permanently.
     Failed,
-    /// The final dot was sent and no reply came. Requeued and marked,
-    /// because a duplicate is better than a loss.
+    /// The final dot was sent and no reply came. Marked, and to the
+    /// delayed queue with backoff, because a duplicate is better than a
+    /// loss.
     DeliveryUnknown,
 }
 
