@@ -211,3 +211,97 @@ fn postfix_encrypt_port_with_required_tls() {
         1
     );
 }
+
+/// One message through Postfix with `chunking` set; returns the copy
+/// Postfix stored and the command counts smtpd logged for its session, such
+/// as `ehlo=2 starttls=1 mail=1 rcpt=1 bdat=1 quit=1 commands=7`.
+fn deliver_and_read_session_log(
+    postfix: &Postfix,
+    chunking: bool,
+    body: &str,
+) -> (Vec<u8>, String) {
+    let local = postfix.unique_local_part(if chunking { "bdat" } else { "data" });
+    let mut config = tls_config(
+        postfix,
+        TlsPolicy::Required,
+        TlsVerify::Host,
+        postfix.plain_addr().port(),
+    );
+    config.global.chunking = Some(chunking);
+    let to = [format!("{local}@maildir.test")];
+    let submissions = vec![submission(0, "sender@ec.test", &to, body.as_bytes())];
+
+    let result = run(config, submissions, Duration::from_secs(30));
+    assert_eq!(result.audit, Ok(()));
+    assert_eq!(result.count("delivered"), 1, "{:?}", result.records);
+
+    let stored = postfix.wait_for_messages(&local, 1, Duration::from_secs(30));
+    let copy = stored.into_iter().next().expect("one stored copy");
+    let queue_id = received_queue_id(&copy);
+    (copy, smtpd_session_counts(postfix, &queue_id))
+}
+
+/// The queue id from the `Received:` field smtpd added: `... with ESMTPS id
+/// <queue id>`.
+fn received_queue_id(copy: &[u8]) -> String {
+    let text = String::from_utf8_lossy(copy);
+    let after = text
+        .split_once(" id ")
+        .map(|(_, after)| after)
+        .unwrap_or_else(|| panic!("no queue id in {text}"));
+    after
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .expect("a queue id")
+        .to_owned()
+}
+
+/// The command counts of the `disconnect from` line that ends the smtpd
+/// session which received `queue_id`. Postfix may write its log a moment
+/// after the delivery, so this waits up to 10 s for the line.
+fn smtpd_session_counts(postfix: &Postfix, queue_id: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(postfix.log_file()).expect("read the Postfix log");
+        if let Some(counts) = session_counts(&log, queue_id) {
+            return counts;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no smtpd disconnect line after queue id {queue_id} in {}",
+            postfix.log_file().display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn session_counts(log: &str, queue_id: &str) -> Option<String> {
+    let marker = format!(": {queue_id}: client=");
+    let mut lines = log.lines().skip_while(|line| !line.contains(&marker));
+    let client_line = lines.next()?;
+    // `... postfix/plain/smtpd[12345]: QUEUEID: client=...`
+    let process = client_line.split(": ").next()?.rsplit(' ').next()?;
+    let disconnect = format!("{process}: disconnect from ");
+    let line = lines.find(|line| line.contains(&disconnect))?;
+    let (_, counts) = line.split_once("] ")?;
+    Some(counts.to_owned())
+}
+
+#[test]
+fn postfix_gets_bdat_when_it_offers_chunking() {
+    let postfix = Postfix::get();
+    // A line that starts with a dot shows that BDAT data is not dot-stuffed
+    // and DATA data is: Postfix must store one dot either way.
+    let body = "From: a@ec.test\r\nSubject: chunking\r\n\r\n.one dot\r\nend\n";
+    let stored_body = "\n.one dot\nend\n";
+
+    let (copy, counts) = deliver_and_read_session_log(postfix, true, body);
+    assert!(counts.contains(" bdat=1 "), "{counts}");
+    assert!(!counts.contains(" data="), "{counts}");
+    assert!(String::from_utf8_lossy(&copy).ends_with(stored_body));
+
+    let (copy, counts) = deliver_and_read_session_log(postfix, false, body);
+    assert!(counts.contains(" data=1 "), "{counts}");
+    assert!(!counts.contains(" bdat="), "{counts}");
+    assert!(String::from_utf8_lossy(&copy).ends_with(stored_body));
+}

@@ -15,13 +15,17 @@
 //!    compared as lists of lines: the file split at CRLF, LF or CR, the
 //!    stored copy at LF only, so a CR that reached Postfix would show.
 //! 3. cleanup(8) repairs, modelled by [`after_cleanup`] and checked on
-//!    their own by `postfix_cleanup_repairs`: it drops `Return-Path:`
-//!    fields from the header section, turns a leading mbox `From ` line
-//!    into an `X-Mailbox-Line:` field, and inserts the empty line that ends
-//!    the header section before the first line that is neither a field nor
-//!    a continuation. Of the corpus, only the first repair applies (three
-//!    files carry `Return-Path:`). `local_header_rewrite_clients` is empty
-//!    on the peer, so cleanup adds no Message-ID, Date or From.
+//!    their own by `postfix_cleanup_repairs_bdat` and
+//!    `postfix_cleanup_repairs_data`: it drops `Return-Path:` fields from
+//!    the header section, and inserts the empty line that ends the header
+//!    section before the first line that is neither a field nor a
+//!    continuation. A message that came with DATA and starts with an mbox
+//!    `From ` line gets that line turned into an `X-Mailbox-Line:` field;
+//!    with BDAT (ec's default, since the peer offers CHUNKING) smtpd leaves
+//!    it alone, so it ends the header section. Of the corpus, only the
+//!    first repair applies (three files carry `Return-Path:`).
+//!    `local_header_rewrite_clients` is empty on the peer, so cleanup adds
+//!    no Message-ID, Date or From.
 
 mod cli_support;
 
@@ -116,7 +120,7 @@ fn corpus_arrives_intact() {
             .remove(&id)
             .unwrap_or_else(|| panic!("stored message {id} is not in the log (a duplicate?)"));
         let original = std::fs::read(&file).expect("read corpus file");
-        let expected = after_cleanup(wire_lines(&original));
+        let expected = after_cleanup(wire_lines(&original), Transfer::Bdat);
         let actual = stored_lines(content);
         if let Some(difference) = first_difference(&expected, &actual) {
             mismatches.push(format!("{}: {difference}", file.display()));
@@ -130,8 +134,37 @@ fn corpus_arrives_intact() {
     );
 }
 
+/// How the message data went to Postfix, which changes one repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    /// One `BDAT LAST` chunk (RFC 3030): ec's default when the server
+    /// offers CHUNKING.
+    Bdat,
+    /// `DATA`, as with `chunking = false`.
+    Data,
+}
+
 #[test]
-fn postfix_cleanup_repairs() {
+fn postfix_cleanup_repairs_bdat() {
+    cleanup_repairs(
+        Transfer::Bdat,
+        b"\nFrom someone@example.org Mon Jan  1 00:00:00 2024\nSubject: mbox\n\nbody\n",
+    );
+}
+
+#[test]
+fn postfix_cleanup_repairs_data() {
+    cleanup_repairs(
+        Transfer::Data,
+        b"X-Mailbox-Line: From someone@example.org Mon Jan  1 00:00:00 2024\n\
+          Subject: mbox\n\nbody\n",
+    );
+}
+
+/// Sends three malformed messages with `transfer` and checks what cleanup
+/// made of them; `mbox_stored` is the stored copy of the one that starts
+/// with an mbox `From ` line.
+fn cleanup_repairs(transfer: Transfer, mbox_stored: &[u8]) {
     let postfix = Postfix::get();
     let local = postfix.unique_local_part("cli-repairs");
     let sender = format!("{local}@ec.test");
@@ -141,8 +174,7 @@ fn postfix_cleanup_repairs() {
         (
             "mbox-from.eml",
             b"From someone@example.org Mon Jan  1 00:00:00 2024\nSubject: mbox\n\nbody\n",
-            b"X-Mailbox-Line: From someone@example.org Mon Jan  1 00:00:00 2024\n\
-              Subject: mbox\n\nbody\n",
+            mbox_stored,
         ),
         (
             "no-blank-line.eml",
@@ -165,6 +197,11 @@ fn postfix_cleanup_repairs() {
         "--log".into(),
         arg(&temp.path().join("log.jsonl")),
     ]);
+    if transfer == Transfer::Data {
+        let config = temp.path().join("data.toml");
+        std::fs::write(&config, "[global]\nchunking = false\n").expect("write config");
+        args.extend(["--config".into(), arg(&config)]);
+    }
     for (name, content, _) in &cases {
         let path = temp.path().join(name);
         std::fs::write(&path, content).expect("write case");
@@ -187,7 +224,7 @@ fn postfix_cleanup_repairs() {
     );
 
     for (name, content, stored) in &cases {
-        let modelled = after_cleanup(wire_lines(content));
+        let modelled = after_cleanup(wire_lines(content), transfer);
         assert_eq!(
             modelled,
             stored_lines(stored),
@@ -360,12 +397,12 @@ fn stored_lines(stored: &[u8]) -> Vec<Vec<u8>> {
 
 /// Applies what cleanup(8) does to a message's lines (allowance 3 of the
 /// module docs).
-fn after_cleanup(lines: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+fn after_cleanup(lines: Vec<Vec<u8>>, transfer: Transfer) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(lines.len() + 1);
     let mut lines = lines.into_iter().peekable();
 
     if let Some(first) = lines.peek_mut() {
-        if first.starts_with(b"From ") {
+        if transfer == Transfer::Data && first.starts_with(b"From ") {
             first.splice(0..0, b"X-Mailbox-Line: ".iter().copied());
         }
     }

@@ -96,7 +96,7 @@ fn wire_form_data_sent_without_copy() {
     let parts = s.client.poll_transmit_parts().unwrap();
     assert_eq!(parts.head.as_ptr(), data.as_ptr());
     assert_eq!(parts.head, body.as_bytes());
-    assert_eq!(parts.tail, b".\r\n");
+    assert_eq!(&parts.tail[..], b".\r\n");
 }
 
 #[test]

@@ -266,6 +266,8 @@ pub struct Settings {
     pub route: Option<Route>,
     /// See [`EffectiveSettings::tls`].
     pub tls: Option<TlsSettings>,
+    /// See [`EffectiveSettings::chunking`].
+    pub chunking: Option<bool>,
     /// Per-phase timeouts; each field overrides one timeout.
     pub timeouts: TimeoutSettings,
     /// Retry policy; each field overrides one value.
@@ -298,6 +300,9 @@ impl Settings {
         if let Some(value) = &self.tls {
             effective.tls = value.clone();
         }
+        if let Some(value) = self.chunking {
+            effective.chunking = value;
+        }
         self.timeouts.apply_to(&mut effective.timeouts);
         self.retry.apply_to(&mut effective.retry);
     }
@@ -329,6 +334,12 @@ pub struct EffectiveSettings {
     pub route: Route,
     /// STARTTLS policy and certificate checks.
     pub tls: TlsSettings,
+    /// Send each message as one `BDAT LAST` chunk (RFC 3030 CHUNKING) in
+    /// the pipelined group with MAIL and RCPT, when the server offers
+    /// CHUNKING and PIPELINING. This saves the round trip of DATA's 354
+    /// reply. Default `true`; `false` always uses DATA, for a server whose
+    /// CHUNKING is broken.
+    pub chunking: bool,
     /// Per-phase timeouts.
     pub timeouts: Timeouts,
     /// Retry policy for deferred mail.
@@ -346,6 +357,7 @@ impl Default for EffectiveSettings {
             ehlo_name: "localhost".to_owned(),
             route: Route::Mx,
             tls: TlsSettings::default(),
+            chunking: true,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
         }

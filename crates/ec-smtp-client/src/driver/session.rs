@@ -210,6 +210,7 @@ impl<E: EventSink> Session<E> {
             tls_policy: settings.tls.policy,
             timeouts: Timeouts::from_config(&settings.timeouts, CLIENT_IDLE),
             reply_limits: Default::default(),
+            chunking: settings.chunking,
         };
         let mut client = match Client::new(config, std::time::Instant::now()) {
             Ok(client) => client,
@@ -693,7 +694,7 @@ async fn read_now(transport: &mut Transport, buffer: &mut [u8]) -> Option<std::i
 /// segment when they fit, and flushes them, so a TLS record goes out at
 /// once.
 async fn write_flush(transport: &mut Transport, parts: &TransmitParts) -> std::io::Result<()> {
-    let (mut head, mut tail) = (&parts.head[..], parts.tail);
+    let (mut head, mut tail) = (&parts.head[..], &parts.tail[..]);
     while !head.is_empty() || !tail.is_empty() {
         let slices = [IoSlice::new(head), IoSlice::new(tail)];
         let written = transport.write_vectored(&slices).await?;

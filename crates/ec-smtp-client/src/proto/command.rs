@@ -240,6 +240,14 @@ pub enum Command<'a> {
     },
     /// `DATA`.
     Data,
+    /// `BDAT size [LAST]` (RFC 3030 CHUNKING): the next `size` octets are
+    /// message data, sent right after the command line.
+    Bdat {
+        /// The chunk's size in octets.
+        size: u64,
+        /// Whether this chunk ends the message.
+        last: bool,
+    },
     /// `RSET`.
     Rset,
     /// `QUIT`.
@@ -259,6 +267,7 @@ impl Command<'_> {
             Self::Mail { .. } => "MAIL",
             Self::Rcpt { .. } => "RCPT",
             Self::Data => "DATA",
+            Self::Bdat { .. } => "BDAT",
             Self::Rset => "RSET",
             Self::Quit => "QUIT",
             Self::StartTls => "STARTTLS",
@@ -324,7 +333,12 @@ impl Command<'_> {
                 }
                 check_mailbox(Field::ForwardPath, forward_path, smtputf8)
             }
-            Self::Data | Self::Rset | Self::Quit | Self::StartTls | Self::Noop => Ok(()),
+            Self::Data
+            | Self::Bdat { .. }
+            | Self::Rset
+            | Self::Quit
+            | Self::StartTls
+            | Self::Noop => Ok(()),
         }
     }
 
@@ -356,6 +370,12 @@ impl Command<'_> {
                 out.extend_from_slice(b"RCPT TO:<");
                 out.extend_from_slice(forward_path.as_bytes());
                 out.push(b'>');
+            }
+            Self::Bdat { size, last } => {
+                out.extend_from_slice(format!("BDAT {size}").as_bytes());
+                if last {
+                    out.extend_from_slice(b" LAST");
+                }
             }
             Self::Data | Self::Rset | Self::Quit | Self::StartTls | Self::Noop => {
                 out.extend_from_slice(self.verb().as_bytes());

@@ -1,5 +1,5 @@
 //! The message data encoder for the DATA command (RFC 5321 sections
-//! 4.1.1.4 and 4.5.2).
+//! 4.1.1.4 and 4.5.2), and for BDAT chunks (RFC 3030).
 //!
 //! Any input becomes wire-safe mail data. Every line ending (CRLF, bare LF
 //! or bare CR) is written as CRLF, and a line that starts with `.` gets a
@@ -32,6 +32,10 @@ pub struct MessageInfo {
     /// without a copy. True when every line ends with CRLF, there is no
     /// other CR or LF, and no line starts with `.`.
     pub unchanged: bool,
+    /// The data can go as a BDAT chunk as it is, without a copy: every line
+    /// ends with CRLF and there is no other CR or LF. Lines may start with
+    /// `.`, because BDAT does no dot-stuffing.
+    pub chunk_unchanged: bool,
 }
 
 /// The end-of-data line (RFC 5321 section 4.1.1.4).
@@ -53,6 +57,7 @@ fn measure_unchanged(body: &[u8]) -> Option<MessageInfo> {
         return Some(MessageInfo {
             encoded_len: END_OF_DATA.len(),
             unchanged: true,
+            chunk_unchanged: true,
             ..MessageInfo::default()
         });
     }
@@ -68,6 +73,7 @@ fn measure_unchanged(body: &[u8]) -> Option<MessageInfo> {
         has_8bit,
         has_8bit_headers,
         unchanged: true,
+        chunk_unchanged: true,
     })
 }
 
@@ -117,11 +123,15 @@ fn header_section(body: &[u8]) -> &[u8] {
 
 /// Measures data of any form, line by line.
 fn measure_lines(body: &[u8]) -> MessageInfo {
-    let mut info = MessageInfo::default();
+    let mut info = MessageInfo {
+        chunk_unchanged: true,
+        ..MessageInfo::default()
+    };
     let mut in_headers = true;
     let mut stuffed_dots = 0;
 
     for line in Lines::new(body) {
+        info.chunk_unchanged &= line.crlf;
         if line.text.first() == Some(&b'.') {
             stuffed_dots += 1;
         }
@@ -164,6 +174,18 @@ pub fn encode_into(body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(END_OF_DATA);
 }
 
+/// Appends `body` as a BDAT chunk (RFC 3030) to `out`: every line ending
+/// written as CRLF and the last line ended, as [`encode_into`] does, but
+/// without dot-stuffing and without the end-of-data line, because BDAT
+/// counts octets instead of looking for a final dot. Exactly
+/// [`MessageInfo::size`] octets are appended.
+pub fn encode_chunk_into(body: &[u8], out: &mut Vec<u8>) {
+    for line in Lines::new(body) {
+        out.extend_from_slice(line.text);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// The lines of a message, split at CRLF, bare LF or bare CR. A last line
 /// without an ending is returned too; an empty message has no lines.
 struct Lines<'a> {
@@ -173,6 +195,9 @@ struct Lines<'a> {
 struct Line<'a> {
     /// The line without its ending.
     text: &'a [u8],
+    /// The line ended with CRLF, not with a bare CR or LF or the end of
+    /// the data.
+    crlf: bool,
 }
 
 impl<'a> Lines<'a> {
@@ -194,17 +219,14 @@ impl<'a> Iterator for Lines<'a> {
         let Some(end) = memchr::memchr2(b'\r', b'\n', self.rest) else {
             let text = self.rest;
             self.rest = &[];
-            return Some(Line { text });
+            return Some(Line { text, crlf: false });
         };
 
         let text = &self.rest[..end];
-        let ending_len = if self.rest[end..].starts_with(b"\r\n") {
-            2
-        } else {
-            1
-        };
+        let crlf = self.rest[end..].starts_with(b"\r\n");
+        let ending_len = if crlf { 2 } else { 1 };
         self.rest = &self.rest[end + ending_len..];
-        Some(Line { text })
+        Some(Line { text, crlf })
     }
 }
 
@@ -216,6 +238,30 @@ mod tests {
     fn empty_message_is_only_dot() {
         assert_eq!(encode(b""), b".\r\n");
         assert_eq!(measure(b"").size, 0);
+    }
+
+    #[test]
+    fn chunk_is_normalized_but_not_stuffed() {
+        let body = b"Subject: x\n\n.leading dot\rlast";
+        let mut chunk = Vec::new();
+        encode_chunk_into(body, &mut chunk);
+        assert_eq!(chunk, b"Subject: x\r\n\r\n.leading dot\r\nlast\r\n");
+        assert_eq!(chunk.len() as u64, measure(body).size);
+
+        let mut empty = Vec::new();
+        encode_chunk_into(b"", &mut empty);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn leading_dots_keep_chunk_unchanged() {
+        let dotted = measure(b".a\r\nb\r\n..c\r\n");
+        assert!(!dotted.unchanged);
+        assert!(dotted.chunk_unchanged);
+        assert!(measure(b"a\r\nb\r\n").chunk_unchanged);
+        assert!(!measure(b".a\nb\r\n").chunk_unchanged);
+        assert!(!measure(b".a\r\nb").chunk_unchanged);
+        assert!(!measure(b".a\r\rb\r\n").chunk_unchanged);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One mail transaction: RSET, MAIL, RCPT, DATA, the message data and the
-//! final reply (RFC 5321 section 3.3), pipelined or not (RFC 2920).
+//! final reply (RFC 5321 section 3.3), pipelined or not (RFC 2920), or with
+//! the data as one BDAT LAST chunk in the pipelined group (RFC 3030).
 
 use bytes::Bytes;
 use ec_types::{Reply, ReplyClass};
@@ -69,6 +70,9 @@ impl Client {
             self.send_next(&mut in_flight);
             return Ok(State::ExpectRcpt(in_flight));
         }
+        if in_flight.chunked {
+            return Ok(State::ExpectDataReply(in_flight));
+        }
         if in_flight.pipelined {
             return Ok(State::ExpectData(in_flight));
         }
@@ -123,6 +127,14 @@ impl Client {
         if in_flight.lone_dot {
             if reply.is_positive_completion() {
                 tracing::warn!(%reply, "server accepted an empty message without recipients");
+            }
+            return Ok(self.finish_without_recipients(&mut in_flight));
+        }
+        if in_flight.chunked && in_flight.accepted == 0 {
+            // The chunk went with the commands, before any RCPT reply; a
+            // server that accepted it anyway had no recipient to give it to.
+            if reply.is_positive_completion() {
+                tracing::warn!(%reply, "server accepted a BDAT chunk without recipients");
             }
             return Ok(self.finish_without_recipients(&mut in_flight));
         }

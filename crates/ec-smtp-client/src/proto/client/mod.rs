@@ -39,6 +39,10 @@ pub struct ClientConfig {
     pub timeouts: Timeouts,
     /// Bounds on the server's replies.
     pub reply_limits: ReplyLimits,
+    /// Send the message as one BDAT LAST chunk (RFC 3030 CHUNKING) when the
+    /// server offers CHUNKING and PIPELINING, which saves a round trip per
+    /// message. `false` always uses DATA.
+    pub chunking: bool,
 }
 
 impl ClientConfig {
@@ -49,6 +53,7 @@ impl ClientConfig {
             tls_policy: TlsPolicy::Opportunistic,
             timeouts: Timeouts::default(),
             reply_limits: ReplyLimits::default(),
+            chunking: true,
         }
     }
 }
@@ -141,20 +146,25 @@ struct Transmit {
 
 /// One write in two parts: `head`, then `tail`, which a driver writes with
 /// one vectored write. Message data that is already in wire form goes out
-/// as the submitted buffer itself, without a copy, and the end-of-data line
-/// is its tail. Every other write has an empty tail.
+/// as the submitted buffer itself, without a copy: for DATA it is the head
+/// and the end-of-data line the tail; for BDAT the commands up to the BDAT
+/// line are the head and the data the tail. Every other write has an empty
+/// tail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransmitParts {
     /// The bytes to write first.
     pub head: Bytes,
     /// The bytes to write right after `head`, often empty.
-    pub tail: &'static [u8],
+    pub tail: Bytes,
 }
 
 impl TransmitParts {
     /// Makes parts with an empty tail.
     pub fn whole(head: Bytes) -> Self {
-        Self { head, tail: &[] }
+        Self {
+            head,
+            tail: Bytes::new(),
+        }
     }
 
     /// Returns the number of octets in both parts.
@@ -175,7 +185,7 @@ impl TransmitParts {
         }
         let mut joined = Vec::with_capacity(self.len());
         joined.extend_from_slice(&self.head);
-        joined.extend_from_slice(self.tail);
+        joined.extend_from_slice(&self.tail);
         Bytes::from(joined)
     }
 }
@@ -354,14 +364,15 @@ impl Client {
         };
 
         let rset = self.transactions > 0;
-        let prepared = match transaction::prepare(&transaction, capabilities, rset) {
+        let chunking = self.config.chunking;
+        let prepared = match transaction::prepare(&transaction, capabilities, rset, chunking) {
             Ok(prepared) => prepared,
             Err(error) => return Err(Box::new(RejectedTransaction { error, transaction })),
         };
 
         self.transactions += 1;
         self.data_handed_out = false;
-        self.queue(prepared.first_transmit, false);
+        self.queue_parts(prepared.first_transmit, prepared.first_is_data);
         let in_flight = Box::new(prepared.in_flight);
         let next = if rset {
             State::ExpectRset(in_flight)
@@ -449,13 +460,15 @@ impl Client {
         self.stage
     }
 
-    /// Returns whether the message data and final dot of the current
-    /// transaction were handed to the driver and no reply has come yet. If the
-    /// connection ends now, the message may or may not have been accepted:
-    /// `closeconn` gives it the "delivery unknown" fate.
+    /// Returns whether the message data and final dot (or BDAT LAST chunk)
+    /// of the current transaction were handed to the driver and its final
+    /// reply has not come yet. If the connection ends now, the message may
+    /// or may not have been accepted: `closeconn` gives it the "delivery
+    /// unknown" fate. A chunk goes with the commands, so this holds from
+    /// the start of a chunked transaction.
     pub fn delivery_unknown_pending(&self) -> bool {
         // A lone dot is queued as a command, so it never sets the flag.
-        matches!(self.state, State::ExpectDataReply(_)) && self.data_handed_out
+        self.state().in_transaction() && self.data_handed_out
     }
 
     /// Returns the capabilities from the last EHLO or HELO reply. They are
@@ -578,8 +591,7 @@ impl Client {
             // A 421 in reply to the final dot is a final reply: the server
             // did not take the message.
             let answered = matches!(error, ClientError::ServiceClosing(_));
-            let delivery_unknown =
-                before == ClientState::ExpectDataReply && self.data_handed_out && !answered;
+            let delivery_unknown = self.data_handed_out && !answered;
             let end = TransactionEnd::Aborted {
                 error: error.clone(),
                 delivery_unknown,
@@ -624,6 +636,11 @@ impl Client {
             self.stage = stage;
         }
         match kind.timer() {
+            // A BDAT chunk was written with the commands, so the wait for
+            // its reply is the wait for the reply to the final dot.
+            Some(Timer::DataBlock) if self.data_handed_out && self.transmits.is_empty() => {
+                self.arm(Timer::DataTermination, now);
+            }
             Some(timer) => self.arm(timer, now),
             None => self.deadline = None,
         }

@@ -38,7 +38,8 @@ pub enum ClientState {
     ExpectRcpt,
     /// DATA sent.
     ExpectData,
-    /// Message data and final dot sent (or being written).
+    /// Message data and final dot sent (or being written), or the BDAT
+    /// LAST chunk: the final reply is due.
     ExpectDataReply,
     /// QUIT sent.
     ExpectQuit,
@@ -148,6 +149,9 @@ pub(super) struct InFlight {
     /// only need counting. Without PIPELINING each command waits in `unsent`
     /// for the previous reply.
     pub(super) pipelined: bool,
+    /// Whether the data went as one BDAT LAST chunk with the commands
+    /// (RFC 3030), so no 354 comes and the last reply is BDAT's.
+    pub(super) chunked: bool,
     /// Commands not yet sent, in order (MAIL, each RCPT, DATA); empty when
     /// pipelined.
     pub(super) unsent: VecDeque<Bytes>,
@@ -160,7 +164,8 @@ pub(super) struct InFlight {
     /// The MAIL rejection, kept while the replies to the rest of a
     /// pipelined group are read.
     pub(super) mail_rejected: Option<Reply>,
-    /// Message data with its final dot; taken when the 354 arrives.
+    /// Message data with its final dot; taken when the 354 arrives. `None`
+    /// for a chunked transaction, whose data went with the commands.
     pub(super) data: Option<TransmitParts>,
     /// Only the end-of-data line was sent, because no recipient was accepted
     /// but the server still replied 354 to DATA.

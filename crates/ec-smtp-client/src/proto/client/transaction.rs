@@ -80,7 +80,9 @@ pub struct RejectedTransaction {
 /// The encoded transaction and the bytes to send first.
 pub(super) struct Prepared {
     pub(super) in_flight: InFlight,
-    pub(super) first_transmit: Bytes,
+    pub(super) first_transmit: TransmitParts,
+    /// The first transmit carries the message data (BDAT).
+    pub(super) first_is_data: bool,
 }
 
 /// Encodes every command and the data of `transaction`.
@@ -90,10 +92,17 @@ pub(super) struct Prepared {
 /// allows RSET, MAIL and RCPT anywhere in a group and DATA as its last
 /// command. Without PIPELINING it is the first command alone, and the rest
 /// wait in `unsent`.
+///
+/// With `chunking` and a server that offers both PIPELINING and CHUNKING,
+/// the message goes as one `BDAT <size> LAST` chunk instead of DATA, and
+/// the first transmit is the whole transaction: the commands, the BDAT line
+/// and the data (RFC 3030 section 4.2 allows BDAT in a pipelined group).
+/// That saves the round trip that DATA's 354 costs.
 pub(super) fn prepare(
     transaction: &Transaction,
     capabilities: &Capabilities,
     rset: bool,
+    chunking: bool,
 ) -> Result<Prepared, TransactionError> {
     if transaction.recipients.is_empty() {
         return Err(TransactionError::NoRecipients);
@@ -123,12 +132,46 @@ pub(super) fn prepare(
         };
         commands.push(rcpt.to_bytes()?);
     }
+
+    if chunking && capabilities.chunking && capabilities.pipelining {
+        let chunk = if info.chunk_unchanged {
+            transaction.data.clone()
+        } else {
+            let mut chunk = Vec::with_capacity(info.size as usize);
+            data::encode_chunk_into(&transaction.data, &mut chunk);
+            Bytes::from(chunk)
+        };
+        let bdat = Command::Bdat {
+            size: chunk.len() as u64,
+            last: true,
+        };
+        commands.push(bdat.to_bytes()?);
+        let in_flight = InFlight {
+            pipelined: true,
+            chunked: true,
+            unsent: VecDeque::new(),
+            recipients: transaction.recipients.len(),
+            next_rcpt: 0,
+            accepted: 0,
+            mail_rejected: None,
+            data: None,
+            lone_dot: false,
+        };
+        return Ok(Prepared {
+            in_flight,
+            first_transmit: TransmitParts {
+                head: Bytes::from(commands.concat()),
+                tail: chunk,
+            },
+            first_is_data: true,
+        });
+    }
     commands.push(Command::Data.to_bytes()?);
 
     let data = if info.unchanged {
         TransmitParts {
             head: transaction.data.clone(),
-            tail: data::END_OF_DATA,
+            tail: Bytes::from_static(data::END_OF_DATA),
         }
     } else {
         let mut wire = Vec::with_capacity(info.encoded_len);
@@ -147,6 +190,7 @@ pub(super) fn prepare(
 
     let in_flight = InFlight {
         pipelined,
+        chunked: false,
         unsent,
         recipients: transaction.recipients.len(),
         next_rcpt: 0,
@@ -157,6 +201,7 @@ pub(super) fn prepare(
     };
     Ok(Prepared {
         in_flight,
-        first_transmit,
+        first_transmit: TransmitParts::whole(first_transmit),
+        first_is_data: false,
     })
 }
