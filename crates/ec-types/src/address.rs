@@ -69,6 +69,51 @@ pub enum AddressError {
         /// The rejected value.
         value: String,
     },
+    /// A domain name had an empty label: two dots in a row, or a dot at
+    /// its start.
+    #[error("domain {value:?} has an empty label (two dots in a row or a leading dot); remove the extra dot")]
+    EmptyLabel {
+        /// The rejected domain.
+        value: String,
+    },
+    /// A label of a domain name was longer than the 63 octets that RFC 1035
+    /// section 2.3.4 allows.
+    #[error("domain {value:?} has a label of {len} octets; the maximum is {max}")]
+    LabelTooLong {
+        /// The rejected domain.
+        value: String,
+        /// The label's length in octets.
+        len: usize,
+        /// The limit in octets.
+        max: usize,
+    },
+}
+
+/// Maximum length of one label of a domain name in octets (RFC 1035
+/// section 2.3.4).
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Checks the labels of a domain name; an address literal such as
+/// `[192.0.2.1]` has none.
+fn check_labels(name: &str) -> Result<(), AddressError> {
+    if name.starts_with('[') {
+        return Ok(());
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(AddressError::EmptyLabel {
+                value: name.to_owned(),
+            });
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(AddressError::LabelTooLong {
+                value: name.to_owned(),
+                len: label.len(),
+                max: MAX_LABEL_LEN,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_characters(what: &'static str, value: &str) -> Result<(), AddressError> {
@@ -115,8 +160,9 @@ impl Domain {
     ///
     /// # Errors
     ///
-    /// Returns an error when the name is empty, longer than 255 octets, or
-    /// contains a control character, a space or an angle bracket.
+    /// Returns an error when the name is empty, longer than 255 octets, has
+    /// an empty label or one over 63 octets, or contains a control
+    /// character, a space or an angle bracket.
     pub fn new(name: &str) -> Result<Self, AddressError> {
         let trimmed = name.strip_suffix('.').unwrap_or(name);
         if trimmed.is_empty() {
@@ -131,6 +177,7 @@ impl Domain {
             });
         }
         check_length("domain", trimmed, MAX_DOMAIN_LEN)?;
+        check_labels(trimmed)?;
         Ok(Self(trimmed.to_lowercase().into_boxed_str()))
     }
 
@@ -193,8 +240,10 @@ impl Address {
     ///
     /// # Errors
     ///
-    /// Returns an error when the address is empty, has no domain, contains a
-    /// control character, space or bracket, or breaks an RFC 5321 length limit.
+    /// Returns an error when the address is empty, has no domain, has a
+    /// second `@` outside a quoted local part, contains a control character,
+    /// space or bracket, breaks an RFC 5321 length limit, or its domain is
+    /// not a valid name (see [`Domain::new`]).
     pub fn new(text: &str) -> Result<Self, AddressError> {
         let text = text
             .strip_prefix('<')
@@ -211,6 +260,16 @@ impl Address {
         let local = &text[..at];
         if local.is_empty() {
             return Err(AddressError::Empty { what: "local part" });
+        }
+        // RFC 5321 section 4.1.2: an `@` in the local part needs a quoted
+        // string, as in `"a@b"@example.com`.
+        let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+        if !quoted && local.contains('@') {
+            return Err(AddressError::InvalidCharacter {
+                what: "local part",
+                value: local.to_owned(),
+                character: '@',
+            });
         }
         check_length("local part", local, MAX_LOCAL_PART_LEN)?;
         let domain = Domain::new(&text[at + 1..])?;
@@ -381,6 +440,43 @@ mod tests {
         assert!(matches!(
             Address::new("@example.org"),
             Err(AddressError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn domain_rejects_empty_and_long_labels() {
+        for name in ["a..b", ".a.b", "a.b.."] {
+            assert!(
+                matches!(Domain::new(name), Err(AddressError::EmptyLabel { .. })),
+                "{name}"
+            );
+        }
+        let long_label = format!("{}.example", "l".repeat(64));
+        assert!(matches!(
+            Domain::new(&long_label),
+            Err(AddressError::LabelTooLong {
+                len: 64,
+                max: 63,
+                ..
+            })
+        ));
+        assert!(Domain::new(&format!("{}.example", "l".repeat(63))).is_ok());
+        assert!(Domain::new("[192.0.2.1]").is_ok());
+        assert!(Domain::new("[IPv6:2001:db8::1]").is_ok());
+    }
+
+    #[test]
+    fn address_rejects_second_at_unless_quoted() {
+        let error = Address::new("a@b@example.org").expect_err("two @");
+        assert!(matches!(
+            &error,
+            AddressError::InvalidCharacter { character: '@', value, .. } if value == "a@b"
+        ));
+        let quoted = Address::new("\"a@b\"@example.org").expect("quoted local part");
+        assert_eq!(quoted.local_part(), "\"a@b\"");
+        assert!(matches!(
+            Address::new("x@a..b"),
+            Err(AddressError::EmptyLabel { .. })
         ));
     }
 
