@@ -71,6 +71,9 @@ struct Shared {
     /// Registered binding slots, for checking a submission's binding
     /// without a round trip.
     bindings: AtomicU32,
+    /// True once the loop has taken its last submission: a submission is
+    /// then refused as stopped rather than as shutting down.
+    stopped: AtomicBool,
 }
 
 /// The error of a handle call.
@@ -142,7 +145,9 @@ impl SchedulerHandle {
         }
 
         self.shared.submitting.fetch_add(1, Ordering::SeqCst);
-        let result = if self.shared.accepting.load(Ordering::SeqCst) {
+        let result = if self.shared.stopped.load(Ordering::SeqCst) {
+            Err(SubmitError::Stopped(Box::new(submission)))
+        } else if self.shared.accepting.load(Ordering::SeqCst) {
             self.inbox
                 .send(Inbox::Command(Command::Submit {
                     binding,
@@ -315,6 +320,7 @@ impl LoopParts {
         let (inbox, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
             accepting: AtomicBool::new(true),
+            stopped: AtomicBool::new(false),
             submitting: AtomicUsize::new(0),
             bindings: AtomicU32::new(1),
         });
@@ -582,6 +588,7 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
         while let Ok(message) = self.receiver.try_recv() {
             self.handle(message);
         }
+        self.shared.stopped.store(true, Ordering::SeqCst);
         if let Err(failure) = self.scheduler.run_audit(&self.token) {
             error!(%failure, "final accounting audit failed");
         }

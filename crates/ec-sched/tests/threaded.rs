@@ -212,6 +212,10 @@ fn spawned_scheduler_delivers_everything() {
         handle.stats(),
         Err(ec_sched::HandleError::Stopped)
     ));
+    let error = handle
+        .submit(submission(10, &["later@d1.example".to_owned()]))
+        .expect_err("no work after the stop");
+    assert!(matches!(error, SubmitError::Stopped(_)), "{error}");
 }
 
 #[test]
