@@ -710,7 +710,18 @@ and so cost Postfix less than a delivery does. All three \
 share one rustls client configuration across connections, so TLS \
 session resumption works alike for all. Postfix does the server side of \
 every handshake on the same two cores, so the rates are bounded by it. \
-CPU/msg is the client's own cost, and server CPU is Postfix's.";
+CPU/msg is the client's own cost, and server CPU is Postfix's.
+
+Round trips set most of the client's cost here, because each one is a \
+write, a read, and usually a sleep and a wake-up of the client's thread. \
+After the TCP handshake, the floor waits for the server four times: the \
+banner, EHLO, STARTTLS and the TLS handshake, and then for EOF. A delivery \
+needs three more at least: the EHLO that RFC 3207 requires after TLS, the \
+transaction, and QUIT. ec makes exactly these, since it sends MAIL, RCPT \
+and the message in one write (`BDAT <size> LAST`, because Postfix offers \
+CHUNKING and PIPELINING). lettre makes six, because its transaction \
+alone takes four: MAIL, RCPT, DATA and the message data each wait for a \
+reply.";
 
 const SCHED_METHOD: &str = "\
 `crates/ec-sched/examples/sched_bench.rs` runs the scheduler in virtual \
