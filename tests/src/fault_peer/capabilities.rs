@@ -4,16 +4,19 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     pipelining: bool,
+    chunking: bool,
     starttls: bool,
     size: Option<u64>,
     extra: Vec<String>,
 }
 
 impl Capabilities {
-    /// PIPELINING, 8BITMIME and ENHANCEDSTATUSCODES; no STARTTLS, no SIZE.
+    /// PIPELINING, 8BITMIME and ENHANCEDSTATUSCODES; no CHUNKING, no STARTTLS, no
+    /// SIZE.
     pub fn new() -> Self {
         Self {
             pipelining: true,
+            chunking: false,
             starttls: false,
             size: None,
             extra: vec!["8BITMIME".into(), "ENHANCEDSTATUSCODES".into()],
@@ -25,6 +28,21 @@ impl Capabilities {
     pub fn pipelining(mut self, on: bool) -> Self {
         self.pipelining = on;
         self
+    }
+
+    /// Whether to advertise CHUNKING (RFC 3030). While the capabilities in force
+    /// advertise it, the peer reads the octets that follow a `BDAT` line as chunk
+    /// data; otherwise it answers `BDAT` like any other command and reads on for
+    /// commands, as a server without CHUNKING would.
+    #[must_use]
+    pub fn chunking(mut self, on: bool) -> Self {
+        self.chunking = on;
+        self
+    }
+
+    /// Whether CHUNKING is advertised.
+    pub fn offers_chunking(&self) -> bool {
+        self.chunking
     }
 
     /// Whether to advertise STARTTLS (RFC 3207), whether or not the peer can do TLS.
@@ -65,6 +83,9 @@ impl Capabilities {
             lines.push(format!("SIZE {size}"));
         }
         lines.extend(self.extra.iter().cloned());
+        if self.chunking {
+            lines.push("CHUNKING".to_owned());
+        }
         if self.starttls {
             lines.push("STARTTLS".to_owned());
         }

@@ -2,9 +2,10 @@
 //!
 //! [`Input`] stores the bytes read and not yet taken. It splits them into command lines
 //! (RFC 5321 section 2.3.8; a bare LF also ends a line, so a client that sends one
-//! is recorded, not stalled) and message data ending in `CRLF . CRLF` (section
-//! 4.1.1.4). It remembers which read delivered each byte, so a record shows which
-//! commands a client sent together (RFC 2920 pipelining).
+//! is recorded, not stalled), message data ending in `CRLF . CRLF` (section
+//! 4.1.1.4), and `BDAT` chunks of a size given on their command line (RFC 3030). It
+//! remembers which read delivered each byte, so a record shows which commands a
+//! client sent together (RFC 2920 pipelining).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -25,7 +26,8 @@ pub enum Verb {
     Rcpt,
     /// `DATA`
     Data,
-    /// `BDAT` (RFC 3030); the peer never advertises CHUNKING.
+    /// `BDAT` (RFC 3030); the peer reads its chunk only while it advertises
+    /// CHUNKING.
     Bdat,
     /// `RSET`
     Rset,
@@ -106,6 +108,46 @@ pub(crate) fn has_transaction_line(bytes: &[u8]) -> bool {
         .any(|line| Verb::of_line(line).is_transaction())
 }
 
+/// The arguments of a `BDAT` command (RFC 3030 section 2):
+/// `"BDAT" SP chunk-size [ SP end-marker ]`, where `chunk-size` is `1*DIGIT` and
+/// `end-marker` is `LAST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bdat {
+    /// Octets of chunk data that follow the command line.
+    pub(crate) size: usize,
+    /// Whether this chunk ends the message.
+    pub(crate) last: bool,
+}
+
+impl Bdat {
+    /// Parses a `BDAT` line, line ending included. `None` when the size is
+    /// missing, is not a decimal number that fits in `usize`, or is followed by
+    /// anything but `LAST`. Words are separated by single spaces, and `LAST` is
+    /// compared without regard to case, as RFC 5321 section 2.4 has it for keywords.
+    pub(crate) fn parse(line: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(line).ok()?;
+        let text = text.strip_suffix('\n')?;
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        let mut words = text.split(' ');
+        let _verb = words.next()?;
+
+        let size = words.next()?;
+        if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let size = size.parse().ok()?;
+        let last = match words.next() {
+            None => false,
+            Some(marker) if marker.eq_ignore_ascii_case("LAST") => true,
+            Some(_) => return None,
+        };
+        if words.next().is_some() {
+            return None;
+        }
+        Some(Self { size, last })
+    }
+}
+
 /// Bytes read from the client and not yet taken, with the read each came from.
 #[derive(Debug, Default)]
 pub(crate) struct Input {
@@ -166,6 +208,17 @@ impl Input {
         let body = self.take(from + at + 2);
         self.take(3);
         Some(body)
+    }
+
+    /// Up to `n` of the bytes held, and the number of the read that delivered the
+    /// last of them (`None` when none were taken).
+    pub(crate) fn take_up_to(&mut self, n: usize) -> (Bytes, Option<u64>) {
+        let n = n.min(self.buf.len());
+        if n == 0 {
+            return (Bytes::new(), None);
+        }
+        let read = self.read_of(self.consumed + n as u64 - 1);
+        (self.take(n), Some(read))
     }
 
     /// Everything held.
@@ -267,6 +320,66 @@ mod tests {
             input.take_line().map(|(line, _)| line),
             Some(Bytes::from("NOOP\n"))
         );
+    }
+
+    #[test]
+    fn chunk_octets_keep_their_read() {
+        let mut input = Input::default();
+        feed(&mut input, b"BDAT 8 LAST\r\nab\r\n");
+        feed(&mut input, b".x\r\nQUIT\r\n");
+
+        assert_eq!(input.take_line(), Some((Bytes::from("BDAT 8 LAST\r\n"), 1)));
+        assert_eq!(input.take_up_to(3), (Bytes::from("ab\r"), Some(1)));
+        assert_eq!(input.take_up_to(5), (Bytes::from("\n.x\r\n"), Some(2)));
+        assert_eq!(input.take_up_to(0), (Bytes::new(), None));
+        assert_eq!(input.take_line(), Some((Bytes::from("QUIT\r\n"), 2)));
+        assert_eq!(input.take_up_to(10), (Bytes::new(), None));
+    }
+
+    #[test]
+    fn bdat_arguments() {
+        let parse = |line: &str| Bdat::parse(line.as_bytes());
+        assert_eq!(
+            parse("BDAT 0 LAST\r\n"),
+            Some(Bdat {
+                size: 0,
+                last: true
+            })
+        );
+        assert_eq!(
+            parse("bdat 12 last\r\n"),
+            Some(Bdat {
+                size: 12,
+                last: true
+            })
+        );
+        assert_eq!(
+            parse("BDAT 1000\r\n"),
+            Some(Bdat {
+                size: 1000,
+                last: false
+            })
+        );
+        assert_eq!(
+            parse("BDAT 7\n"),
+            Some(Bdat {
+                size: 7,
+                last: false
+            })
+        );
+        for bad in [
+            "BDAT\r\n",
+            "BDAT \r\n",
+            "BDAT x LAST\r\n",
+            "BDAT -1\r\n",
+            "BDAT +1\r\n",
+            "BDAT 1 FIRST\r\n",
+            "BDAT 1 LAST x\r\n",
+            "BDAT  1\r\n",
+            "BDAT 99999999999999999999999\r\n",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

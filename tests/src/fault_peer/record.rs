@@ -3,14 +3,16 @@
 //! A [`ConnectionRecord`] is a timed list of [`Event`]s, appended as they happen, so
 //! a test can read a record while its connection is still open. The accessors answer
 //! the usual questions (which commands, which bodies, did the client send
-//! `close_notify`, did mail travel in clear text) from that list.
+//! `close_notify`, did mail travel in clear text) from that list. Message data
+//! sent with `DATA` and with `BDAT` chunks (RFC 3030) both show in
+//! [`ConnectionRecord::bodies`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rustls::{CipherSuite, ProtocolVersion};
 use tokio::sync::watch;
 
@@ -82,6 +84,28 @@ pub enum Event {
         /// The raw data (may include an end-of-data mark that arrived with it).
         data: Bytes,
         /// Whether it came inside TLS.
+        tls: bool,
+    },
+    /// The octets of one `BDAT` chunk (RFC 3030), exactly as many as its command
+    /// line gave: not dot-stuffed, with no end-of-data mark. Recorded once all of
+    /// them arrived, before the peer replies to the `BDAT`.
+    Chunk {
+        /// The raw octets.
+        data: Bytes,
+        /// Whether the `BDAT` line carried `LAST`.
+        last: bool,
+        /// Whether it came inside TLS.
+        tls: bool,
+        /// The read that delivered its last octet, as in [`Event::Command`]; for
+        /// an empty chunk, the read that completed its `BDAT` line.
+        read: u64,
+    },
+    /// The octets of a `BDAT` chunk that had arrived when a mid-data fault
+    /// struck; never more than the chunk's size.
+    PartialChunk {
+        /// The raw octets.
+        data: Bytes,
+        /// Whether they came inside TLS.
         tls: bool,
     },
     /// Bytes the peer wrote, one event per write.
@@ -209,11 +233,40 @@ impl ConnectionRecord {
             .collect()
     }
 
-    /// Each complete message's data, as received (see [`Event::Body`]).
+    /// Each complete message's data, as received, in order. After `DATA` that is
+    /// the dot-stuffed data before the end-of-data mark ([`Event::Body`]); with
+    /// `BDAT` it is the message's chunks joined, up to and including the `LAST`
+    /// one ([`Event::Chunk`]), never dot-stuffed. Chunks followed by `RSET` or
+    /// `MAIL` before a `LAST` one belong to no message.
     pub fn bodies(&self) -> Vec<Bytes> {
+        let mut bodies = Vec::new();
+        let mut chunked = BytesMut::new();
+        for event in self.events() {
+            match event {
+                Event::Body { data, .. } => bodies.push(data.clone()),
+                Event::Chunk { data, last, .. } => {
+                    if !last {
+                        chunked.extend_from_slice(data);
+                    } else if chunked.is_empty() {
+                        bodies.push(data.clone());
+                    } else {
+                        chunked.extend_from_slice(data);
+                        bodies.push(chunked.split().freeze());
+                    }
+                }
+                Event::Command { line, .. } if ends_chunked_message(line) => chunked.clear(),
+                _ => {}
+            }
+        }
+        bodies
+    }
+
+    /// Each complete `BDAT` chunk's octets and whether it was the `LAST` one, in
+    /// order.
+    pub fn chunks(&self) -> Vec<(Bytes, bool)> {
         self.events()
             .filter_map(|event| match event {
-                Event::Body { data, .. } => Some(data.clone()),
+                Event::Chunk { data, last, .. } => Some((data.clone(), *last)),
                 _ => None,
             })
             .collect()
@@ -258,12 +311,15 @@ impl ConnectionRecord {
     }
 
     /// Whether any part of a mail transaction (a `MAIL`, `RCPT`, `DATA` or `BDAT`
-    /// line, or message data) arrived outside TLS, including lines sent after
+    /// line, message data or a chunk) arrived outside TLS, including lines sent after
     /// `STARTTLS` before the handshake and lines the peer left unanswered.
     pub fn mail_in_clear(&self) -> bool {
         self.events().any(|event| match event {
             Event::Command { line, tls, .. } => !tls && Verb::of_line(line).is_transaction(),
-            Event::Body { tls, .. } | Event::PartialBody { tls, .. } => !tls,
+            Event::Body { tls, .. }
+            | Event::PartialBody { tls, .. }
+            | Event::Chunk { tls, .. }
+            | Event::PartialChunk { tls, .. } => !tls,
             Event::PlaintextAfterStartTls(bytes) => has_transaction_line(bytes),
             Event::Unanswered { bytes, tls } => !tls && has_transaction_line(bytes),
             _ => false,
@@ -303,6 +359,12 @@ impl ConnectionRecord {
     fn events(&self) -> impl Iterator<Item = &Event> {
         self.events.iter().map(|timed| &timed.event)
     }
+}
+
+/// Whether a command abandons a message whose chunks came without `LAST`
+/// (RFC 3030 section 2: `RSET` clears the transaction; a new `MAIL` starts one).
+pub(crate) fn ends_chunked_message(line: &[u8]) -> bool {
+    matches!(Verb::of_line(line), Verb::Rset | Verb::Mail)
 }
 
 fn text_line(line: &[u8]) -> String {

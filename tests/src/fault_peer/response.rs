@@ -86,6 +86,8 @@ impl Response {
     /// | `MAIL`, `RCPT`, `RSET`, `NOOP` | `250` |
     /// | `DATA` | `354` |
     /// | end of message data | `250` |
+    /// | `BDAT`, once its chunk arrived | `250` |
+    /// | `BDAT` without CHUNKING advertised | `502`, like any unknown command |
     /// | `QUIT` | `221` |
     /// | `STARTTLS` | `220`; `454` without TLS configured; `503` inside TLS |
     /// | `VRFY` | `252` |
@@ -206,6 +208,12 @@ pub(crate) enum Occasion {
     Banner,
     Command(Verb),
     EndOfData(u32),
+    /// The `BDAT` chunk of `size` octets of the `message`-th message arrived.
+    Chunk {
+        message: u32,
+        last: bool,
+        size: usize,
+    },
     Idle,
 }
 

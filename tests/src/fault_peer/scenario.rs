@@ -2,7 +2,7 @@
 //!
 //! A [`Scenario`] defines what the peer sends as its banner, how it replies to each
 //! command (by verb, with overrides for the n-th occurrence on a connection), what it
-//! does while message data arrives, and when it goes idle. Every answer is a
+//! does while message data or `BDAT` chunks arrive, and when it goes idle. Every answer is a
 //! [`Response`]: what to write, how long to wait first, and what to do after
 //! ([`After`]). Unscripted commands get the answer of a plain, permissive server
 //! (see [`Response::standard`]); the peer does not check command order.
@@ -21,9 +21,15 @@ use super::response::{Close, Occasion, Response};
 /// A fault while message data arrives: once at least `after_bytes` bytes of a
 /// message's data (end-of-data mark included) have arrived, close the way `close` names,
 /// without replying to the data.
+///
+/// With `BDAT` (RFC 3030) the bytes counted are the octets of the message's chunks,
+/// from its first chunk on; the peer takes no more than a chunk's size as its data.
+/// So `after_bytes` equal to the size of a single `LAST` chunk closes once the whole
+/// chunk arrived, before the reply to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MidData {
-    /// Data bytes to wait for; 0 closes right after the `354`.
+    /// Data bytes to wait for; 0 closes right after the `354`, or right after the
+    /// first `BDAT` line of a message.
     pub after_bytes: usize,
     /// How to close.
     pub close: Close,
@@ -102,7 +108,8 @@ impl Scenario {
             .unwrap_or_else(Response::standard)
     }
 
-    /// The response to the end of the `message`-th (1-based) message's data.
+    /// The response to the end of the `message`-th (1-based) message's data sent
+    /// with `DATA`. A `BDAT` chunk gets [`Scenario::response_to`] for [`Verb::Bdat`].
     pub fn response_to_end_of_data(&self, message: u32) -> Response {
         self.end_of_data
             .get(message)
@@ -110,7 +117,9 @@ impl Scenario {
             .unwrap_or_else(Response::standard)
     }
 
-    /// The fault, if any, while the `message`-th (1-based) message's data arrives.
+    /// The fault, if any, while the `message`-th (1-based) message's data arrives,
+    /// after `DATA` or in `BDAT` chunks. Messages are counted in the order their data
+    /// started on the connection, whichever way it came.
     pub fn mid_data(&self, message: u32) -> Option<MidData> {
         self.mid_data.get(message).map(|named| named.fault)
     }
@@ -119,6 +128,17 @@ impl Scenario {
     /// was set with [`ScenarioBuilder::mid_data_fault_nth`].
     pub fn mid_data_fault_name(&self, message: u32) -> Option<&'static str> {
         self.mid_data.get(message).and_then(|named| named.name)
+    }
+
+    /// Whether the `EHLO` reply in force advertises CHUNKING, so a `BDAT` line is
+    /// followed by chunk data.
+    pub fn offers_chunking(&self, tls_active: bool) -> bool {
+        let capabilities = if tls_active {
+            &self.capabilities_after_tls
+        } else {
+            &self.capabilities
+        };
+        capabilities.offers_chunking()
     }
 }
 
@@ -138,6 +158,7 @@ pub struct ScenarioBuilder {
     implicit_tls: bool,
     capabilities: Option<Capabilities>,
     capabilities_after_tls: Option<Capabilities>,
+    chunking: bool,
     commands: HashMap<Verb, Script<Response>>,
     end_of_data: Script<Response>,
     mid_data: Script<NamedMidData>,
@@ -155,6 +176,7 @@ impl Default for ScenarioBuilder {
             implicit_tls: false,
             capabilities: None,
             capabilities_after_tls: None,
+            chunking: false,
             commands: HashMap::new(),
             end_of_data: Script::default(),
             mid_data: Script::default(),
@@ -213,6 +235,18 @@ impl ScenarioBuilder {
         self
     }
 
+    /// Advertises CHUNKING (RFC 3030) before and after TLS, on top of the
+    /// capabilities set otherwise, so the peer reads the chunk after each `BDAT`
+    /// line. A `BDAT` whose size is not a decimal number, or whose size is followed
+    /// by anything but `LAST`, gets `501` and no chunk is read. Replies to the
+    /// others come from the script for [`Verb::Bdat`]; unscripted, `250`. For
+    /// CHUNKING on one side of TLS only, use [`Capabilities::chunking`] instead.
+    #[must_use]
+    pub fn chunking(mut self) -> Self {
+        self.chunking = true;
+        self
+    }
+
     /// Answers every `verb` command with `response`.
     #[must_use]
     pub fn on(mut self, verb: Verb, response: Response) -> Self {
@@ -231,7 +265,7 @@ impl ScenarioBuilder {
         self
     }
 
-    /// Answers the end of every message's data with `response`.
+    /// Answers the end of every message's data sent with `DATA` with `response`.
     #[must_use]
     pub fn on_end_of_data(mut self, response: Response) -> Self {
         self.end_of_data.set(None, response);
@@ -246,7 +280,8 @@ impl ScenarioBuilder {
         self
     }
 
-    /// Applies `fault` while every message's data arrives.
+    /// Applies `fault` while every message's data arrives (see [`MidData`] for
+    /// `BDAT`).
     #[must_use]
     pub fn mid_data(mut self, fault: MidData) -> Self {
         self.mid_data.set(None, NamedMidData { fault, name: None });
@@ -300,12 +335,16 @@ impl ScenarioBuilder {
 
     /// The scenario.
     pub fn build(self) -> Scenario {
-        let capabilities = self
+        let mut capabilities = self
             .capabilities
             .unwrap_or_else(|| Capabilities::new().starttls(self.tls.is_some()));
-        let capabilities_after_tls = self
+        let mut capabilities_after_tls = self
             .capabilities_after_tls
             .unwrap_or_else(|| capabilities.clone().starttls(false));
+        if self.chunking {
+            capabilities = capabilities.chunking(true);
+            capabilities_after_tls = capabilities_after_tls.chunking(true);
+        }
         Scenario {
             hostname: self.hostname,
             banner: self.banner,
@@ -330,7 +369,15 @@ impl Scenario {
         let text = match occasion {
             Occasion::Banner => format!("220 {host} ESMTP ec fault peer"),
             Occasion::Idle => format!("421 4.4.2 {host} Error: timeout exceeded"),
-            Occasion::EndOfData(n) => format!("250 2.0.0 Ok: queued as FP{n}"),
+            Occasion::EndOfData(n)
+            | Occasion::Chunk {
+                message: n,
+                last: true,
+                ..
+            } => {
+                format!("250 2.0.0 Ok: queued as FP{n}")
+            }
+            Occasion::Chunk { size, .. } => format!("250 2.0.0 Ok: {size} octets received"),
             Occasion::Command(verb) => match verb {
                 Verb::Helo => format!("250 {host}"),
                 Verb::Ehlo => return self.ehlo_reply(tls_active),

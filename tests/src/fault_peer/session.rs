@@ -4,8 +4,9 @@
 //! the bytes the client sent, so pipelined commands get their replies in order. For
 //! each command it looks up the response in the scenario, writes it and does what
 //! follows it. After a `354` to `DATA` it reads message data up to the end-of-data
-//! mark. Whatever it does, the connection ends within the scenario's connection
-//! timeout.
+//! mark. While it advertises CHUNKING, it reads the octets a `BDAT` line announces
+//! before it answers that line (RFC 3030). Whatever it does, the connection ends
+//! within the scenario's connection timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::command::{Input, Verb};
-use super::record::{ClientEnd, ConnectionLog, Event, TcpEnd};
+use super::command::{Bdat, Input, Verb};
+use super::record::{ends_chunked_message, ClientEnd, ConnectionLog, Event, TcpEnd};
 use super::response::{After, Close, Occasion, Payload, Response};
 use super::scenario::Scenario;
 use super::tls;
@@ -34,6 +35,10 @@ const STREAM_CHUNK: usize = 64 * 1024;
 /// the record follow segments, not the buffer's growth.
 const READ_SPACE: usize = 64 * 1024;
 
+/// The reply to a `BDAT` line whose arguments do not parse. The peer cannot know
+/// how many octets follow, so it reads on for commands.
+const BAD_BDAT: &str = "501 5.5.4 Syntax: BDAT <chunk-size> [LAST]";
+
 /// Plays `scenario` on `tcp` and marks the record finished when done.
 pub(crate) async fn run(tcp: TcpStream, scenario: Arc<Scenario>, mut log: ConnectionLog) {
     if let Err(error) = tcp.set_nodelay(true) {
@@ -48,6 +53,7 @@ pub(crate) async fn run(tcp: TcpStream, scenario: Arc<Scenario>, mut log: Connec
         log: &log,
         occurrences: HashMap::new(),
         messages: 0,
+        chunked: None,
         idle_fired: false,
     };
     if tokio::time::timeout(limit, session.play()).await.is_err() {
@@ -74,6 +80,15 @@ enum Next {
     Stop,
 }
 
+/// A message whose data is arriving in `BDAT` chunks, until its `LAST` one.
+#[derive(Debug, Clone, Copy)]
+struct ChunkedMessage {
+    /// Its number among the messages on the connection (1-based).
+    number: u32,
+    /// Octets of its chunks received so far.
+    octets: usize,
+}
+
 /// What the first byte after a `220` to `STARTTLS` shows.
 #[derive(Debug)]
 enum FirstByte {
@@ -89,8 +104,11 @@ struct Session<'a> {
     log: &'a ConnectionLog,
     /// Commands seen so far on this connection, by verb.
     occurrences: HashMap<Verb, u32>,
-    /// Messages whose data started so far on this connection.
+    /// Messages whose data started so far on this connection, after `DATA` or in
+    /// `BDAT` chunks.
     messages: u32,
+    /// The message whose chunks came without `LAST` so far, if any.
+    chunked: Option<ChunkedMessage>,
     idle_fired: bool,
 }
 
@@ -154,16 +172,102 @@ impl Session<'_> {
 
     async fn command(&mut self, line: Bytes, read: u64) -> Flow {
         let verb = Verb::of_line(&line);
+        let tls = self.transport.is_tls();
+        if ends_chunked_message(&line) {
+            self.chunked = None;
+        }
         self.log.push(Event::Command {
-            line,
-            tls: self.transport.is_tls(),
+            line: line.clone(),
+            tls,
             read,
         });
 
         let occurrence = self.occurrences.entry(verb.clone()).or_default();
         *occurrence += 1;
-        let response = self.scenario.response_to(&verb, *occurrence);
+        let occurrence = *occurrence;
+        if verb == Verb::Bdat && self.scenario.offers_chunking(tls) {
+            return self.bdat(&line, read, occurrence).await;
+        }
+        let response = self.scenario.response_to(&verb, occurrence);
         self.answer(&response, &Occasion::Command(verb)).await
+    }
+
+    /// Reads the chunk a `BDAT` line announced, then answers the line as the
+    /// `occurrence`-th `BDAT`. `read` is the read that completed the line.
+    async fn bdat(&mut self, line: &[u8], read: u64, occurrence: u32) -> Flow {
+        let Some(Bdat { size, last }) = Bdat::parse(line) else {
+            let response = Response::reply(BAD_BDAT);
+            return self.answer(&response, &Occasion::Command(Verb::Bdat)).await;
+        };
+        let message = self.chunked.unwrap_or_else(|| {
+            self.messages += 1;
+            ChunkedMessage {
+                number: self.messages,
+                octets: 0,
+            }
+        });
+        if !self.chunk_data(message, size, last, read).await {
+            return Flow::Stop;
+        }
+
+        self.chunked = (!last).then_some(ChunkedMessage {
+            number: message.number,
+            octets: message.octets + size,
+        });
+        let response = self.scenario.response_to(&Verb::Bdat, occurrence);
+        let occasion = Occasion::Chunk {
+            message: message.number,
+            last,
+            size,
+        };
+        self.answer(&response, &occasion).await
+    }
+
+    /// Waits for the `size` octets of a chunk of `message` and records them,
+    /// applying the message's mid-data fault. `line_read` is the read that
+    /// completed the `BDAT` line. Returns `false` when the fault struck or the
+    /// client left first.
+    async fn chunk_data(
+        &mut self,
+        message: ChunkedMessage,
+        size: usize,
+        last: bool,
+        line_read: u64,
+    ) -> bool {
+        let fault = self.scenario.mid_data(message.number);
+
+        loop {
+            let held = self.input.len().min(size);
+            let struck = fault.filter(|fault| message.octets + held >= fault.after_bytes);
+            if let Some(fault) = struck {
+                if let Some(name) = self.scenario.mid_data_fault_name(message.number) {
+                    self.log.push(Event::FaultInjected(name));
+                }
+                let (data, _) = self.input.take_up_to(size);
+                self.log.push(Event::PartialChunk {
+                    data,
+                    tls: self.transport.is_tls(),
+                });
+                self.close(fault.close).await;
+                return false;
+            }
+            if held == size {
+                let (data, read) = self.input.take_up_to(size);
+                self.log.push(Event::Chunk {
+                    data,
+                    last,
+                    tls: self.transport.is_tls(),
+                    read: read.unwrap_or(line_read),
+                });
+                return true;
+            }
+
+            let outcome = self.read().await;
+            if !matches!(outcome, ReadOutcome::Data(_)) {
+                self.client_left(outcome).await;
+                return false;
+            }
+        }
     }
 
     /// Reads one message's data (applying a mid-data fault) and replies to its end.

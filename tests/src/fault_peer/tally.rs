@@ -48,15 +48,23 @@ pub struct Tally {
     pub unknown_commands: u64,
     /// Command lines ended by a bare LF rather than CRLF.
     pub bare_lf_commands: u64,
-    /// Complete message bodies received.
+    /// Complete message bodies received: the data after each `DATA`, and each
+    /// `LAST` chunk of `BDAT` (RFC 3030).
     pub bodies: u64,
-    /// Their bytes, dot-stuffing included.
+    /// Bytes of the data after `DATA`, dot-stuffing included, and of every
+    /// complete `BDAT` chunk.
     pub body_bytes: u64,
-    /// Message data (complete or cut short) holding a CR or LF that is not
-    /// part of a CRLF pair: a line ending RFC 5321 section 2.3.8 forbids.
+    /// Complete `BDAT` chunks received, `LAST` or not.
+    pub chunks: u64,
+    /// Message data or chunks (complete or cut short) holding a CR or LF that is
+    /// not part of a CRLF pair: a line ending RFC 5321 section 2.3.8 forbids. A
+    /// chunk may end with the CR of a pair whose LF starts the next chunk, so a
+    /// CR last in a chunk that is not `LAST` and an LF first in any chunk count
+    /// as paired.
     pub bare_line_ends: u64,
-    /// Message data holding a line that starts with one `.` only: a line the
-    /// client failed to dot-stuff (RFC 5321 section 4.5.2).
+    /// Message data after `DATA` holding a line that starts with one `.` only: a
+    /// line the client failed to dot-stuff (RFC 5321 section 4.5.2). Chunks are
+    /// never dot-stuffed, so they are not checked.
     pub unstuffed_dots: u64,
     /// Connections the client did not close before the peer gave up on
     /// them (drain or connection timeout), or that the peer's task lost.
@@ -100,6 +108,13 @@ impl Tally {
                 self.check_data(data, true)
             }
             Event::PartialBody { data, .. } => self.check_data(before_end_mark(data), false),
+            Event::Chunk { data, last, .. } => {
+                self.chunks += 1;
+                self.bodies += u64::from(*last);
+                self.body_bytes += data.len() as u64;
+                self.check_chunk(data, *last)
+            }
+            Event::PartialChunk { data, .. } => self.check_chunk(data, false),
             _ => false,
         }
     }
@@ -130,6 +145,17 @@ impl Tally {
         self.unstuffed_dots += u64::from(unstuffed);
         bare || unstuffed
     }
+
+    /// Counts forbidden line endings in chunk octets; returns whether there
+    /// were any. A line may end across two chunks (see
+    /// [`Tally::bare_line_ends`]); `complete` is false for a chunk followed by
+    /// more.
+    fn check_chunk(&mut self, data: &[u8], complete: bool) -> bool {
+        let data = data.strip_prefix(b"\n").unwrap_or(data);
+        let bare = bare_line_end(data, complete);
+        self.bare_line_ends += u64::from(bare);
+        bare
+    }
 }
 
 /// Whether a [`Retention::Tally`] record can drop `event` once it is
@@ -141,6 +167,8 @@ pub(crate) fn is_bulk(event: &Event) -> bool {
         Event::Command { .. }
             | Event::Body { .. }
             | Event::PartialBody { .. }
+            | Event::Chunk { .. }
+            | Event::PartialChunk { .. }
             | Event::Sent { .. }
             | Event::Streamed { .. }
             | Event::Unanswered { .. }
