@@ -32,15 +32,15 @@ impl Capabilities {
 
     /// Whether to advertise CHUNKING (RFC 3030). While the capabilities in force
     /// advertise it, the peer reads the octets that follow a `BDAT` line as chunk
-    /// data; otherwise it answers `BDAT` like any other command and reads on for
-    /// commands, as a server without CHUNKING would.
+    /// data. Otherwise it replies to `BDAT` as to an unknown command and reads what
+    /// follows as commands, as a server without CHUNKING would.
     #[must_use]
     pub fn chunking(mut self, on: bool) -> Self {
         self.chunking = on;
         self
     }
 
-    /// Whether CHUNKING is advertised.
+    /// Returns whether CHUNKING is advertised.
     pub fn offers_chunking(&self) -> bool {
         self.chunking
     }

@@ -1,6 +1,6 @@
 //! Proves the peer's CHUNKING (RFC 3030): a raw client sends `BDAT` lines and
 //! chunks the way a test needs, checks the replies on the wire, and checks that
-//! the record holds exactly the octets sent. A failure here is a bug in the peer.
+//! the record contains exactly the octets sent. A failure here is a bug in the peer.
 
 use std::time::Duration;
 
@@ -163,7 +163,8 @@ async fn pipelined_chunk_recorded_exactly() -> TestResult {
 
     let tally = peer.tally();
     assert_eq!(tally.unknown_commands, 0, "chunk octets read as commands");
-    assert_eq!((tally.bodies, tally.chunks), (1, 1));
+    assert_eq!(tally.bodies, 1);
+    assert_eq!(tally.chunks, 1);
     assert_eq!(tally.body_bytes, CHUNK.len() as u64);
     assert_eq!(tally.unstuffed_dots, 0, "chunks are not dot-stuffed");
     assert_eq!(tally.bare_line_ends, 0);
@@ -204,7 +205,8 @@ async fn chunks_join_into_one_body() -> TestResult {
     );
     assert_eq!(record.bodies(), [&b"abc\r\nd\ne"[..], b"second"]);
     let tally = peer.tally();
-    assert_eq!((tally.bodies, tally.chunks), (2, 4));
+    assert_eq!(tally.bodies, 2);
+    assert_eq!(tally.chunks, 4);
     assert_eq!(
         tally.bare_line_ends, 1,
         "the CRLF split between chunks is a pair; the LF before e is bare"

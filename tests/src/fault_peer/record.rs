@@ -233,9 +233,9 @@ impl ConnectionRecord {
             .collect()
     }
 
-    /// Each complete message's data, as received, in order. After `DATA` that is
-    /// the dot-stuffed data before the end-of-data mark ([`Event::Body`]); with
-    /// `BDAT` it is the message's chunks joined, up to and including the `LAST`
+    /// Returns each complete message's data, as received, in order. After `DATA`
+    /// that is the dot-stuffed data before the end-of-data mark ([`Event::Body`]).
+    /// With `BDAT` it is the message's chunks joined up to and including the `LAST`
     /// one ([`Event::Chunk`]), never dot-stuffed. Chunks followed by `RSET` or
     /// `MAIL` before a `LAST` one belong to no message.
     pub fn bodies(&self) -> Vec<Bytes> {
@@ -261,8 +261,8 @@ impl ConnectionRecord {
         bodies
     }
 
-    /// Each complete `BDAT` chunk's octets and whether it was the `LAST` one, in
-    /// order.
+    /// Returns each complete `BDAT` chunk's octets and whether it was the `LAST`
+    /// one, in order.
     pub fn chunks(&self) -> Vec<(Bytes, bool)> {
         self.events()
             .filter_map(|event| match event {
@@ -361,8 +361,9 @@ impl ConnectionRecord {
     }
 }
 
-/// Whether a command abandons a message whose chunks came without `LAST`
-/// (RFC 3030 section 2: `RSET` clears the transaction; a new `MAIL` starts one).
+/// Returns whether a command line abandons a message whose chunks came without
+/// `LAST`: `RSET` clears the transaction (RFC 3030 section 2), and `MAIL` starts
+/// a new one.
 pub(crate) fn ends_chunked_message(line: &[u8]) -> bool {
     matches!(Verb::of_line(line), Verb::Rset | Verb::Mail)
 }

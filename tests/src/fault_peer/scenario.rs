@@ -23,8 +23,8 @@ use super::response::{Close, Occasion, Response};
 /// without replying to the data.
 ///
 /// With `BDAT` (RFC 3030) the bytes counted are the octets of the message's chunks,
-/// from its first chunk on; the peer takes no more than a chunk's size as its data.
-/// So `after_bytes` equal to the size of a single `LAST` chunk closes once the whole
+/// from its first chunk on. The peer takes no more than a chunk's size as its data,
+/// so `after_bytes` equal to the size of a single `LAST` chunk closes once the whole
 /// chunk arrived, before the reply to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MidData {
@@ -130,8 +130,8 @@ impl Scenario {
         self.mid_data.get(message).and_then(|named| named.name)
     }
 
-    /// Whether the `EHLO` reply in force advertises CHUNKING, so a `BDAT` line is
-    /// followed by chunk data.
+    /// Returns whether the `EHLO` reply in force advertises CHUNKING, so that a
+    /// `BDAT` line is followed by chunk data.
     pub fn offers_chunking(&self, tls_active: bool) -> bool {
         let capabilities = if tls_active {
             &self.capabilities_after_tls
@@ -265,7 +265,7 @@ impl ScenarioBuilder {
         self
     }
 
-    /// Answers the end of every message's data sent with `DATA` with `response`.
+    /// Replies with `response` to the end of every message's data sent with `DATA`.
     #[must_use]
     pub fn on_end_of_data(mut self, response: Response) -> Self {
         self.end_of_data.set(None, response);

@@ -5,7 +5,7 @@
 //! each command it looks up the response in the scenario, writes it and does what
 //! follows it. After a `354` to `DATA` it reads message data up to the end-of-data
 //! mark. While it advertises CHUNKING, it reads the octets a `BDAT` line announces
-//! before it answers that line (RFC 3030). Whatever it does, the connection ends
+//! before it replies to that line (RFC 3030). Whatever it does, the connection ends
 //! within the scenario's connection timeout.
 
 use std::collections::HashMap;
@@ -192,8 +192,9 @@ impl Session<'_> {
         self.answer(&response, &Occasion::Command(verb)).await
     }
 
-    /// Reads the chunk a `BDAT` line announced, then answers the line as the
-    /// `occurrence`-th `BDAT`. `read` is the read that completed the line.
+    /// Reads the chunk a `BDAT` line announced, then replies with the script's
+    /// response to the `occurrence`-th `BDAT`. `read` is the read that completed
+    /// the line.
     async fn bdat(&mut self, line: &[u8], read: u64, occurrence: u32) -> Flow {
         let Some(Bdat { size, last }) = Bdat::parse(line) else {
             let response = Response::reply(BAD_BDAT);
@@ -237,8 +238,8 @@ impl Session<'_> {
         let fault = self.scenario.mid_data(message.number);
 
         loop {
-            let held = self.input.len().min(size);
-            let struck = fault.filter(|fault| message.octets + held >= fault.after_bytes);
+            let arrived = self.input.len().min(size);
+            let struck = fault.filter(|fault| message.octets + arrived >= fault.after_bytes);
             if let Some(fault) = struck {
                 if let Some(name) = self.scenario.mid_data_fault_name(message.number) {
                     self.log.push(Event::FaultInjected(name));
@@ -251,7 +252,7 @@ impl Session<'_> {
                 self.close(fault.close).await;
                 return false;
             }
-            if held == size {
+            if arrived == size {
                 let (data, read) = self.input.take_up_to(size);
                 self.log.push(Event::Chunk {
                     data,
