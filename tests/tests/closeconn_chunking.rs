@@ -468,3 +468,35 @@ fn chunking_off_uses_data() {
     assert!(records[0].chunks().is_empty());
     assert_eq!(records[0].bodies(), [STUFFED_BODY]);
 }
+
+#[test]
+fn refused_rcpt_then_reset_is_not_unknown() {
+    // The only RCPT is refused, then the peer resets once the chunk is in:
+    // the server cannot have the message, so it must not be "delivery
+    // unknown". The transaction ended without a final reply, so the
+    // message is deferred as for any connection lost mid-transaction.
+    let scenario = chunking()
+        .on(Verb::Rcpt, Response::reply("550 5.1.1 No such user"))
+        .mid_data(MidData {
+            after_bytes: BODY.len(),
+            close: Close::Reset,
+        })
+        .build();
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+
+    let result = Run::new(fault_config(DOMAIN, peer.addr()))
+        .submit(message(1, BODY))
+        .until(Until::EveryRecipientRecorded)
+        .limit(Duration::from_secs(10))
+        .run();
+
+    // The run's end then records the still deferred message as unsent.
+    assert_eq!(
+        result.outcomes_of(1),
+        ["deferred", "unsent"],
+        "{:#?}",
+        result.records
+    );
+    let stats = result.stats.as_ref().expect("stats");
+    assert_eq!(stats.ledger.delivery_unknown, 0);
+}

@@ -214,3 +214,44 @@ fn data_when_chunking_is_off() {
     s.start(transaction(&["a@example.com"], "x"));
     s.expect_sent("MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n");
 }
+
+#[test]
+fn eof_after_every_rcpt_refused_is_known() {
+    let mut s = Session::ready(CHUNKING);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.poll_transmit().expect("a write");
+    s.client.handle_transmitted(s.now);
+    s.server("250 ok\r\n550 5.1.1 unknown\r\n");
+    s.recipient_reply(0);
+    assert!(
+        !s.client.delivery_unknown_pending(),
+        "no recipient can take the chunk"
+    );
+
+    s.client.handle_eof(s.now);
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Aborted {
+            delivery_unknown: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn eof_after_mail_refused_is_known() {
+    let mut s = Session::ready(CHUNKING);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.poll_transmit().expect("a write");
+    s.client.handle_transmitted(s.now);
+    s.server("550 5.7.1 sender refused\r\n");
+
+    s.client.handle_eof(s.now);
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Aborted {
+            delivery_unknown: false,
+            ..
+        }
+    ));
+}

@@ -32,7 +32,9 @@ pub struct Capabilities {
     pub smtputf8: bool,
     /// RFC 2034 ENHANCEDSTATUSCODES.
     pub enhanced_status_codes: bool,
-    /// RFC 3030 CHUNKING (BDAT). Recorded only; the client sends DATA.
+    /// RFC 3030 CHUNKING (BDAT). With PIPELINING too, the client sends each
+    /// message as one `BDAT LAST` chunk unless its configuration turns
+    /// chunking off.
     pub chunking: bool,
     /// RFC 3461 DSN. Recorded only; the client sends no DSN parameters.
     pub dsn: bool,

@@ -41,6 +41,7 @@ impl Client {
                 // The RCPT and DATA replies of the group are still coming;
                 // read them before the session is idle again.
                 in_flight.mail_rejected = Some(reply);
+                self.undeliverable = true;
                 Ok(State::ExpectRcpt(in_flight))
             }
             _ => Ok(self.finish(TransactionEnd::MailRejected { reply })),
@@ -69,6 +70,9 @@ impl Client {
         if in_flight.next_rcpt < in_flight.recipients {
             self.send_next(&mut in_flight);
             return Ok(State::ExpectRcpt(in_flight));
+        }
+        if in_flight.accepted == 0 {
+            self.undeliverable = true;
         }
         if in_flight.chunked {
             return Ok(State::ExpectDataReply(in_flight));
@@ -175,6 +179,7 @@ impl Client {
         tracing::debug!(?end, "transaction finished");
         self.events.push_back(ClientEvent::TransactionFinished(end));
         self.data_handed_out = false;
+        self.undeliverable = false;
         State::Ready
     }
 }

@@ -134,6 +134,10 @@ pub struct Client {
     /// The message data of the current transaction has been handed to the
     /// driver, so it may have reached the server.
     data_handed_out: bool,
+    /// No recipient of the current transaction can get the message: MAIL
+    /// or every RCPT was rejected. Data already handed out (a BDAT chunk
+    /// goes with the commands) then cannot have been delivered.
+    undeliverable: bool,
 }
 
 /// One buffer to write.
@@ -223,6 +227,7 @@ impl Client {
             tls: false,
             transactions: 0,
             data_handed_out: false,
+            undeliverable: false,
         };
         client.enter(State::ExpectBanner, now);
         Ok(client)
@@ -372,6 +377,7 @@ impl Client {
 
         self.transactions += 1;
         self.data_handed_out = false;
+        self.undeliverable = false;
         self.queue_parts(prepared.first_transmit, prepared.first_is_data);
         let in_flight = Box::new(prepared.in_flight);
         let next = if rset {
@@ -468,7 +474,13 @@ impl Client {
     /// the start of a chunked transaction.
     pub fn delivery_unknown_pending(&self) -> bool {
         // A lone dot is queued as a command, so it never sets the flag.
-        self.state().in_transaction() && self.data_handed_out
+        self.state().in_transaction() && self.data_may_be_delivered()
+    }
+
+    /// Whether the current transaction's data reached the driver while a
+    /// recipient could still take it.
+    fn data_may_be_delivered(&self) -> bool {
+        self.data_handed_out && !self.undeliverable
     }
 
     /// Returns the capabilities from the last EHLO or HELO reply. They are
@@ -591,7 +603,7 @@ impl Client {
             // A 421 in reply to the final dot is a final reply: the server
             // did not take the message.
             let answered = matches!(error, ClientError::ServiceClosing(_));
-            let delivery_unknown = self.data_handed_out && !answered;
+            let delivery_unknown = self.data_may_be_delivered() && !answered;
             let end = TransactionEnd::Aborted {
                 error: error.clone(),
                 delivery_unknown,
@@ -626,6 +638,7 @@ impl Client {
         self.deadline = None;
         self.transmits.clear();
         self.data_handed_out = false;
+        self.undeliverable = false;
     }
 
     /// Moves to `state` and starts its timer.
