@@ -187,6 +187,12 @@ pub struct DemoArgs {
     #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: u32,
+
+    /// Write the delivery log (JSON Lines, one record per recipient) to
+    /// this file and keep it. Without it the log goes to a temporary file
+    /// that the demo prints one record of and then removes.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
 }
 
 /// Options of `ec sink`.

@@ -172,7 +172,10 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
         server_name: Some("localhost".to_owned()),
     });
 
-    let log_path = std::env::temp_dir().join(format!("ec-demo-{}.jsonl", std::process::id()));
+    let keep_log = args.log.is_some();
+    let log_path = args.log.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("ec-demo-{}.jsonl", std::process::id()))
+    });
     let log = DeliveryLogWriter::open(&log_path)?;
     let exporter = Exporter::install(ExporterConfig::without_listener())?;
     let stop = signals::stop_flag()?;
@@ -213,8 +216,26 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     for line in lines {
         println!("  {line}");
     }
-    println!("delivery log: {}", log_path.display());
+    if keep_log {
+        println!("delivery log: {}", log_path.display());
+    } else {
+        print_sample_record(&log_path);
+        if let Err(error) = std::fs::remove_file(&log_path) {
+            eprintln!("ec demo: could not remove {}: {error}", log_path.display());
+        }
+    }
     Ok(totals.exit_status())
+}
+
+/// Prints the first record of the demo's temporary delivery log, and how to
+/// keep the whole log.
+fn print_sample_record(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let records = text.lines().count();
+    println!("delivery log: {records} records, one per recipient (`ec demo --log FILE` keeps them); the first:");
+    if let Some(first) = text.lines().next() {
+        println!("  {first}");
+    }
 }
 
 /// The exposition lines the demo prints: totals of connections and message

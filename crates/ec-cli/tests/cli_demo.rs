@@ -11,11 +11,11 @@ use ec_cli::delivery_log::LogResult;
 
 #[test]
 fn demo_prints_summary_and_log() {
-    // The demo writes its log into the temporary directory, so point that
-    // at one the test owns and removes.
     let temp = temp_dir();
+    let kept = temp.path().join("demo-log.jsonl");
     let output = Command::new(EC)
-        .args(["demo", "--messages", "8"])
+        .args(["demo", "--messages", "8", "--log"])
+        .arg(&kept)
         .env("TMPDIR", temp.path())
         .env_remove("RUST_LOG")
         .output()
@@ -42,7 +42,7 @@ fn demo_prints_summary_and_log() {
         .find_map(|line| line.strip_prefix("delivery log: "))
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("no `delivery log:` line\n{context}"));
-    assert!(log.starts_with(temp.path()), "{}", log.display());
+    assert_eq!(log, kept);
     let records = read_log(&log);
     assert_eq!(records.len(), recipients, "{context}");
     assert!(
@@ -51,4 +51,35 @@ fn demo_prints_summary_and_log() {
             .all(|r| r.result == LogResult::Delivered && r.tls.is_some()),
         "{records:#?}"
     );
+}
+
+#[test]
+fn demo_removes_its_temporary_log() {
+    // Without --log the demo writes its log into the temporary directory,
+    // so point that at one the test owns.
+    let temp = temp_dir();
+    let output = Command::new(EC)
+        .args(["demo"])
+        .env("TMPDIR", temp.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ec demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let context = format!(
+        "--- stdout\n{stdout}--- stderr\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{context}");
+
+    let recipients =
+        ec_cli::samples::demo_messages(0).len() * ec_cli::samples::DEMO_RECIPIENTS.len();
+    let line = format!("delivery log: {recipients} records, one per recipient");
+    assert!(stdout.contains(&line), "{line}\n{context}");
+    assert!(stdout.contains("\"result\":\"delivered\""), "{context}");
+    let left: Vec<_> = std::fs::read_dir(temp.path())
+        .expect("read the temporary directory")
+        .map(|entry| entry.expect("entry").file_name())
+        .filter(|name| name.to_string_lossy().starts_with("ec-demo-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
