@@ -221,7 +221,10 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     } else {
         print_sample_record(&log_path);
         if let Err(error) = std::fs::remove_file(&log_path) {
-            eprintln!("ec demo: could not remove {}: {error}", log_path.display());
+            eprintln!(
+                "ec demo: failed to remove the temporary delivery log {}: {error}",
+                log_path.display()
+            );
         }
     }
     Ok(totals.exit_status())
