@@ -470,11 +470,10 @@ fn chunking_off_uses_data() {
 }
 
 #[test]
-fn refused_rcpt_then_reset_is_not_unknown() {
+fn refused_rcpt_then_reset_fails() {
     // The only RCPT is refused, then the peer resets once the chunk is in:
-    // the server cannot have the message, so it must not be "delivery
-    // unknown". The transaction ended without a final reply, so the
-    // message is deferred as for any connection lost mid-transaction.
+    // the server cannot have the message, so it is not "delivery unknown",
+    // and the recipient fails with the RCPT's reply without a retry.
     let scenario = chunking()
         .on(Verb::Rcpt, Response::reply("550 5.1.1 No such user"))
         .mid_data(MidData {
@@ -486,17 +485,16 @@ fn refused_rcpt_then_reset_is_not_unknown() {
 
     let result = Run::new(fault_config(DOMAIN, peer.addr()))
         .submit(message(1, BODY))
-        .until(Until::EveryRecipientRecorded)
+        .until(Until::EveryRecipientFinal)
         .limit(Duration::from_secs(10))
         .run();
 
-    // The run's end then records the still deferred message as unsent.
-    assert_eq!(
-        result.outcomes_of(1),
-        ["deferred", "unsent"],
-        "{:#?}",
-        result.records
-    );
+    assert_eq!(result.outcomes_of(1), ["failed"], "{:#?}", result.records);
+    let RecipientOutcome::Failed(reply) = &result.records_of(1)[0].outcome else {
+        panic!("not failed: {:#?}", result.records);
+    };
+    assert_eq!(reply.code.as_u16(), 550);
+    assert_eq!(result.opens.len(), 1, "no second attempt");
     let stats = result.stats.as_ref().expect("stats");
     assert_eq!(stats.ledger.delivery_unknown, 0);
 }

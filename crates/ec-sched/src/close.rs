@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use ec_types::{
     AddressMetrics, ClosePlan, CloseReason, ConnectionHandle, ConnectionState, DeliveryConstruct,
-    Event, MessageFate, MessageId, SessionCommand, SessionError, SessionEvent, SessionFailure,
-    SharedMessage,
+    Event, MessageFate, MessageId, RecipientStatus, Reply, SessionCommand, SessionError,
+    SessionEvent, SessionFailure, SharedMessage,
 };
 use tracing::debug;
 
@@ -341,7 +341,24 @@ fn settle_batch(
     };
     Arc::make_mut(&mut message).attempts += 1;
     let id = message.id;
+    if let Some(failure) = failure.filter(|f| !f.refused.is_empty()) {
+        fail_refused(
+            ctx,
+            &mut message,
+            &failure.refused,
+            (binding, &lane.metrics),
+            attempt,
+            now,
+        );
+    }
     let lane = LaneRef { key, record, lane };
+    if message.is_done() {
+        // Every recipient the transaction reached was refused: nothing is
+        // left to retry, and no copy can have been delivered.
+        let fate = ctx.settle(message, lane, attempt, now);
+        fates.insert(0, (id, fate));
+        return (fates, true);
+    }
     let fate = match failure {
         None => ctx.delivery_unknown(message, lane, attempt, now),
         Some(failure) if failure.final_dot_sent => {
@@ -360,6 +377,27 @@ fn settle_batch(
     // The message in transaction goes first: it was the head of the batch.
     fates.insert(0, (id, fate));
     (fates, true)
+}
+
+/// Fails the recipients that the server refused with a 5xx reply to RCPT
+/// before the session failed, each with its own reply.
+fn fail_refused(
+    ctx: &mut FateContext<'_>,
+    message: &mut SharedMessage,
+    refused: &[(usize, Reply)],
+    lane: (ec_types::BindingSlot, &crate::metrics::LaneMetrics),
+    attempt: &Attempt,
+    now: Instant,
+) {
+    let owned = Arc::make_mut(message);
+    let mut statuses: Vec<RecipientStatus> =
+        owned.recipients.iter().map(|r| r.status.clone()).collect();
+    for (index, reply) in refused {
+        if let Some(status) = statuses.get_mut(*index) {
+            *status = RecipientStatus::Failed(reply.clone());
+        }
+    }
+    ctx.apply_statuses(owned, statuses, lane, attempt, now);
 }
 
 fn start_domain_backoff(

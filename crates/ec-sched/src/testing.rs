@@ -416,6 +416,7 @@ impl Harness {
             stage: Stage::NotConnected,
             in_transaction: None,
             final_dot_sent: false,
+            refused: Vec::new(),
         };
         self.event(handle, SessionEvent::Failed(failure));
     }
@@ -494,6 +495,7 @@ impl Harness {
             stage,
             in_transaction,
             final_dot_sent: final_dot_sent && in_transaction.is_some(),
+            refused: Vec::new(),
         };
         self.event(handle, SessionEvent::Failed(failure));
     }
@@ -516,6 +518,7 @@ impl Harness {
             stage,
             in_transaction,
             final_dot_sent: false,
+            refused: Vec::new(),
         };
         self.event(handle, SessionEvent::Failed(failure));
     }

@@ -13,7 +13,7 @@ use ec_sched::{
 use ec_types::{
     BindingSlot, CloseOutcome, ClosePlan, CloseReason, Config, ConnectionHandle, ConnectionState,
     Domain, EngineLimits, Event, MessageFate, RecipientStatus, Reply, ReplyCode, Route,
-    SessionCommand, Settings, Submission,
+    SessionCommand, SessionError, SessionEvent, SessionFailure, Settings, Stage, Submission,
 };
 
 fn config(adjust: impl FnOnce(&mut Config)) -> Config {
@@ -815,5 +815,66 @@ fn close_fates_cover_whole_batch() {
         kinds,
         vec![MessageFate::DeliveryUnknown, MessageFate::Requeued]
     );
+    audit(&harness);
+}
+
+/// Fails the connection's transaction after its dot went unanswered, with
+/// the RCPT refusals given.
+fn lost_after_refusals(
+    harness: &mut Harness,
+    connection: ConnectionHandle,
+    refused: Vec<(usize, Reply)>,
+) {
+    let message = harness.outstanding(connection)[0].id;
+    let failure = SessionFailure {
+        error: SessionError::PeerClosed { stage: Stage::Body },
+        stage: Stage::Body,
+        in_transaction: Some(message),
+        final_dot_sent: true,
+        refused,
+    };
+    harness.event(connection, SessionEvent::Failed(failure));
+}
+
+#[test]
+fn refused_recipient_fails_despite_lost_dot() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    let refusal = Reply::new(code(550), None, "no such user");
+    lost_after_refusals(&mut harness, connection, vec![(1, refusal)]);
+
+    assert_eq!(
+        outcomes_for(&harness, "a@example.com"),
+        vec![RecipientOutcome::DeliveryUnknown]
+    );
+    assert!(matches!(
+        outcomes_for(&harness, "b@example.com").as_slice(),
+        [RecipientOutcome::Failed(reply)] if reply.code.as_u16() == 550
+    ));
+    let ledger = *harness.scheduler().ledger();
+    assert_eq!(ledger.delivery_unknown, 1);
+    assert_eq!(ledger.delayed, 1, "a@ is retried");
+    audit(&harness);
+}
+
+#[test]
+fn all_refused_fails_without_retry() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    let refusal = Reply::new(code(550), None, "no such user");
+    lost_after_refusals(&mut harness, connection, vec![(0, refusal)]);
+
+    assert!(matches!(
+        outcomes_for(&harness, "a@example.com").as_slice(),
+        [RecipientOutcome::Failed(reply)] if reply.code.as_u16() == 550
+    ));
+    let ledger = *harness.scheduler().ledger();
+    assert_eq!(ledger.failed, 1);
+    assert_eq!(ledger.delivery_unknown, 0, "no copy can have arrived");
+    assert_eq!(ledger.delayed + ledger.active, 0, "nothing to retry");
     audit(&harness);
 }

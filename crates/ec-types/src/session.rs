@@ -165,6 +165,11 @@ pub struct SessionFailure {
     /// The final dot of that transaction was sent and its reply is missing:
     /// the message may have been accepted.
     pub final_dot_sent: bool,
+    /// The recipients of that transaction that the server refused with a
+    /// 5xx reply to RCPT before the session failed, by index in the
+    /// message's recipients, with the reply. They fail with it whatever
+    /// becomes of the rest of the message.
+    pub refused: Vec<(usize, Reply)>,
 }
 
 /// How the transport shutdown went.

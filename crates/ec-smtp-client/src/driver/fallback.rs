@@ -92,6 +92,7 @@ mod tests {
             stage: Stage::TlsHandshake,
             in_transaction: None,
             final_dot_sent: false,
+            refused: Vec::new(),
         }
     }
 

@@ -614,11 +614,23 @@ impl<E: EventSink> Session<E> {
     fn fail(&mut self, error: SessionError, stage: Stage) {
         let in_transaction: Option<MessageId> = self.current.as_ref().map(|c| c.message.id);
         let final_dot_sent = in_transaction.is_some() && self.final_dot_sent;
+        let refused = self.current.as_ref().map_or_else(Vec::new, |current| {
+            current
+                .recipient_index
+                .iter()
+                .zip(&current.rcpt_replies)
+                .filter_map(|(&index, reply)| {
+                    let reply = reply.as_ref()?;
+                    reply.is_permanent().then(|| (index, reply.clone()))
+                })
+                .collect()
+        });
         self.events.report(SessionEvent::Failed(SessionFailure {
             error,
             stage,
             in_transaction,
             final_dot_sent,
+            refused,
         }));
     }
 
