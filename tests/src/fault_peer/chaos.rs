@@ -4,9 +4,13 @@
 //!
 //! A connection gets no fault, one, or two, each a [`Fault`] at a random
 //! occurrence of its command (the 2nd `RCPT`, the 3rd message's final dot,
-//! ...). Every fault response is named, so the peer's [`Tally`](super::Tally)
-//! counts the faults a client actually met: a fault scripted for the third
-//! message of a connection that carried two never happens.
+//! ...). About half the connections offer CHUNKING (RFC 3030), and only those
+//! draw the faults around `BDAT` chunks as well; the others draw exactly what
+//! they drew before chunking was added, so an old seed replays their
+//! schedule. Every fault response is named, so the peer's
+//! [`Tally`](super::Tally) counts the faults a client actually met: a fault
+//! scripted for the third message of a connection that carried two never
+//! happens.
 //!
 //! Replaying a seed gives the n-th accepted connection the same scenario. The
 //! client's timing decides which connection carries which message, so a
@@ -31,16 +35,22 @@ use rustls::ServerConfig;
 use super::capabilities::Capabilities;
 use super::command::Verb;
 use super::response::{After, Close, Response};
-use super::scenario::{MidData, Scenario, ScenarioBuilder};
+use super::scenario::{MidData, Scenario, ScenarioBuilder, Transfer};
 use super::source::ScenarioSource;
 
 /// The TLS alert a [`Fault::StartTlsAlert`] sends: `handshake_failure`.
 const HANDSHAKE_FAILURE: u8 = 40;
 
-/// Maximum data bytes a [`Fault::MidDataReset`] waits for before it resets:
-/// fewer than most soak messages hold, so the reset usually strikes before
-/// the final dot.
+/// Maximum data bytes a [`Fault::MidDataReset`], [`Fault::MidChunkReset`] or
+/// [`Fault::MidChunkClose`] waits for before it closes: fewer than most soak
+/// messages hold, so the close usually strikes before the final dot or the
+/// chunk's last octet.
 const MID_DATA_MAX_BYTES: u64 = 32;
+
+/// Mixed into the seed for the CHUNKING draw (the ASCII of "CHUNKING"). That
+/// draw comes from a generator of its own, so adding it left every other draw
+/// of a connection as it was.
+const CHUNKING_STREAM: u64 = 0x4348_554E_4B49_4E47;
 
 /// One fault of the chaos mode. Command faults strike at one occurrence of
 /// their command on a connection; the others strike once per connection.
@@ -104,13 +114,38 @@ pub enum Fault {
     /// TLS only: a TCP close without `close_notify` instead of a reply to
     /// the n-th final dot.
     DotTruncate,
+    /// CHUNKING only: `451` to the n-th `BDAT`, once its chunk arrived.
+    Bdat451,
+    /// CHUNKING only: `554` to the n-th `BDAT`, once its chunk arrived.
+    Bdat554,
+    /// CHUNKING only: `421` to the n-th `BDAT`, once its chunk arrived, then a
+    /// clean close.
+    Bdat421,
+    /// CHUNKING only: TCP reset after up to 32 octets of the n-th message's
+    /// chunks.
+    MidChunkReset,
+    /// CHUNKING only: a clean close after up to 32 octets of the n-th
+    /// message's chunks, without a reply.
+    MidChunkClose,
+    /// CHUNKING only: TCP reset once the n-th `BDAT`'s chunk arrived, instead
+    /// of a reply.
+    BdatReset,
+    /// CHUNKING only: a clean close once the n-th `BDAT`'s chunk arrived,
+    /// instead of a reply.
+    BdatDrop,
+    /// CHUNKING only: no reply to the n-th `BDAT` once its chunk arrived:
+    /// delivery unknown after the timeout.
+    BdatStall,
+    /// CHUNKING and TLS only: a TCP close without `close_notify` instead of a
+    /// reply to the n-th `BDAT`.
+    BdatTruncate,
     /// TLS only: `220` to `STARTTLS`, then a fatal `handshake_failure` alert.
     StartTlsAlert,
 }
 
 impl Fault {
     /// Every fault, in the order of a session.
-    pub const ALL: [Fault; 28] = [
+    pub const ALL: [Fault; 37] = [
         Self::BannerDrop,
         Self::Banner421,
         Self::BannerStall,
@@ -135,6 +170,15 @@ impl Fault {
         Self::DotStall,
         Self::DotDrop,
         Self::DotTruncate,
+        Self::Bdat451,
+        Self::Bdat554,
+        Self::Bdat421,
+        Self::MidChunkReset,
+        Self::MidChunkClose,
+        Self::BdatReset,
+        Self::BdatDrop,
+        Self::BdatStall,
+        Self::BdatTruncate,
         Self::QuitStall,
         Self::QuitDelay,
         Self::QuitDrop,
@@ -173,6 +217,15 @@ impl Fault {
             Self::MailTruncate => "mail_truncate",
             Self::DotTruncate => "dot_truncate",
             Self::StartTlsAlert => "starttls_alert",
+            Self::Bdat451 => "bdat_451",
+            Self::Bdat554 => "bdat_554",
+            Self::Bdat421 => "bdat_421",
+            Self::MidChunkReset => "mid_chunk_reset",
+            Self::MidChunkClose => "mid_chunk_close",
+            Self::BdatReset => "bdat_reset",
+            Self::BdatDrop => "bdat_drop",
+            Self::BdatStall => "bdat_stall",
+            Self::BdatTruncate => "bdat_truncate",
         }
     }
 
@@ -212,6 +265,15 @@ impl Fault {
             Self::MailTruncate => "TLS closed without close_notify at MAIL",
             Self::DotTruncate => "TLS closed without close_notify at the final dot",
             Self::StartTlsAlert => "TLS alert instead of a handshake",
+            Self::Bdat451 => "451 to BDAT",
+            Self::Bdat554 => "554 to BDAT",
+            Self::Bdat421 => "421 to BDAT",
+            Self::MidChunkReset => "TCP reset mid-chunk",
+            Self::MidChunkClose => "close mid-chunk, no reply",
+            Self::BdatReset => "TCP reset instead of a reply to BDAT",
+            Self::BdatDrop => "close instead of a reply to BDAT",
+            Self::BdatStall => "no reply to BDAT",
+            Self::BdatTruncate => "TLS closed without close_notify at BDAT",
         }
     }
 
@@ -219,7 +281,28 @@ impl Fault {
     pub fn needs_tls(self) -> bool {
         matches!(
             self,
-            Self::QuitNoCloseNotify | Self::MailTruncate | Self::DotTruncate | Self::StartTlsAlert
+            Self::QuitNoCloseNotify
+                | Self::MailTruncate
+                | Self::DotTruncate
+                | Self::StartTlsAlert
+                | Self::BdatTruncate
+        )
+    }
+
+    /// Whether the fault strikes only at `BDAT` chunks, and so is drawn only
+    /// on a connection that offers CHUNKING.
+    pub fn needs_chunking(self) -> bool {
+        matches!(
+            self,
+            Self::Bdat451
+                | Self::Bdat554
+                | Self::Bdat421
+                | Self::MidChunkReset
+                | Self::MidChunkClose
+                | Self::BdatReset
+                | Self::BdatDrop
+                | Self::BdatStall
+                | Self::BdatTruncate
         )
     }
 
@@ -245,6 +328,15 @@ impl Fault {
                 | Self::DotDrop
                 | Self::DotTruncate
                 | Self::Rset421
+                | Self::Bdat451
+                | Self::Bdat554
+                | Self::Bdat421
+                | Self::MidChunkReset
+                | Self::MidChunkClose
+                | Self::BdatReset
+                | Self::BdatDrop
+                | Self::BdatStall
+                | Self::BdatTruncate
         )
     }
 }
@@ -256,9 +348,11 @@ pub struct Plan {
     pub tls: bool,
     /// Whether the peer advertises PIPELINING.
     pub pipelining: bool,
+    /// Whether the peer advertises CHUNKING, before and after TLS.
+    pub chunking: bool,
     /// The faults, each with its occurrence (1-based; 1 for once-per-connection
-    /// faults) and, for [`Fault::MidDataReset`], the data bytes before the
-    /// reset in `bytes`.
+    /// faults) and, for the mid-data and mid-chunk faults, the data bytes
+    /// before the close in `bytes`.
     pub faults: Vec<PlannedFault>,
 }
 
@@ -283,6 +377,7 @@ pub struct Chaos {
     tls: Option<Arc<ServerConfig>>,
     tls_share: f64,
     no_pipelining_share: f64,
+    chunking_share: f64,
     max_occurrence: u32,
     quit_delay: Duration,
     idle_after: Duration,
@@ -291,9 +386,9 @@ pub struct Chaos {
 
 impl Chaos {
     /// Creates chaos from `seed`. 30% of connections get a fault, and a
-    /// quarter of those a second one. 10% do without PIPELINING. Command
-    /// faults strike at one of the first 3 occurrences. No connection offers
-    /// TLS until [`Chaos::tls`] is given.
+    /// quarter of those a second one. 10% do without PIPELINING, and half
+    /// offer CHUNKING. Command faults strike at one of the first 3
+    /// occurrences. No connection offers TLS until [`Chaos::tls`] is given.
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
@@ -302,6 +397,7 @@ impl Chaos {
             tls: None,
             tls_share: 0.25,
             no_pipelining_share: 0.1,
+            chunking_share: 0.5,
             max_occurrence: 3,
             quit_delay: Duration::from_millis(100),
             idle_after: Duration::from_millis(200),
@@ -334,6 +430,15 @@ impl Chaos {
     #[must_use]
     pub fn tls_share(mut self, share: f64) -> Self {
         self.tls_share = share;
+        self
+    }
+
+    /// Sets the share of connections (0 to 1) that offer CHUNKING, which also
+    /// enables the faults around `BDAT` chunks there. A client that sends no
+    /// `BDAT` meets none of them. Default 50%.
+    #[must_use]
+    pub fn chunking_share(mut self, share: f64) -> Self {
+        self.chunking_share = share;
         self
     }
 
@@ -372,12 +477,15 @@ impl Chaos {
         let mut rng = SplitMix64::for_connection(self.seed, connection);
         let tls = self.tls.is_some() && rng.chance(self.tls_share);
         let pipelining = !rng.chance(self.no_pipelining_share);
+        let chunking = SplitMix64::for_connection(self.seed ^ CHUNKING_STREAM, connection)
+            .chance(self.chunking_share);
 
         let usable: Vec<Fault> = self
             .faults
             .iter()
             .copied()
             .filter(|fault| tls || !fault.needs_tls())
+            .filter(|fault| chunking || !fault.needs_chunking())
             .collect();
         let mut faults = Vec::new();
         if !usable.is_empty() && rng.chance(self.fault_share) {
@@ -404,6 +512,7 @@ impl Chaos {
         Plan {
             tls,
             pipelining,
+            chunking,
             faults,
         }
     }
@@ -414,6 +523,7 @@ impl Chaos {
         let mut builder = Scenario::builder().capabilities(
             Capabilities::new()
                 .pipelining(plan.pipelining)
+                .chunking(plan.chunking)
                 .starttls(plan.tls),
         );
         if plan.tls {
@@ -455,6 +565,7 @@ impl Chaos {
             Fault::Data554 => builder.on_nth(Verb::Data, n, reply("554 5.6.0")),
             Fault::MidDataReset => builder.mid_data_fault_nth(
                 n,
+                Transfer::Data,
                 MidData {
                     after_bytes: bytes,
                     close: Close::Reset,
@@ -467,6 +578,25 @@ impl Chaos {
             Fault::DotStall => builder.on_end_of_data_nth(n, silence()),
             Fault::DotDrop => builder.on_end_of_data_nth(n, close(Close::Clean)),
             Fault::DotTruncate => builder.on_end_of_data_nth(n, close(Close::WithoutCloseNotify)),
+            Fault::Bdat451 => builder.on_nth(Verb::Bdat, n, reply("451 4.3.0")),
+            Fault::Bdat554 => builder.on_nth(Verb::Bdat, n, reply("554 5.6.0")),
+            Fault::Bdat421 => builder.on_nth(Verb::Bdat, n, reply("421 4.3.2")),
+            Fault::MidChunkReset | Fault::MidChunkClose => {
+                let close = if fault == Fault::MidChunkReset {
+                    Close::Reset
+                } else {
+                    Close::Clean
+                };
+                let mid_chunk = MidData {
+                    after_bytes: bytes,
+                    close,
+                };
+                builder.mid_data_fault_nth(n, Transfer::Chunks, mid_chunk, name)
+            }
+            Fault::BdatReset => builder.on_nth(Verb::Bdat, n, close(Close::Reset)),
+            Fault::BdatDrop => builder.on_nth(Verb::Bdat, n, close(Close::Clean)),
+            Fault::BdatStall => builder.on_nth(Verb::Bdat, n, silence()),
+            Fault::BdatTruncate => builder.on_nth(Verb::Bdat, n, close(Close::WithoutCloseNotify)),
             Fault::Rset421 => builder.on_nth(Verb::Rset, n, reply("421 4.3.2")),
             Fault::QuitStall => builder.on(Verb::Quit, silence()),
             Fault::QuitDelay => builder.on(
@@ -534,6 +664,7 @@ impl SplitMix64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{ConnectionRecord, Event, FaultPeer};
     use super::*;
 
     #[test]
@@ -546,10 +677,82 @@ mod tests {
     #[test]
     fn shares_are_roughly_kept() {
         let chaos = Chaos::new(7);
-        let faulty = (0..10_000)
-            .filter(|&n| !chaos.plan(n).faults.is_empty())
-            .count();
+        let plans: Vec<Plan> = (0..10_000).map(|n| chaos.plan(n)).collect();
+        let faulty = plans.iter().filter(|plan| !plan.faults.is_empty()).count();
         assert!((2_700..3_300).contains(&faulty), "{faulty} of 10000");
+        let chunking = plans.iter().filter(|plan| plan.chunking).count();
+        assert!((4_700..5_300).contains(&chunking), "{chunking} of 10000");
+    }
+
+    #[test]
+    fn chunking_share_is_kept_at_its_ends() {
+        let never = Chaos::new(11).chunking_share(0.0);
+        let always = Chaos::new(11).chunking_share(1.0);
+        assert!((0..1_000).all(|n| !never.plan(n).chunking));
+        assert!((0..1_000).all(|n| always.plan(n).chunking));
+    }
+
+    /// The CHUNKING choice has a generator of its own: a connection that does
+    /// not offer CHUNKING gets the plan it got before chunking existed, and one
+    /// that does keeps its other choices and its number of faults.
+    #[test]
+    fn chunking_draw_leaves_the_other_draws_alone() {
+        for seed in [0, 5, 1_796_454_561_814_156_370] {
+            let chaos = Chaos::new(seed).fault_share(0.6);
+            let without = Chaos::new(seed).fault_share(0.6).chunking_share(0.0);
+            for n in 0..3_000 {
+                let plan = chaos.plan(n);
+                let before = without.plan(n);
+                if plan.chunking {
+                    assert_eq!(plan.tls, before.tls);
+                    assert_eq!(plan.pipelining, before.pipelining);
+                    assert_eq!(plan.faults.len(), before.faults.len());
+                } else {
+                    assert_eq!(plan, before, "seed {seed}, connection {n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_faults_need_chunking() {
+        let chaos = Chaos::new(3).fault_share(1.0);
+        let mut drawn = std::collections::BTreeSet::new();
+        for n in 0..4_000 {
+            let plan = chaos.plan(n);
+            for planned in &plan.faults {
+                if planned.fault.needs_chunking() {
+                    assert!(plan.chunking, "{plan:?}");
+                    drawn.insert(planned.fault);
+                }
+            }
+        }
+        let expected: std::collections::BTreeSet<Fault> = Fault::ALL
+            .into_iter()
+            .filter(|fault| fault.needs_chunking() && !fault.needs_tls())
+            .collect();
+        assert_eq!(drawn, expected, "every plain-text chunk fault is drawn");
+    }
+
+    #[test]
+    fn scenario_offers_chunking_as_planned() {
+        let chaos = Chaos::new(9);
+        let (mut offered, mut withheld) = (0, 0);
+        for n in 0..200 {
+            let plan = chaos.plan(n);
+            let scenario = chaos.scenario(n);
+            assert_eq!(scenario.offers_chunking(false), plan.chunking, "{plan:?}");
+            assert_eq!(scenario.offers_chunking(true), plan.chunking, "{plan:?}");
+            if plan.chunking {
+                offered += 1;
+            } else {
+                withheld += 1;
+            }
+        }
+        assert!(
+            offered > 0 && withheld > 0,
+            "{offered} offered, {withheld} not"
+        );
     }
 
     #[test]
@@ -560,5 +763,199 @@ mod tests {
             assert!(!plan.tls);
             assert!(plan.faults.iter().all(|p| !p.fault.needs_tls()), "{plan:?}");
         }
+    }
+
+    /// The first connection number whose plan has only `fault`, at the first
+    /// occurrence, on a connection that offers CHUNKING and PIPELINING.
+    fn connection_with(chaos: &Chaos, fault: Fault) -> usize {
+        (0..1_000)
+            .find(|&n| {
+                let plan = chaos.plan(n);
+                plan.pipelining
+                    && plan.chunking
+                    && plan.faults.iter().all(|planned| {
+                        planned.fault == fault && planned.occurrence == 1 && planned.bytes > 0
+                    })
+            })
+            .expect("such a plan among the first 1000")
+    }
+
+    fn only(fault: Fault) -> Chaos {
+        Chaos::new(21)
+            .fault_share(1.0)
+            .chunking_share(1.0)
+            .max_occurrence(1)
+            .only(&[fault])
+    }
+
+    /// What [`play`] saw.
+    struct Played {
+        replies: String,
+        /// The peer closed or reset before the client gave up reading.
+        peer_ended: bool,
+        record: ConnectionRecord,
+    }
+
+    /// Plays `wire` (`EHLO` first) against the scenario of `connection`, reads
+    /// until the peer closes or goes quiet for half a second, then closes.
+    async fn play(chaos: &Chaos, connection: usize, wire: &[u8]) -> Played {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let peer = FaultPeer::start(chaos.scenario(connection))
+            .await
+            .expect("peer starts");
+        let mut client = tokio::net::TcpStream::connect(peer.addr())
+            .await
+            .expect("connects");
+        client.write_all(wire).await.expect("writes");
+        let mut replies = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            client.read_to_end(&mut replies),
+        )
+        .await;
+        drop(client);
+        let mut records = peer
+            .wait_for_connections(1, std::time::Duration::from_secs(10))
+            .await
+            .expect("the connection finishes");
+        Played {
+            replies: String::from_utf8_lossy(&replies).into_owned(),
+            peer_ended: read.is_ok(),
+            record: records.remove(0),
+        }
+    }
+
+    const BODY: &[u8] =
+        b"Subject: chaos\r\n\r\nA body longer than the 32 octets a mid-data fault waits for.\r\n";
+
+    fn by_data() -> Vec<u8> {
+        let mut wire =
+            b"EHLO c\r\nMAIL FROM:<a@ec.test>\r\nRCPT TO:<b@ec.test>\r\nDATA\r\n".to_vec();
+        wire.extend_from_slice(BODY);
+        wire.extend_from_slice(b".\r\nQUIT\r\n");
+        wire
+    }
+
+    fn by_bdat() -> Vec<u8> {
+        let mut wire = format!(
+            "EHLO c\r\nMAIL FROM:<a@ec.test>\r\nRCPT TO:<b@ec.test>\r\nBDAT {} LAST\r\n",
+            BODY.len()
+        )
+        .into_bytes();
+        wire.extend_from_slice(BODY);
+        wire.extend_from_slice(b"QUIT\r\n");
+        wire
+    }
+
+    fn faults_of(record: &ConnectionRecord) -> Vec<&'static str> {
+        record
+            .events
+            .iter()
+            .filter_map(|timed| match timed.event {
+                Event::FaultInjected(name) => Some(name),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn chunk_reply_faults_strike_at_bdat() {
+        for (fault, code) in [
+            (Fault::Bdat451, "451 4.3.0 chaos bdat_451"),
+            (Fault::Bdat554, "554 5.6.0 chaos bdat_554"),
+            (Fault::Bdat421, "421 4.3.2 chaos bdat_421"),
+        ] {
+            let chaos = only(fault);
+            let connection = connection_with(&chaos, fault);
+            let Played {
+                replies, record, ..
+            } = play(&chaos, connection, &by_bdat()).await;
+            assert!(replies.contains(code), "{fault:?}: {replies}");
+            assert_eq!(
+                record.bodies(),
+                [BODY],
+                "{fault:?}: the chunk arrived whole"
+            );
+            assert_eq!(faults_of(&record), [fault.name()]);
+        }
+    }
+
+    #[tokio::test]
+    async fn closes_after_the_chunk_send_no_reply() {
+        for (fault, close) in [
+            (Fault::BdatReset, Close::Reset),
+            (Fault::BdatDrop, Close::Clean),
+        ] {
+            let chaos = only(fault);
+            let connection = connection_with(&chaos, fault);
+            let Played {
+                replies,
+                peer_ended,
+                record,
+            } = play(&chaos, connection, &by_bdat()).await;
+            assert!(!replies.contains("queued"), "{fault:?}: {replies}");
+            assert_eq!(record.chunks().len(), 1, "{fault:?}: {record:#?}");
+            assert!(peer_ended, "{fault:?}");
+            assert_eq!(record.peer_close(), Some(close), "{fault:?}");
+            assert_eq!(faults_of(&record), [fault.name()]);
+        }
+
+        let chaos = only(Fault::BdatStall);
+        let connection = connection_with(&chaos, Fault::BdatStall);
+        let Played {
+            replies,
+            peer_ended,
+            record,
+        } = play(&chaos, connection, &by_bdat()).await;
+        assert!(!replies.contains("queued"), "{replies}");
+        assert_eq!(record.chunks().len(), 1, "{record:#?}");
+        assert!(!peer_ended, "the peer waits for the client to close");
+        assert_eq!(faults_of(&record), ["bdat_stall"]);
+    }
+
+    /// A mid-chunk fault cuts a chunk and leaves data after `DATA` alone, and a
+    /// mid-data fault the other way round, so each is counted under the name
+    /// of the way it cut.
+    #[tokio::test]
+    async fn mid_data_faults_strike_only_their_own_transfer() {
+        for (fault, close) in [
+            (Fault::MidChunkReset, Close::Reset),
+            (Fault::MidChunkClose, Close::Clean),
+        ] {
+            let chaos = only(fault);
+            let connection = connection_with(&chaos, fault);
+
+            let Played {
+                replies, record, ..
+            } = play(&chaos, connection, &by_data()).await;
+            assert!(replies.contains("queued as FP1"), "{fault:?}: {replies}");
+            assert!(faults_of(&record).is_empty(), "{fault:?}: {record:#?}");
+
+            let Played {
+                replies,
+                peer_ended,
+                record,
+            } = play(&chaos, connection, &by_bdat()).await;
+            assert!(!replies.contains("queued"), "{fault:?}: {replies}");
+            assert!(record.chunks().is_empty(), "{fault:?}: {record:#?}");
+            assert!(peer_ended, "{fault:?}");
+            assert_eq!(record.peer_close(), Some(close), "{fault:?}");
+            assert_eq!(faults_of(&record), [fault.name()]);
+        }
+
+        let chaos = only(Fault::MidDataReset);
+        let connection = connection_with(&chaos, Fault::MidDataReset);
+        let Played {
+            replies, record, ..
+        } = play(&chaos, connection, &by_bdat()).await;
+        assert!(replies.contains("queued as FP1"), "{replies}");
+        assert!(faults_of(&record).is_empty(), "{record:#?}");
+        let Played {
+            peer_ended, record, ..
+        } = play(&chaos, connection, &by_data()).await;
+        assert!(peer_ended);
+        assert_eq!(record.peer_close(), Some(Close::Reset));
+        assert_eq!(faults_of(&record), ["mid_data_reset"]);
     }
 }

@@ -84,9 +84,11 @@ pub use command::Verb;
 pub use peer::FaultPeer;
 pub use record::{ClientEnd, ConnectionRecord, Event, TcpEnd, TimedEvent, TlsInfo};
 pub use response::{After, Close, Payload, Response};
-pub use scenario::{MidData, Scenario, ScenarioBuilder};
+pub use scenario::{MidData, Scenario, ScenarioBuilder, Transfer};
 pub use source::ScenarioSource;
-pub use tally::{bare_line_end, client_closed, client_end_name, unstuffed_dot, Retention, Tally};
+pub use tally::{
+    bare_line_end, client_closed, client_end_name, content_digest, unstuffed_dot, Retention, Tally,
+};
 
 /// Why a fault peer could not start, or a wait for its connections failed.
 #[derive(Debug, thiserror::Error)]

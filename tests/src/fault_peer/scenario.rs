@@ -35,6 +35,16 @@ pub struct MidData {
     pub close: Close,
 }
 
+/// How a message's data arrives: after `DATA`, or in `BDAT` chunks (RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transfer {
+    /// Between the `354` to `DATA` and the end-of-data mark.
+    Data,
+    /// In the chunks that follow `BDAT` lines.
+    Chunks,
+}
+
 /// A mid-data fault and the name it is counted under, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct NamedMidData {
@@ -88,6 +98,7 @@ pub struct Scenario {
     commands: HashMap<Verb, Script<Response>>,
     end_of_data: Script<Response>,
     mid_data: Script<NamedMidData>,
+    mid_chunks: Script<NamedMidData>,
     pub(crate) idle: Option<(Duration, Response)>,
     pub(crate) connection_timeout: Duration,
     pub(crate) drain_timeout: Duration,
@@ -117,17 +128,28 @@ impl Scenario {
             .unwrap_or_else(Response::standard)
     }
 
-    /// The fault, if any, while the `message`-th (1-based) message's data arrives,
-    /// after `DATA` or in `BDAT` chunks. Messages are counted in the order their data
+    /// The fault, if any, while the `message`-th (1-based) message's data arrives
+    /// the way `transfer` names. Messages are counted in the order their data
     /// started on the connection, whichever way it came.
-    pub fn mid_data(&self, message: u32) -> Option<MidData> {
-        self.mid_data.get(message).map(|named| named.fault)
+    pub fn mid_data(&self, message: u32, transfer: Transfer) -> Option<MidData> {
+        self.mid_data_script(transfer)
+            .get(message)
+            .map(|named| named.fault)
     }
 
-    /// The fault name of the `message`-th message's mid-data fault, if it
-    /// was set with [`ScenarioBuilder::mid_data_fault_nth`].
-    pub fn mid_data_fault_name(&self, message: u32) -> Option<&'static str> {
-        self.mid_data.get(message).and_then(|named| named.name)
+    /// Returns the fault name of the `message`-th message's mid-data fault for
+    /// `transfer`, if it was set with [`ScenarioBuilder::mid_data_fault_nth`].
+    pub fn mid_data_fault_name(&self, message: u32, transfer: Transfer) -> Option<&'static str> {
+        self.mid_data_script(transfer)
+            .get(message)
+            .and_then(|named| named.name)
+    }
+
+    fn mid_data_script(&self, transfer: Transfer) -> &Script<NamedMidData> {
+        match transfer {
+            Transfer::Data => &self.mid_data,
+            Transfer::Chunks => &self.mid_chunks,
+        }
     }
 
     /// Returns whether the `EHLO` reply in force advertises CHUNKING, so that a
@@ -162,6 +184,7 @@ pub struct ScenarioBuilder {
     commands: HashMap<Verb, Script<Response>>,
     end_of_data: Script<Response>,
     mid_data: Script<NamedMidData>,
+    mid_chunks: Script<NamedMidData>,
     idle: Option<(Duration, Response)>,
     connection_timeout: Duration,
     drain_timeout: Duration,
@@ -180,6 +203,7 @@ impl Default for ScenarioBuilder {
             commands: HashMap::new(),
             end_of_data: Script::default(),
             mid_data: Script::default(),
+            mid_chunks: Script::default(),
             idle: None,
             connection_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(2),
@@ -280,32 +304,47 @@ impl ScenarioBuilder {
         self
     }
 
-    /// Applies `fault` while every message's data arrives (see [`MidData`] for
-    /// `BDAT`).
+    /// Applies `fault` while every message's data arrives, after `DATA` or in
+    /// chunks (see [`MidData`] for `BDAT`).
     #[must_use]
     pub fn mid_data(mut self, fault: MidData) -> Self {
-        self.mid_data.set(None, NamedMidData { fault, name: None });
+        let named = NamedMidData { fault, name: None };
+        self.mid_data.set(None, named);
+        self.mid_chunks.set(None, named);
         self
     }
 
-    /// Applies `fault` while the `message`-th (1-based) message's data arrives.
+    /// Applies `fault` while the `message`-th (1-based) message's data arrives,
+    /// after `DATA` or in chunks.
     #[must_use]
     pub fn mid_data_nth(mut self, message: u32, fault: MidData) -> Self {
-        self.mid_data
-            .set(Some(message), NamedMidData { fault, name: None });
+        let named = NamedMidData { fault, name: None };
+        self.mid_data.set(Some(message), named);
+        self.mid_chunks.set(Some(message), named);
         self
     }
 
-    /// Applies `fault` while the `message`-th (1-based) message's data
-    /// arrives, and records [`Event::FaultInjected`](super::Event::FaultInjected)
-    /// with `name` when it strikes.
+    /// Applies `fault` while the `message`-th (1-based) message's data arrives
+    /// the way `transfer` names, and records
+    /// [`Event::FaultInjected`](super::Event::FaultInjected) with `name` when it
+    /// strikes. A message whose data comes the other way meets no fault, so the
+    /// name always says which way the data was cut.
     #[must_use]
-    pub fn mid_data_fault_nth(mut self, message: u32, fault: MidData, name: &'static str) -> Self {
+    pub fn mid_data_fault_nth(
+        mut self,
+        message: u32,
+        transfer: Transfer,
+        fault: MidData,
+        name: &'static str,
+    ) -> Self {
         let named = NamedMidData {
             fault,
             name: Some(name),
         };
-        self.mid_data.set(Some(message), named);
+        match transfer {
+            Transfer::Data => self.mid_data.set(Some(message), named),
+            Transfer::Chunks => self.mid_chunks.set(Some(message), named),
+        }
         self
     }
 
@@ -355,6 +394,7 @@ impl ScenarioBuilder {
             commands: self.commands,
             end_of_data: self.end_of_data,
             mid_data: self.mid_data,
+            mid_chunks: self.mid_chunks,
             idle: self.idle,
             connection_timeout: self.connection_timeout,
             drain_timeout: self.drain_timeout,

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use super::command::{Bdat, Input, Verb};
 use super::record::{ends_chunked_message, ClientEnd, ConnectionLog, Event, TcpEnd};
 use super::response::{After, Close, Occasion, Payload, Response};
-use super::scenario::Scenario;
+use super::scenario::{Scenario, Transfer};
 use super::tls;
 use super::transport::{ReadOutcome, Transport};
 
@@ -235,13 +235,16 @@ impl Session<'_> {
         last: bool,
         line_read: u64,
     ) -> bool {
-        let fault = self.scenario.mid_data(message.number);
+        let fault = self.scenario.mid_data(message.number, Transfer::Chunks);
 
         loop {
             let arrived = self.input.len().min(size);
             let struck = fault.filter(|fault| message.octets + arrived >= fault.after_bytes);
             if let Some(fault) = struck {
-                if let Some(name) = self.scenario.mid_data_fault_name(message.number) {
+                if let Some(name) = self
+                    .scenario
+                    .mid_data_fault_name(message.number, Transfer::Chunks)
+                {
                     self.log.push(Event::FaultInjected(name));
                 }
                 let (data, _) = self.input.take_up_to(size);
@@ -275,11 +278,11 @@ impl Session<'_> {
     async fn message_data(&mut self) -> Flow {
         self.messages += 1;
         let message = self.messages;
-        let fault = self.scenario.mid_data(message);
+        let fault = self.scenario.mid_data(message, Transfer::Data);
 
         loop {
             if let Some(fault) = fault.filter(|fault| self.input.len() >= fault.after_bytes) {
-                if let Some(name) = self.scenario.mid_data_fault_name(message) {
+                if let Some(name) = self.scenario.mid_data_fault_name(message, Transfer::Data) {
                     self.log.push(Event::FaultInjected(name));
                 }
                 self.log.push(Event::PartialBody {

@@ -9,6 +9,7 @@
 //! finishes, so its memory stays flat. The tally is kept in either mode.
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hasher};
 
 use super::command::Verb;
 use super::record::{ClientEnd, ConnectionRecord, Event, TcpEnd};
@@ -56,6 +57,14 @@ pub struct Tally {
     pub body_bytes: u64,
     /// Complete `BDAT` chunks received, `LAST` or not.
     pub chunks: u64,
+    /// How often each content came as a message's complete data after `DATA`,
+    /// by [`content_digest`] of the data as received: dot-stuffed, end-of-data
+    /// mark excluded. A load run sends a few distinct bodies, so the map stays
+    /// small unless the client alters what it sends.
+    pub data_contents: BTreeMap<u64, u64>,
+    /// How often each content came as a complete `BDAT` chunk, `LAST` or not,
+    /// by [`content_digest`] of its octets.
+    pub chunk_contents: BTreeMap<u64, u64>,
     /// Message data or chunks (complete or cut short) holding a CR or LF that is
     /// not part of a CRLF pair: a line ending RFC 5321 section 2.3.8 forbids. A
     /// chunk may end with the CR of a pair whose LF starts the next chunk, so a
@@ -105,6 +114,7 @@ impl Tally {
             Event::Body { data, .. } => {
                 self.bodies += 1;
                 self.body_bytes += data.len() as u64;
+                *self.data_contents.entry(content_digest(data)).or_default() += 1;
                 self.check_data(data, true)
             }
             Event::PartialBody { data, .. } => self.check_data(before_end_mark(data), false),
@@ -112,6 +122,7 @@ impl Tally {
                 self.chunks += 1;
                 self.bodies += u64::from(*last);
                 self.body_bytes += data.len() as u64;
+                *self.chunk_contents.entry(content_digest(data)).or_default() += 1;
                 self.check_chunk(data, *last)
             }
             Event::PartialChunk { data, .. } => self.check_chunk(data, false),
@@ -242,6 +253,16 @@ pub fn client_closed(record: &ConnectionRecord) -> bool {
     !gave_up && ended
 }
 
+/// Returns the digest [`Tally::data_contents`] and [`Tally::chunk_contents`]
+/// key contents by: SipHash with fixed keys, the same for the same bytes
+/// throughout a process, so a test compares it with the digests of what it
+/// sent. Not a cryptographic commitment, and not stable across Rust releases.
+pub fn content_digest(data: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hasher.write(data);
+    hasher.finish()
+}
+
 /// Whether `data` contains a CR not followed by LF, or an LF not preceded by
 /// CR. With `complete` false, a CR as the very last byte is allowed.
 pub fn bare_line_end(data: &[u8], complete: bool) -> bool {
@@ -263,6 +284,8 @@ pub fn unstuffed_dot(data: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
@@ -280,6 +303,41 @@ mod tests {
         assert_eq!(before_end_mark(b"a\r\n.\r\n"), b"a\r\n");
         assert_eq!(before_end_mark(b".\r\n"), b"");
         assert_eq!(before_end_mark(b"a\r\n.."), b"a\r\n..");
+    }
+
+    #[test]
+    fn contents_are_counted_per_transfer() {
+        let mut tally = Tally::default();
+        let body = Bytes::from_static(b"..a\r\n");
+        let chunk = Bytes::from_static(b".a\r\n");
+        for _ in 0..2 {
+            tally.count_event(&Event::Body {
+                data: body.clone(),
+                tls: false,
+            });
+        }
+        tally.count_event(&Event::Chunk {
+            data: chunk.clone(),
+            last: true,
+            tls: false,
+            read: 1,
+        });
+        tally.count_event(&Event::PartialChunk {
+            data: chunk.clone(),
+            tls: false,
+        });
+
+        assert_eq!(
+            tally.data_contents,
+            BTreeMap::from([(content_digest(&body), 2)])
+        );
+        assert_eq!(
+            tally.chunk_contents,
+            BTreeMap::from([(content_digest(&chunk), 1)]),
+            "a chunk cut short is no content"
+        );
+        assert_ne!(content_digest(&body), content_digest(&chunk));
+        assert_eq!((tally.bodies, tally.chunks), (3, 1));
     }
 
     #[test]

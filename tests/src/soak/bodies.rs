@@ -1,5 +1,5 @@
 //! Message bodies for load runs and smuggling checks, and what each must
-//! look like on the wire.
+//! look like on the wire: after `DATA`, and as a `BDAT` chunk.
 //!
 //! The smuggling cases are the byte sequences of the 2023 SMTP smuggling
 //! attacks: line endings other than CRLF around a lone dot, which some
@@ -123,6 +123,19 @@ pub fn wire_data(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Returns what `body` must look like as a `BDAT` chunk (RFC 3030): every
+/// line ended by CRLF as in [`wire_data`], but no dot doubled, because a
+/// chunk's end is counted in octets, not marked by a dot line. This is the
+/// reference for chunks, written independently of the engine's encoder.
+pub fn wire_chunk(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    for line in lines(body) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 /// Returns what a server that stores LF line endings (Postfix's Maildir
 /// delivery) keeps of `body`: its lines joined by LF, without dot-stuffing.
 pub fn stored_lf(body: &[u8]) -> Vec<u8> {
@@ -187,6 +200,21 @@ mod tests {
         );
         assert_eq!(wire_data(b""), b"");
         assert_eq!(stored_lf(b"a\r\n.b\r"), b"a\n.b\n");
+    }
+
+    #[test]
+    fn wire_chunk_normalizes_without_stuffing() {
+        assert_eq!(
+            wire_chunk(b"a\nb\rc\r\n.d\n."),
+            b"a\r\nb\r\nc\r\n.d\r\n.\r\n"
+        );
+        assert_eq!(wire_chunk(b""), b"");
+        for body in load_bodies() {
+            let chunk = wire_chunk(&body);
+            let has_dot_line = lines(&body).iter().any(|line| line.first() == Some(&b'.'));
+            assert_eq!(chunk != wire_data(&body), has_dot_line, "{body:?}");
+            assert!(!crate::fault_peer::bare_line_end(&chunk, true), "{body:?}");
+        }
     }
 
     #[test]

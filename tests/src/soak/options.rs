@@ -23,6 +23,9 @@ pub struct SoakOptions {
     pub fault_share: f64,
     /// The share of connections on which the peer offers STARTTLS.
     pub tls_share: f64,
+    /// The share of connections on which the peer offers CHUNKING, so the
+    /// engine sends their messages as `BDAT` chunks.
+    pub chunking_share: f64,
     /// How much resident memory may grow from the 25% sample to the 100%
     /// one: this many bytes per message finished in between, and never
     /// less than [`SoakOptions::rss_floor`].
@@ -61,6 +64,7 @@ impl SoakOptions {
             window: 2_000,
             fault_share: 0.3,
             tls_share: 0.2,
+            chunking_share: 0.5,
             rss_bytes_per_message: 100,
             rss_floor: 8 * 1024 * 1024,
         }

@@ -79,6 +79,15 @@ pub struct SoakReport {
     pub stats: Option<Stats>,
     /// What the fault peer saw.
     pub peer: Tally,
+    /// Message data after `DATA` the peer received that was not the
+    /// dot-stuffed wire form of any body the run sent.
+    pub unexpected_data: u64,
+    /// `BDAT` chunks the peer received that were not the unstuffed chunk form
+    /// of any body the run sent: the sign of a dot-stuffed or altered chunk,
+    /// or of a message sent in several chunks.
+    pub unexpected_chunks: u64,
+    /// The share of connections on which the peer offered CHUNKING.
+    pub chunking_share: f64,
     /// Faults the run's chaos never draws.
     pub not_drawn: Vec<Fault>,
     /// Connections the peer had not finished when the run ended.
@@ -182,7 +191,26 @@ impl SoakReport {
                 self.peer.bodies
             )
         });
+        let chunks = self.peer.chunks;
+        let data_bodies: u64 = self.peer.data_contents.values().sum();
+        rules.check(self.chunking_share <= 0.0 || chunks > 0, || {
+            format!(
+                "the peer received no BDAT chunk, though {:.0}% of connections offered CHUNKING",
+                self.chunking_share * 100.0
+            )
+        });
+        rules.check(self.chunking_share >= 1.0 || data_bodies > 0, || {
+            "the peer received no message data after DATA".to_owned()
+        });
         for (what, count) in [
+            (
+                "message data after DATA that is no sent body, dot-stuffed",
+                self.unexpected_data,
+            ),
+            (
+                "BDAT chunks that are no sent body, unstuffed and whole",
+                self.unexpected_chunks,
+            ),
             ("connections the client left open", self.peer.unclosed),
             (
                 "unknown commands at the peer (smuggled data?)",
@@ -417,6 +445,18 @@ impl SoakReport {
             (
                 "peer: connections / TLS / bodies received",
                 format!("{} / {} / {}", peer.connections, peer.tls, peer.bodies),
+            ),
+            (
+                "peer: bodies after DATA / in BDAT chunks",
+                format!(
+                    "{} / {}",
+                    peer.data_contents.values().sum::<u64>(),
+                    peer.chunk_contents.values().sum::<u64>()
+                ),
+            ),
+            (
+                "peer: bodies that are no sent body's wire form (DATA, BDAT)",
+                format!("{}, {}", self.unexpected_data, self.unexpected_chunks),
             ),
             (
                 "peer: connections the client left open",

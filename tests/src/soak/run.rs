@@ -12,13 +12,13 @@ use ec_sched::{Report, SchedulerHandle, SchedulerOptions};
 use ec_smtp_client::{Engine, EngineOptions};
 use ec_types::{Address, Binding, BindingSlot, Config, ReversePath, Route, Submission};
 
-use super::bodies::{load_bodies, load_body};
+use super::bodies::{load_bodies, load_body, wire_chunk, wire_data};
 use super::collect::{local_part, recipient_count, Collector};
 use super::options::SoakOptions;
 use super::process::ProcessSample;
 use super::report::{Audits, RssSample, SoakReport};
 use crate::delivery::{init_tracing, submission, Run, Until};
-use crate::fault_peer::{Chaos, Fault, FaultPeer, Retention, Scenario};
+use crate::fault_peer::{content_digest, Chaos, Fault, FaultPeer, Retention, Scenario, Tally};
 use crate::pki::{TestCa, DEFAULT_NAMES};
 
 /// The engine-wide connection limit of a soak run.
@@ -69,6 +69,7 @@ pub fn run(options: &SoakOptions) -> SoakReport {
         .fault_share(options.fault_share)
         .tls(Arc::clone(&tls))
         .tls_share(options.tls_share)
+        .chunking_share(options.chunking_share)
         .idle_after(Duration::from_millis(100));
     let peer =
         FaultPeer::start_source_on_thread(Arc::new(chaos), Retention::Tally).expect("peer starts");
@@ -83,6 +84,8 @@ pub fn run(options: &SoakOptions) -> SoakReport {
     let (accepted, finished) = wait_for_peer(&peer);
     report.peer_open = accepted - finished;
     report.peer = peer.tally();
+    (report.unexpected_data, report.unexpected_chunks) =
+        unexpected_contents(&report.peer, &load_bodies());
     report.before = before;
     report.after = ProcessSample::settled(&before, PROCESS_SETTLE).expect("procfs readable");
     report
@@ -177,6 +180,36 @@ fn warm_up(tls: &Arc<rustls::ServerConfig>) {
     result
         .check_accounting()
         .unwrap_or_else(|broken| panic!("warm-up accounting: {broken}"));
+}
+
+/// Counts the message data after `DATA` and the `BDAT` chunks the peer
+/// received that are not the wire form of any of `bodies` (see
+/// [`wire_data`] and [`wire_chunk`]), and returns (data, chunks).
+///
+/// Empty data after `DATA` is expected too. When `DATA` got `354` although
+/// no `RCPT` succeeded, a client sends only the end-of-data line (RFC 2920
+/// section 3.1).
+fn unexpected_contents(peer: &Tally, bodies: &[Bytes]) -> (u64, u64) {
+    let mut data: Vec<u64> = bodies
+        .iter()
+        .map(|body| content_digest(&wire_data(body)))
+        .collect();
+    data.push(content_digest(b""));
+    let chunks: Vec<u64> = bodies
+        .iter()
+        .map(|body| content_digest(&wire_chunk(body)))
+        .collect();
+    let unexpected = |received: &std::collections::BTreeMap<u64, u64>, known: &[u64]| {
+        received
+            .iter()
+            .filter(|(digest, _)| !known.contains(digest))
+            .map(|(_, count)| count)
+            .sum()
+    };
+    (
+        unexpected(&peer.data_contents, &data),
+        unexpected(&peer.chunk_contents, &chunks),
+    )
 }
 
 /// Waits until the peer has finished every connection it accepted, or
@@ -391,6 +424,9 @@ impl<'a> Soak<'a> {
             max_connections: MAX_CONNECTIONS,
             stats,
             peer: Default::default(),
+            unexpected_data: 0,
+            unexpected_chunks: 0,
+            chunking_share: self.options.chunking_share,
             not_drawn: NOT_DRAWN.to_vec(),
             peer_open: 0,
             before: empty,
