@@ -270,9 +270,12 @@ pub fn begin_close(
         started: now,
         site,
     });
-    let deadline = now + construct.settings.timeouts.close;
-    connection.timers.close_deadline =
-        Some(ctx.timers.schedule(deadline, Timer::CloseDeadline(handle)));
+    let close_time = construct.settings.timeouts.close;
+    let deadline = now + close_time;
+    connection.timers.close_deadline = Some(ctx.timers.schedule(
+        deadline + backstop_margin(close_time),
+        Timer::CloseDeadline(handle),
+    ));
 
     let plan = if connection.ever_connected() {
         let plan = ClosePlan {
@@ -398,6 +401,17 @@ fn fail_refused(
         }
     }
     ctx.apply_statuses(owned, statuses, lane, attempt, now);
+}
+
+/// How long after the close deadline the scheduler releases a connection
+/// whose session has not reported its socket closed: a tenth of the close
+/// time, from 100 ms to 1 s.
+///
+/// The session drops its socket at the deadline itself and reports how the
+/// close went. The scheduler's timer is only the backstop for a session
+/// that cannot report, so it must not race the session's own report.
+pub(crate) fn backstop_margin(close_time: Duration) -> Duration {
+    (close_time / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 fn start_domain_backoff(

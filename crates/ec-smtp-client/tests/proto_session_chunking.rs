@@ -4,6 +4,8 @@
 
 mod proto_support;
 
+use std::time::Duration;
+
 use ec_smtp_client::proto::{ClientConfig, ClientError, ClientState, Stage, Timer, TransactionEnd};
 use ec_types::TlsPolicy;
 use proto_support::{ehlo_reply, transaction, Session};
@@ -253,5 +255,44 @@ fn eof_after_mail_refused_is_known() {
             delivery_unknown: false,
             ..
         }
+    ));
+}
+
+/// RFC 2920 lets a server hold back its replies to a group until the group
+/// ends, which for a chunked transaction is after the chunk. So the MAIL
+/// reply may take as long as the final reply, counted from when the whole
+/// group is written; the write itself is bounded as message data is.
+#[test]
+fn group_replies_wait_as_long_as_the_final_reply() {
+    let mut s = Session::ready(CHUNKING);
+    s.start(transaction(&["a@example.com"], BODY));
+    assert!(matches!(
+        s.client.running_timer(),
+        Some((Timer::DataBlock, _))
+    ));
+
+    s.advance(Duration::from_secs(100));
+    let size = CHUNK.len();
+    s.expect_sent(&format!(
+        "MAIL FROM:<sender@example.org>\r\n\
+         RCPT TO:<a@example.com>\r\n\
+         BDAT {size} LAST\r\n{CHUNK}"
+    ));
+    let data_termination = ClientConfig::new("client.example.org")
+        .timeouts
+        .data_termination;
+    assert_eq!(s.client.state(), ClientState::ExpectMail);
+    assert!(matches!(
+        s.client.running_timer(),
+        Some((Timer::DataTermination, _))
+    ));
+    assert_eq!(s.time_left(), data_termination);
+
+    s.advance(data_termination - Duration::from_secs(1));
+    s.server("250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 queued\r\n");
+    assert!(s.recipient_reply(0).is_positive_completion());
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Delivered { .. }
     ));
 }

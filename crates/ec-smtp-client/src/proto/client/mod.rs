@@ -311,7 +311,8 @@ impl Client {
     /// ([`Timeouts::data_termination`]); until then the write is bounded by
     /// [`Timeouts::data_block`].
     pub fn handle_transmitted(&mut self, now: Instant) {
-        let data_written = matches!(self.state, State::ExpectDataReply(_))
+        let data_written = (matches!(self.state, State::ExpectDataReply(_))
+            || self.state.chunked())
             && self.transmits.is_empty()
             && matches!(self.deadline, Some((Timer::DataBlock, _)));
         if data_written {
@@ -649,8 +650,19 @@ impl Client {
             self.stage = stage;
         }
         match kind.timer() {
-            // A BDAT chunk was written with the commands, so the wait for
-            // its reply is the wait for the reply to the final dot.
+            // A BDAT chunk goes in the group with the commands, and RFC 2920
+            // lets a server hold back its replies to a group until the
+            // group ends: after the chunk. So every reply of a chunked
+            // group may take as long as the reply to the final dot, and
+            // the wait starts once the group is written; until then the
+            // write is bounded as message data is.
+            Some(_) if self.state.chunked() => {
+                if self.data_handed_out && self.transmits.is_empty() {
+                    self.arm(Timer::DataTermination, now);
+                } else {
+                    self.arm(Timer::DataBlock, now);
+                }
+            }
             Some(Timer::DataBlock) if self.data_handed_out && self.transmits.is_empty() => {
                 self.arm(Timer::DataTermination, now);
             }

@@ -121,6 +121,19 @@ pub(super) enum State {
 }
 
 impl State {
+    /// Returns whether a transaction is under way whose data went as a
+    /// BDAT chunk in the group with its commands.
+    pub(super) fn chunked(&self) -> bool {
+        match self {
+            Self::ExpectRset(in_flight)
+            | Self::ExpectMail(in_flight)
+            | Self::ExpectRcpt(in_flight)
+            | Self::ExpectData(in_flight)
+            | Self::ExpectDataReply(in_flight) => in_flight.chunked,
+            _ => false,
+        }
+    }
+
     pub(super) fn kind(&self) -> ClientState {
         match self {
             Self::ExpectBanner => ClientState::ExpectBanner,

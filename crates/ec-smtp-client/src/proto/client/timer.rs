@@ -49,6 +49,12 @@ pub struct Timeouts {
     /// Default 10 minutes (RFC 5321 section 4.5.3.2.6, "DATA Termination");
     /// less risks a duplicate, because the server may still be accepting
     /// the message.
+    ///
+    /// A message sent as a BDAT chunk goes in one group with its commands,
+    /// and the server may hold back every reply of the group until it has
+    /// the chunk (RFC 2920). So there this bounds the wait for each reply of
+    /// the group (RSET, MAIL, RCPT and BDAT), and `data_block` bounds the
+    /// write of the group.
     pub data_termination: Duration,
     /// Wait for the 221 reply to QUIT. Default 10 seconds; a missing 221 is
     /// normal and only delays the close.
