@@ -178,7 +178,10 @@ pub fn close_connection(
 /// A busy connection closed without a session failure (a shutdown's grace
 /// period ran out) cannot tell whether its current transaction passed the
 /// final dot, so the first message of its batch is treated as delivery
-/// unknown.
+/// unknown. Either way, a recipient the session reported refused at RCPT
+/// ([`SessionEvent::RecipientRefused`](ec_types::SessionEvent::RecipientRefused))
+/// fails with its reply, and a message with no other recipient left is
+/// settled at once.
 ///
 /// The caller's source location is recorded as the close site.
 #[track_caller]
@@ -241,14 +244,18 @@ pub fn begin_close(
     // Drained rather than taken, so the buffer stays with the construct for
     // reuse after the release.
     let batch: Vec<SharedMessage> = construct.batch.drain(..).collect();
+    let refused: Vec<(MessageId, usize, Reply)> = construct.refused.drain(..).collect();
     ctx.ledger.in_flight -= batch.len() as u64;
     let (fates, attempted) = settle_batch(
         &mut ctx,
         domain,
         key.binding,
-        batch,
-        failure,
-        prior,
+        Settling {
+            batch,
+            refused,
+            failure,
+            prior,
+        },
         &attempt,
         now,
     );
@@ -301,20 +308,35 @@ pub fn begin_close(
     CloseTicket::Started { plan, fates }
 }
 
+/// What a closing connection leaves to settle.
+struct Settling<'a> {
+    /// The messages handed to the session without a transaction outcome.
+    batch: Vec<SharedMessage>,
+    /// RCPT refusals of the transaction under way.
+    refused: Vec<(MessageId, usize, Reply)>,
+    /// The session's failure report, when a failure caused the close.
+    failure: Option<&'a SessionFailure>,
+    /// The connection's state before the close.
+    prior: ConnectionState,
+}
+
 /// Gives each message of a closing connection's batch its fate. Also
 /// returns whether one of them was in its transaction, and so spent an
 /// attempt.
-#[allow(clippy::too_many_arguments)]
 fn settle_batch(
     ctx: &mut FateContext<'_>,
     domain: &mut DomainEntry,
     binding: ec_types::BindingSlot,
-    batch: Vec<SharedMessage>,
-    failure: Option<&SessionFailure>,
-    prior: ConnectionState,
+    settling: Settling<'_>,
     attempt: &Attempt,
     now: Instant,
 ) -> (Vec<(MessageId, MessageFate)>, bool) {
+    let Settling {
+        batch,
+        refused,
+        failure,
+        prior,
+    } = settling;
     let key = domain.lane_key(binding);
     let Some((record, lane)) = domain.split_mut(binding) else {
         return (Vec::new(), false);
@@ -344,11 +366,16 @@ fn settle_batch(
     };
     Arc::make_mut(&mut message).attempts += 1;
     let id = message.id;
-    if let Some(failure) = failure.filter(|f| !f.refused.is_empty()) {
+    let refused: Vec<(usize, Reply)> = refused
+        .into_iter()
+        .filter(|(refused_message, ..)| *refused_message == id)
+        .map(|(_, index, reply)| (index, reply))
+        .collect();
+    if !refused.is_empty() {
         fail_refused(
             ctx,
             &mut message,
-            &failure.refused,
+            &refused,
             (binding, &lane.metrics),
             attempt,
             now,
@@ -383,7 +410,7 @@ fn settle_batch(
 }
 
 /// Fails the recipients that the server refused with a 5xx reply to RCPT
-/// before the session failed, each with its own reply.
+/// before the transaction was cut short, each with its own reply.
 fn fail_refused(
     ctx: &mut FateContext<'_>,
     message: &mut SharedMessage,

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use ec_types::{
     AddressKey, CloseOutcome, CloseReason, CloseReport, ConnectionHandle, ConnectionState, Event,
-    SessionCapabilities, SessionEvent, SharedMessage, TlsInfo, TransactionOutcome,
+    MessageId, Reply, SessionCapabilities, SessionEvent, SharedMessage, TlsInfo,
+    TransactionOutcome,
 };
 use tracing::{debug, error, trace, warn};
 
@@ -49,6 +50,11 @@ impl Scheduler {
             SessionEvent::Ready { tls, capabilities } => {
                 self.on_ready(token, driver, handle, tls, capabilities, now);
             }
+            SessionEvent::RecipientRefused {
+                message,
+                index,
+                reply,
+            } => self.on_recipient_refused(handle, message, index, reply),
             SessionEvent::Transaction(outcome) => self.on_transaction(handle, outcome, now),
             SessionEvent::BatchDone => self.on_batch_done(token, driver, handle, now),
             SessionEvent::Failed(failure) => {
@@ -200,6 +206,31 @@ impl Scheduler {
         }
     }
 
+    /// Keeps a RCPT refusal of the transaction under way until the
+    /// transaction ends, so that a close in the middle of it still fails
+    /// the recipient with its reply.
+    fn on_recipient_refused(
+        &mut self,
+        handle: ConnectionHandle,
+        message: MessageId,
+        index: usize,
+        reply: Reply,
+    ) {
+        let Some(entry) = self.connections.get_mut(handle) else {
+            return;
+        };
+        let known = entry
+            .construct
+            .batch
+            .iter()
+            .any(|m| m.id == message && index < m.recipients.len());
+        if entry.connection.state != ConnectionState::Busy || !known {
+            self.protocol_violation(handle, "RecipientRefused for no recipient in transaction");
+            return;
+        }
+        entry.construct.refused.push((message, index, reply));
+    }
+
     fn on_transaction(
         &mut self,
         handle: ConnectionHandle,
@@ -224,6 +255,8 @@ impl Scheduler {
         };
 
         let mut message = entry.construct.batch.remove(position);
+        // The outcome carries every recipient's status, refusals included.
+        entry.construct.refused.clear();
         self.ledger.in_flight -= 1;
         self.ledger.transactions += 1;
         entry.construct.deliveries += 1;

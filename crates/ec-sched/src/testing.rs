@@ -416,7 +416,6 @@ impl Harness {
             stage: Stage::NotConnected,
             in_transaction: None,
             final_dot_sent: false,
-            refused: Vec::new(),
         };
         self.event(handle, SessionEvent::Failed(failure));
     }
@@ -495,7 +494,6 @@ impl Harness {
             stage,
             in_transaction,
             final_dot_sent: final_dot_sent && in_transaction.is_some(),
-            refused: Vec::new(),
         };
         self.event(handle, SessionEvent::Failed(failure));
     }
@@ -518,7 +516,6 @@ impl Harness {
             stage,
             in_transaction,
             final_dot_sent: false,
-            refused: Vec::new(),
         };
         self.event(handle, SessionEvent::Failed(failure));
     }

@@ -141,7 +141,6 @@ fn failures_and_fates_recorded() {
                 stage: Stage::Mail,
                 in_transaction: Some(message),
                 final_dot_sent: false,
-                refused: Vec::new(),
             }),
         );
         harness.closed(slow, CloseOutcome::Aborted);

@@ -12,7 +12,7 @@ use ec_sched::{
 };
 use ec_types::{
     BindingSlot, CloseOutcome, ClosePlan, CloseReason, Config, ConnectionHandle, ConnectionState,
-    Domain, EngineLimits, Event, MessageFate, RecipientStatus, Reply, ReplyCode, Route,
+    Domain, EngineLimits, Event, MessageFate, MessageId, RecipientStatus, Reply, ReplyCode, Route,
     SessionCommand, SessionError, SessionEvent, SessionFailure, Settings, Stage, Submission,
 };
 
@@ -822,22 +822,40 @@ fn close_fates_cover_whole_batch() {
     audit(&harness);
 }
 
-/// Fails the connection's transaction after its dot went unanswered, with
-/// the RCPT refusals given.
+/// Reports the RCPT refusals given for the connection's message in
+/// transaction, then fails the transaction after its dot went unanswered.
 fn lost_after_refusals(
     harness: &mut Harness,
     connection: ConnectionHandle,
     refused: Vec<(usize, Reply)>,
 ) {
-    let message = harness.outstanding(connection)[0].id;
+    let message = refuse(harness, connection, refused);
     let failure = SessionFailure {
         error: SessionError::PeerClosed { stage: Stage::Body },
         stage: Stage::Body,
         in_transaction: Some(message),
         final_dot_sent: true,
-        refused,
     };
     harness.event(connection, SessionEvent::Failed(failure));
+}
+
+/// Reports the RCPT refusals given for the connection's message in
+/// transaction, and returns the message's id.
+fn refuse(
+    harness: &mut Harness,
+    connection: ConnectionHandle,
+    refused: Vec<(usize, Reply)>,
+) -> MessageId {
+    let message = harness.outstanding(connection)[0].id;
+    for (index, reply) in refused {
+        let event = SessionEvent::RecipientRefused {
+            message,
+            index,
+            reply,
+        };
+        harness.event(connection, event);
+    }
+    message
 }
 
 #[test]
@@ -880,5 +898,55 @@ fn all_refused_fails_without_retry() {
     assert_eq!(ledger.failed, 1);
     assert_eq!(ledger.delivery_unknown, 0, "no copy can have arrived");
     assert_eq!(ledger.delayed + ledger.active, 0, "nothing to retry");
+    audit(&harness);
+}
+
+#[test]
+fn refused_recipient_fails_when_shutdown_cuts_the_transaction() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    let refusal = Reply::new(code(550), None, "no such user");
+    refuse(&mut harness, connection, vec![(0, refusal)]);
+
+    // No session failure: the scheduler closes the busy connection itself,
+    // as when a shutdown's grace runs out while the final reply is due.
+    let _ = harness.close(connection, CloseReason::Shutdown);
+
+    assert!(matches!(
+        outcomes_for(&harness, "a@example.com").as_slice(),
+        [RecipientOutcome::Failed(reply)] if reply.code.as_u16() == 550
+    ));
+    assert_eq!(
+        outcomes_for(&harness, "b@example.com"),
+        vec![RecipientOutcome::DeliveryUnknown]
+    );
+    audit(&harness);
+}
+
+#[test]
+fn refusal_for_a_finished_transaction_is_forgotten() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    let refusal = Reply::new(code(550), None, "no such user");
+    refuse(&mut harness, connection, vec![(0, refusal)]);
+    // The harness reports every recipient delivered: the outcome, not the
+    // earlier refusal, decides.
+    harness.deliver(connection, ReplyCode::OK);
+
+    let _ = harness.close(connection, CloseReason::Shutdown);
+
+    let outcomes = outcomes_for(&harness, "a@example.com");
+    assert!(!outcomes.is_empty());
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| matches!(outcome, RecipientOutcome::Delivered(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(harness.scheduler().ledger().protocol_violations, 0);
     audit(&harness);
 }

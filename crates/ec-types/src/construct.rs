@@ -8,7 +8,8 @@ use crate::address::Domain;
 use crate::binding::BindingSlot;
 use crate::config::EffectiveSettings;
 use crate::connection::{ConnectionHandle, ConnectionId};
-use crate::message::SharedMessage;
+use crate::message::{MessageId, SharedMessage};
+use crate::reply::Reply;
 
 /// What a connection is working on: its current batch and the settings
 /// snapshot taken when it opened, so that a configuration change never
@@ -27,6 +28,10 @@ pub struct DeliveryConstruct {
     /// While a message is here it is "in flight on this connection" and in
     /// no queue.
     pub batch: Vec<SharedMessage>,
+    /// The recipients refused with a 5xx reply to RCPT in the transaction
+    /// under way (message, recipient index, reply), until the transaction
+    /// ends. A close in the middle of it fails them with their reply.
+    pub refused: Vec<(MessageId, usize, Reply)>,
     /// Settings snapshot.
     pub settings: Arc<EffectiveSettings>,
     /// Transactions finished on this connection.
@@ -51,6 +56,7 @@ impl DeliveryConstruct {
             binding,
             domain,
             batch: Vec::new(),
+            refused: Vec::new(),
             settings,
             deliveries: 0,
             opened_at,

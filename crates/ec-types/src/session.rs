@@ -104,6 +104,18 @@ pub enum SessionEvent {
         /// What the server offered in its last EHLO reply.
         capabilities: SessionCapabilities,
     },
+    /// The server refused one recipient of the transaction under way with
+    /// a 5xx reply to RCPT. The recipient fails with this reply whatever
+    /// becomes of the transaction, even when it never ends: a session
+    /// failure or a close cannot undo a permanent refusal.
+    RecipientRefused {
+        /// The message in transaction.
+        message: MessageId,
+        /// The recipient's index in the message's recipients.
+        index: usize,
+        /// The server's reply to its RCPT.
+        reply: Reply,
+    },
     /// One message's transaction ended.
     Transaction(TransactionOutcome),
     /// Every message of the last `Deliver` has its transaction outcome and
@@ -165,11 +177,6 @@ pub struct SessionFailure {
     /// The final dot of that transaction was sent and its reply is missing:
     /// the message may have been accepted.
     pub final_dot_sent: bool,
-    /// The recipients of that transaction that the server refused with a
-    /// 5xx reply to RCPT before the session failed, by index in the
-    /// message's recipients, with the reply. They fail with it whatever
-    /// becomes of the rest of the message.
-    pub refused: Vec<(usize, Reply)>,
 }
 
 /// How the transport shutdown went.

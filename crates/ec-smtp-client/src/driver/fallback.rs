@@ -92,7 +92,6 @@ mod tests {
             stage: Stage::TlsHandshake,
             in_transaction: None,
             final_dot_sent: false,
-            refused: Vec::new(),
         }
     }
 

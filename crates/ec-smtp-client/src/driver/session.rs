@@ -391,6 +391,16 @@ impl<E: EventSink> Session<E> {
                 }
                 ClientEvent::RecipientReply { index, reply } => {
                     if let Some(current) = self.current.as_mut() {
+                        // A refusal is reported at once, so that it stands
+                        // even if the transaction never ends.
+                        let message_index = current.recipient_index.get(index).copied();
+                        if let (true, Some(message_index)) = (reply.is_permanent(), message_index) {
+                            self.events.report(SessionEvent::RecipientRefused {
+                                message: current.message.id,
+                                index: message_index,
+                                reply: reply.clone(),
+                            });
+                        }
                         if let Some(slot) = current.rcpt_replies.get_mut(index) {
                             *slot = Some(reply);
                         }
@@ -614,23 +624,11 @@ impl<E: EventSink> Session<E> {
     fn fail(&mut self, error: SessionError, stage: Stage) {
         let in_transaction: Option<MessageId> = self.current.as_ref().map(|c| c.message.id);
         let final_dot_sent = in_transaction.is_some() && self.final_dot_sent;
-        let refused = self.current.as_ref().map_or_else(Vec::new, |current| {
-            current
-                .recipient_index
-                .iter()
-                .zip(&current.rcpt_replies)
-                .filter_map(|(&index, reply)| {
-                    let reply = reply.as_ref()?;
-                    reply.is_permanent().then(|| (index, reply.clone()))
-                })
-                .collect()
-        });
         self.events.report(SessionEvent::Failed(SessionFailure {
             error,
             stage,
             in_transaction,
             final_dot_sent,
-            refused,
         }));
     }
 

@@ -1,0 +1,207 @@
+//! Transactions cut short, with DATA and with CHUNKING (`BDAT <size> LAST`):
+//! by a shutdown while the final reply is due, after a RCPT refusal; by a
+//! server that holds back its replies to a chunked group; and by a server
+//! too busy to answer the close.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ec_sched::{RecipientOutcome, RecipientRecord, Report};
+use ec_smtp_client::{Engine, EngineOptions};
+use ec_tests::delivery::{fault_config, submission, Run, RunResult};
+use ec_tests::fault_peer::{ConnectionRecord, FaultPeer, Response, Scenario, Verb};
+use ec_types::Config;
+
+const DOMAIN: &str = "cut-short.test";
+const BODY: &[u8] = b"Subject: cut short\r\n\r\n.dot\r\nbody\r\n";
+
+fn recipients(local_parts: &[&str]) -> Vec<String> {
+    local_parts
+        .iter()
+        .map(|local| format!("{local}@{DOMAIN}"))
+        .collect()
+}
+
+fn records_for<'a>(records: &'a [RecipientRecord], local: &str) -> Vec<&'a RecipientRecord> {
+    let address = format!("{local}@{DOMAIN}");
+    records
+        .iter()
+        .filter(|record| record.recipient.to_string() == address)
+        .collect()
+}
+
+/// Starts an engine on `scenario` with a 300 ms shutdown grace and submits
+/// one message to `a` and `b`. Shuts the engine down once `arrived` holds
+/// for a connection of the peer, while the reply to the message data is
+/// still due. Returns every recipient record.
+fn shut_down_mid_transaction(
+    scenario: Scenario,
+    adjust: impl FnOnce(&mut Config),
+    arrived: impl Fn(&ConnectionRecord) -> bool,
+) -> Vec<RecipientRecord> {
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+    let mut config = fault_config(DOMAIN, peer.addr());
+    config.global.timeouts.data_termination = Some(Duration::from_secs(60));
+    adjust(&mut config);
+    let mut options = EngineOptions::default();
+    options.scheduler.shutdown_grace = Duration::from_millis(300);
+    let (sender, receiver) = mpsc::channel::<Report>();
+    let engine = Engine::start(config, options, sender).expect("engine starts");
+    engine
+        .handle()
+        .submit(submission(1, "s@ec.test", &recipients(&["a", "b"]), BODY))
+        .expect("submission accepted");
+
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while !peer.connections().iter().any(&arrived) {
+        assert!(
+            Instant::now() < give_up,
+            "the message data never reached the peer: {:#?}",
+            peer.connections()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the session read the RCPT replies that went out before the data.
+    std::thread::sleep(Duration::from_millis(500));
+    engine.shutdown();
+
+    let mut records = Vec::new();
+    while let Ok(report) = receiver.try_recv() {
+        if let Report::Recipient(record) = report {
+            records.push(record);
+        }
+    }
+    records
+}
+
+/// Checks that `a`, refused with 550 at RCPT, has exactly one record: a
+/// failure with that reply. The server cannot have taken the message for
+/// `a`, so neither "delivery unknown" nor "unsent" is true for it.
+fn assert_refusal_kept(records: &[RecipientRecord]) {
+    let a = records_for(records, "a");
+    let outcomes: Vec<&str> = a.iter().map(|record| record.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["failed"], "records of a: {a:#?}");
+    let RecipientOutcome::Failed(reply) = &a[0].outcome else {
+        unreachable!("checked above");
+    };
+    assert_eq!(reply.code.as_u16(), 550, "the RCPT's own reply");
+    assert!(
+        records_for(records, "b")
+            .last()
+            .is_some_and(|r| r.outcome.is_final()),
+        "b ends with a final record: {records:#?}"
+    );
+}
+
+#[test]
+fn refused_rcpt_kept_at_shutdown_chunked() {
+    // The shutdown grace ends while the reply to BDAT is due, and the
+    // scheduler closes the busy connection without a session failure. The
+    // session reported the RCPT refusal when it came, so `a` still fails
+    // with it, rather than getting "delivery_unknown" and "unsent", which
+    // `ec deliver --resume` would send to again.
+    let scenario = Scenario::builder()
+        .chunking()
+        .on_nth(Verb::Rcpt, 1, Response::reply("550 5.1.1 No such user"))
+        .on(Verb::Bdat, Response::silence())
+        .build();
+
+    let records = shut_down_mid_transaction(scenario, |_| {}, |record| !record.chunks().is_empty());
+
+    assert_refusal_kept(&records);
+}
+
+#[test]
+fn refused_rcpt_kept_at_shutdown_data() {
+    // The same as refused_rcpt_kept_at_shutdown_chunked, with DATA.
+    let scenario = Scenario::builder()
+        .on_nth(Verb::Rcpt, 1, Response::reply("550 5.1.1 No such user"))
+        .on_end_of_data(Response::silence())
+        .build();
+
+    let records = shut_down_mid_transaction(
+        scenario,
+        |config| config.global.chunking = Some(false),
+        |record| !record.bodies().is_empty(),
+    );
+
+    assert_refusal_kept(&records);
+}
+
+#[test]
+fn held_back_replies_wait_for_chunk() {
+    // RFC 2920 lets a server hold back its replies to a pipelined group. A
+    // server that does so replies to MAIL, RCPT and BDAT together once it
+    // has taken the chunk. With DATA the group ends before the data, but a
+    // chunk goes with the commands, so every reply of the group may take
+    // as long as the final reply (`data_termination`, 5 s here), not the
+    // MAIL timeout (500 ms here).
+    let held_back = Scenario::builder()
+        .chunking()
+        .on(Verb::Mail, Response::nothing())
+        .on(Verb::Rcpt, Response::nothing())
+        .on(
+            Verb::Bdat,
+            Response::raw(&b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued\r\n"[..])
+                .delayed(Duration::from_secs(1)),
+        )
+        .build();
+    let peer = FaultPeer::start_sequence_on_thread(vec![held_back.clone(), held_back])
+        .expect("peer starts");
+    let mut config = fault_config(DOMAIN, peer.addr());
+    config.global.timeouts.mail = Some(Duration::from_millis(500));
+
+    let result = Run::new(config)
+        .submit(submission(1, "s@ec.test", &recipients(&["a"]), BODY))
+        .limit(Duration::from_secs(5))
+        .run();
+
+    assert_eq!(
+        result.outcomes_of(1),
+        ["delivered"],
+        "{:#?}",
+        result.records
+    );
+}
+
+/// Runs one message against `scenario`, whose reply to the message data
+/// comes 6 s late, with a final-reply timeout of 300 ms and a close
+/// deadline of 1 s.
+fn run_against_busy_server(scenario: Scenario, chunking: bool) -> RunResult {
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+    let mut config = fault_config(DOMAIN, peer.addr());
+    config.global.chunking = Some(chunking);
+    config.global.timeouts.data_termination = Some(Duration::from_millis(300));
+    config.global.timeouts.close = Some(Duration::from_secs(1));
+    Run::new(config)
+        .submit(submission(1, "s@ec.test", &recipients(&["a"]), BODY))
+        .limit(Duration::from_secs(5))
+        .run()
+}
+
+#[test]
+fn busy_server_close_ends_before_deadline() {
+    // A server busy with the message (the fault peer sleeps before its
+    // reply, as a server process blocked elsewhere would) does not read the
+    // client's FIN after the final-reply timeout. The session's read to EOF
+    // ends at the close deadline, and the session reports the close itself:
+    // the scheduler's backstop, which releases a connection whose session
+    // never reports, must not fire first.
+    let late = Response::reply("250 2.0.0 Ok: late").delayed(Duration::from_secs(6));
+    let chunked = Scenario::builder()
+        .chunking()
+        .on(Verb::Bdat, late.clone())
+        .build();
+    let with_data = Scenario::builder().on_end_of_data(late).build();
+
+    for (scenario, chunking) in [(chunked, true), (with_data, false)] {
+        let result = run_against_busy_server(scenario, chunking);
+
+        assert_eq!(
+            result.check_accounting(),
+            Ok(()),
+            "chunking {chunking}, closes: {:#?}",
+            result.closes
+        );
+    }
+}
