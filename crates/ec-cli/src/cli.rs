@@ -212,6 +212,11 @@ pub struct SinkArgs {
     #[arg(long)]
     pub require_tls: bool,
 
+    /// Do not offer CHUNKING (RFC 3030), so that clients send with DATA.
+    /// BDAT then gets 502.
+    #[arg(long)]
+    pub no_chunking: bool,
+
     /// Largest message accepted, in octets; it is also announced in the EHLO
     /// SIZE keyword.
     #[arg(long, value_name = "OCTETS", default_value_t = crate::sink::DEFAULT_MAX_MESSAGE_SIZE,

@@ -199,11 +199,13 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
 
     print!("{}", SummaryTable(&totals));
     println!(
-        "sink         received {} messages for {} recipients over {} connections ({} with TLS)",
+        "sink         received {} messages for {} recipients over {} connections ({} with TLS), \
+         {} of them as BDAT chunks",
         sink_stats.messages,
         sink_stats.recipients,
         sink_stats.connections,
-        sink_stats.tls_handshakes
+        sink_stats.tls_handshakes,
+        sink_stats.chunked_messages
     );
     println!(
         "metrics (a few of the Prometheus series; `ec deliver --metrics-listen` serves them all):"
@@ -265,6 +267,7 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {
         hostname: args.hostname.clone(),
         require_tls: args.require_tls,
         max_message_size: args.max_message_size,
+        chunking: !args.no_chunking,
         ..SinkConfig::default()
     };
 
@@ -295,10 +298,11 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {
             .context("cannot wait for Ctrl-C")?;
         let stats = sink.shutdown().await;
         println!(
-            "ec sink: {} connections ({} TLS), {} messages, {} recipients, {} octets",
+            "ec sink: {} connections ({} TLS), {} messages ({} as BDAT chunks), {} recipients, {} octets",
             stats.connections,
             stats.tls_handshakes,
             stats.messages,
+            stats.chunked_messages,
             stats.recipients,
             stats.message_octets
         );

@@ -36,6 +36,10 @@ fn demo_prints_summary_and_log() {
         )),
         "{context}"
     );
+    assert!(
+        stdout.contains(&format!("{samples} of them as BDAT chunks")),
+        "the sink offers CHUNKING, so every message goes as one chunk\n{context}"
+    );
 
     let log = stdout
         .lines()

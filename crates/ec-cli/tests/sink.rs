@@ -474,3 +474,36 @@ async fn invalid_hostname_is_rejected() {
         .expect_err("CR LF in the host name");
     assert!(error.to_string().contains("hostname"), "{error}");
 }
+
+#[tokio::test]
+async fn chunks_split_across_writes() {
+    let sink = start(keep()).await;
+    let mut client = connect(&sink).await;
+
+    client.send(b"EHLO client.test\r\n").await;
+    let ehlo = client.expect(250).await;
+    assert!(ehlo.lines.iter().any(|l| l == "CHUNKING"), "{ehlo:?}");
+
+    client
+        .send(b"MAIL FROM:<a@ec.test>\r\nRCPT TO:<b@demo.test>\r\nBDAT 12\r\n.dot\r\nQU")
+        .await;
+    client.expect(250).await;
+    client.expect(250).await;
+    // The chunk's last octets, then a LAST chunk in two writes.
+    client.send(b"IT\r\nBDAT 8 LAST\r\nend").await;
+    client.expect(250).await;
+    client.send(b"\r\n.\r\n").await;
+    client.expect(250).await;
+    client.send(b"QUIT\r\n").await;
+    client.expect(221).await;
+    assert!(client.closed_cleanly().await);
+
+    let messages = sink.take_messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].data, b".dot\r\nQUIT\r\nend\r\n.\r\n",
+        "chunk octets are kept as sent, commands inside included"
+    );
+    let stats = sink.stats();
+    assert_eq!((stats.chunked_messages, stats.quits), (1, 1));
+}

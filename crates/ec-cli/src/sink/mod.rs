@@ -5,7 +5,8 @@
 //! `ec demo` delivers to it, `ec sink` runs it in the foreground, and tests
 //! and benchmarks use it as a fast, predictable peer. It speaks RFC 5321
 //! with PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
-//! ENHANCEDSTATUSCODES (RFC 2034) and STARTTLS (RFC 3207).
+//! ENHANCEDSTATUSCODES (RFC 2034), STARTTLS (RFC 3207) and CHUNKING
+//! (RFC 3030).
 //!
 //! - It listens on loopback only unless
 //!   [`SinkConfig::allow_non_loopback`] is set.
@@ -21,6 +22,8 @@
 //! - Message data ends only at CRLF "." CRLF. Bare LF characters in the
 //!   data are counted in [`SinkStats::bare_line_feeds`], so a test can check
 //!   that a client normalizes line endings.
+//! - A `BDAT` chunk's octets are always read, even when the command is
+//!   rejected, and never taken for commands.
 //! - Input that a client sends after STARTTLS and before the TLS handshake
 //!   is discarded and counted, never read as commands.
 //! - QUIT gets 221, then TLS `close_notify` (on TLS) and a TCP FIN, and
@@ -42,6 +45,7 @@
 //! ```
 
 mod certificate;
+mod chunk;
 mod data;
 mod protocol;
 mod server;
@@ -92,6 +96,9 @@ pub struct SinkConfig {
     /// Keep every accepted message in memory, for [`Sink::take_messages`].
     /// Default false.
     pub keep_messages: bool,
+    /// Offer CHUNKING and take `BDAT` (RFC 3030). Without it, `BDAT` gets
+    /// 502 5.5.1. Default true.
+    pub chunking: bool,
     /// How long a connection may send nothing before it gets 421 4.4.2 and
     /// is closed. Default 5 minutes, the server timeout of RFC 5321 section
     /// 4.5.3.2.7.
@@ -114,6 +121,7 @@ impl Default for SinkConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_recipients: 1_000,
             keep_messages: false,
+            chunking: true,
             idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),

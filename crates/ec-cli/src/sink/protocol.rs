@@ -3,9 +3,14 @@
 //!
 //! ```text
 //!   greeting ──► EHLO/HELO ──► MAIL ──► RCPT (1..n) ──► DATA ──► data ──► "."
-//!                   ▲  │                                                  │
+//!                   ▲  │                               │                  │
+//!                   │  │                               └─► BDAT n [LAST] ─┤
 //!                   │  └── STARTTLS (handshake; EHLO again) ◄── RSET ◄───┘
 //! ```
+//!
+//! A `BDAT` line is followed by exactly its size in octets (RFC 3030). They
+//! are always read, even when the command is rejected, so that they are
+//! never taken for commands. The reply comes after them.
 //!
 //! [`Protocol::receive`] handles every complete command line in its input
 //! in order and appends each reply to the output, so a pipelined group
@@ -14,6 +19,7 @@
 
 use std::sync::Arc;
 
+use super::chunk::ChunkedMessage;
 use super::data::{DataOutcome, DataReader};
 use super::server::{ReceivedMessage, Shared};
 
@@ -36,14 +42,30 @@ enum Mode {
     Command,
     /// Message data after 354.
     Data(DataReader),
+    /// The octets of a `BDAT` chunk.
+    Chunk(Chunk),
     /// The rest of an over-long command line, already rejected with 500.
     DiscardLine,
+}
+
+/// A `BDAT` chunk being read.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    /// Octets still to read.
+    remaining: u64,
+    /// The chunk ends the message.
+    last: bool,
+    /// The reply when the command was rejected: the octets are read and
+    /// dropped.
+    rejection: Option<&'static [u8]>,
 }
 
 /// The envelope of the current transaction.
 #[derive(Debug, Default)]
 struct Transaction {
     recipients: u32,
+    /// The message so far, once a `BDAT` chunk came.
+    chunks: Option<ChunkedMessage>,
     /// The reverse path and forward paths as text, only when the sink keeps
     /// messages.
     reverse_path: String,
@@ -65,6 +87,9 @@ const SENDER_OK: &[u8] = b"250 2.1.0 Ok\r\n";
 const RECIPIENT_OK: &[u8] = b"250 2.1.5 Ok\r\n";
 const QUEUED: &[u8] = b"250 2.0.0 Ok: queued\r\n";
 const START_DATA: &[u8] = b"354 End data with <CR><LF>.<CR><LF>\r\n";
+const CHUNK_OK: &[u8] = b"250 2.0.0 Ok: chunk received\r\n";
+const BDAT_SYNTAX: &[u8] = b"501 5.5.4 Syntax: BDAT size [LAST]\r\n";
+const DATA_AFTER_BDAT: &[u8] = b"503 5.5.1 Error: DATA after BDAT\r\n";
 const START_TLS: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
 const BYE: &[u8] = b"221 2.0.0 Bye\r\n";
 const TOO_MANY_RECIPIENTS: &[u8] = b"452 4.5.3 Error: too many recipients\r\n";
@@ -124,6 +149,21 @@ impl Protocol {
                         self.finish_message(reader.finish(), out);
                     }
                 }
+                Mode::Chunk(chunk) => {
+                    let available = u64::try_from(rest.len()).unwrap_or(u64::MAX);
+                    let here = chunk.remaining.min(available);
+                    chunk.remaining -= here;
+                    let chunk = *chunk;
+                    // `here` is at most `rest.len()`, so it fits a usize.
+                    let octets = &rest[..here as usize];
+                    consumed += octets.len();
+                    self.chunk_octets(chunk, octets);
+                    if chunk.remaining > 0 {
+                        return (consumed, Step::NeedInput);
+                    }
+                    self.mode = Mode::Command;
+                    self.finish_chunk(chunk, out);
+                }
                 Mode::DiscardLine => match memchr::memchr(b'\n', rest) {
                     Some(index) => {
                         consumed += index + 1;
@@ -164,6 +204,11 @@ impl Protocol {
         };
         let is = |name: &[u8]| verb.eq_ignore_ascii_case(name);
 
+        // Before the TLS gate: a rejected BDAT must still read its octets.
+        if is(b"BDAT") && self.shared.config.chunking {
+            self.bdat(argument, out);
+            return Step::NeedInput;
+        }
         let allowed_before_tls = is(b"EHLO") || is(b"HELO") || is(b"STARTTLS") || is(b"QUIT");
         if self.shared.config.require_tls && !self.tls && !allowed_before_tls {
             out.extend_from_slice(NEED_STARTTLS);
@@ -336,12 +381,101 @@ impl Protocol {
         match &self.transaction {
             None => out.extend_from_slice(NEED_MAIL),
             Some(transaction) if transaction.recipients == 0 => out.extend_from_slice(NEED_RCPT),
+            Some(transaction) if transaction.chunks.is_some() => {
+                out.extend_from_slice(DATA_AFTER_BDAT);
+            }
             Some(_) => {
                 let config = &self.shared.config;
                 let reader = DataReader::new(config.max_message_size, config.keep_messages);
                 self.mode = Mode::Data(reader);
                 out.extend_from_slice(START_DATA);
             }
+        }
+    }
+
+    /// Starts reading a `BDAT` chunk: `BDAT <size> [LAST]` (RFC 3030). The
+    /// reply waits until its octets are read.
+    fn bdat(&mut self, argument: &[u8], out: &mut Vec<u8>) {
+        let mut words = argument.split(|&b| b == b' ').filter(|w| !w.is_empty());
+        let size = words.next().and_then(parse_decimal);
+        let last = match words.next() {
+            None => Some(false),
+            Some(word) if word.eq_ignore_ascii_case(b"LAST") => Some(true),
+            Some(_) => None,
+        };
+        let (Some(size), Some(last), None) = (size, last, words.next()) else {
+            // The size is unknown, so the octets cannot be skipped.
+            out.extend_from_slice(BDAT_SYNTAX);
+            return;
+        };
+
+        let rejection = if self.shared.config.require_tls && !self.tls {
+            Some(NEED_STARTTLS)
+        } else if !self.greeted {
+            Some(NEED_EHLO)
+        } else {
+            match &self.transaction {
+                None => Some(NEED_MAIL),
+                Some(transaction) if transaction.recipients == 0 => Some(NEED_RCPT),
+                Some(_) => None,
+            }
+        };
+        if rejection.is_none() {
+            let config = &self.shared.config;
+            if let Some(transaction) = &mut self.transaction {
+                transaction.chunks.get_or_insert_with(|| {
+                    ChunkedMessage::new(config.max_message_size, config.keep_messages)
+                });
+            }
+        }
+        self.mode = Mode::Chunk(Chunk {
+            remaining: size,
+            last,
+            rejection,
+        });
+    }
+
+    /// Adds octets of the chunk being read to the message, unless the
+    /// command was rejected.
+    fn chunk_octets(&mut self, chunk: Chunk, octets: &[u8]) {
+        if chunk.rejection.is_some() {
+            return;
+        }
+        let message = self
+            .transaction
+            .as_mut()
+            .and_then(|transaction| transaction.chunks.as_mut());
+        if let Some(message) = message {
+            message.append(octets);
+        }
+    }
+
+    /// Replies to a `BDAT` command once its octets are read.
+    fn finish_chunk(&mut self, chunk: Chunk, out: &mut Vec<u8>) {
+        if let Some(reply) = chunk.rejection {
+            out.extend_from_slice(reply);
+            return;
+        }
+        let too_large = self
+            .transaction
+            .as_ref()
+            .and_then(|transaction| transaction.chunks.as_ref())
+            .is_some_and(ChunkedMessage::too_large);
+        if !chunk.last && !too_large {
+            out.extend_from_slice(CHUNK_OK);
+            return;
+        }
+        // The last chunk, or one past the size limit: the transaction ends.
+        let message = self
+            .transaction
+            .as_mut()
+            .and_then(|transaction| transaction.chunks.take());
+        if let Some(message) = message {
+            let outcome = message.finish();
+            if !outcome.too_large {
+                self.shared.stats.count_chunked();
+            }
+            self.finish_message(outcome, out);
         }
     }
 
@@ -472,7 +606,7 @@ mod tests {
         let (replies, _, _) = exchange(&mut sink, "ehlo client.example\r\n");
         let expected = format!(
             "250-localhost\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n\
-             250-STARTTLS\r\n250 ENHANCEDSTATUSCODES\r\n",
+             250-STARTTLS\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n",
             crate::sink::DEFAULT_MAX_MESSAGE_SIZE
         );
         assert_eq!(replies, expected);
@@ -480,6 +614,112 @@ mod tests {
         sink.tls_started();
         let (replies, _, _) = exchange(&mut sink, "EHLO client.example\r\n");
         assert!(!replies.contains("STARTTLS"), "{replies}");
+
+        let mut plain = protocol(SinkConfig {
+            chunking: false,
+            ..SinkConfig::default()
+        });
+        let (replies, _, _) = exchange(&mut plain, "EHLO client.example\r\nBDAT 0 LAST\r\n");
+        assert!(!replies.contains("CHUNKING"), "{replies}");
+        assert!(replies.ends_with("502 5.5.1 Error: command not implemented\r\n"));
+    }
+
+    fn keep() -> SinkConfig {
+        SinkConfig {
+            keep_messages: true,
+            ..SinkConfig::default()
+        }
+    }
+
+    #[test]
+    fn chunked_transaction() {
+        let mut sink = protocol(keep());
+        let input = "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n\
+                     BDAT 14\r\n.first\r\nQUIT\r\nBDAT 7 LAST\r\n..two\r\nQUIT\r\n";
+        let (replies, step, consumed) = exchange(&mut sink, input);
+        assert_eq!(codes(&replies), ["250", "250", "250", "250", "250", "221"]);
+        assert!(replies.contains("250 2.0.0 Ok: chunk received\r\n250 2.0.0 Ok: queued\r\n"));
+        assert_eq!((step, consumed), (Step::Quit, input.len()));
+
+        let messages = sink.shared.take_messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(
+            messages[0].data, b".first\r\nQUIT\r\n..two\r\n",
+            "octets as sent: no unstuffing, and QUIT inside a chunk is data"
+        );
+        let stats = sink.shared.stats.snapshot();
+        assert_eq!(
+            (stats.messages, stats.chunked_messages, stats.quits),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn chunk_octets_arrive_in_pieces() {
+        let mut sink = protocol(keep());
+        let mut out = Vec::new();
+        let head = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.com>\r\nBDAT 5 LAST\r\nab";
+        let (consumed, step) = sink.receive(head, &mut out);
+        assert_eq!((consumed, step), (head.len(), Step::NeedInput));
+        let (consumed, _) = sink.receive(b"c\r\nNOOP\r\n", &mut out);
+        assert_eq!(consumed, 9);
+        let replies = String::from_utf8(out).expect("ASCII");
+        assert_eq!(codes(&replies), ["250", "250", "250", "250", "250"]);
+        assert_eq!(sink.shared.take_messages()[0].data, b"abc\r\n");
+    }
+
+    #[test]
+    fn rejected_chunk_is_read_not_run() {
+        let mut sink = protocol(keep());
+        // No MAIL: the chunk holds commands, which must not run.
+        let input = "EHLO c\r\nBDAT 12 LAST\r\nRSET\r\nQUIT\r\nNOOP\r\n";
+        let (replies, step, _) = exchange(&mut sink, input);
+        assert_eq!(codes(&replies), ["250", "503", "250"]);
+        assert_eq!(step, Step::NeedInput);
+
+        let (replies, _, _) = exchange(&mut sink, "MAIL FROM:<>\r\nBDAT 4\r\nQUIT");
+        assert_eq!(codes(&replies), ["250", "503"], "no recipient yet");
+        assert_eq!(sink.shared.stats.snapshot().quits, 0);
+        assert!(sink.shared.take_messages().is_empty());
+
+        let mut strict = protocol(SinkConfig {
+            require_tls: true,
+            ..SinkConfig::default()
+        });
+        let (replies, _, _) = exchange(&mut strict, "EHLO c\r\nBDAT 6 LAST\r\nQUIT\r\n");
+        assert_eq!(codes(&replies), ["250", "530"]);
+    }
+
+    #[test]
+    fn bdat_syntax_and_mixing() {
+        let mut sink = protocol(keep());
+        let (replies, _, _) = exchange(
+            &mut sink,
+            "EHLO c\r\nBDAT\r\nBDAT x\r\nBDAT 1 NOW\r\nBDAT 1 LAST more\r\n",
+        );
+        assert_eq!(codes(&replies), ["250", "501", "501", "501", "501"]);
+
+        let input = "MAIL FROM:<>\r\nRCPT TO:<b@example.com>\r\nBDAT 3\r\nab\nDATA\r\nRSET\r\n";
+        let (replies, _, _) = exchange(&mut sink, input);
+        assert_eq!(codes(&replies), ["250", "250", "250", "503", "250"]);
+        let (replies, _, _) = exchange(&mut sink, "BDAT 0 LAST\r\n");
+        assert_eq!(codes(&replies), ["503"], "RSET ended the transaction");
+        assert_eq!(sink.shared.stats.snapshot().bare_line_feeds, 0, "dropped");
+    }
+
+    #[test]
+    fn oversized_chunks_end_the_transaction() {
+        let mut sink = protocol(SinkConfig {
+            max_message_size: 4,
+            ..keep()
+        });
+        let input = "EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@example.com>\r\n\
+                     BDAT 3\r\nabcBDAT 3\r\ndefBDAT 2 LAST\r\ngh";
+        let (replies, _, consumed) = exchange(&mut sink, input);
+        assert_eq!(codes(&replies), ["250", "250", "250", "250", "552", "503"]);
+        assert_eq!(consumed, input.len());
+        let stats = sink.shared.stats.snapshot();
+        assert_eq!((stats.messages, stats.rejected_messages), (0, 1));
     }
 
     #[test]

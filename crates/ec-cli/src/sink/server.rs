@@ -47,6 +47,8 @@ pub struct SinkStats {
     pub recipients: u64,
     /// Octets of the accepted messages, after dot-unstuffing.
     pub message_octets: u64,
+    /// Of the accepted messages, those that came as `BDAT` chunks.
+    pub chunked_messages: u64,
     /// Messages rejected for their size.
     pub rejected_messages: u64,
     /// QUIT commands received.
@@ -70,6 +72,7 @@ pub(crate) struct Counters {
     messages: AtomicU64,
     recipients: AtomicU64,
     message_octets: AtomicU64,
+    chunked_messages: AtomicU64,
     rejected_messages: AtomicU64,
     quits: AtomicU64,
     bare_line_feeds: AtomicU64,
@@ -84,6 +87,10 @@ impl Counters {
         self.message_octets.fetch_add(octets, Ordering::Relaxed);
         self.recipients
             .fetch_add(u64::from(recipients), Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_chunked(&self) {
+        self.chunked_messages.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_rejected(&self) {
@@ -124,6 +131,7 @@ impl Counters {
             messages: load(&self.messages),
             recipients: load(&self.recipients),
             message_octets: load(&self.message_octets),
+            chunked_messages: load(&self.chunked_messages),
             rejected_messages: load(&self.rejected_messages),
             quits: load(&self.quits),
             bare_line_feeds: load(&self.bare_line_feeds),
@@ -176,6 +184,9 @@ impl Replies {
             );
             if starttls {
                 reply.push_str("250-STARTTLS\r\n");
+            }
+            if config.chunking {
+                reply.push_str("250-CHUNKING\r\n");
             }
             reply.push_str("250 ENHANCEDSTATUSCODES\r\n");
             reply.into_bytes()
