@@ -530,6 +530,15 @@ impl DeliverArgs {
             None => Config::default(),
         };
         self.overrides().apply(&mut config);
+        if let Some(path) = &self.ca_file {
+            if !verifies_anywhere(&config) {
+                tracing::warn!(
+                    ca_file = %path.display(),
+                    "--ca-file is unused: certificates are not verified under --tls opportunistic \
+                     unless --tls-verify ca or host is given; add one of those, or drop --ca-file"
+                );
+            }
+        }
         Ok(config)
     }
 
@@ -562,6 +571,19 @@ impl DeliverArgs {
             None => Ok(()),
         }
     }
+}
+
+/// Returns whether any scope of `config` verifies server certificates, so
+/// that a CA file is of use.
+fn verifies_anywhere(config: &Config) -> bool {
+    let bindings = config.binding.values();
+    let scopes = std::iter::once(&config.global)
+        .chain(config.domain.values())
+        .chain(bindings.clone().map(|binding| &binding.settings))
+        .chain(bindings.flat_map(|binding| binding.domain.values()));
+    scopes
+        .filter_map(|settings| settings.tls.as_ref())
+        .any(|tls| tls.effective_verify() != TlsVerify::None)
 }
 
 /// Reads and parses a TOML configuration file.
@@ -1020,6 +1042,29 @@ mod tests {
         let settings = config.resolve("default", &domain("example.com"));
         assert_eq!(settings.max_outbound_connections, 2);
         assert_eq!(settings.ehlo_name, "file.example");
+    }
+
+    #[test]
+    fn ca_file_use_depends_on_verify() {
+        let overrides = |args: &[&str]| {
+            let mut config = Config::default();
+            deliver(args).overrides().apply(&mut config);
+            config
+        };
+        let opportunistic = overrides(&["deliver", "x"]);
+        assert!(!verifies_anywhere(&opportunistic));
+        let checked = overrides(&["deliver", "--tls-verify", "ca", "x"]);
+        assert!(verifies_anywhere(&checked));
+        let required = overrides(&["deliver", "--tls", "required", "x"]);
+        assert!(verifies_anywhere(&required), "required verifies the host");
+
+        let mut one_domain = opportunistic;
+        let settings = one_domain.domain.entry(domain("example.com")).or_default();
+        settings.tls = Some(ec_types::TlsSettings {
+            verify: Some(TlsVerify::Host),
+            ..ec_types::TlsSettings::default()
+        });
+        assert!(verifies_anywhere(&one_domain));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use ec_cli::sink::{Sink, SinkConfig};
 use ec_cli::summary::{ExitStatus, SummaryTable};
 use ec_metrics::{Exporter, ExporterConfig};
 use ec_types::{Config, Route, TlsPolicy, TlsSettings, TlsVerify};
+use tokio::signal::unix::SignalKind;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -293,9 +294,12 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {
             ca_path.display()
         );
 
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot wait for Ctrl-C")?;
+        let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())
+            .context("cannot watch for SIGTERM")?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.context("cannot wait for Ctrl-C")?,
+            _ = terminate.recv() => {}
+        }
         let stats = sink.shutdown().await;
         println!(
             "ec sink: {} connections ({} TLS), {} messages ({} as BDAT chunks), {} recipients, {} octets",

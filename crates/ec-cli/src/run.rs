@@ -84,8 +84,9 @@ struct Tracker {
     failing: HashMap<Domain, FailureStreak>,
     /// The last non-final record of each recipient that had one.
     transient: HashMap<(u64, String), Transient>,
-    /// Messages (by tag) delivered to at least one recipient.
-    delivered_messages: HashSet<u64>,
+    /// Messages (by tag) with a recipient whose outcome in this run is
+    /// not delivered.
+    undelivered_messages: HashSet<u64>,
 }
 
 /// Connections in a row to one domain that ended before a message was sent
@@ -97,6 +98,8 @@ struct FailureStreak {
     reason: CloseReason,
     /// Where the last connection went.
     target: Target,
+    /// The last connection's failure, as the session reported it.
+    failure: Option<String>,
 }
 
 impl FailureStreak {
@@ -106,9 +109,13 @@ impl FailureStreak {
         } else {
             format!("{} connections in a row", self.count)
         };
+        let last = match &self.failure {
+            Some(failure) => format!("{}: {failure}", self.reason),
+            None => self.reason.to_string(),
+        };
         format!(
-            "{connections} to {} ended before a message could be sent (last: {})",
-            self.target, self.reason
+            "{connections} to {} ended before a message could be sent (last: {last})",
+            self.target
         )
     }
 }
@@ -147,7 +154,7 @@ impl Tracker {
             open_domains,
             failing: HashMap::new(),
             transient: HashMap::new(),
-            delivered_messages: HashSet::new(),
+            undelivered_messages: HashSet::new(),
         }
     }
 
@@ -168,6 +175,18 @@ impl Tracker {
             }
         }
         Some(recipients.is_empty())
+    }
+
+    /// Logs, for each domain that still has open recipients, why its
+    /// connections keep failing.
+    fn warn_failing_domains(&self) {
+        let mut domains: Vec<&Domain> = self.open_domains.keys().collect();
+        domains.sort();
+        for domain in domains {
+            if let Some(streak) = self.failing.get(domain) {
+                tracing::warn!(%domain, "{}", streak.describe());
+            }
+        }
     }
 
     /// Whether every domain that still has open recipients keeps failing.
@@ -229,10 +248,12 @@ impl Tracker {
                     count: 0,
                     reason: closed.reason,
                     target: closed.target.clone(),
+                    failure: None,
                 });
             streak.count += 1;
             streak.reason = closed.reason;
             streak.target = closed.target.clone();
+            streak.failure.clone_from(&closed.failure);
         } else {
             self.failing.remove(&closed.domain);
         }
@@ -321,12 +342,13 @@ impl RunState<'_> {
             }
         }
 
-        if matches!(status, RecipientStatus::Delivered(_))
-            && self.tracker.delivered_messages.insert(record.tag)
-        {
-            self.totals.messages_delivered += 1;
+        if !matches!(status, RecipientStatus::Delivered(_)) {
+            self.tracker.undelivered_messages.insert(record.tag);
         }
         if message_done {
+            if !self.tracker.undelivered_messages.remove(&record.tag) {
+                self.totals.messages_delivered += 1;
+            }
             self.totals.messages_done += 1;
             self.progress.messages_done(1);
         }
@@ -548,8 +570,9 @@ pub fn run(
             } else {
                 tracing::warn!(
                     domains = state.tracker.open_domains.len(),
-                    "giving up: every remaining domain keeps failing before its SMTP sessions are ready; the log says why"
+                    "giving up: every remaining domain keeps failing before its SMTP sessions are ready"
                 );
+                state.tracker.warn_failing_domains();
             }
             engine.handle().shutdown();
             state.early_end = Some(if stop {
@@ -798,6 +821,9 @@ mod tests {
             messages_delivered: delivered,
             messages_attempted: delivered,
             duration: Duration::from_millis(5),
+            failure: (reason == CloseReason::ConnectFailed).then(|| {
+                "cannot connect to 127.0.0.1:2525: Connection refused (os error 111)".to_owned()
+            }),
             close_site: std::panic::Location::caller(),
         })
     }
@@ -846,9 +872,35 @@ mod tests {
         let (status, detail) = state.status_and_detail(&unsent);
         assert!(matches!(status, RecipientStatus::Deferred(_)), "{status:?}");
         let detail = detail.expect("a reason");
+        assert!(detail.contains("127.0.0.1:2525"), "{detail}");
+        assert!(detail.contains("connect_failed"), "{detail}");
         assert!(
-            detail.contains("127.0.0.1:2525") && detail.contains("connect_failed"),
-            "{detail}"
+            detail.contains("Connection refused"),
+            "the session's own failure is named: {detail}"
+        );
+    }
+
+    #[test]
+    fn partly_delivered_message_not_counted_delivered() {
+        let progress = Progress::new(2, Visibility::Hidden);
+        let mut state = state(&progress, messages(2));
+        for (tag, second) in [(0, 250), (1, 550)] {
+            let first = RecipientOutcome::Delivered(reply(250, "ok"));
+            state
+                .handle(record(tag, RECIPIENTS[0], first))
+                .expect("handle");
+            let outcome = match second {
+                250 => RecipientOutcome::Delivered(reply(250, "ok")),
+                _ => RecipientOutcome::Failed(reply(550, "no such user")),
+            };
+            state
+                .handle(record(tag, RECIPIENTS[1], outcome))
+                .expect("handle");
+        }
+        assert_eq!(state.totals.messages_done, 2);
+        assert_eq!(
+            state.totals.messages_delivered, 1,
+            "only message 0 reached both"
         );
     }
 

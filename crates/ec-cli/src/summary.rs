@@ -102,7 +102,7 @@ pub struct RunTotals {
     pub invalid_input: u64,
     /// Message files whose every recipient has an outcome.
     pub messages_done: u64,
-    /// Message files delivered to at least one recipient.
+    /// Message files delivered to every recipient.
     pub messages_delivered: u64,
     /// Connections whose connect was started.
     pub connections_opened: u64,
@@ -138,8 +138,8 @@ impl RunTotals {
         self.delivered + self.deferred + self.failed + self.delivery_unknown
     }
 
-    /// Message files delivered (to at least one recipient) per second of
-    /// the run; 0 for a run of no time.
+    /// Message files delivered to every recipient, per second of the run;
+    /// 0 for a run of no time.
     pub fn messages_per_second(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 {
@@ -198,7 +198,7 @@ pub fn exit_status(totals: &RunTotals) -> ExitStatus {
 /// recipients   delivered 1200   deferred 3   failed 1   unknown 0   invalid files 2
 /// connections  opened 16   established 16   over TLS 100.0%
 /// closed       clean 15   quit_timed_out 1
-/// rate         1203 of 1204 messages delivered in 2.41 s, 499.2 messages/s
+/// rate         1203 of 1204 messages delivered to every recipient in 2.41 s, 499.2 messages/s
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SummaryTable<'a>(pub &'a RunTotals);
@@ -248,7 +248,7 @@ impl fmt::Display for SummaryTable<'_> {
 
         writeln!(
             f,
-            "rate         {} of {} messages delivered in {:.2} s, {:.1} messages/s",
+            "rate         {} of {} messages delivered to every recipient in {:.2} s, {:.1} messages/s",
             totals.messages_delivered,
             totals.messages_done,
             totals.elapsed.as_secs_f64(),
@@ -415,7 +415,7 @@ mod tests {
 recipients   delivered 1200   deferred 3   failed 1   unknown 0   invalid files 2
 connections  opened 16   established 16   over TLS 75.0%
 closed       clean 1   quit_timed_out 1
-rate         1200 of 1204 messages delivered in 2.00 s, 600.0 messages/s
+rate         1200 of 1204 messages delivered to every recipient in 2.00 s, 600.0 messages/s
 ";
         assert_eq!(table, expected);
     }

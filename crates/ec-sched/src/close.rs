@@ -236,6 +236,7 @@ pub fn begin_close(
     connection.state = ConnectionState::Closing;
 
     let failure = failure_of(request.event, handle);
+    connection.failure = failure.map(|failure| failure.error.to_string());
     let attempt = Attempt {
         connection: Some(connection.id),
         peer: connection.peer,

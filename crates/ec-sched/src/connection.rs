@@ -41,6 +41,8 @@ pub struct Connection {
     /// Messages that spent a delivery attempt on this connection: each
     /// transaction it began, whatever its result.
     pub(crate) messages_attempted: u32,
+    /// The session failure that started the close, as text.
+    pub(crate) failure: Option<String>,
 }
 
 /// The pending timers of a connection; closing cancels all but the close
@@ -160,6 +162,7 @@ impl Connection {
             closing: None,
             messages_delivered: 0,
             messages_attempted: 0,
+            failure: None,
         }
     }
 }

@@ -55,6 +55,7 @@ impl Scheduler {
             closing,
             messages_delivered,
             messages_attempted,
+            failure,
             ..
         } = connection;
         // The report takes the construct's copy of the domain name, which
@@ -81,6 +82,7 @@ impl Scheduler {
             messages_delivered,
             messages_attempted,
             duration: now.saturating_duration_since(opened_at),
+            failure,
             close_site: closing.map_or(std::panic::Location::caller(), |c| c.site),
         };
         self.record_closed(key, closed);

@@ -147,6 +147,9 @@ pub struct ConnectionClosed {
     pub messages_attempted: u32,
     /// From the start of the connect to the release.
     pub duration: Duration,
+    /// The session failure that ended it, as text, when one did: a refused
+    /// connect, a failed TLS handshake, a dropped connection, a timeout.
+    pub failure: Option<String>,
     /// The source location that asked for the close.
     pub close_site: &'static Location<'static>,
 }
