@@ -530,6 +530,15 @@ impl DeliverArgs {
             None => Config::default(),
         };
         self.overrides().apply(&mut config);
+        let default = ec_types::Binding::DEFAULT_NAME;
+        for name in unused_bindings(&config) {
+            tracing::warn!(
+                binding = %name,
+                "the settings under [binding.{name}] are unused, because ec deliver sends \
+                 through the binding \"{default}\" only; put them under [binding.{default}] \
+                 or [global]"
+            );
+        }
         if let Some(path) = &self.ca_file {
             if !verifies_anywhere(&config) {
                 tracing::warn!(
@@ -571,6 +580,16 @@ impl DeliverArgs {
             None => Ok(()),
         }
     }
+}
+
+/// Returns the binding scopes of `config` that `ec deliver` never uses: it
+/// sends through the default binding only.
+fn unused_bindings(config: &Config) -> impl Iterator<Item = &str> {
+    config
+        .binding
+        .keys()
+        .map(String::as_str)
+        .filter(|name| *name != ec_types::Binding::DEFAULT_NAME)
 }
 
 /// Returns whether any scope of `config` verifies server certificates, so
@@ -1042,6 +1061,15 @@ mod tests {
         let settings = config.resolve("default", &domain("example.com"));
         assert_eq!(settings.max_outbound_connections, 2);
         assert_eq!(settings.ehlo_name, "file.example");
+    }
+
+    #[test]
+    fn other_bindings_are_unused() {
+        let config: Config = toml::from_str(
+            "[binding.default]\nchunking = false\n[binding.outbound-a]\nchunking = false\n",
+        )
+        .expect("valid TOML");
+        assert_eq!(unused_bindings(&config).collect::<Vec<_>>(), ["outbound-a"]);
     }
 
     #[test]

@@ -245,7 +245,8 @@ fn print_sample_record(path: &std::path::Path) {
 }
 
 /// The exposition lines the demo prints: totals of connections and message
-/// fates, without comments.
+/// fates, without comments, sorted so that every run prints them in the
+/// same order.
 fn demo_metric_lines(text: &str) -> Vec<&str> {
     const SHOWN: [&str; 4] = [
         "ec_connections_opened_total",
@@ -253,11 +254,14 @@ fn demo_metric_lines(text: &str) -> Vec<&str> {
         "ec_message_fates_total",
         "ec_tls_handshakes_total",
     ];
-    text.lines()
+    let mut lines: Vec<&str> = text
+        .lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| SHOWN.iter().any(|name| line.starts_with(name)))
-        .take(12)
-        .collect()
+        .collect();
+    lines.sort_unstable();
+    lines.truncate(12);
+    lines
 }
 
 fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {

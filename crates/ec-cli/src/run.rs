@@ -564,7 +564,8 @@ pub fn run(
         let stop = plan.stop.load(Ordering::SeqCst);
         if (give_up || stop) && !state.shutting_down {
             if stop {
-                tracing::warn!(
+                // The signal handler has told the user already.
+                tracing::debug!(
                     "stopping: new work stops, open connections close, every outcome is recorded"
                 );
             } else {
