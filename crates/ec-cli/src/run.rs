@@ -73,6 +73,10 @@ pub enum RunError {
     },
 }
 
+/// The log detail of a recipient whose delivery is unknown.
+const DELIVERY_UNKNOWN_DETAIL: &str = "the message data was sent and no reply to it came, \
+     so the server may have accepted it; --resume sends it again";
+
 /// The state of each message in this run.
 struct Tracker {
     messages: Vec<InputMessage>,
@@ -376,11 +380,20 @@ impl RunState<'_> {
             RecipientOutcome::Deferred { reply: None, .. } => {
                 (RecipientStatus::Deferred(connection_lost_reply()), streak)
             }
-            RecipientOutcome::DeliveryUnknown => (RecipientStatus::DeliveryUnknown, None),
+            RecipientOutcome::DeliveryUnknown => (
+                RecipientStatus::DeliveryUnknown,
+                Some(DELIVERY_UNKNOWN_DETAIL.to_owned()),
+            ),
             _ => {
                 let cause = streak.or_else(|| self.early_end_cause());
                 let status = match self.tracker.transient(record) {
-                    Some(Transient::DeliveryUnknown) => RecipientStatus::DeliveryUnknown,
+                    Some(Transient::DeliveryUnknown) => {
+                        let detail = match cause {
+                            Some(cause) => format!("{DELIVERY_UNKNOWN_DETAIL}; then {cause}"),
+                            None => DELIVERY_UNKNOWN_DETAIL.to_owned(),
+                        };
+                        return (RecipientStatus::DeliveryUnknown, Some(detail));
+                    }
                     Some(Transient::Deferred(reply)) => RecipientStatus::Deferred(reply.clone()),
                     Some(Transient::DeferredWithoutReply) => {
                         RecipientStatus::Deferred(connection_lost_reply())

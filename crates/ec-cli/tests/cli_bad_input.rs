@@ -289,6 +289,13 @@ fn lost_dot_reply_is_unknown() {
     for record in &records {
         assert_eq!(record.result, LogResult::DeliveryUnknown, "{record:?}");
         assert_eq!(record.reply, None, "{record:?}");
+        assert!(
+            record
+                .detail
+                .as_deref()
+                .is_some_and(|detail| detail.contains("no reply")),
+            "the log says why: {record:?}"
+        );
         assert!(record.connection.is_some(), "{record:?}");
     }
     for path in &messages {
