@@ -470,7 +470,7 @@ fn chunking_off_uses_data() {
 }
 
 #[test]
-fn refused_rcpt_then_reset_fails() {
+fn rejected_rcpt_then_reset_fails() {
     // The only RCPT is refused, then the peer resets once the chunk is in:
     // the server cannot have the message, so it is not "delivery unknown",
     // and the recipient fails with the RCPT's reply without a retry.

@@ -1,7 +1,7 @@
 //! Transactions cut short, with DATA and with CHUNKING (`BDAT <size> LAST`):
-//! by a shutdown while the final reply is due, after a RCPT refusal; by a
+//! by a shutdown while the final reply is due, after a RCPT rejection; by a
 //! server that holds back its replies to a chunked group; and by a server
-//! too busy to answer the close.
+//! too busy to reply to the close.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -74,10 +74,10 @@ fn shut_down_mid_transaction(
     records
 }
 
-/// Checks that `a`, refused with 550 at RCPT, has exactly one record: a
+/// Checks that `a`, rejected with 550 at RCPT, has exactly one record: a
 /// failure with that reply. The server cannot have taken the message for
 /// `a`, so neither "delivery unknown" nor "unsent" is true for it.
-fn assert_refusal_kept(records: &[RecipientRecord]) {
+fn assert_rejection_kept(records: &[RecipientRecord]) {
     let a = records_for(records, "a");
     let outcomes: Vec<&str> = a.iter().map(|record| record.outcome.as_str()).collect();
     assert_eq!(outcomes, ["failed"], "records of a: {a:#?}");
@@ -94,10 +94,10 @@ fn assert_refusal_kept(records: &[RecipientRecord]) {
 }
 
 #[test]
-fn refused_rcpt_kept_at_shutdown_chunked() {
+fn rejected_rcpt_kept_at_shutdown_chunked() {
     // The shutdown grace ends while the reply to BDAT is due, and the
     // scheduler closes the busy connection without a session failure. The
-    // session reported the RCPT refusal when it came, so `a` still fails
+    // session reported the RCPT rejection when it came, so `a` still fails
     // with it, rather than getting "delivery_unknown" and "unsent", which
     // `ec deliver --resume` would send to again.
     let scenario = Scenario::builder()
@@ -108,12 +108,12 @@ fn refused_rcpt_kept_at_shutdown_chunked() {
 
     let records = shut_down_mid_transaction(scenario, |_| {}, |record| !record.chunks().is_empty());
 
-    assert_refusal_kept(&records);
+    assert_rejection_kept(&records);
 }
 
 #[test]
-fn refused_rcpt_kept_at_shutdown_data() {
-    // The same as refused_rcpt_kept_at_shutdown_chunked, with DATA.
+fn rejected_rcpt_kept_at_shutdown_data() {
+    // The same as rejected_rcpt_kept_at_shutdown_chunked, with DATA.
     let scenario = Scenario::builder()
         .on_nth(Verb::Rcpt, 1, Response::reply("550 5.1.1 No such user"))
         .on_end_of_data(Response::silence())
@@ -125,7 +125,7 @@ fn refused_rcpt_kept_at_shutdown_data() {
         |record| !record.bodies().is_empty(),
     );
 
-    assert_refusal_kept(&records);
+    assert_rejection_kept(&records);
 }
 
 #[test]

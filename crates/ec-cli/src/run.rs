@@ -577,7 +577,7 @@ pub fn run(
         let stop = plan.stop.load(Ordering::SeqCst);
         if (give_up || stop) && !state.shutting_down {
             if stop {
-                // The signal handler has told the user already.
+                // The signal handler has printed this for the user already.
                 tracing::debug!(
                     "stopping: new work stops, open connections close, every outcome is recorded"
                 );

@@ -178,8 +178,8 @@ pub fn close_connection(
 /// A busy connection closed without a session failure (a shutdown's grace
 /// period ran out) cannot tell whether its current transaction passed the
 /// final dot, so the first message of its batch is treated as delivery
-/// unknown. Either way, a recipient the session reported refused at RCPT
-/// ([`SessionEvent::RecipientRefused`](ec_types::SessionEvent::RecipientRefused))
+/// unknown. Either way, a recipient the session reported rejected at RCPT
+/// ([`SessionEvent::RecipientRejected`](ec_types::SessionEvent::RecipientRejected))
 /// fails with its reply, and a message with no other recipient left is
 /// settled at once.
 ///
@@ -245,7 +245,7 @@ pub fn begin_close(
     // Drained rather than taken, so the buffer stays with the construct for
     // reuse after the release.
     let batch: Vec<SharedMessage> = construct.batch.drain(..).collect();
-    let refused: Vec<(MessageId, usize, Reply)> = construct.refused.drain(..).collect();
+    let rejected: Vec<(MessageId, usize, Reply)> = construct.rejected.drain(..).collect();
     ctx.ledger.in_flight -= batch.len() as u64;
     let (fates, attempted) = settle_batch(
         &mut ctx,
@@ -253,7 +253,7 @@ pub fn begin_close(
         key.binding,
         Settling {
             batch,
-            refused,
+            rejected,
             failure,
             prior,
         },
@@ -309,12 +309,12 @@ pub fn begin_close(
     CloseTicket::Started { plan, fates }
 }
 
-/// What a closing connection leaves to settle.
+/// The state a closing connection leaves to settle.
 struct Settling<'a> {
     /// The messages handed to the session without a transaction outcome.
     batch: Vec<SharedMessage>,
-    /// RCPT refusals of the transaction under way.
-    refused: Vec<(MessageId, usize, Reply)>,
+    /// RCPT rejections of the transaction under way.
+    rejected: Vec<(MessageId, usize, Reply)>,
     /// The session's failure report, when a failure caused the close.
     failure: Option<&'a SessionFailure>,
     /// The connection's state before the close.
@@ -334,7 +334,7 @@ fn settle_batch(
 ) -> (Vec<(MessageId, MessageFate)>, bool) {
     let Settling {
         batch,
-        refused,
+        rejected,
         failure,
         prior,
     } = settling;
@@ -367,16 +367,16 @@ fn settle_batch(
     };
     Arc::make_mut(&mut message).attempts += 1;
     let id = message.id;
-    let refused: Vec<(usize, Reply)> = refused
+    let rejected: Vec<(usize, Reply)> = rejected
         .into_iter()
-        .filter(|(refused_message, ..)| *refused_message == id)
+        .filter(|(rejected_message, ..)| *rejected_message == id)
         .map(|(_, index, reply)| (index, reply))
         .collect();
-    if !refused.is_empty() {
-        fail_refused(
+    if !rejected.is_empty() {
+        fail_rejected(
             ctx,
             &mut message,
-            &refused,
+            &rejected,
             (binding, &lane.metrics),
             attempt,
             now,
@@ -384,7 +384,7 @@ fn settle_batch(
     }
     let lane = LaneRef { key, record, lane };
     if message.is_done() {
-        // Every recipient the transaction reached was refused: nothing is
+        // Every recipient the transaction reached was rejected: nothing is
         // left to retry, and no copy can have been delivered.
         let fate = ctx.settle(message, lane, attempt, now);
         fates.insert(0, (id, fate));
@@ -410,12 +410,12 @@ fn settle_batch(
     (fates, true)
 }
 
-/// Fails the recipients that the server refused with a 5xx reply to RCPT
+/// Fails the recipients that the server rejected with a 5xx reply to RCPT
 /// before the transaction was cut short, each with its own reply.
-fn fail_refused(
+fn fail_rejected(
     ctx: &mut FateContext<'_>,
     message: &mut SharedMessage,
-    refused: &[(usize, Reply)],
+    rejected: &[(usize, Reply)],
     lane: (ec_types::BindingSlot, &crate::metrics::LaneMetrics),
     attempt: &Attempt,
     now: Instant,
@@ -423,7 +423,7 @@ fn fail_refused(
     let owned = Arc::make_mut(message);
     let mut statuses: Vec<RecipientStatus> =
         owned.recipients.iter().map(|r| r.status.clone()).collect();
-    for (index, reply) in refused {
+    for (index, reply) in rejected {
         if let Some(status) = statuses.get_mut(*index) {
             *status = RecipientStatus::Failed(reply.clone());
         }
@@ -431,9 +431,9 @@ fn fail_refused(
     ctx.apply_statuses(owned, statuses, lane, attempt, now);
 }
 
-/// How long after the close deadline the scheduler releases a connection
-/// whose session has not reported its socket closed: a tenth of the close
-/// time, from 100 ms to 1 s.
+/// Returns how long after the close deadline the scheduler releases a
+/// connection whose session has not reported its socket closed: a tenth
+/// of the close time, from 100 ms to 1 s.
 ///
 /// The session drops its socket at the deadline itself and reports how the
 /// close went. The scheduler's timer is only the backstop for a session

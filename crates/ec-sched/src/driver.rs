@@ -25,7 +25,7 @@ use crate::token::SchedulerToken;
 /// 2. For each `SessionCommand::Deliver`, report one `Transaction` per
 ///    message, in order, then `BatchDone`. On a failure, report `Failed`
 ///    instead, naming the message whose transaction was under way and
-///    whether its final dot was sent. Report `RecipientRefused` for each
+///    whether its final dot was sent. Report `RecipientRejected` for each
 ///    5xx reply to RCPT as it comes, before the transaction's end: it
 ///    fails the recipient even when the transaction never ends.
 /// 3. After `Failed`, do nothing until the scheduler closes the connection.

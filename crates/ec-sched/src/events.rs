@@ -50,11 +50,11 @@ impl Scheduler {
             SessionEvent::Ready { tls, capabilities } => {
                 self.on_ready(token, driver, handle, tls, capabilities, now);
             }
-            SessionEvent::RecipientRefused {
+            SessionEvent::RecipientRejected {
                 message,
                 index,
                 reply,
-            } => self.on_recipient_refused(handle, message, index, reply),
+            } => self.on_recipient_rejected(handle, message, index, reply),
             SessionEvent::Transaction(outcome) => self.on_transaction(handle, outcome, now),
             SessionEvent::BatchDone => self.on_batch_done(token, driver, handle, now),
             SessionEvent::Failed(failure) => {
@@ -206,10 +206,10 @@ impl Scheduler {
         }
     }
 
-    /// Keeps a RCPT refusal of the transaction under way until the
+    /// Keeps a RCPT rejection of the transaction under way until the
     /// transaction ends, so that a close in the middle of it still fails
     /// the recipient with its reply.
-    fn on_recipient_refused(
+    fn on_recipient_rejected(
         &mut self,
         handle: ConnectionHandle,
         message: MessageId,
@@ -225,10 +225,10 @@ impl Scheduler {
             .iter()
             .any(|m| m.id == message && index < m.recipients.len());
         if entry.connection.state != ConnectionState::Busy || !known {
-            self.protocol_violation(handle, "RecipientRefused for no recipient in transaction");
+            self.protocol_violation(handle, "RecipientRejected for no recipient in transaction");
             return;
         }
-        entry.construct.refused.push((message, index, reply));
+        entry.construct.rejected.push((message, index, reply));
     }
 
     fn on_transaction(
@@ -255,8 +255,8 @@ impl Scheduler {
         };
 
         let mut message = entry.construct.batch.remove(position);
-        // The outcome carries every recipient's status, refusals included.
-        entry.construct.refused.clear();
+        // The outcome carries every recipient's status, rejections included.
+        entry.construct.rejected.clear();
         self.ledger.in_flight -= 1;
         self.ledger.transactions += 1;
         entry.construct.deliveries += 1;

@@ -475,8 +475,8 @@ fn close_deadline_releases_silent_session() {
     harness.deliver(connection, ReplyCode::OK);
     let _ = harness.close(connection, CloseReason::Requested);
 
-    // The session drops its socket at the 15 s deadline and reports; the
-    // scheduler waits a tenth of the close time more before it gives up.
+    // The session drops its socket at the 15 s deadline and reports. The
+    // scheduler gives up 1 s later (a tenth of the close time, at most 1 s).
     harness.advance(Duration::from_secs(15));
     assert_eq!(harness.scheduler().engine_counts().live(), 1);
     harness.advance(Duration::from_millis(499));
@@ -822,14 +822,14 @@ fn close_fates_cover_whole_batch() {
     audit(&harness);
 }
 
-/// Reports the RCPT refusals given for the connection's message in
+/// Reports the RCPT rejections given for the connection's message in
 /// transaction, then fails the transaction after its dot went unanswered.
-fn lost_after_refusals(
+fn lost_after_rejections(
     harness: &mut Harness,
     connection: ConnectionHandle,
-    refused: Vec<(usize, Reply)>,
+    rejected: Vec<(usize, Reply)>,
 ) {
-    let message = refuse(harness, connection, refused);
+    let message = reject_recipients(harness, connection, rejected);
     let failure = SessionFailure {
         error: SessionError::PeerClosed { stage: Stage::Body },
         stage: Stage::Body,
@@ -839,16 +839,16 @@ fn lost_after_refusals(
     harness.event(connection, SessionEvent::Failed(failure));
 }
 
-/// Reports the RCPT refusals given for the connection's message in
+/// Reports the RCPT rejections given for the connection's message in
 /// transaction, and returns the message's id.
-fn refuse(
+fn reject_recipients(
     harness: &mut Harness,
     connection: ConnectionHandle,
-    refused: Vec<(usize, Reply)>,
+    rejected: Vec<(usize, Reply)>,
 ) -> MessageId {
     let message = harness.outstanding(connection)[0].id;
-    for (index, reply) in refused {
-        let event = SessionEvent::RecipientRefused {
+    for (index, reply) in rejected {
+        let event = SessionEvent::RecipientRejected {
             message,
             index,
             reply,
@@ -859,13 +859,13 @@ fn refuse(
 }
 
 #[test]
-fn refused_recipient_fails_despite_lost_dot() {
+fn rejected_recipient_fails_despite_lost_dot() {
     let mut harness = Harness::new(Config::default());
     harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
     let connection = harness.opened()[0];
     make_ready(&mut harness, connection);
-    let refusal = Reply::new(code(550), None, "no such user");
-    lost_after_refusals(&mut harness, connection, vec![(1, refusal)]);
+    let rejection = Reply::new(code(550), None, "no such user");
+    lost_after_rejections(&mut harness, connection, vec![(1, rejection)]);
 
     assert_eq!(
         outcomes_for(&harness, "a@example.com"),
@@ -882,13 +882,13 @@ fn refused_recipient_fails_despite_lost_dot() {
 }
 
 #[test]
-fn all_refused_fails_without_retry() {
+fn all_rejected_fails_without_retry() {
     let mut harness = Harness::new(Config::default());
     harness.submit_to(BindingSlot(0), 1, &["a@example.com"]);
     let connection = harness.opened()[0];
     make_ready(&mut harness, connection);
-    let refusal = Reply::new(code(550), None, "no such user");
-    lost_after_refusals(&mut harness, connection, vec![(0, refusal)]);
+    let rejection = Reply::new(code(550), None, "no such user");
+    lost_after_rejections(&mut harness, connection, vec![(0, rejection)]);
 
     assert!(matches!(
         outcomes_for(&harness, "a@example.com").as_slice(),
@@ -902,13 +902,13 @@ fn all_refused_fails_without_retry() {
 }
 
 #[test]
-fn refused_recipient_fails_when_shutdown_cuts_the_transaction() {
+fn rejected_recipient_fails_at_shutdown() {
     let mut harness = Harness::new(Config::default());
     harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
     let connection = harness.opened()[0];
     make_ready(&mut harness, connection);
-    let refusal = Reply::new(code(550), None, "no such user");
-    refuse(&mut harness, connection, vec![(0, refusal)]);
+    let rejection = Reply::new(code(550), None, "no such user");
+    reject_recipients(&mut harness, connection, vec![(0, rejection)]);
 
     // No session failure: the scheduler closes the busy connection itself,
     // as when a shutdown's grace runs out while the final reply is due.
@@ -926,15 +926,15 @@ fn refused_recipient_fails_when_shutdown_cuts_the_transaction() {
 }
 
 #[test]
-fn refusal_for_a_finished_transaction_is_forgotten() {
+fn finished_transaction_forgets_rejection() {
     let mut harness = Harness::new(Config::default());
     harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
     let connection = harness.opened()[0];
     make_ready(&mut harness, connection);
-    let refusal = Reply::new(code(550), None, "no such user");
-    refuse(&mut harness, connection, vec![(0, refusal)]);
+    let rejection = Reply::new(code(550), None, "no such user");
+    reject_recipients(&mut harness, connection, vec![(0, rejection)]);
     // The harness reports every recipient delivered: the outcome, not the
-    // earlier refusal, decides.
+    // earlier rejection, decides.
     harness.deliver(connection, ReplyCode::OK);
 
     let _ = harness.close(connection, CloseReason::Shutdown);

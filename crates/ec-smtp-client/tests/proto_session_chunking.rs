@@ -261,9 +261,9 @@ fn eof_after_mail_refused_is_known() {
 /// RFC 2920 lets a server hold back its replies to a group until the group
 /// ends, which for a chunked transaction is after the chunk. So the MAIL
 /// reply may take as long as the final reply, counted from when the whole
-/// group is written; the write itself is bounded as message data is.
+/// group is written. The write itself is bounded as message data is.
 #[test]
-fn group_replies_wait_as_long_as_the_final_reply() {
+fn chunked_group_waits_final_reply_time() {
     let mut s = Session::ready(CHUNKING);
     s.start(transaction(&["a@example.com"], BODY));
     assert!(matches!(

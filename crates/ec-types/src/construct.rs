@@ -28,10 +28,10 @@ pub struct DeliveryConstruct {
     /// While a message is here it is "in flight on this connection" and in
     /// no queue.
     pub batch: Vec<SharedMessage>,
-    /// The recipients refused with a 5xx reply to RCPT in the transaction
+    /// The recipients rejected with a 5xx reply to RCPT in the transaction
     /// under way (message, recipient index, reply), until the transaction
     /// ends. A close in the middle of it fails them with their reply.
-    pub refused: Vec<(MessageId, usize, Reply)>,
+    pub rejected: Vec<(MessageId, usize, Reply)>,
     /// Settings snapshot.
     pub settings: Arc<EffectiveSettings>,
     /// Transactions finished on this connection.
@@ -56,7 +56,7 @@ impl DeliveryConstruct {
             binding,
             domain,
             batch: Vec::new(),
-            refused: Vec::new(),
+            rejected: Vec::new(),
             settings,
             deliveries: 0,
             opened_at,

@@ -104,11 +104,12 @@ pub enum SessionEvent {
         /// What the server offered in its last EHLO reply.
         capabilities: SessionCapabilities,
     },
-    /// The server refused one recipient of the transaction under way with
+    /// The server rejected one recipient of the transaction under way with
     /// a 5xx reply to RCPT. The recipient fails with this reply whatever
-    /// becomes of the transaction, even when it never ends: a session
-    /// failure or a close cannot undo a permanent refusal.
-    RecipientRefused {
+    /// becomes of the transaction, even when the transaction never ends,
+    /// because a session failure or a close cannot undo a permanent
+    /// rejection.
+    RecipientRejected {
         /// The message in transaction.
         message: MessageId,
         /// The recipient's index in the message's recipients.

@@ -5,7 +5,7 @@
 //! A connection gets no fault, one, or two, each a [`Fault`] at a random
 //! occurrence of its command (the 2nd `RCPT`, the 3rd message's final dot,
 //! ...). About half the connections offer CHUNKING (RFC 3030), and only those
-//! draw the faults around `BDAT` chunks as well; the others draw exactly what
+//! draw the faults around `BDAT` chunks as well. The others draw exactly what
 //! they drew before chunking was added, so an old seed replays their
 //! schedule. Every fault response is named, so the peer's
 //! [`Tally`](super::Tally) counts the faults a client actually met: a fault
@@ -289,8 +289,8 @@ impl Fault {
         )
     }
 
-    /// Whether the fault strikes only at `BDAT` chunks, and so is drawn only
-    /// on a connection that offers CHUNKING.
+    /// Returns whether the fault strikes only at `BDAT` chunks, and so is
+    /// drawn only on a connection that offers CHUNKING.
     pub fn needs_chunking(self) -> bool {
         matches!(
             self,
@@ -765,8 +765,9 @@ mod tests {
         }
     }
 
-    /// The first connection number whose plan has only `fault`, at the first
-    /// occurrence, on a connection that offers CHUNKING and PIPELINING.
+    /// Returns the first connection number whose plan has only `fault`, at
+    /// the first occurrence, on a connection that offers CHUNKING and
+    /// PIPELINING.
     fn connection_with(chaos: &Chaos, fault: Fault) -> usize {
         (0..1_000)
             .find(|&n| {

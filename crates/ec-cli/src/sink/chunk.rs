@@ -24,7 +24,7 @@ pub(crate) struct ChunkedMessage {
 }
 
 impl ChunkedMessage {
-    /// An empty message; `keep` stores its content.
+    /// Creates an empty message. With `keep`, its content is stored.
     pub(crate) fn new(max_size: u64, keep: bool) -> Self {
         Self {
             size: 0,

@@ -151,11 +151,11 @@ impl Protocol {
                 }
                 Mode::Chunk(chunk) => {
                     let available = u64::try_from(rest.len()).unwrap_or(u64::MAX);
-                    let here = chunk.remaining.min(available);
-                    chunk.remaining -= here;
+                    let length = chunk.remaining.min(available);
+                    chunk.remaining -= length;
                     let chunk = *chunk;
-                    // `here` is at most `rest.len()`, so it fits a usize.
-                    let octets = &rest[..here as usize];
+                    // `length` is at most `rest.len()`, so it fits a usize.
+                    let octets = &rest[..length as usize];
                     consumed += octets.len();
                     self.chunk_octets(chunk, octets);
                     if chunk.remaining > 0 {
@@ -671,7 +671,7 @@ mod tests {
     #[test]
     fn rejected_chunk_is_read_not_run() {
         let mut sink = protocol(keep());
-        // No MAIL: the chunk holds commands, which must not run.
+        // No MAIL: the chunk contains commands, which must not run.
         let input = "EHLO c\r\nBDAT 12 LAST\r\nRSET\r\nQUIT\r\nNOOP\r\n";
         let (replies, step, _) = exchange(&mut sink, input);
         assert_eq!(codes(&replies), ["250", "503", "250"]);

@@ -391,11 +391,12 @@ impl<E: EventSink> Session<E> {
                 }
                 ClientEvent::RecipientReply { index, reply } => {
                     if let Some(current) = self.current.as_mut() {
-                        // A refusal is reported at once, so that it stands
+                        // A rejection is reported at once, so that it is kept
                         // even if the transaction never ends.
                         let message_index = current.recipient_index.get(index).copied();
-                        if let (true, Some(message_index)) = (reply.is_permanent(), message_index) {
-                            self.events.report(SessionEvent::RecipientRefused {
+                        let rejected = message_index.filter(|_| reply.is_permanent());
+                        if let Some(message_index) = rejected {
+                            self.events.report(SessionEvent::RecipientRejected {
                                 message: current.message.id,
                                 index: message_index,
                                 reply: reply.clone(),

@@ -471,15 +471,15 @@ impl Client {
     /// of the current transaction were handed to the driver and its final
     /// reply has not come yet. If the connection ends now, the message may
     /// or may not have been accepted: `closeconn` gives it the "delivery
-    /// unknown" fate. A chunk goes with the commands, so this holds from
+    /// unknown" fate. A chunk goes with the commands, so this is true from
     /// the start of a chunked transaction.
     pub fn delivery_unknown_pending(&self) -> bool {
         // A lone dot is queued as a command, so it never sets the flag.
         self.state().in_transaction() && self.data_may_be_delivered()
     }
 
-    /// Whether the current transaction's data reached the driver while a
-    /// recipient could still take it.
+    /// Returns whether the current transaction's data reached the driver
+    /// while a recipient could still take it.
     fn data_may_be_delivered(&self) -> bool {
         self.data_handed_out && !self.undeliverable
     }
@@ -652,10 +652,10 @@ impl Client {
         match kind.timer() {
             // A BDAT chunk goes in the group with the commands, and RFC 2920
             // lets a server hold back its replies to a group until the
-            // group ends: after the chunk. So every reply of a chunked
-            // group may take as long as the reply to the final dot, and
-            // the wait starts once the group is written; until then the
-            // write is bounded as message data is.
+            // group ends, which is after the chunk. So every reply of a
+            // chunked group may take as long as the final reply, counted
+            // from when the group is written. Until then the write is
+            // bounded as message data is.
             Some(_) if self.state.chunked() => {
                 if self.data_handed_out && self.transmits.is_empty() {
                     self.arm(Timer::DataTermination, now);
