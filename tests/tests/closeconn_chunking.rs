@@ -362,7 +362,7 @@ fn reset_while_writing_chunk_defers() {
     assert_eq!(stats.ledger.delivery_unknown, 0);
 }
 
-/// Runs one message against a server that answers BDAT with `reply`.
+/// Runs one message against a server that replies to BDAT with `reply`.
 fn run_with_bdat_reply(reply: &str) -> (RunResult, Vec<ConnectionRecord>) {
     let peer =
         FaultPeer::start_on_thread(chunking().on(Verb::Bdat, Response::reply(reply)).build())

@@ -241,8 +241,8 @@ fn deliver_and_read_session_log(
     (copy, smtpd_session_counts(postfix, &queue_id))
 }
 
-/// The queue id from the `Received:` field smtpd added: `... with ESMTPS id
-/// <queue id>`.
+/// Returns the queue id from the `Received:` field smtpd added: `... with
+/// ESMTPS id <queue id>`.
 fn received_queue_id(copy: &[u8]) -> String {
     let text = String::from_utf8_lossy(copy);
     let after = text
@@ -256,8 +256,8 @@ fn received_queue_id(copy: &[u8]) -> String {
         .to_owned()
 }
 
-/// The command counts of the `disconnect from` line that ends the smtpd
-/// session which received `queue_id`. Postfix may write its log a moment
+/// Returns the command counts of the `disconnect from` line that ends the
+/// smtpd session which received `queue_id`. Postfix may write its log a moment
 /// after the delivery, so this waits up to 10 s for the line.
 fn smtpd_session_counts(postfix: &Postfix, queue_id: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

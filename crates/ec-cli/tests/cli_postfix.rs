@@ -20,9 +20,9 @@
 //!    the header section, and inserts the empty line that ends the header
 //!    section before the first line that is neither a field nor a
 //!    continuation. A message that came with DATA and starts with an mbox
-//!    `From ` line gets that line turned into an `X-Mailbox-Line:` field;
-//!    with BDAT (ec's default, since the peer offers CHUNKING) smtpd leaves
-//!    it alone, so it ends the header section. Of the corpus, only the
+//!    `From ` line gets that line turned into an `X-Mailbox-Line:` field.
+//!    With BDAT (ec's default, since the peer offers CHUNKING) smtpd leaves
+//!    that line alone, so it ends the header section. Of the corpus, only the
 //!    first repair applies (three files carry `Return-Path:`).
 //!    `local_header_rewrite_clients` is empty on the peer, so cleanup adds
 //!    no Message-ID, Date or From.
@@ -162,8 +162,8 @@ fn postfix_cleanup_repairs_data() {
 }
 
 /// Sends three malformed messages with `transfer` and checks what cleanup
-/// made of them; `mbox_stored` is the stored copy of the one that starts
-/// with an mbox `From ` line.
+/// made of them. `mbox_stored` is the expected stored copy of the one that
+/// starts with an mbox `From ` line.
 fn cleanup_repairs(transfer: Transfer, mbox_stored: &[u8]) {
     let postfix = Postfix::get();
     let local = postfix.unique_local_part("cli-repairs");

@@ -186,7 +186,8 @@ impl FateContext<'_> {
         MessageFate::Deferred
     }
 
-    /// The retry policy's next attempt for a message that just spent one.
+    /// Returns the retry policy's next attempt for a message that just spent
+    /// one.
     fn next_attempt(message: &mut SharedMessage, lane: &BindingDomain, now: Instant) -> Instant {
         let due = now + lane.settings.retry.backoff(message.attempts.max(1));
         Arc::make_mut(message).next_attempt = Some(due);
@@ -257,10 +258,10 @@ impl FateContext<'_> {
     /// at once. A message that outlived the retry policy fails instead, and
     /// then counts both fates.
     ///
-    /// Sending it again at once would repeat the possible duplicate at the
-    /// speed of the connection rate, and a server that drops every
-    /// connection at one message's final dot would get that message again
-    /// and again ahead of the rest of the queue.
+    /// Sending it again at once would repeat the possible duplicate as fast
+    /// as connections open. A server that drops every connection at one
+    /// message's final dot would then get that message again and again,
+    /// ahead of the rest of the queue.
     pub(crate) fn delivery_unknown(
         &mut self,
         mut message: SharedMessage,

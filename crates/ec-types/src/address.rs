@@ -240,10 +240,11 @@ impl Address {
     ///
     /// # Errors
     ///
-    /// Returns an error when the address is empty, has no domain, has a
-    /// second `@` outside a quoted local part, contains a control character,
-    /// space or bracket, breaks an RFC 5321 length limit, or its domain is
-    /// not a valid name (see [`Domain::new`]).
+    /// Returns an error when the address is empty or has no domain. It also
+    /// does when the address has a second `@` outside a quoted local part,
+    /// contains a control character, space or bracket, or breaks an RFC 5321
+    /// length limit, and when its domain is not a valid name (see
+    /// [`Domain::new`]).
     pub fn new(text: &str) -> Result<Self, AddressError> {
         let text = text
             .strip_prefix('<')

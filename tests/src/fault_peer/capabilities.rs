@@ -30,7 +30,7 @@ impl Capabilities {
         self
     }
 
-    /// Whether to advertise CHUNKING (RFC 3030). While the capabilities in force
+    /// Sets whether to advertise CHUNKING (RFC 3030). While the capabilities in force
     /// advertise it, the peer reads the octets that follow a `BDAT` line as chunk
     /// data. Otherwise it replies to `BDAT` as to an unknown command and reads what
     /// follows as commands, as a server without CHUNKING would.

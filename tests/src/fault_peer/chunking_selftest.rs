@@ -350,8 +350,8 @@ async fn reset_after_whole_chunk_takes_no_more() -> TestResult {
     let mut wire = transaction(CHUNK);
     wire.extend_from_slice(b"QUIT\r\n");
     client.send(&wire).await?;
-    // The replies to MAIL and RCPT went out before the reset; the reset may
-    // discard them on the way, so only their absence of a BDAT reply counts.
+    // The replies to MAIL and RCPT went out before the reset, which may
+    // discard them on the way. So only the absence of a BDAT reply counts.
     let _ = tokio::time::timeout(STEP, client.tcp.read_to_end(&mut client.buf)).await?;
     let replies = String::from_utf8_lossy(&client.buf);
     assert!(

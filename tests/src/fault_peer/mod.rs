@@ -48,7 +48,7 @@
 //! A scenario built with [`ScenarioBuilder::chunking`] advertises CHUNKING and
 //! takes message data in `BDAT` chunks (RFC 3030) as well as after `DATA`: it reads
 //! the octets each `BDAT` line announces, records them ([`Event::Chunk`],
-//! [`ConnectionRecord::bodies`]), and then replies to the line as the script says.
+//! [`ConnectionRecord::bodies`]), and then replies to the line as scripted.
 //! Faults scripted for [`Verb::Bdat`] strike once the chunk has arrived, and a
 //! [`MidData`] fault counts chunk octets. Without that option a `BDAT` line gets
 //! the reply to an unknown command, and what follows it is read as commands.

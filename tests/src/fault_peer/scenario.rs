@@ -128,8 +128,8 @@ impl Scenario {
             .unwrap_or_else(Response::standard)
     }
 
-    /// The fault, if any, while the `message`-th (1-based) message's data arrives
-    /// the way `transfer` names. Messages are counted in the order their data
+    /// Returns the fault, if any, while the `message`-th (1-based) message's data
+    /// arrives the way `transfer` names. Messages are counted in the order their data
     /// started on the connection, whichever way it came.
     pub fn mid_data(&self, message: u32, transfer: Transfer) -> Option<MidData> {
         self.mid_data_script(transfer)

@@ -174,10 +174,10 @@ pub fn encode_into(body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(END_OF_DATA);
 }
 
-/// Appends `body` as a BDAT chunk (RFC 3030) to `out`: every line ending
-/// written as CRLF and the last line ended, as [`encode_into`] does, but
-/// without dot-stuffing and without the end-of-data line, because BDAT
-/// counts octets instead of looking for a final dot. Exactly
+/// Appends `body` as a BDAT chunk (RFC 3030) to `out`. Every line ending is
+/// written as CRLF and the last line is ended, as [`encode_into`] does. No
+/// dot is doubled and no end-of-data line follows, because BDAT counts
+/// octets instead of looking for a final dot. Exactly
 /// [`MessageInfo::size`] octets are appended.
 pub fn encode_chunk_into(body: &[u8], out: &mut Vec<u8>) {
     for line in Lines::new(body) {

@@ -94,10 +94,10 @@ pub(super) struct Prepared {
 /// wait in `unsent`.
 ///
 /// With `chunking` and a server that offers both PIPELINING and CHUNKING,
-/// the message goes as one `BDAT <size> LAST` chunk instead of DATA, and
-/// the first transmit is the whole transaction: the commands, the BDAT line
-/// and the data (RFC 3030 section 4.2 allows BDAT in a pipelined group).
-/// That saves the round trip that DATA's 354 costs.
+/// the message goes as one `BDAT <size> LAST` chunk instead of DATA. The
+/// first transmit is then the whole transaction: the commands, the BDAT
+/// line and the data (RFC 3030 section 4.2 allows BDAT in a pipelined
+/// group). That saves the round trip that DATA's 354 costs.
 pub(super) fn prepare(
     transaction: &Transaction,
     capabilities: &Capabilities,
