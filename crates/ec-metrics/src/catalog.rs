@@ -460,10 +460,10 @@ pub const MESSAGE_FATES_TOTAL: MetricDef = MetricDef {
     buckets: &[],
     meaning: "A message counts each time it gets a fate, so a message deferred twice and \
               then delivered counts three times. `requeued` messages go back to the active \
-              queue without spending an attempt (the connection failed before the \
-              transaction); `delivery_unknown` messages had their final dot sent and got no \
-              reply, and wait in the delayed queue like `deferred` ones, to be retried even \
-              though they may have arrived.",
+              queue without spending an attempt, because the connection failed before the \
+              transaction. `delivery_unknown` messages had their final dot sent and got no \
+              reply. They wait in the delayed queue like `deferred` ones, and are retried \
+              even though they may have arrived.",
     queries: &[
         ExampleQuery {
             purpose: "Deliveries per second, per domain",
