@@ -276,9 +276,12 @@ fn smtpd_session_counts(postfix: &Postfix, queue_id: &str) -> String {
 }
 
 fn session_counts(log: &str, queue_id: &str) -> Option<String> {
+    // The latest session with this queue id: the log outlives test runs.
     let marker = format!(": {queue_id}: client=");
-    let mut lines = log.lines().skip_while(|line| !line.contains(&marker));
-    let client_line = lines.next()?;
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines.iter().rposition(|line| line.contains(&marker))?;
+    let client_line = lines[start];
+    let mut lines = lines[start + 1..].iter();
     // `... postfix/plain/smtpd[12345]: QUEUEID: client=...`
     let process = client_line.split(": ").next()?.rsplit(' ').next()?;
     let disconnect = format!("{process}: disconnect from ");

@@ -93,6 +93,9 @@ fn main_cf(layout: &Layout, settings: Settings) -> String {
     set("mail_owner", super::postfix::MAIL_OWNER);
     set("setgid_group", "postdrop");
     set("maillog_file", &text(&layout.postfix_log()));
+    // Tests find a delivery's smtpd session in the log by its queue id.
+    // Short queue ids repeat over a long-lived log; long ones do not.
+    set("enable_long_queue_ids", "yes");
 
     // Identity and listening: loopback only, no DNS, no local delivery.
     set("myhostname", SERVER_NAME);
