@@ -308,3 +308,53 @@ fn postfix_gets_bdat_when_it_offers_chunking() {
     assert!(!counts.contains(" bdat="), "{counts}");
     assert!(String::from_utf8_lossy(&copy).ends_with(stored_body));
 }
+
+#[test]
+fn postfix_long_line_rejected_or_sent_as_set() {
+    let postfix = Postfix::get();
+    let long_line = "x".repeat(1_200);
+    let body = format!("From: a@ec.test\r\nSubject: long line\r\n\r\nshort\r\n{long_line}\r\n");
+
+    // By default the message fails before MAIL, with a reason that names
+    // the line, and Postfix stores nothing.
+    let local = postfix.unique_local_part("long-reject");
+    let config = tls_config(
+        postfix,
+        TlsPolicy::Required,
+        TlsVerify::Host,
+        postfix.plain_addr().port(),
+    );
+    let to = [format!("{local}@maildir.test")];
+    let submissions = vec![submission(0, "sender@ec.test", &to, body.as_bytes())];
+    let result = run(config, submissions, Duration::from_secs(30));
+    assert_eq!(result.audit, Ok(()));
+    assert_eq!(result.records.len(), 1, "{:?}", result.records);
+    let ec_sched::RecipientOutcome::Failed(reply) = &result.records[0].outcome else {
+        panic!("{:?}", result.records);
+    };
+    let text = reply.to_string();
+    assert!(
+        text.starts_with("554 5.6.3 not sent: line 5 of the message is 1200 octets long"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(postfix.maildir(&local).is_empty());
+
+    // With long_lines = "send", Postfix takes the line as it is.
+    let local = postfix.unique_local_part("long-send");
+    let mut config = tls_config(
+        postfix,
+        TlsPolicy::Required,
+        TlsVerify::Host,
+        postfix.plain_addr().port(),
+    );
+    config.global.long_lines = Some(ec_types::LongLines::Send);
+    let to = [format!("{local}@maildir.test")];
+    let submissions = vec![submission(0, "sender@ec.test", &to, body.as_bytes())];
+    let result = run(config, submissions, Duration::from_secs(30));
+    assert_eq!(result.audit, Ok(()));
+    assert_eq!(result.count("delivered"), 1, "{:?}", result.records);
+    let stored = postfix.wait_for_messages(&local, 1, Duration::from_secs(30));
+    let stored = String::from_utf8_lossy(&stored[0]);
+    assert!(stored.contains(&format!("\n{long_line}\n")), "{stored}");
+}

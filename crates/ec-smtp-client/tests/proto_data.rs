@@ -1,7 +1,7 @@
 //! The message data encoder: fixed cases and a property test over
 //! arbitrary bytes.
 
-use ec_smtp_client::proto::data::{encode, encode_into, measure};
+use ec_smtp_client::proto::data::{encode, encode_into, measure, LongLine, MAX_TEXT_LINE_LEN};
 use proptest::prelude::*;
 
 /// What the encoder must produce before stuffing, written independently of
@@ -222,12 +222,13 @@ fn wire_form_data_is_unchanged() {
 
 #[test]
 fn long_wire_form_data_checked_to_the_end() {
-    // Faults past the first scan step (4 KiB) and right at its edge.
+    // Faults past the first scan step (3,968 octets, or 4 KiB before) and
+    // right at its edge.
     let body = b"Subject: x\r\n\r\n".repeat(1000);
     assert!(measure(&body).unchanged);
     assert!(!measure(&body).has_8bit);
     for fault in [&b"\n."[..], b"\r\r\n", b"a\nb", b"\xe9"] {
-        for at in [4095, 4096, 4097, body.len() - 4] {
+        for at in [3967, 3968, 3969, 4095, 4096, 4097, body.len() - 4] {
             let mut faulty = body[..at].to_vec();
             faulty.extend_from_slice(fault);
             faulty.extend_from_slice(&body[at..]);
@@ -240,4 +241,109 @@ fn long_wire_form_data_checked_to_the_end() {
             }
         }
     }
+}
+
+/// The first line over the limit, computed independently of the encoder:
+/// split the normalized data at CRLF.
+fn reference_long_line(input: &[u8]) -> Option<LongLine> {
+    let normalized = normalize(input);
+    let body = normalized.strip_suffix(b"\r\n").unwrap_or(&normalized);
+    if body.is_empty() && normalized.is_empty() {
+        return None;
+    }
+    let mut lines = Vec::new();
+    let mut rest = body;
+    loop {
+        match rest.windows(2).position(|pair| pair == b"\r\n") {
+            Some(end) => {
+                lines.push(&rest[..end]);
+                rest = &rest[end + 2..];
+            }
+            None => {
+                lines.push(rest);
+                break;
+            }
+        }
+    }
+    lines
+        .iter()
+        .position(|line| line.len() > MAX_TEXT_LINE_LEN)
+        .map(|index| LongLine {
+            number: index + 1,
+            len: lines[index].len(),
+        })
+}
+
+/// Lines of lengths around the limit and around the scan's block size
+/// (496), ended with CRLF or, now and then, with a bare LF.
+fn lines_near_the_limit() -> impl Strategy<Value = Vec<u8>> {
+    let len = prop_oneof![
+        4 => 0usize..100,
+        2 => 480usize..520,
+        2 => 985usize..1010,
+        1 => 1010usize..2100,
+    ];
+    let line = (
+        len,
+        prop_oneof![9 => Just(&b"\r\n"[..]), 1 => Just(&b"\n"[..])],
+    );
+    prop::collection::vec(line, 1..12).prop_map(|lines| {
+        let mut out = Vec::new();
+        for (len, ending) in lines {
+            out.extend(std::iter::repeat_n(b'x', len));
+            out.extend_from_slice(ending);
+        }
+        out
+    })
+}
+
+proptest! {
+    #[test]
+    fn long_line_is_the_first_over_the_limit(input in lines_near_the_limit()) {
+        prop_assert_eq!(measure(&input).long_line, reference_long_line(&input));
+    }
+}
+
+#[test]
+fn long_lines_found_at_the_edges() {
+    let line = |len: usize| {
+        let mut line = vec![b'a'; len];
+        line.extend_from_slice(b"\r\n");
+        line
+    };
+    let long = MAX_TEXT_LINE_LEN + 1;
+
+    assert_eq!(measure(&line(MAX_TEXT_LINE_LEN)).long_line, None);
+    assert_eq!(
+        measure(&line(long)).long_line,
+        Some(LongLine {
+            number: 1,
+            len: long
+        })
+    );
+
+    // Lines a little over the scan's block, which are fine, then a long
+    // line at the very end: in the last partial block and crossing steps.
+    let mut body = line(600).repeat(20);
+    assert_eq!(measure(&body).long_line, None);
+    body.extend_from_slice(&line(long));
+    assert!(measure(&body).unchanged);
+    assert_eq!(
+        measure(&body).long_line,
+        Some(LongLine {
+            number: 21,
+            len: long
+        })
+    );
+
+    // The same after a bare LF, which takes the line-by-line path.
+    body.splice(0..0, b"a\n".iter().copied());
+    assert!(!measure(&body).unchanged);
+    assert_eq!(
+        measure(&body).long_line,
+        Some(LongLine {
+            number: 22,
+            len: long
+        })
+    );
 }

@@ -4,9 +4,9 @@
 mod proto_support;
 
 use ec_smtp_client::proto::{
-    ClientError, ClientEvent, ClientState, Stage, TransactionEnd, TransactionError,
+    ClientConfig, ClientError, ClientEvent, ClientState, Stage, TransactionEnd, TransactionError,
 };
-use ec_types::TlsPolicy;
+use ec_types::{LongLines, TlsPolicy};
 use proto_support::{ehlo_reply, transaction, Session};
 
 const BODY: &str = "Subject: test\n\nHello.\n.leading dot\n";
@@ -805,6 +805,39 @@ fn eight_bit_body_gets_body_parameter() {
     let mut s = Session::ready(&["8BITMIME"]);
     s.start(transaction(&["a@example.com"], "Subject: x\n\ncaf\u{e9}\n"));
     s.expect_sent("MAIL FROM:<sender@example.org> BODY=8BITMIME\r\n");
+}
+
+#[test]
+fn long_line_fails_before_sending() {
+    let body = format!("Subject: x\r\n\r\n{}\r\n", "a".repeat(999));
+    let mut s = Session::ready(&["PIPELINING"]);
+    let rejected = s
+        .client
+        .start_transaction(transaction(&["a@example.com"], &body), s.now)
+        .unwrap_err();
+    assert!(rejected.error.is_permanent());
+    assert_eq!(rejected.error.status_code().to_string(), "5.6.3");
+    let text = rejected.error.to_string();
+    assert!(
+        text.starts_with("line 3 of the message is 999 octets long"),
+        "{text}"
+    );
+    assert!(text.contains("long_lines = \"send\""), "{text}");
+    s.nothing_sent();
+    assert_eq!(s.client.state(), ClientState::Ready);
+}
+
+#[test]
+fn long_line_sent_as_it_is_when_allowed() {
+    let body = format!("Subject: x\r\n\r\n{}\r\n", "a".repeat(999));
+    let mut config = ClientConfig::new("client.example.org");
+    config.tls_policy = TlsPolicy::Disabled;
+    config.long_lines = LongLines::Send;
+    let mut s = Session::ready_with(config, &["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], &body));
+    s.expect_sent("MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n");
+    s.server("250 ok\r\n250 ok\r\n354 go on\r\n");
+    s.expect_sent(&format!("{body}.\r\n"));
 }
 
 #[test]

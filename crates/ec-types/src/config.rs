@@ -268,6 +268,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// See [`EffectiveSettings::chunking`].
     pub chunking: Option<bool>,
+    /// See [`EffectiveSettings::long_lines`].
+    pub long_lines: Option<LongLines>,
     /// Per-phase timeouts; each field overrides one timeout.
     pub timeouts: TimeoutSettings,
     /// Retry policy; each field overrides one value.
@@ -302,6 +304,9 @@ impl Settings {
         }
         if let Some(value) = self.chunking {
             effective.chunking = value;
+        }
+        if let Some(value) = self.long_lines {
+            effective.long_lines = value;
         }
         self.timeouts.apply_to(&mut effective.timeouts);
         self.retry.apply_to(&mut effective.retry);
@@ -340,6 +345,9 @@ pub struct EffectiveSettings {
     /// reply. Default `true`; `false` always uses DATA, for a server whose
     /// CHUNKING is broken.
     pub chunking: bool,
+    /// The handling of a message with a line longer than SMTP allows.
+    /// Default [`LongLines::Reject`].
+    pub long_lines: LongLines,
     /// Per-phase timeouts.
     pub timeouts: Timeouts,
     /// Retry policy for deferred mail.
@@ -358,6 +366,7 @@ impl Default for EffectiveSettings {
             route: Route::Mx,
             tls: TlsSettings::default(),
             chunking: true,
+            long_lines: LongLines::Reject,
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
         }
@@ -383,6 +392,24 @@ pub enum Route {
     },
     /// Fixed socket addresses, tried in order (for tests and private relays).
     Addresses(Vec<SocketAddr>),
+}
+
+/// The handling of a message with a line longer than 998 octets plus CRLF,
+/// the limit of RFC 5321 section 4.5.3.1.6 (and RFC 5322 section 2.1.1).
+///
+/// No choice changes the message: breaking a long line, as some MTAs do,
+/// would break a DKIM signature over the body and alter MIME content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LongLines {
+    /// Fail every recipient with `554 5.6.3` and a reason that names the
+    /// line, without sending the message. The sender can then encode the
+    /// body (quoted-printable or base64), which keeps lines short.
+    #[default]
+    Reject,
+    /// Send the message as it is, for a server known to accept long lines.
+    Send,
 }
 
 /// When to use STARTTLS (RFC 3207, RFC 7435).

@@ -58,7 +58,7 @@ pub use address_metrics::{AddressKey, AddressMetrics};
 pub use binding::{Binding, BindingSlot};
 pub use config::{
     validate_ehlo_name, BindingScope, Config, ConfigError, EffectiveSettings, EngineLimits,
-    RetryPolicy, Route, Settings, Timeouts, TlsPolicy, TlsSettings, TlsVerify,
+    LongLines, RetryPolicy, Route, Settings, Timeouts, TlsPolicy, TlsSettings, TlsVerify,
 };
 pub use connection::{ConnectionHandle, ConnectionId, ConnectionState, Stage};
 pub use construct::DeliveryConstruct;

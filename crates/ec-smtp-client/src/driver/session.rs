@@ -211,6 +211,7 @@ impl<E: EventSink> Session<E> {
             timeouts: Timeouts::from_config(&settings.timeouts, CLIENT_IDLE),
             reply_limits: Default::default(),
             chunking: settings.chunking,
+            long_lines: settings.long_lines,
         };
         let mut client = match Client::new(config, std::time::Instant::now()) {
             Ok(client) => client,
@@ -539,7 +540,7 @@ impl<E: EventSink> Session<E> {
                 Err(rejected) if rejected.error.is_permanent() => {
                     let reply = Reply::new(
                         ReplyCode::TRANSACTION_FAILED,
-                        "5.3.4".parse().ok(),
+                        Some(rejected.error.status_code()),
                         &format!("not sent: {}", rejected.error),
                     );
                     tracing::info!(message = %message.id, error = %rejected.error, "message cannot be sent to this server");

@@ -138,6 +138,21 @@ pub enum CommandError {
     },
 }
 
+impl CommandError {
+    /// The argument the error is about, if it is about one.
+    pub fn field(&self) -> Option<Field> {
+        match self {
+            Self::Empty { field }
+            | Self::ControlCharacter { field, .. }
+            | Self::InvalidCharacter { field, .. }
+            | Self::InvalidMailbox { field, .. }
+            | Self::TooLong { field, .. }
+            | Self::Smtputf8NotOffered { field, .. } => Some(*field),
+            Self::LineTooLong { .. } | Self::MessageTooLarge { .. } => None,
+        }
+    }
+}
+
 /// The optional MAIL parameters (ESMTP keywords) for one transaction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MailParameters {

@@ -36,6 +36,21 @@ pub struct MessageInfo {
     /// ends with CRLF and there is no other CR or LF. Lines may start with
     /// `.`, because BDAT does no dot-stuffing.
     pub chunk_unchanged: bool,
+    /// The first line longer than [`MAX_TEXT_LINE_LEN`], if any.
+    pub long_line: Option<LongLine>,
+}
+
+/// The longest text line RFC 5321 section 4.5.3.1.6 allows, in octets
+/// without its CRLF (1,000 with it).
+pub const MAX_TEXT_LINE_LEN: usize = 998;
+
+/// A line longer than [`MAX_TEXT_LINE_LEN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongLine {
+    /// The line's number in the message, from 1 for the first header line.
+    pub number: usize,
+    /// Its length in octets, without the line ending.
+    pub len: usize,
 }
 
 /// The end-of-data line (RFC 5321 section 4.1.1.4).
@@ -46,9 +61,15 @@ pub fn measure(body: &[u8]) -> MessageInfo {
     measure_unchanged(body).unwrap_or_else(|| measure_lines(body))
 }
 
-/// Octets checked per step of [`wire_form_scan`]; a step that finds a
-/// fault ends the scan.
-const SCAN_STEP: usize = 4096;
+/// Octets checked per block of [`wire_form_scan`]. A run of
+/// `2 * SCAN_BLOCK - 1` octets covers a whole block wherever it starts, so
+/// when every whole block holds an LF, no line is longer than that. 496 is
+/// 31 vectors of 16 octets, and 991 is below [`MAX_TEXT_LINE_LEN`].
+const SCAN_BLOCK: usize = 496;
+
+/// Octets checked per step of [`wire_form_scan`]: eight blocks. A step
+/// that finds a fault ends the scan.
+const SCAN_STEP: usize = 8 * SCAN_BLOCK;
 
 /// Measures data that is already in wire form (the common case) in one
 /// scan of the whole buffer. Returns `None` for any other data.
@@ -65,48 +86,103 @@ fn measure_unchanged(body: &[u8]) -> Option<MessageInfo> {
         return None;
     }
 
-    let has_8bit = wire_form_scan(body)?;
-    let has_8bit_headers = has_8bit && !header_section(body).is_ascii();
+    let scan = wire_form_scan(body)?;
+    let has_8bit_headers = scan.has_8bit && !header_section(body).is_ascii();
+    let long_line = if scan.short_lines {
+        None
+    } else {
+        first_long_line(body)
+    };
     Some(MessageInfo {
         size: body.len() as u64,
         encoded_len: body.len() + END_OF_DATA.len(),
-        has_8bit,
+        has_8bit: scan.has_8bit,
         has_8bit_headers,
         unchanged: true,
         chunk_unchanged: true,
+        long_line,
     })
+}
+
+/// What [`wire_form_scan`] found in data that is in wire form.
+struct WireScan {
+    /// An octet is above 127.
+    has_8bit: bool,
+    /// Every whole block of [`SCAN_BLOCK`] octets holds an LF, so no line
+    /// is longer than [`MAX_TEXT_LINE_LEN`]. `false` says only that a line
+    /// may be.
+    short_lines: bool,
 }
 
 /// Checks every pair of neighbouring octets of `body`, which starts with
 /// neither LF nor `.` and ends with CRLF. An LF must come exactly where a
 /// CR comes before, so there is no bare CR and no bare LF, and no `.` may
-/// follow an LF. Returns whether an octet is above 127, or `None` when the
-/// data is not in wire form.
+/// follow an LF. Returns `None` when the data is not in wire form.
 ///
-/// The loop has no early exit inside a step, so the compiler turns it into
-/// vector instructions. In a micro-benchmark on 100 KB it took 4.6 µs,
-/// against 14 µs for finding each line end with `memchr` and counting CRs.
-fn wire_form_scan(body: &[u8]) -> Option<bool> {
+/// The loops have no early exit inside a step, and each block has a fixed
+/// length, so the compiler turns them into vector instructions. In a
+/// micro-benchmark on 100 KB the scan took 4.6 µs without the line-length
+/// blocks, against 14 µs for finding each line end with `memchr` and
+/// counting CRs. The blocks add about a fifth.
+fn wire_form_scan(body: &[u8]) -> Option<WireScan> {
     let pairs = body.len() - 1;
     let mut high = body[0];
+    let mut short_lines = true;
     let mut start = 0;
     while start < pairs {
         let end = (start + SCAN_STEP).min(pairs);
         let (before, after) = (&body[start..end], &body[start + 1..=end]);
         let mut fault = false;
         let mut step_high = 0;
-        for (&previous, &octet) in before.iter().zip(after) {
-            fault |= (octet == b'\n') != (previous == b'\r');
-            fault |= (previous == b'\n') & (octet == b'.');
+
+        let mut before_blocks = before.chunks_exact(SCAN_BLOCK);
+        let mut after_blocks = after.chunks_exact(SCAN_BLOCK);
+        for (before, after) in (&mut before_blocks).zip(&mut after_blocks) {
+            let mut line_end = false;
+            for (&previous, &octet) in before.iter().zip(after) {
+                fault |= pair_fault(previous, octet);
+                line_end |= octet == b'\n';
+                step_high |= octet;
+            }
+            short_lines &= line_end;
+        }
+
+        // The rest of the data is shorter than a block, and a run that
+        // reaches into it covers the whole block before it.
+        let rest = before_blocks.remainder().iter();
+        for (&previous, &octet) in rest.zip(after_blocks.remainder()) {
+            fault |= pair_fault(previous, octet);
             step_high |= octet;
         }
+
         if fault {
             return None;
         }
         high |= step_high;
         start = end;
     }
-    Some(high & 0x80 != 0)
+    Some(WireScan {
+        has_8bit: high & 0x80 != 0,
+        short_lines,
+    })
+}
+
+/// Returns whether two neighbouring octets break wire form: an LF without a CR
+/// before it, a CR without an LF after it, or a `.` that starts a line.
+#[inline(always)]
+fn pair_fault(previous: u8, octet: u8) -> bool {
+    ((octet == b'\n') != (previous == b'\r')) | ((previous == b'\n') & (octet == b'.'))
+}
+
+/// Returns the first line longer than [`MAX_TEXT_LINE_LEN`], line by line.
+fn first_long_line(body: &[u8]) -> Option<LongLine> {
+    Lines::new(body)
+        .enumerate()
+        .find(|(_, line)| line.text.len() > MAX_TEXT_LINE_LEN)
+        .map(|(index, line)| LongLine {
+            number: index + 1,
+            len: line.text.len(),
+        })
 }
 
 /// Returns the header section of CRLF-only data: the lines before the
@@ -130,7 +206,13 @@ fn measure_lines(body: &[u8]) -> MessageInfo {
     let mut in_headers = true;
     let mut stuffed_dots = 0;
 
-    for line in Lines::new(body) {
+    for (index, line) in Lines::new(body).enumerate() {
+        if info.long_line.is_none() && line.text.len() > MAX_TEXT_LINE_LEN {
+            info.long_line = Some(LongLine {
+                number: index + 1,
+                len: line.text.len(),
+            });
+        }
         info.chunk_unchanged &= line.crlf;
         if line.text.first() == Some(&b'.') {
             stuffed_dots += 1;

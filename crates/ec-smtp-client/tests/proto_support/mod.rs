@@ -38,7 +38,15 @@ impl Session {
     /// A session past banner and EHLO, in clear text, with the given EHLO
     /// keywords; the Ready event is consumed.
     pub fn ready(keywords: &[&str]) -> Self {
-        let mut session = Self::new(TlsPolicy::Disabled);
+        let mut config = ClientConfig::new(EHLO_DOMAIN);
+        config.tls_policy = TlsPolicy::Disabled;
+        Self::ready_with(config, keywords)
+    }
+
+    /// [`ready`](Self::ready) with `config`, whose TLS policy must not
+    /// start TLS.
+    pub fn ready_with(config: ClientConfig, keywords: &[&str]) -> Self {
+        let mut session = Self::with_config(config);
         session.server("220 mx.example.com ESMTP\r\n");
         session.expect_sent("EHLO client.example.org\r\n");
         session.server(&ehlo_reply("mx.example.com", keywords));

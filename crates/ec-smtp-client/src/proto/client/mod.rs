@@ -16,7 +16,7 @@ use std::mem;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ec_types::{Reply, ReplyCode, Stage, TlsPolicy};
+use ec_types::{LongLines, Reply, ReplyCode, Stage, TlsPolicy};
 
 pub use self::event::{ClientError, ClientEvent, TlsUnavailable, TransactionEnd};
 pub use self::state::ClientState;
@@ -43,6 +43,10 @@ pub struct ClientConfig {
     /// server offers CHUNKING and PIPELINING, which saves a round trip per
     /// message. `false` always uses DATA.
     pub chunking: bool,
+    /// The handling of a message with a line longer than RFC 5321 allows:
+    /// [`LongLines::Reject`] refuses it with
+    /// [`TransactionError::LongLine`].
+    pub long_lines: LongLines,
 }
 
 impl ClientConfig {
@@ -54,6 +58,7 @@ impl ClientConfig {
             timeouts: Timeouts::default(),
             reply_limits: ReplyLimits::default(),
             chunking: true,
+            long_lines: LongLines::Reject,
         }
     }
 }
@@ -370,8 +375,7 @@ impl Client {
         };
 
         let rset = self.transactions > 0;
-        let chunking = self.config.chunking;
-        let prepared = match transaction::prepare(&transaction, capabilities, rset, chunking) {
+        let prepared = match transaction::prepare(&transaction, capabilities, rset, &self.config) {
             Ok(prepared) => prepared,
             Err(error) => return Err(Box::new(RejectedTransaction { error, transaction })),
         };

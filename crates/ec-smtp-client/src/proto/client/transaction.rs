@@ -12,8 +12,11 @@ use thiserror::Error;
 use super::state::{ClientState, InFlight};
 use super::TransmitParts;
 use crate::proto::capabilities::Capabilities;
-use crate::proto::command::{Command, CommandError, MailParameters};
-use crate::proto::data;
+use ec_types::{EnhancedStatusCode, LongLines};
+
+use super::ClientConfig;
+use crate::proto::command::{Command, CommandError, Field, MailParameters};
+use crate::proto::data::{self, LongLine, MAX_TEXT_LINE_LEN};
 
 /// One message to send: MAIL FROM, the RCPT TO list and the data.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,6 +58,16 @@ pub enum TransactionError {
     /// server (SIZE, SMTPUTF8).
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// A line of the message is longer than RFC 5321 section 4.5.3.1.6
+    /// allows, and [`ClientConfig::long_lines`] says to reject such
+    /// messages.
+    #[error(
+        "line {} of the message is {} octets long, over SMTP's limit of {MAX_TEXT_LINE_LEN} \
+         (RFC 5321 section 4.5.3.1.6); encode the body as quoted-printable or base64, \
+         or set long_lines = \"send\" for a server that takes long lines",
+        .0.number, .0.len
+    )]
+    LongLine(LongLine),
 }
 
 impl TransactionError {
@@ -62,7 +75,30 @@ impl TransactionError {
     /// the caller fails it permanently. `false` means the message was not
     /// attempted and goes back to its queue.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::NoRecipients | Self::Command(_))
+        matches!(
+            self,
+            Self::NoRecipients | Self::Command(_) | Self::LongLine(_)
+        )
+    }
+
+    /// The RFC 3463 status code for the failure of a message that was not
+    /// started for this reason.
+    pub fn status_code(&self) -> EnhancedStatusCode {
+        let (subject, detail) = match self {
+            // Other or undefined status.
+            Self::NotReady(_) | Self::NoRecipients => (0, 0),
+            // Conversion required but not supported.
+            Self::LongLine(_) => (6, 3),
+            Self::Command(CommandError::MessageTooLarge { .. }) => (3, 4),
+            // RFC 6531 section 3.7.4.1: non-ASCII addresses not permitted.
+            Self::Command(CommandError::Smtputf8NotOffered { .. }) => (6, 7),
+            Self::Command(CommandError::LineTooLong { .. }) => (5, 2),
+            // Bad sender's or destination mailbox address syntax.
+            Self::Command(error) if error.field() == Some(Field::ReversePath) => (1, 7),
+            Self::Command(_) => (1, 3),
+        };
+        let class = if self.is_permanent() { 5 } else { 4 };
+        EnhancedStatusCode::new(class, subject, detail).expect("a valid RFC 3463 code")
     }
 }
 
@@ -102,13 +138,16 @@ pub(super) fn prepare(
     transaction: &Transaction,
     capabilities: &Capabilities,
     rset: bool,
-    chunking: bool,
+    config: &ClientConfig,
 ) -> Result<Prepared, TransactionError> {
     if transaction.recipients.is_empty() {
         return Err(TransactionError::NoRecipients);
     }
 
     let info = data::measure(&transaction.data);
+    if let (Some(line), LongLines::Reject) = (info.long_line, config.long_lines) {
+        return Err(TransactionError::LongLine(line));
+    }
     let params = MailParameters::negotiate(
         capabilities,
         &transaction.reverse_path,
@@ -133,7 +172,7 @@ pub(super) fn prepare(
         commands.push(rcpt.to_bytes()?);
     }
 
-    if chunking && capabilities.chunking && capabilities.pipelining {
+    if config.chunking && capabilities.chunking && capabilities.pipelining {
         let chunk = if info.chunk_unchanged {
             transaction.data.clone()
         } else {
