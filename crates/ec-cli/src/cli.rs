@@ -151,8 +151,9 @@ pub struct DeliverArgs {
     pub config: Option<PathBuf>,
 
     /// How long this run retries deferred mail, as a duration such as 30s,
-    /// 10m or 2h. Mail a server deferred with a 4xx reply fails (5.4.7) when
-    /// the time is up; mail that never reached a server stays deferred.
+    /// 10m or 2h. Mail a server deferred with a 4xx reply fails when the
+    /// time is up, and its log detail reads "delivery time expired" (status
+    /// 5.4.7). Mail that never reached a server stays deferred.
     /// Without it the run does not wait for retries: a deferred recipient
     /// is logged as deferred, for a later run with --resume.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

@@ -18,6 +18,17 @@
 //!  "attempts":1,"connection":"c3","tls":"TLSv1_3"}
 //! ```
 //!
+//! `reply` is only ever a reply the server sent. Where ec itself decided
+//! the outcome, `reply` is null and `detail` explains why, as in this record of
+//! mail that the run ended before sending:
+//!
+//! ```json
+//! {"timestamp":"2026-01-05T10:00:09.456Z","file":"mail/2.eml","message_id":"b@example.org",
+//!  "sender":"bounce@example.org","recipient":"ann@example.net","result":"deferred","reply":null,
+//!  "detail":"not sent in this run: the run was stopped (SIGINT or SIGTERM) before this recipient was done; run again with --resume",
+//!  "attempts":0,"connection":null,"tls":null}
+//! ```
+//!
 //! `sender` is empty for the null reverse path. An `invalid_input` record
 //! has no sender and no recipient, and covers the whole file.
 
@@ -27,7 +38,7 @@ use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use ec_types::{Address, ConnectionId, RecipientStatus, Reply, ReversePath, TlsInfo};
+use ec_types::{Address, ConnectionId, Reply, ReversePath, TlsInfo};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -59,18 +70,6 @@ impl LogResult {
         matches!(self, Self::Delivered | Self::Failed | Self::InvalidInput)
     }
 
-    /// The result for an engine status; `None` for [`RecipientStatus::Pending`],
-    /// which is no outcome.
-    pub fn from_status(status: &RecipientStatus) -> Option<Self> {
-        match status {
-            RecipientStatus::Delivered(_) => Some(Self::Delivered),
-            RecipientStatus::Deferred(_) => Some(Self::Deferred),
-            RecipientStatus::Failed(_) => Some(Self::Failed),
-            RecipientStatus::DeliveryUnknown => Some(Self::DeliveryUnknown),
-            _ => None,
-        }
-    }
-
     /// The name written in the log.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -100,12 +99,14 @@ pub struct LogRecord {
     pub recipient: Option<String>,
     /// The outcome.
     pub result: LogResult,
-    /// The server's reply that decided the outcome, when there was one.
+    /// The reply the server sent that decided the outcome; `None` when no
+    /// server reply did, and never a reply that ec made up.
     pub reply: Option<Reply>,
-    /// An explanation where no server reply gives the cause: the
-    /// invalid-input reason, or why the recipient was left deferred (the
-    /// connections that kept failing and their target, or the run stopped
-    /// by a signal).
+    /// ec's own explanation, where ec and not a server reply decided the
+    /// outcome: the invalid-input reason, no reply to the message data,
+    /// the delivery time expired, or why the recipient was left deferred
+    /// (a lost connection, connections that kept failing and their target,
+    /// or the run stopped by a signal).
     pub detail: Option<String>,
     /// Delivery attempts spent on the recipient's message.
     pub attempts: u32,
@@ -127,42 +128,36 @@ pub struct RecipientOutcome<'a> {
     pub sender: &'a ReversePath,
     /// The recipient.
     pub recipient: &'a Address,
-    /// The recipient's status.
-    pub status: &'a RecipientStatus,
+    /// The outcome.
+    pub result: LogResult,
+    /// The server's reply that decided it, if one did.
+    pub reply: Option<&'a Reply>,
     /// Delivery attempts spent.
     pub attempts: u32,
     /// The connection of the last attempt.
     pub connection: Option<ConnectionId>,
     /// That connection's TLS session.
     pub tls: Option<&'a TlsInfo>,
-    /// The engine's explanation, if any.
+    /// ec's explanation, if any.
     pub detail: Option<&'a str>,
 }
 
 impl LogRecord {
-    /// The record for one recipient's outcome, stamped now; `None` when the
-    /// status is still pending.
-    pub fn from_outcome(outcome: &RecipientOutcome<'_>) -> Option<Self> {
-        let result = LogResult::from_status(outcome.status)?;
-        let reply = match outcome.status {
-            RecipientStatus::Delivered(reply)
-            | RecipientStatus::Deferred(reply)
-            | RecipientStatus::Failed(reply) => Some(reply.clone()),
-            _ => None,
-        };
-        Some(Self {
+    /// Builds the record for one recipient's outcome, stamped now.
+    pub fn from_outcome(outcome: &RecipientOutcome<'_>) -> Self {
+        Self {
             timestamp: now(),
             file: file_key(outcome.file),
             message_id: outcome.message_id.map(str::to_owned),
             sender: outcome.sender.as_str().to_owned(),
             recipient: Some(outcome.recipient.as_str().to_owned()),
-            result,
-            reply,
+            result: outcome.result,
+            reply: outcome.reply.cloned(),
             detail: outcome.detail.map(str::to_owned),
             attempts: outcome.attempts,
             connection: outcome.connection.map(|id| id.to_string()),
             tls: outcome.tls.map(|tls| tls.version.clone()),
-        })
+        }
     }
 
     /// The record for a message file that cannot be sent, stamped now. It
@@ -483,7 +478,7 @@ mod tests {
         Reply::new(ReplyCode::new(code).expect("valid code"), None, text)
     }
 
-    fn record(file: &str, recipient: &str, status: RecipientStatus) -> LogRecord {
+    fn record(file: &str, recipient: &str, result: LogResult, reply: Option<Reply>) -> LogRecord {
         let sender = ReversePath::new("s@example.org").expect("valid");
         let recipient = address(recipient);
         let tls = TlsInfo {
@@ -496,13 +491,13 @@ mod tests {
             message_id: Some("id@example.org"),
             sender: &sender,
             recipient: &recipient,
-            status: &status,
+            result,
+            reply: reply.as_ref(),
             attempts: 2,
             connection: Some(ConnectionId(12)),
             tls: Some(&tls),
             detail: None,
         })
-        .expect("a final status gives a record")
     }
 
     fn write_all(path: &Path, records: &[LogRecord]) {
@@ -517,7 +512,8 @@ mod tests {
         let record = record(
             "m/1.eml",
             "a@example.com",
-            RecipientStatus::Failed(reply(550, "no")),
+            LogResult::Failed,
+            Some(reply(550, "no")),
         );
         let json: serde_json::Value = serde_json::to_value(&record).expect("serializes");
         assert_eq!(json["file"], "m/1.eml");
@@ -534,28 +530,11 @@ mod tests {
     }
 
     #[test]
-    fn pending_gives_no_record() {
-        let sender = ReversePath::Null;
-        let recipient = address("a@example.com");
-        let outcome = RecipientOutcome {
-            file: Path::new("x"),
-            message_id: None,
-            sender: &sender,
-            recipient: &recipient,
-            status: &RecipientStatus::Pending,
-            attempts: 0,
-            connection: None,
-            tls: None,
-            detail: None,
-        };
-        assert!(LogRecord::from_outcome(&outcome).is_none());
-    }
-
-    #[test]
-    fn unknown_outcome_has_no_reply() {
-        let record = record("x", "a@example.com", RecipientStatus::DeliveryUnknown);
-        assert_eq!(record.result, LogResult::DeliveryUnknown);
-        assert_eq!(record.reply, None);
+    fn missing_reply_is_null() {
+        let record = record("x", "a@example.com", LogResult::DeliveryUnknown, None);
+        let json: serde_json::Value = serde_json::to_value(&record).expect("serializes");
+        assert_eq!(json["result"], "delivery_unknown");
+        assert!(json["reply"].is_null(), "{json}");
     }
 
     #[test]
@@ -566,12 +545,14 @@ mod tests {
             record(
                 "a.eml",
                 "x@example.com",
-                RecipientStatus::Delivered(reply(250, "ok")),
+                LogResult::Delivered,
+                Some(reply(250, "ok")),
             ),
             record(
                 "a.eml",
                 "y@example.com",
-                RecipientStatus::Deferred(reply(451, "later")),
+                LogResult::Deferred,
+                Some(reply(451, "later")),
             ),
         ];
         write_all(&path, &records);
@@ -602,32 +583,38 @@ mod tests {
                 record(
                     "a.eml",
                     "done@example.com",
-                    RecipientStatus::Delivered(reply(250, "ok")),
+                    LogResult::Delivered,
+                    Some(reply(250, "ok")),
                 ),
                 record(
                     "a.eml",
                     "gone@example.com",
-                    RecipientStatus::Failed(reply(550, "no")),
+                    LogResult::Failed,
+                    Some(reply(550, "no")),
                 ),
                 record(
                     "a.eml",
                     "later@example.com",
-                    RecipientStatus::Deferred(reply(451, "x")),
+                    LogResult::Deferred,
+                    Some(reply(451, "x")),
                 ),
                 record(
                     "a.eml",
                     "maybe@example.com",
-                    RecipientStatus::DeliveryUnknown,
+                    LogResult::DeliveryUnknown,
+                    None,
                 ),
                 record(
                     "b.eml",
                     "later@example.com",
-                    RecipientStatus::Deferred(reply(421, "x")),
+                    LogResult::Deferred,
+                    Some(reply(421, "x")),
                 ),
                 record(
                     "b.eml",
                     "later@example.com",
-                    RecipientStatus::Delivered(reply(250, "ok")),
+                    LogResult::Delivered,
+                    Some(reply(250, "ok")),
                 ),
                 LogRecord::from_invalid_input(&invalid),
             ],
@@ -665,13 +652,15 @@ mod tests {
             &[record(
                 "a.eml",
                 "x@example.com",
-                RecipientStatus::Delivered(reply(250, "ok")),
+                LogResult::Delivered,
+                Some(reply(250, "ok")),
             )],
         );
         let full = serde_json::to_string(&record(
             "a.eml",
             "y@example.com",
-            RecipientStatus::Delivered(reply(250, "ok")),
+            LogResult::Delivered,
+            Some(reply(250, "ok")),
         ))
         .expect("serializes");
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
@@ -693,7 +682,8 @@ mod tests {
         let first = record(
             "a.eml",
             "x@example.com",
-            RecipientStatus::Delivered(reply(250, "ok")),
+            LogResult::Delivered,
+            Some(reply(250, "ok")),
         );
         write_all(&path, std::slice::from_ref(&first));
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
@@ -704,7 +694,8 @@ mod tests {
         let second = record(
             "b.eml",
             "y@example.com",
-            RecipientStatus::Failed(reply(554, "no")),
+            LogResult::Failed,
+            Some(reply(554, "no")),
         );
         write_all(&path, std::slice::from_ref(&second));
 
@@ -726,7 +717,8 @@ mod tests {
         let good = serde_json::to_string(&record(
             "a.eml",
             "x@example.com",
-            RecipientStatus::Delivered(reply(250, "ok")),
+            LogResult::Delivered,
+            Some(reply(250, "ok")),
         ))
         .expect("serializes");
         std::fs::write(&path, format!("{good}\nnot json\n{good}\n")).expect("write");

@@ -19,12 +19,10 @@ use std::time::{Duration, Instant};
 
 use ec_sched::{ConnectionClosed, RecipientOutcome, RecipientRecord, Report, SchedulerOptions};
 use ec_smtp_client::{Engine, EngineOptions};
-use ec_types::{
-    CloseOutcome, CloseReason, Config, Domain, RecipientStatus, Reply, ReplyCode, Target,
-};
+use ec_types::{CloseOutcome, CloseReason, Config, Domain, Reply, Target};
 use thiserror::Error;
 
-use crate::delivery_log::{self, DeliveryLogWriter, LogError, LogRecord};
+use crate::delivery_log::{self, DeliveryLogWriter, LogError, LogRecord, LogResult};
 use crate::input::{InputMessage, InvalidInput};
 use crate::progress::Progress;
 use crate::summary::RunTotals;
@@ -76,6 +74,81 @@ pub enum RunError {
 /// The log detail of a recipient whose delivery is unknown.
 const DELIVERY_UNKNOWN_DETAIL: &str = "the message data was sent and no reply to it came, \
      so the server may have accepted it; --resume sends it again";
+
+/// The log detail of a deferral that came without a server reply: the
+/// connection ended or timed out during the transaction.
+const CONNECTION_LOST_DETAIL: &str =
+    "the connection ended before the server replied; run again with --resume";
+
+/// The log detail of mail that the run ended before sending.
+const UNSENT_DETAIL: &str = "not sent in this run";
+
+/// The text with which the engine ends a reply that it made itself instead
+/// of receiving it from the server: today the 554 5.4.7 of a recipient that
+/// outlived the retry policy.
+///
+/// NOTE: the engine's records carry no field that tells where a reply came
+/// from, so this text is the only sign. The replies that ec-smtp-client
+/// makes without it (554 5.3.4 "not sent: ..." for a message the server
+/// cannot take, 451 "no reply for this recipient") still reach the log as
+/// if the server had sent them.
+const MADE_BY_EC: &str = "(reply made by ec)";
+
+/// A recipient's outcome as this run records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recorded {
+    result: LogResult,
+    /// The server's reply that decided the outcome; never one ec made.
+    reply: Option<Reply>,
+    /// ec's explanation where no server reply decided the outcome.
+    detail: Option<String>,
+}
+
+impl Recorded {
+    /// Builds the outcome of a reply: the server's reply, or, for a reply
+    /// the engine made itself, no reply and the engine's text as the detail.
+    fn from_reply(result: LogResult, reply: &Reply) -> Self {
+        match engine_explanation(reply) {
+            Some(detail) => Self::explained(result, detail),
+            None => Self {
+                result,
+                reply: Some(reply.clone()),
+                detail: None,
+            },
+        }
+    }
+
+    fn explained(result: LogResult, detail: String) -> Self {
+        Self {
+            result,
+            reply: None,
+            detail: Some(detail),
+        }
+    }
+}
+
+/// Returns the detail for a reply that the engine made itself (marked with
+/// [`MADE_BY_EC`]), such as "delivery time expired: queued 600s ago, past
+/// the retry policy's maximum age (status 5.4.7, set by ec)"; `None` for a
+/// reply from the server.
+fn engine_explanation(reply: &Reply) -> Option<String> {
+    let text = reply.lines.join(" ");
+    let text = text.trim_end().strip_suffix(MADE_BY_EC)?.trim_end();
+    let status = match reply.enhanced {
+        Some(enhanced) => enhanced.to_string(),
+        None => reply.code.to_string(),
+    };
+    Some(format!("{text} (status {status}, set by ec)"))
+}
+
+/// Returns the detail for mail that the run ended before sending, with
+/// the cause when the run has one.
+fn unsent_detail(cause: Option<&str>) -> String {
+    match cause {
+        Some(cause) => format!("{UNSENT_DETAIL}: {cause}; run again with --resume"),
+        None => format!("{UNSENT_DETAIL}; run again with --resume"),
+    }
+}
 
 /// The state of each message in this run.
 struct Tracker {
@@ -322,12 +395,12 @@ impl RunState<'_> {
             return Ok(());
         }
 
-        let (status, detail) = self.status_and_detail(record);
+        let recorded = self.recorded(record);
         self.tracker.note_transient(record);
         let Some(message_done) = self.tracker.close_recipient(record) else {
             return Ok(());
         };
-        self.totals.record_status(&status);
+        self.totals.record_result(recorded.result);
         let message = &self.tracker.messages[record.tag as usize];
         if let Some(log) = self.log.as_mut() {
             let outcome = delivery_log::RecipientOutcome {
@@ -335,18 +408,17 @@ impl RunState<'_> {
                 message_id: message.message_id.as_deref(),
                 sender: &message.submission.reverse_path,
                 recipient: &record.recipient,
-                status: &status,
+                result: recorded.result,
+                reply: recorded.reply.as_ref(),
                 attempts: record.attempts,
                 connection: record.connection,
                 tls: record.tls.as_ref(),
-                detail: detail.as_deref(),
+                detail: recorded.detail.as_deref(),
             };
-            if let Some(line) = LogRecord::from_outcome(&outcome) {
-                log.write(&line)?;
-            }
+            log.write(&LogRecord::from_outcome(&outcome))?;
         }
 
-        if !matches!(status, RecipientStatus::Delivered(_)) {
+        if recorded.result != LogResult::Delivered {
             self.tracker.undelivered_messages.insert(record.tag);
         }
         if message_done {
@@ -359,48 +431,65 @@ impl RunState<'_> {
         Ok(())
     }
 
-    /// The status the log and totals record for an engine report, and the
-    /// log's explanation where ec, not the server, decided the outcome.
+    /// Returns the outcome that the log and totals record for an engine
+    /// report: the server's reply where one decided it, and ec's
+    /// explanation where ec did.
     ///
     /// Mail left unsent at a shutdown keeps what its last attempt gave (a
-    /// 4xx reply, or "delivery unknown"), or is deferred with a reply that
-    /// ec makes, so that `--resume` tries it again.
-    fn status_and_detail(&self, record: &RecipientRecord) -> (RecipientStatus, Option<String>) {
+    /// 4xx reply, a lost connection, or "delivery unknown"), or is deferred
+    /// as not sent, so that `--resume` tries it again.
+    fn recorded(&self, record: &RecipientRecord) -> Recorded {
         let streak = self
             .tracker
             .failing
             .get(&record.domain)
             .map(FailureStreak::describe);
         match &record.outcome {
-            RecipientOutcome::Delivered(reply) => (RecipientStatus::Delivered(reply.clone()), None),
-            RecipientOutcome::Failed(reply) => (RecipientStatus::Failed(reply.clone()), None),
+            RecipientOutcome::Delivered(reply) => Recorded::from_reply(LogResult::Delivered, reply),
+            RecipientOutcome::Failed(reply) => Recorded::from_reply(LogResult::Failed, reply),
             RecipientOutcome::Deferred {
                 reply: Some(reply), ..
-            } => (RecipientStatus::Deferred(reply.clone()), None),
+            } => Recorded::from_reply(LogResult::Deferred, reply),
             RecipientOutcome::Deferred { reply: None, .. } => {
-                (RecipientStatus::Deferred(connection_lost_reply()), streak)
+                let detail = match streak {
+                    Some(streak) => format!("{CONNECTION_LOST_DETAIL}; {streak}"),
+                    None => CONNECTION_LOST_DETAIL.to_owned(),
+                };
+                Recorded::explained(LogResult::Deferred, detail)
             }
-            RecipientOutcome::DeliveryUnknown => (
-                RecipientStatus::DeliveryUnknown,
-                Some(DELIVERY_UNKNOWN_DETAIL.to_owned()),
+            RecipientOutcome::DeliveryUnknown => Recorded::explained(
+                LogResult::DeliveryUnknown,
+                DELIVERY_UNKNOWN_DETAIL.to_owned(),
             ),
             _ => {
                 let cause = streak.or_else(|| self.early_end_cause());
-                let status = match self.tracker.transient(record) {
+                match self.tracker.transient(record) {
                     Some(Transient::DeliveryUnknown) => {
                         let detail = match cause {
                             Some(cause) => format!("{DELIVERY_UNKNOWN_DETAIL}; then {cause}"),
                             None => DELIVERY_UNKNOWN_DETAIL.to_owned(),
                         };
-                        return (RecipientStatus::DeliveryUnknown, Some(detail));
+                        Recorded::explained(LogResult::DeliveryUnknown, detail)
                     }
-                    Some(Transient::Deferred(reply)) => RecipientStatus::Deferred(reply.clone()),
+                    Some(Transient::Deferred(reply)) => {
+                        let mut recorded = Recorded::from_reply(LogResult::Deferred, reply);
+                        recorded.detail = match (recorded.detail, cause) {
+                            (Some(detail), Some(cause)) => Some(format!("{detail}; then {cause}")),
+                            (detail, cause) => detail.or(cause),
+                        };
+                        recorded
+                    }
                     Some(Transient::DeferredWithoutReply) => {
-                        RecipientStatus::Deferred(connection_lost_reply())
+                        let detail = match cause {
+                            Some(cause) => format!("{CONNECTION_LOST_DETAIL}; then {cause}"),
+                            None => CONNECTION_LOST_DETAIL.to_owned(),
+                        };
+                        Recorded::explained(LogResult::Deferred, detail)
                     }
-                    None => RecipientStatus::Deferred(unsent_reply()),
-                };
-                (status, cause)
+                    None => {
+                        Recorded::explained(LogResult::Deferred, unsent_detail(cause.as_deref()))
+                    }
+                }
             }
         }
     }
@@ -427,7 +516,9 @@ impl RunState<'_> {
              they are logged as deferred"
         );
 
-        let status = RecipientStatus::Deferred(unsent_reply());
+        let detail = unsent_detail(Some(
+            "the delivery engine stopped without reporting this recipient",
+        ));
         for (tag, recipient) in open {
             let message = &self.tracker.messages[tag as usize];
             let Some(address) = message
@@ -438,22 +529,21 @@ impl RunState<'_> {
             else {
                 continue;
             };
-            self.totals.record_status(&status);
+            self.totals.record_result(LogResult::Deferred);
             if let Some(log) = self.log.as_mut() {
                 let outcome = delivery_log::RecipientOutcome {
                     file: &message.path,
                     message_id: message.message_id.as_deref(),
                     sender: &message.submission.reverse_path,
                     recipient: address,
-                    status: &status,
+                    result: LogResult::Deferred,
+                    reply: None,
                     attempts: 0,
                     connection: None,
                     tls: None,
-                    detail: Some("the delivery engine stopped without reporting this recipient"),
+                    detail: Some(&detail),
                 };
-                if let Some(line) = LogRecord::from_outcome(&outcome) {
-                    log.write(&line)?;
-                }
+                log.write(&LogRecord::from_outcome(&outcome))?;
             }
         }
         self.tracker.open_recipients.clear();
@@ -536,7 +626,7 @@ pub fn run(
 
     for invalid in &plan.invalid {
         tracing::warn!(file = %invalid.path.display(), reason = %invalid.reason, "invalid input");
-        totals.invalid_input += 1;
+        totals.record_result(LogResult::InvalidInput);
         if let Some(log) = log.as_mut() {
             log.write(&LogRecord::from_invalid_input(invalid))?;
         }
@@ -621,32 +711,6 @@ pub fn run(
     let mut totals = state.totals;
     totals.elapsed = started.elapsed();
     Ok(totals)
-}
-
-/// The reply recorded for mail that the run ended before sending.
-fn unsent_reply() -> Reply {
-    Reply::new(
-        ReplyCode::SERVICE_NOT_AVAILABLE,
-        "4.4.1".parse().ok(),
-        "not sent in this run; run again with --resume",
-    )
-}
-
-/// 451: requested action aborted, local error in processing.
-const LOCAL_ERROR: ReplyCode = match ReplyCode::new(451) {
-    Ok(code) => code,
-    Err(_) => panic!("451 is a valid reply code"),
-};
-
-/// The reply recorded for a deferral that came without a server reply:
-/// the connection ended or timed out during the transaction (RFC 3463
-/// X.4.2, bad connection).
-fn connection_lost_reply() -> Reply {
-    Reply::new(
-        LOCAL_ERROR,
-        "4.4.2".parse().ok(),
-        "the connection ended before the server replied; run again with --resume",
-    )
 }
 
 /// Rejects a configuration under which a run could never send anything
@@ -762,7 +826,7 @@ mod tests {
     use crate::input::{load_bytes, EnvelopeOverride, Loaded};
     use crate::progress::Visibility;
     use bytes::Bytes;
-    use ec_types::{Address, BindingSlot, ConnectionId, MessageId, TlsInfo};
+    use ec_types::{Address, BindingSlot, ConnectionId, MessageId, ReplyCode, TlsInfo};
 
     const RECIPIENTS: [&str; 2] = ["a@example.com", "b@example.com"];
 
@@ -883,9 +947,12 @@ mod tests {
         let Report::Recipient(unsent) = record(0, RECIPIENTS[0], RecipientOutcome::Unsent) else {
             unreachable!()
         };
-        let (status, detail) = state.status_and_detail(&unsent);
-        assert!(matches!(status, RecipientStatus::Deferred(_)), "{status:?}");
-        let detail = detail.expect("a reason");
+        let recorded = state.recorded(&unsent);
+        assert_eq!(recorded.result, LogResult::Deferred);
+        assert_eq!(recorded.reply, None, "ec made no reply up");
+        let detail = recorded.detail.expect("a reason");
+        assert!(detail.starts_with("not sent in this run: "), "{detail}");
+        assert!(detail.ends_with("run again with --resume"), "{detail}");
         assert!(detail.contains("127.0.0.1:2525"), "{detail}");
         assert!(detail.contains("connect_failed"), "{detail}");
         assert!(
@@ -964,9 +1031,58 @@ mod tests {
         let Report::Recipient(first) = record(0, RECIPIENTS[0], RecipientOutcome::Unsent) else {
             unreachable!()
         };
-        let (status, detail) = state.status_and_detail(&first);
-        assert_eq!(status, RecipientStatus::Deferred(reply(451, "try later")));
-        assert!(detail.expect("a reason").contains("stopped"));
+        let recorded = state.recorded(&first);
+        assert_eq!(recorded.result, LogResult::Deferred);
+        assert_eq!(recorded.reply, Some(reply(451, "try later")));
+        assert!(recorded.detail.expect("a reason").contains("stopped"));
+    }
+
+    #[test]
+    fn ec_replies_go_to_detail() {
+        let progress = Progress::new(1, Visibility::Hidden);
+        let state = state(&progress, messages(1));
+        let expired = Reply::new(
+            ReplyCode::TRANSACTION_FAILED,
+            "5.4.7".parse().ok(),
+            "delivery time expired: queued 2s ago, past the retry policy's maximum age \
+             (reply made by ec)",
+        );
+        let Report::Recipient(failed) = record(0, RECIPIENTS[0], RecipientOutcome::Failed(expired))
+        else {
+            unreachable!()
+        };
+        let recorded = state.recorded(&failed);
+        assert_eq!(recorded.result, LogResult::Failed);
+        assert_eq!(
+            recorded.reply, None,
+            "the engine's own reply is not the server's"
+        );
+        let detail = recorded.detail.expect("an explanation");
+        assert!(
+            detail.starts_with("delivery time expired: queued 2s ago"),
+            "{detail}"
+        );
+        assert!(detail.ends_with("(status 5.4.7, set by ec)"), "{detail}");
+
+        let lost = RecipientOutcome::Deferred {
+            reply: None,
+            next_attempt: Instant::now(),
+        };
+        let Report::Recipient(lost) = record(0, RECIPIENTS[0], lost) else {
+            unreachable!()
+        };
+        let recorded = state.recorded(&lost);
+        assert_eq!(recorded.result, LogResult::Deferred);
+        assert_eq!(recorded.reply, None, "no server reply came");
+        assert_eq!(recorded.detail.as_deref(), Some(CONNECTION_LOST_DETAIL));
+
+        let rejected = RecipientOutcome::Failed(reply(550, "no such user"));
+        let Report::Recipient(rejected) = record(0, RECIPIENTS[0], rejected) else {
+            unreachable!()
+        };
+        let recorded = state.recorded(&rejected);
+        assert_eq!(recorded.reply, Some(reply(550, "no such user")));
+        assert_eq!(recorded.detail, None);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::fmt::{self, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ec_types::{CloseOutcome, RecipientStatus};
+use ec_types::CloseOutcome;
+
+use crate::delivery_log::LogResult;
 
 /// The exit status of `ec`, from sysexits.h where it defines one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,15 +123,15 @@ pub struct RunTotals {
 }
 
 impl RunTotals {
-    /// Counts one recipient's outcome. A pending status is not an outcome
-    /// and is not counted.
-    pub fn record_status(&mut self, status: &RecipientStatus) {
-        match status {
-            RecipientStatus::Delivered(_) => self.delivered += 1,
-            RecipientStatus::Deferred(_) => self.deferred += 1,
-            RecipientStatus::Failed(_) => self.failed += 1,
-            RecipientStatus::DeliveryUnknown => self.delivery_unknown += 1,
-            _ => {}
+    /// Counts one outcome: a recipient's, or for
+    /// [`LogResult::InvalidInput`] a message file's.
+    pub fn record_result(&mut self, result: LogResult) {
+        match result {
+            LogResult::Delivered => self.delivered += 1,
+            LogResult::Deferred => self.deferred += 1,
+            LogResult::Failed => self.failed += 1,
+            LogResult::DeliveryUnknown => self.delivery_unknown += 1,
+            LogResult::InvalidInput => self.invalid_input += 1,
         }
     }
 
@@ -260,7 +262,6 @@ impl fmt::Display for SummaryTable<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ec_types::{Reply, ReplyCode};
 
     fn totals() -> RunTotals {
         RunTotals {
@@ -358,22 +359,26 @@ mod tests {
     }
 
     #[test]
-    fn record_status_counts_each_kind() {
-        let reply = Reply::new(ReplyCode::OK, None, "ok");
+    fn record_result_counts_each_kind() {
         let mut run = RunTotals::default();
-        run.record_status(&RecipientStatus::Delivered(reply.clone()));
-        run.record_status(&RecipientStatus::Deferred(reply.clone()));
-        run.record_status(&RecipientStatus::Failed(reply));
-        run.record_status(&RecipientStatus::DeliveryUnknown);
-        run.record_status(&RecipientStatus::Pending);
+        for result in [
+            LogResult::Delivered,
+            LogResult::Deferred,
+            LogResult::Failed,
+            LogResult::DeliveryUnknown,
+            LogResult::InvalidInput,
+        ] {
+            run.record_result(result);
+        }
         assert_eq!(
             (
                 run.delivered,
                 run.deferred,
                 run.failed,
-                run.delivery_unknown
+                run.delivery_unknown,
+                run.invalid_input
             ),
-            (1, 1, 1, 1)
+            (1, 1, 1, 1, 1)
         );
         assert_eq!(run.recipients(), 4);
     }

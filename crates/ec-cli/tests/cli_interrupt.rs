@@ -242,6 +242,7 @@ fn stop_records_every_outcome(signal: &str) {
     for record in records.iter().filter(|r| r.result == LogResult::Deferred) {
         let detail = record.detail.as_deref().unwrap_or_default();
         assert!(detail.contains("stopped"), "{record:?}");
+        assert_eq!(record.reply, None, "no server reply came: {record:?}");
     }
     let summary = format!(
         "delivered {}   deferred {}   failed 0   unknown {unknown}",
