@@ -372,7 +372,7 @@ impl RunState<'_> {
         match report {
             Report::Recipient(record) => self.record_recipient(&record)?,
             Report::ConnectionOpened(_) => {
-                self.totals.connections_opened += 1;
+                self.totals.connections_attempted += 1;
                 self.open_connections += 1;
                 self.progress.set_connections_open(self.open_connections);
             }
@@ -567,7 +567,7 @@ impl RunState<'_> {
     /// was being set up (or sat idle in clear text): it is counted apart so
     /// that it does not lower the share of connections over TLS.
     fn count_close(&mut self, closed: &ConnectionClosed) {
-        self.totals.closes.record(closed.outcome);
+        self.totals.closes.record(closed.outcome, closed.reason);
         if closed.peer.is_none() || closed.outcome == CloseOutcome::NeverConnected {
             return;
         }

@@ -8,7 +8,7 @@ use std::fmt::{self, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ec_types::CloseOutcome;
+use ec_types::{CloseOutcome, CloseReason};
 
 use crate::delivery_log::LogResult;
 
@@ -53,20 +53,37 @@ impl From<ExitStatus> for ExitCode {
 }
 
 /// How many connections ended each way.
+///
+/// Some connections end with an orderly transport shutdown although the
+/// server closed them before ec ended the session (close reason
+/// [`CloseReason::PeerClosed`]). They count as [`PEER_CLOSED`] and not as
+/// [`CloseOutcome::Clean`], because such a session may have left a final
+/// dot without a reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CloseCounts {
     counts: [u64; CloseOutcome::ALL.len()],
+    peer_closed: u64,
 }
 
+/// The summary's name for connections that the server closed first; it is
+/// the `reason` label that the metrics give them.
+pub const PEER_CLOSED: &str = "peer_closed";
+
 impl CloseCounts {
-    /// Counts one connection that ended with `outcome`.
-    pub fn record(&mut self, outcome: CloseOutcome) {
+    /// Counts one connection that was closed for `reason` and whose
+    /// transport shutdown ended with `outcome`.
+    pub fn record(&mut self, outcome: CloseOutcome, reason: CloseReason) {
+        if reason == CloseReason::PeerClosed && outcome == CloseOutcome::Clean {
+            self.peer_closed += 1;
+            return;
+        }
         if let Some(index) = CloseOutcome::ALL.iter().position(|o| *o == outcome) {
             self.counts[index] += 1;
         }
     }
 
-    /// How many connections ended with `outcome`.
+    /// How many connections ended with `outcome`, not counting those that
+    /// the server closed first.
     pub fn get(&self, outcome: CloseOutcome) -> u64 {
         CloseOutcome::ALL
             .iter()
@@ -74,18 +91,26 @@ impl CloseCounts {
             .map_or(0, |index| self.counts[index])
     }
 
-    /// Every outcome with a non-zero count, in [`CloseOutcome::ALL`] order.
-    pub fn iter(&self) -> impl Iterator<Item = (CloseOutcome, u64)> + '_ {
+    /// Returns how many connections the server closed before ec ended the
+    /// session, with an orderly transport shutdown.
+    pub fn peer_closed(&self) -> u64 {
+        self.peer_closed
+    }
+
+    /// Lists every non-zero count with its name: the outcomes in
+    /// [`CloseOutcome::ALL`] order, then [`PEER_CLOSED`].
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         CloseOutcome::ALL
             .iter()
+            .map(|outcome| outcome.as_str())
             .zip(self.counts)
+            .chain(std::iter::once((PEER_CLOSED, self.peer_closed)))
             .filter(|(_, count)| *count > 0)
-            .map(|(outcome, count)| (*outcome, count))
     }
 
     /// All closed connections.
     pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().sum::<u64>() + self.peer_closed
     }
 }
 
@@ -106,8 +131,9 @@ pub struct RunTotals {
     pub messages_done: u64,
     /// Message files delivered to every recipient.
     pub messages_delivered: u64,
-    /// Connections whose connect was started.
-    pub connections_opened: u64,
+    /// Connection attempts: connections whose connect was started, whether
+    /// or not it completed.
+    pub connections_attempted: u64,
     /// Connections that completed the TCP connect.
     pub connections_established: u64,
     /// Connections that completed a TLS handshake.
@@ -153,7 +179,8 @@ impl RunTotals {
 
     /// The share of established connections that used TLS, in percent,
     /// leaving out [`connections_unused`](Self::connections_unused); `None`
-    /// when no other connection was established.
+    /// when no other connection was established. The summary table prints
+    /// `None` as 0%, since no connection used TLS.
     pub fn tls_percent(&self) -> Option<f64> {
         let used = self
             .connections_established
@@ -198,10 +225,14 @@ pub fn exit_status(totals: &RunTotals) -> ExitStatus {
 ///
 /// ```text
 /// recipients   delivered 1200   deferred 3   failed 1   unknown 0   invalid files 2
-/// connections  opened 16   established 16   over TLS 100.0%
-/// closed       clean 15   quit_timed_out 1
+/// connections  attempted 17   established 16   over TLS 100.0%
+/// closed       clean 14   quit_timed_out 1   peer_closed 1
 /// rate         1203 of 1204 messages delivered to every recipient in 2.41 s, 499.2 messages/s
 /// ```
+///
+/// `closed` counts connections by how their transport shutdown ended, with
+/// the names of the `outcome` label of `ec_connections_closed_total`, except
+/// `peer_closed` (see [`CloseCounts`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SummaryTable<'a>(pub &'a RunTotals);
 
@@ -220,12 +251,12 @@ impl fmt::Display for SummaryTable<'_> {
 
         let tls = match totals.tls_percent() {
             Some(percent) => format!("{percent:.1}%"),
-            None => "-".to_owned(),
+            None => "0%".to_owned(),
         };
         write!(
             f,
-            "connections  opened {}   established {}   over TLS {tls}",
-            totals.connections_opened, totals.connections_established
+            "connections  attempted {}   established {}   over TLS {tls}",
+            totals.connections_attempted, totals.connections_established
         )?;
         if totals.connections_unused > 0 {
             write!(
@@ -237,11 +268,11 @@ impl fmt::Display for SummaryTable<'_> {
         writeln!(f)?;
 
         let mut closes = String::new();
-        for (outcome, count) in totals.closes.iter() {
+        for (name, count) in totals.closes.iter() {
             if !closes.is_empty() {
                 closes.push_str("   ");
             }
-            write!(closes, "{outcome} {count}")?;
+            write!(closes, "{name} {count}")?;
         }
         if closes.is_empty() {
             closes.push_str("none");
@@ -265,7 +296,7 @@ mod tests {
 
     fn totals() -> RunTotals {
         RunTotals {
-            connections_opened: 1,
+            connections_attempted: 1,
             connections_established: 1,
             ..RunTotals::default()
         }
@@ -287,7 +318,7 @@ mod tests {
             deferred: 3,
             failed: 1,
             invalid_input: 1,
-            connections_opened: 5,
+            connections_attempted: 5,
             connections_established: 0,
             ..RunTotals::default()
         };
@@ -386,14 +417,30 @@ mod tests {
     #[test]
     fn close_counts() {
         let mut closes = CloseCounts::default();
-        closes.record(CloseOutcome::Clean);
-        closes.record(CloseOutcome::Clean);
-        closes.record(CloseOutcome::Reset);
+        closes.record(CloseOutcome::Clean, CloseReason::IdleTimeout);
+        closes.record(CloseOutcome::Clean, CloseReason::Shutdown);
+        closes.record(CloseOutcome::Reset, CloseReason::PeerClosed);
         assert_eq!(closes.get(CloseOutcome::Clean), 2);
+        assert_eq!(closes.get(CloseOutcome::Reset), 1);
         assert_eq!(closes.get(CloseOutcome::Aborted), 0);
         assert_eq!(closes.total(), 3);
         let listed: Vec<_> = closes.iter().collect();
-        assert_eq!(listed, [(CloseOutcome::Clean, 2), (CloseOutcome::Reset, 1)]);
+        assert_eq!(listed, [("clean", 2), ("reset", 1)]);
+    }
+
+    #[test]
+    fn server_hang_up_is_not_clean() {
+        let mut closes = CloseCounts::default();
+        closes.record(CloseOutcome::Clean, CloseReason::PeerClosed);
+        closes.record(CloseOutcome::Clean, CloseReason::PeerClosed);
+        assert_eq!(closes.get(CloseOutcome::Clean), 0);
+        assert_eq!(closes.peer_closed(), 2);
+        assert_eq!(closes.total(), 2);
+
+        let mut run = totals();
+        run.closes = closes;
+        let table = SummaryTable(&run).to_string();
+        assert!(table.contains("closed       peer_closed 2\n"), "{table}");
     }
 
     #[test]
@@ -406,20 +453,24 @@ mod tests {
             invalid_input: 2,
             messages_done: 1204,
             messages_delivered: 1200,
-            connections_opened: 16,
+            connections_attempted: 17,
             connections_established: 16,
             connections_tls: 12,
             elapsed: Duration::from_millis(2_000),
             ..RunTotals::default()
         };
-        run.closes.record(CloseOutcome::Clean);
-        run.closes.record(CloseOutcome::QuitTimedOut);
+        run.closes
+            .record(CloseOutcome::Clean, CloseReason::MaxDeliveries);
+        run.closes
+            .record(CloseOutcome::QuitTimedOut, CloseReason::IdleTimeout);
+        run.closes
+            .record(CloseOutcome::Clean, CloseReason::PeerClosed);
 
         let table = SummaryTable(&run).to_string();
         let expected = "\
 recipients   delivered 1200   deferred 3   failed 1   unknown 0   invalid files 2
-connections  opened 16   established 16   over TLS 75.0%
-closed       clean 1   quit_timed_out 1
+connections  attempted 17   established 16   over TLS 75.0%
+closed       clean 1   quit_timed_out 1   peer_closed 1
 rate         1200 of 1204 messages delivered to every recipient in 2.00 s, 600.0 messages/s
 ";
         assert_eq!(table, expected);
@@ -428,7 +479,7 @@ rate         1200 of 1204 messages delivered to every recipient in 2.00 s, 600.0
     #[test]
     fn unused_connections_leave_tls_share() {
         let run = RunTotals {
-            connections_opened: 32,
+            connections_attempted: 32,
             connections_established: 32,
             connections_tls: 14,
             connections_unused: 18,
@@ -452,7 +503,8 @@ rate         1200 of 1204 messages delivered to every recipient in 2.00 s, 600.0
     #[test]
     fn table_without_connections() {
         let table = SummaryTable(&RunTotals::default()).to_string();
-        assert!(table.contains("over TLS -"), "{table}");
+        assert!(table.contains("attempted 0   established 0"), "{table}");
+        assert!(table.contains("over TLS 0%\n"), "{table}");
         assert!(table.contains("closed       none"), "{table}");
         assert!(table.contains("0.0 messages/s"), "{table}");
     }

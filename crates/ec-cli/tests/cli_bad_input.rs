@@ -279,7 +279,21 @@ fn lost_dot_reply_is_unknown() {
     ];
     args.extend(messages.iter().map(|path| arg(path)));
 
-    run(&args, RUN_TIMEOUT).expect_code(75);
+    let first = run(&args, RUN_TIMEOUT);
+    first.expect_code(75);
+    let closed = first
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("closed "))
+        .unwrap_or_default();
+    assert!(
+        closed.contains("peer_closed 2"),
+        "the summary counts the hang-ups: {first}"
+    );
+    assert!(
+        !closed.contains("clean"),
+        "a hang-up after the dot is no clean close: {first}"
+    );
     args.push("--resume".to_owned());
     let resumed = run(&args, RUN_TIMEOUT);
     resumed.expect_code(75);
