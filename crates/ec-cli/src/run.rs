@@ -87,7 +87,7 @@ const UNSENT_DETAIL: &str = "not sent in this run";
 /// of receiving it from the server: today the 554 5.4.7 of a recipient that
 /// outlived the retry policy.
 ///
-/// NOTE: the engine's records carry no field that tells where a reply came
+/// NOTE: the engine's records have no field for where a reply came
 /// from, so this text is the only sign. The replies that ec-smtp-client
 /// makes without it (554 5.3.4 "not sent: ..." for a message the server
 /// cannot take, 451 "no reply for this recipient") still reach the log as
@@ -190,10 +190,33 @@ impl FailureStreak {
             Some(failure) => format!("{}: {failure}", self.reason),
             None => self.reason.to_string(),
         };
-        format!(
+        let mut text = format!(
             "{connections} to {} ended before a message could be sent (last: {last})",
             self.target
+        );
+        if let Some(advice) = self.failure.as_deref().and_then(certificate_advice) {
+            text.push_str("; ");
+            text.push_str(advice);
+        }
+        text
+    }
+}
+
+/// Returns what to do about a certificate verification failure that a
+/// flag can fix, found by the rustls error name or text in `failure`.
+fn certificate_advice(failure: &str) -> Option<&'static str> {
+    if failure.contains("UnknownIssuer") {
+        Some(
+            "the server's certificate is signed by a CA that ec does not trust: pass \
+             --ca-file FILE with the PEM certificate of the CA that signed it",
         )
+    } else if failure.contains("NotValidForName") || failure.contains("not valid for name") {
+        Some(
+            "the server's certificate is not valid for the name ec checked: pass \
+             --tls-server-name NAME with a name that the certificate lists",
+        )
+    } else {
+        None
     }
 }
 
@@ -958,6 +981,37 @@ mod tests {
         assert!(
             detail.contains("Connection refused"),
             "the session's own failure is named: {detail}"
+        );
+    }
+
+    #[test]
+    fn certificate_failures_get_advice() {
+        let streak = |failure: &str| FailureStreak {
+            count: GIVE_UP_AFTER,
+            reason: CloseReason::TlsFailed,
+            target: Target::Address("127.0.0.1:2525".parse().expect("address")),
+            failure: Some(failure.to_owned()),
+        };
+        let unknown = streak("TLS handshake failed: invalid peer certificate: UnknownIssuer");
+        let text = unknown.describe();
+        assert!(text.contains("UnknownIssuer"), "{text}");
+        assert!(
+            text.ends_with("pass --ca-file FILE with the PEM certificate of the CA that signed it"),
+            "{text}"
+        );
+
+        let wrong_name = streak(
+            "TLS handshake failed: invalid peer certificate: certificate not valid for name \
+             \"wrong.example\"; certificate is only valid for DnsName(\"localhost\")",
+        );
+        let text = wrong_name.describe();
+        assert!(text.contains("--tls-server-name NAME"), "{text}");
+
+        let other = streak("TLS handshake failed: received fatal alert: HandshakeFailure");
+        let text = other.describe();
+        assert!(
+            !text.contains("pass --"),
+            "no advice for other failures: {text}"
         );
     }
 

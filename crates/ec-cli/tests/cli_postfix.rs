@@ -312,6 +312,83 @@ fn reply_domain_statuses() {
     assert!(last.attempts >= 2, "retried within the window: {last:?}");
 }
 
+#[test]
+fn untrusted_ca_advises_ca_file() {
+    // The peer's certificate is signed by the test CA, which ec does not
+    // trust without --ca-file.
+    let postfix = Postfix::get();
+    let temp = temp_dir();
+    let message = temp.path().join("m.eml");
+    std::fs::write(
+        &message,
+        "From: sender@ec.test\nTo: nobody@maildir.test\nSubject: x\n\nbody\n",
+    )
+    .expect("write message");
+    let log = temp.path().join("log.jsonl");
+    let finished = run(
+        [
+            "deliver",
+            "--tls",
+            "required",
+            "--tls-server-name",
+            postfix.server_name(),
+            "--relay",
+            &postfix.plain_addr().to_string(),
+            "--log",
+            &arg(&log),
+            &arg(&message),
+        ],
+        RUN_TIMEOUT,
+    );
+    finished.expect_code(75);
+
+    let advice = "pass --ca-file FILE with the PEM certificate of the CA that signed it";
+    assert!(finished.stderr.contains("UnknownIssuer"), "{finished}");
+    assert!(finished.stderr.contains(advice), "{finished}");
+    let records = read_log(&log);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let detail = records[0].detail.as_deref().unwrap_or_default();
+    assert!(detail.contains(advice), "{:?}", records[0]);
+}
+
+#[test]
+fn wrong_name_advises_server_name() {
+    let postfix = Postfix::get();
+    let temp = temp_dir();
+    let message = temp.path().join("m.eml");
+    std::fs::write(
+        &message,
+        "From: sender@ec.test\nTo: nobody@maildir.test\nSubject: x\n\nbody\n",
+    )
+    .expect("write message");
+    let finished = run(
+        [
+            "deliver",
+            "--tls",
+            "required",
+            "--ca-file",
+            &arg(postfix.ca_file()),
+            "--tls-server-name",
+            "not-in-the-certificate.ec.test",
+            "--relay",
+            &postfix.plain_addr().to_string(),
+            &arg(&message),
+        ],
+        RUN_TIMEOUT,
+    );
+    finished.expect_code(75);
+    assert!(
+        finished.stderr.contains("not-in-the-certificate.ec.test"),
+        "{finished}"
+    );
+    assert!(
+        finished
+            .stderr
+            .contains("pass --tls-server-name NAME with a name that the certificate lists"),
+        "{finished}"
+    );
+}
+
 /// Lists every `.eml` file of the corpus, named as `ec` names them in its
 /// log.
 fn corpus_files() -> BTreeSet<PathBuf> {
