@@ -159,8 +159,8 @@ pub struct DeliverArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_for: Option<Duration>,
 
-    /// Serve Prometheus metrics over HTTP on this address and port.
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Serve Prometheus metrics over HTTP on this IP address and port.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_listen)]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Append one JSON line per recipient outcome to this file, written as
@@ -199,9 +199,10 @@ pub struct DemoArgs {
 /// Options of `ec sink`.
 #[derive(Debug, Clone, Args)]
 pub struct SinkArgs {
-    /// Address and port to listen on. Only loopback addresses are accepted
-    /// unless --allow-non-loopback is given.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:2525")]
+    /// IP address and port to listen on. Only loopback addresses are
+    /// accepted unless --allow-non-loopback is given.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:2525",
+          value_parser = parse_sink_listen)]
     pub listen: SocketAddr,
 
     /// Listen on a non-loopback address, reachable from other hosts.
@@ -404,6 +405,18 @@ pub enum ValueError {
         /// The reason for the rejection.
         source: ec_types::AddressError,
     },
+    /// Not an IP address and port.
+    #[error(
+        "invalid listen address {value:?}: write an IP address and a port, such as {example} \
+         or [::1]:{port}; host names such as localhost are not accepted",
+        port = example.rsplit(':').next().unwrap_or_default()
+    )]
+    ListenAddress {
+        /// The rejected text.
+        value: String,
+        /// A valid value for the option, such as `127.0.0.1:2525`.
+        example: &'static str,
+    },
     /// Not a DNS name or IP address that TLS can check a certificate against.
     #[error(
         "invalid TLS server name {0:?}: use a DNS name such as mx.example.net or an IP address"
@@ -420,6 +433,31 @@ pub fn parse_duration(value: &str) -> Result<Duration, ValueError> {
     humantime::parse_duration(value).map_err(|error| ValueError::Duration {
         value: value.to_owned(),
         reason: error.to_string(),
+    })
+}
+
+/// Parses `ec sink --listen`: an IP address and a port.
+///
+/// # Errors
+///
+/// [`ValueError::ListenAddress`] naming the text, with an example.
+pub fn parse_sink_listen(value: &str) -> Result<SocketAddr, ValueError> {
+    parse_listen(value, "127.0.0.1:2525")
+}
+
+/// Parses `ec deliver --metrics-listen`: an IP address and a port.
+///
+/// # Errors
+///
+/// [`ValueError::ListenAddress`] naming the text, with an example.
+pub fn parse_metrics_listen(value: &str) -> Result<SocketAddr, ValueError> {
+    parse_listen(value, "127.0.0.1:9464")
+}
+
+fn parse_listen(value: &str, example: &'static str) -> Result<SocketAddr, ValueError> {
+    value.parse().map_err(|_| ValueError::ListenAddress {
+        value: value.to_owned(),
+        example,
     })
 }
 
@@ -471,12 +509,25 @@ pub enum UsageError {
         source: std::io::Error,
     },
     /// The `--config` file is not valid TOML for [`Config`].
-    #[error("invalid config file {path}: {source}")]
+    #[error(
+        "invalid config file {path}{}: {source}",
+        key.as_ref().map(|key| format!(", key {key}")).unwrap_or_default()
+    )]
     ConfigParse {
         /// The file.
         path: PathBuf,
+        /// The dotted key the error points at, when it points at one.
+        key: Option<String>,
         /// The TOML error, with line and column.
         source: Box<toml::de::Error>,
+    },
+    /// A value of the `--config` file that parses but cannot be used.
+    #[error("invalid value in the config file {path}: {source}")]
+    ConfigValue {
+        /// The file.
+        path: PathBuf,
+        /// The error, which names the setting and its scope.
+        source: ec_types::ConfigError,
     },
     /// The `--ca-file` could not be read.
     #[error("cannot read the CA file {path}: {source}; check the --ca-file path")]
@@ -519,7 +570,8 @@ impl DeliverArgs {
     /// # Errors
     ///
     /// A [`UsageError`] when the config file or the CA file cannot be read or
-    /// is invalid, or when a TLS option is given with `--tls disabled`.
+    /// is invalid (the error names the file, and the key or setting when it
+    /// is known), or when a TLS option is given with `--tls disabled`.
     pub fn config(&self) -> Result<Config, UsageError> {
         self.check_tls_options()?;
         if let Some(path) = &self.ca_file {
@@ -531,6 +583,16 @@ impl DeliverArgs {
             None => Config::default(),
         };
         self.overrides().apply(&mut config);
+        // Flag values are checked when they are parsed, so a value that
+        // fails here comes from the file.
+        if let Some(path) = &self.config {
+            config
+                .validate()
+                .map_err(|source| UsageError::ConfigValue {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         let default = ec_types::Binding::DEFAULT_NAME;
         for name in unused_bindings(&config) {
             tracing::warn!(
@@ -610,15 +672,22 @@ fn verifies_anywhere(config: &Config) -> bool {
 ///
 /// # Errors
 ///
-/// [`UsageError::ConfigRead`] or [`UsageError::ConfigParse`], naming the file.
+/// [`UsageError::ConfigRead`] or [`UsageError::ConfigParse`], naming the
+/// file and, for a parse error, the key when the error points at one.
 pub fn read_config_file(path: &Path) -> Result<Config, UsageError> {
     let text = std::fs::read_to_string(path).map_err(|source| UsageError::ConfigRead {
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| UsageError::ConfigParse {
-        path: path.to_owned(),
-        source: Box::new(source),
+    toml::from_str(&text).map_err(|source: toml::de::Error| {
+        let key = source
+            .span()
+            .and_then(|span| crate::config_file::key_path_at(&text, span.start));
+        UsageError::ConfigParse {
+            path: path.to_owned(),
+            key,
+            source: Box::new(source),
+        }
     })
 }
 
@@ -1044,6 +1113,45 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("bad.toml"), "{text}");
         assert!(text.contains("max_connectionz"), "{text}");
+    }
+
+    #[test]
+    fn config_value_error_names_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[domain.\"example.com\"]\nmax_outbound_connections = \"ten\"\n",
+        )
+        .expect("write");
+        let text = read_config_file(&bad)
+            .expect_err("a string for a count")
+            .to_string();
+        assert!(text.contains("bad.toml"), "{text}");
+        assert!(
+            text.contains(", key domain.\"example.com\".max_outbound_connections:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn zero_in_config_file_names_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("zero.toml");
+        std::fs::write(
+            &path,
+            "[domain.\"example.com\".timeouts]\nconnect = \"0s\"\n",
+        )
+        .expect("write");
+        let path_text = path.to_str().expect("UTF-8 temp path");
+        let error = deliver(&["deliver", "--config", path_text, "x"])
+            .config()
+            .expect_err("a zero timeout");
+        assert!(matches!(error, UsageError::ConfigValue { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("zero.toml"), "{text}");
+        assert!(text.contains("timeouts.connect"), "{text}");
+        assert!(text.contains("domain example.com"), "{text}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`cli`] | `ec deliver`, `ec demo` and `ec sink` options, and the [`ec_types::Config`] they make |
+//! | [`config_file`] | the key that a config file error points at |
 //! | [`input`] | message files and directories to [`ec_types::Submission`]s, or invalid-input records |
 //! | [`delivery_log`] | the JSON Lines delivery log and the `--resume` reader |
 //! | [`summary`] | run totals, the summary table and the sysexits exit status |
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config_file;
 pub mod delivery_log;
 pub mod input;
 pub mod progress;

@@ -86,7 +86,7 @@ fn error_status(error: &anyhow::Error) -> ExitStatus {
 fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let mut config = args.config()?;
     config.validate()?;
-    run::check_can_send(&config)?;
+    run::check_can_send(&config, args.config.as_deref())?;
     if let Some(window) = args.retry_for {
         run::retry_defaults(&mut config, window);
     }

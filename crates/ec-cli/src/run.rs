@@ -12,7 +12,7 @@
 //! take them up.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -741,10 +741,16 @@ pub fn run(
 /// engine takes 0 to hold a domain's mail; a command-line run has no way
 /// to release it.
 ///
+/// `config_file` is the `--config` file, the only place such a limit can
+/// come from, since `--connections` rejects 0.
+///
 /// # Errors
 ///
-/// Returns a usage error naming the scope.
-pub fn check_can_send(config: &Config) -> Result<(), crate::cli::UsageError> {
+/// Returns a usage error naming the scope and the file.
+pub fn check_can_send(
+    config: &Config,
+    config_file: Option<&Path>,
+) -> Result<(), crate::cli::UsageError> {
     let mut scopes: Vec<(String, Option<u32>)> =
         vec![("global".to_owned(), config.global.max_outbound_connections)];
     for (name, scope) in &config.binding {
@@ -766,9 +772,15 @@ pub fn check_can_send(config: &Config) -> Result<(), crate::cli::UsageError> {
         ));
     }
     match scopes.into_iter().find(|(_, limit)| *limit == Some(0)) {
-        Some((scope, _)) => Err(crate::cli::UsageError::Config(format!(
-            "max_outbound_connections is 0 in the {scope} settings, so no mail could be sent; give a value above zero"
-        ))),
+        Some((scope, _)) => {
+            let file = config_file
+                .map(|path| format!(" of the config file {}", path.display()))
+                .unwrap_or_default();
+            Err(crate::cli::UsageError::Config(format!(
+                "max_outbound_connections is 0 in the {scope} settings{file}, so no mail \
+                 could be sent; give a value above zero"
+            )))
+        }
         None => Ok(()),
     }
 }

@@ -165,6 +165,79 @@ fn bad_option_value_is_named() {
 }
 
 #[test]
+fn listen_error_shows_example() {
+    let temp = temp_dir();
+    let message = temp.path().join("m.eml");
+    std::fs::write(&message, good_message("x", "a@maildir.test")).expect("write");
+    let message = arg(&message);
+    let cases = [
+        (
+            vec!["sink", "--listen", "localhost:2527"],
+            "localhost:2527",
+            "such as 127.0.0.1:2525",
+        ),
+        (
+            vec!["sink", "--listen", "2527"],
+            "2527",
+            "such as 127.0.0.1:2525",
+        ),
+        (
+            vec!["deliver", "--metrics-listen", "localhost:9464", &message],
+            "localhost:9464",
+            "such as 127.0.0.1:9464",
+        ),
+    ];
+    for (args, value, example) in cases {
+        let finished = run(&args, RUN_TIMEOUT);
+        finished.expect_code(64);
+        assert!(finished.stderr.contains(value), "{finished}");
+        assert!(finished.stderr.contains(example), "{finished}");
+    }
+}
+
+#[test]
+fn config_error_names_file_and_key() {
+    let temp = temp_dir();
+    let message = temp.path().join("m.eml");
+    std::fs::write(&message, good_message("x", "a@maildir.test")).expect("write");
+    let cases = [
+        (
+            "type.toml",
+            "[domain.\"maildir.test\"]\nmax_outbound_connections = \"ten\"\n",
+            "key domain.\"maildir.test\".max_outbound_connections",
+        ),
+        (
+            "zero-timeout.toml",
+            "[global.timeouts]\nconnect = \"0s\"\n",
+            "timeouts.connect is 0 in the global settings",
+        ),
+        (
+            "zero-connections.toml",
+            "[global]\nmax_outbound_connections = 0\n",
+            "max_outbound_connections is 0 in the global settings",
+        ),
+    ];
+    for (name, content, key) in cases {
+        let config = temp.path().join(name);
+        std::fs::write(&config, content).expect("write config");
+        let finished = run(
+            [
+                "deliver",
+                "--relay",
+                "127.0.0.1:9",
+                "--config",
+                &arg(&config),
+                &arg(&message),
+            ],
+            RUN_TIMEOUT,
+        );
+        finished.expect_code(64);
+        assert!(finished.stderr.contains(&arg(&config)), "{finished}");
+        assert!(finished.stderr.contains(key), "{finished}");
+    }
+}
+
+#[test]
 fn refused_relay_is_unavailable() {
     // A port that was free a moment ago: connecting to it is refused.
     let port = TcpListener::bind("127.0.0.1:0")
