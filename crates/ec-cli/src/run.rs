@@ -83,15 +83,9 @@ const CONNECTION_LOST_DETAIL: &str =
 /// The log detail of mail that the run ended before sending.
 const UNSENT_DETAIL: &str = "not sent in this run";
 
-/// The text with which the engine ends a reply that it made itself instead
-/// of receiving it from the server: today the 554 5.4.7 of a recipient that
-/// outlived the retry policy.
-///
-/// NOTE: the engine's records have no field for where a reply came
-/// from, so this text is the only sign. The replies that ec-smtp-client
-/// makes without it (554 5.3.4 "not sent: ..." for a message the server
-/// cannot take, 451 "no reply for this recipient") still reach the log as
-/// if the server had sent them.
+/// The text with which the engine ends the 554 5.4.7 reply that it makes
+/// for a recipient that outlived the retry policy; the log's detail drops
+/// it, since it says where the text came from.
 const MADE_BY_EC: &str = "(reply made by ec)";
 
 /// A recipient's outcome as this run records it.
@@ -127,13 +121,17 @@ impl Recorded {
     }
 }
 
-/// Returns the detail for a reply that the engine made itself (marked with
-/// [`MADE_BY_EC`]), such as "delivery time expired: queued 600s ago, past
+/// Returns the detail for a reply that the engine made itself
+/// ([`Reply::local`]), such as "delivery time expired: queued 600s ago, past
 /// the retry policy's maximum age (status 5.4.7, set by ec)"; `None` for a
 /// reply from the server.
 fn engine_explanation(reply: &Reply) -> Option<String> {
+    if !reply.local {
+        return None;
+    }
     let text = reply.lines.join(" ");
-    let text = text.trim_end().strip_suffix(MADE_BY_EC)?.trim_end();
+    let text = text.trim_end();
+    let text = text.strip_suffix(MADE_BY_EC).unwrap_or(text).trim_end();
     let status = match reply.enhanced {
         Some(enhanced) => enhanced.to_string(),
         None => reply.code.to_string(),
@@ -1107,7 +1105,7 @@ mod tests {
     fn ec_replies_go_to_detail() {
         let progress = Progress::new(1, Visibility::Hidden);
         let state = state(&progress, messages(1));
-        let expired = Reply::new(
+        let expired = Reply::made_locally(
             ReplyCode::TRANSACTION_FAILED,
             "5.4.7".parse().ok(),
             "delivery time expired: queued 2s ago, past the retry policy's maximum age \
@@ -1129,6 +1127,35 @@ mod tests {
             "{detail}"
         );
         assert!(detail.ends_with("(status 5.4.7, set by ec)"), "{detail}");
+
+        // A message the session could not start: ec's reason, not a reply.
+        let not_sent = Reply::made_locally(
+            ReplyCode::TRANSACTION_FAILED,
+            "5.6.3".parse().ok(),
+            "not sent: line 5 of the message is 1500 octets long",
+        );
+        let Report::Recipient(failed) =
+            record(0, RECIPIENTS[0], RecipientOutcome::Failed(not_sent))
+        else {
+            unreachable!()
+        };
+        let recorded = state.recorded(&failed);
+        assert_eq!(recorded.reply, None);
+        assert_eq!(
+            recorded.detail.as_deref(),
+            Some("not sent: line 5 of the message is 1500 octets long (status 5.6.3, set by ec)")
+        );
+
+        // The flag decides, not the text: a server may write anything.
+        let from_server = reply(550, "no such user (reply made by ec)");
+        let Report::Recipient(failed) = record(
+            0,
+            RECIPIENTS[0],
+            RecipientOutcome::Failed(from_server.clone()),
+        ) else {
+            unreachable!()
+        };
+        assert_eq!(state.recorded(&failed).reply, Some(from_server));
 
         let lost = RecipientOutcome::Deferred {
             reply: None,

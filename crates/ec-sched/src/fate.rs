@@ -421,7 +421,7 @@ fn expired(message: &Message, lane: &BindingDomain, now: Instant) -> bool {
 /// The reply recorded for recipients that outlived the retry policy:
 /// 554 with RFC 3463's 5.4.7, "delivery time expired".
 pub(crate) fn expired_reply(age: Duration) -> Reply {
-    Reply::new(
+    Reply::made_locally(
         ReplyCode::TRANSACTION_FAILED,
         EnhancedStatusCode::new(5, 4, 7).ok(),
         &format!(

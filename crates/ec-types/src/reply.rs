@@ -296,6 +296,12 @@ pub struct Reply {
     /// The text of each line, in order; a reply has at least one line, which
     /// may be empty.
     pub lines: Vec<String>,
+    /// The reply was made by ec to record an outcome no server gave (for
+    /// example a message that could not be sent, or that expired in the
+    /// queue), not received from a server. Logs show such text as ec's
+    /// explanation, never as the server's words.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
 }
 
 impl Reply {
@@ -305,6 +311,15 @@ impl Reply {
             code,
             enhanced,
             lines: vec![text.to_owned()],
+            local: false,
+        }
+    }
+
+    /// Builds a one-line reply made by ec itself (see [`Reply::local`]).
+    pub fn made_locally(code: ReplyCode, enhanced: Option<EnhancedStatusCode>, text: &str) -> Self {
+        Self {
+            local: true,
+            ..Self::new(code, enhanced, text)
         }
     }
 
@@ -441,6 +456,7 @@ mod tests {
             code: code(451),
             enhanced: Some("4.7.1".parse().unwrap()),
             lines: vec!["try again".into(), "".into(), "later".into()],
+            local: false,
         };
         assert_eq!(reply.to_string(), "451 4.7.1 try again later");
         assert_eq!(Reply::new(code(250), None, "").to_string(), "250");

@@ -538,7 +538,7 @@ impl<E: EventSink> Session<E> {
                     });
                 }
                 Err(rejected) if rejected.error.is_permanent() => {
-                    let reply = Reply::new(
+                    let reply = Reply::made_locally(
                         ReplyCode::TRANSACTION_FAILED,
                         Some(rejected.error.status_code()),
                         &format!("not sent: {}", rejected.error),
@@ -607,7 +607,7 @@ impl<E: EventSink> Session<E> {
                 (_, Some(status)) if mail_rejected => status.clone(),
                 (Some(reply), _) if !reply.code.is_positive_completion() => status_for(reply),
                 (_, Some(status)) => status.clone(),
-                (_, None) => RecipientStatus::Deferred(Reply::new(
+                (_, None) => RecipientStatus::Deferred(Reply::made_locally(
                     ReplyCode::new(451).unwrap_or(ReplyCode::SERVICE_NOT_AVAILABLE),
                     None,
                     "no reply for this recipient",

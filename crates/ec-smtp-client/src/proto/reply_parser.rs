@@ -321,6 +321,7 @@ impl PartialReply {
             code: self.code,
             enhanced: self.enhanced,
             lines: self.lines,
+            local: false,
         }
     }
 }
