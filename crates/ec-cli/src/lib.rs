@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod config_file;
+pub mod console;
 pub mod delivery_log;
 pub mod input;
 pub mod progress;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => status.into(),
         Err(error) => {
-            eprintln!("ec: {}", error_message(&error));
+            ec_cli::errln!("ec: {}", error_message(&error));
             error_status(&error).into()
         }
     }
@@ -138,7 +138,7 @@ fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus
     };
     let totals = run::run(plan, log, &progress)?;
     progress.finish();
-    print!("{}", SummaryTable(&totals));
+    ec_cli::out!("{}", SummaryTable(&totals));
 
     if stop.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(ExitStatus::TempFail);
@@ -157,7 +157,7 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let sink = runtime.block_on(Sink::start(sink_config))?;
     let ca_file = sink.write_ca_temp_file()?;
     let address = sink.local_addr();
-    println!("ec demo: built-in SMTP sink on {address} (STARTTLS required, certificate from a CA made at start-up)");
+    ec_cli::outln!("ec demo: built-in SMTP sink on {address} (STARTTLS required, certificate from a CA made at start-up)");
 
     let messages = ec_cli::samples::demo_messages(args.messages);
     let mut config = Config::default();
@@ -181,7 +181,7 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let exporter = Exporter::install(ExporterConfig::without_listener())?;
     let stop = signals::stop_flag()?;
     let progress = Progress::new(messages.len() as u64, Visibility::detect(verbosity.quiet));
-    println!(
+    ec_cli::outln!(
         "ec demo: delivering {} messages to {} recipients each, TLS required, verified against the sink's CA",
         messages.len(),
         ec_cli::samples::DEMO_RECIPIENTS.len()
@@ -198,8 +198,8 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     progress.finish();
     let sink_stats = runtime.block_on(sink.shutdown());
 
-    print!("{}", SummaryTable(&totals));
-    println!(
+    ec_cli::out!("{}", SummaryTable(&totals));
+    ec_cli::outln!(
         "sink         received {} messages for {} recipients over {} connections ({} with TLS), \
          {} of them as BDAT chunks",
         sink_stats.messages,
@@ -208,23 +208,23 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
         sink_stats.tls_handshakes,
         sink_stats.chunked_messages
     );
-    println!(
+    ec_cli::outln!(
         "metrics (a few of the Prometheus series; `ec deliver --metrics-listen` serves them all):"
     );
     let rendered = exporter.render();
     let lines = demo_metric_lines(&rendered);
     if lines.is_empty() {
-        println!("  (none of these series was recorded)");
+        ec_cli::outln!("  (none of these series was recorded)");
     }
     for line in lines {
-        println!("  {line}");
+        ec_cli::outln!("  {line}");
     }
     if keep_log {
-        println!("delivery log: {}", log_path.display());
+        ec_cli::outln!("delivery log: {}", log_path.display());
     } else {
         print_sample_record(&log_path);
         if let Err(error) = std::fs::remove_file(&log_path) {
-            eprintln!(
+            ec_cli::errln!(
                 "ec demo: failed to remove the temporary delivery log {}: {error}",
                 log_path.display()
             );
@@ -238,9 +238,9 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
 fn print_sample_record(path: &std::path::Path) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let records = text.lines().count();
-    println!("delivery log: {records} records, one per recipient (`ec demo --log FILE` keeps them); the first:");
+    ec_cli::outln!("delivery log: {records} records, one per recipient (`ec demo --log FILE` keeps them); the first:");
     if let Some(first) = text.lines().next() {
-        println!("  {first}");
+        ec_cli::outln!("  {first}");
     }
 }
 
@@ -292,7 +292,7 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {
                 path
             }
         };
-        println!(
+        ec_cli::outln!(
             "ec sink: SMTP on {}, CA certificate in {}; press Ctrl-C to stop",
             sink.local_addr(),
             ca_path.display()
@@ -305,7 +305,7 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {
             _ = terminate.recv() => {}
         }
         let stats = sink.shutdown().await;
-        println!(
+        ec_cli::outln!(
             "ec sink: {} connections ({} TLS), {} messages ({} as BDAT chunks), {} recipients, {} octets",
             stats.connections,
             stats.tls_handshakes,

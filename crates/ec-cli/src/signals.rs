@@ -40,7 +40,7 @@ pub fn stop_flag() -> io::Result<Arc<AtomicBool>> {
                 }
             });
             set.store(true, Ordering::SeqCst);
-            eprintln!("ec: stopping; open connections close and every outcome is recorded");
+            crate::errln!("ec: stopping; open connections close and every outcome is recorded");
         })?;
     Ok(flag)
 }

@@ -87,3 +87,32 @@ fn demo_removes_its_temporary_log() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// A reader that goes away after the first line, as `ec demo | head -1`
+/// does: the demo still runs to its end and exits 0, without a panic.
+#[test]
+fn demo_survives_closed_stdout() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let temp = temp_dir();
+    let mut child = Command::new(EC)
+        .args(["demo", "--messages", "4"])
+        .env("TMPDIR", temp.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ec demo");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read the first line");
+    assert!(first.starts_with("ec demo: built-in SMTP sink on"), "{first}");
+    drop(stdout);
+
+    let output = child.wait_with_output().expect("wait for ec demo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "--- stderr\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("failed to write"), "a broken pipe is quiet: {stderr}");
+}
