@@ -2,6 +2,12 @@
 //! by a shutdown while the final reply is due, after a RCPT rejection; by a
 //! server that holds back its replies to a chunked group; and by a server
 //! too busy to reply to the close.
+//!
+//! A reply the server gave before the cut decides its recipients' records,
+//! whatever happens to the connection after it. A 5xx to MAIL fails every
+//! recipient of the transaction, and a 4xx to MAIL defers them with that
+//! reply. A 4xx to RCPT defers its recipient with that reply. The cuts are
+//! a shutdown, a connection the server closes, and a timeout.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -9,7 +15,7 @@ use std::time::{Duration, Instant};
 use ec_sched::{RecipientOutcome, RecipientRecord, Report};
 use ec_smtp_client::{Engine, EngineOptions};
 use ec_tests::delivery::{fault_config, submission, Run, RunResult};
-use ec_tests::fault_peer::{ConnectionRecord, FaultPeer, Response, Scenario, Verb};
+use ec_tests::fault_peer::{Close, ConnectionRecord, FaultPeer, Response, Scenario, Verb};
 use ec_types::Config;
 
 const DOMAIN: &str = "cut-short.test";
@@ -204,4 +210,233 @@ fn busy_server_close_ends_before_deadline() {
             result.closes
         );
     }
+}
+
+/// Describes each record of `local`, in order: its outcome and the reply it
+/// carries, such as `"failed: 550 5.7.1 no"`, `"deferred: -"` for a
+/// deferral without a reply, or `"unsent"`.
+fn described(records: &[RecipientRecord], local: &str) -> Vec<String> {
+    records_for(records, local)
+        .iter()
+        .map(|record| {
+            let name = record.outcome.as_str();
+            match &record.outcome {
+                RecipientOutcome::Delivered(reply) | RecipientOutcome::Failed(reply) => {
+                    format!("{name}: {reply}")
+                }
+                RecipientOutcome::Deferred {
+                    reply: Some(reply), ..
+                } => format!("{name}: {reply}"),
+                RecipientOutcome::Deferred { reply: None, .. } => format!("{name}: -"),
+                _ => name.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Runs one message to `a` and `b` against `scenario` until both have a
+/// record, then shuts the engine down. Every reply wait is 5 s unless
+/// `adjust` changes it.
+fn run_to_a_and_b(scenario: Scenario, adjust: impl FnOnce(&mut Config)) -> RunResult {
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+    let mut config = fault_config(DOMAIN, peer.addr());
+    adjust(&mut config);
+    let result = Run::new(config)
+        .submit(submission(1, "s@ec.test", &recipients(&["a", "b"]), BODY))
+        .limit(Duration::from_secs(10))
+        .run();
+    assert_eq!(result.check_accounting(), Ok(()), "{:#?}", result.closes);
+    result
+}
+
+const MAIL_550: &str = "550 5.7.1 sender rejected";
+const MAIL_451: &str = "451 4.3.0 sender check failed, try later";
+const RCPT_451: &str = "451 4.7.1 greylisted, try later";
+
+#[test]
+fn mail_rejection_kept_at_shutdown_chunked() {
+    // The server rejects MAIL for good, and its replies to the rest of the
+    // group never come. The shutdown cuts the transaction, but the server
+    // had rejected all of it, so a and b fail with the MAIL reply, once each.
+    let scenario = Scenario::builder()
+        .chunking()
+        .on(Verb::Mail, Response::reply(MAIL_550))
+        .on(Verb::Bdat, Response::silence())
+        .build();
+
+    let records = shut_down_mid_transaction(scenario, |_| {}, |record| !record.chunks().is_empty());
+
+    let failed = vec![format!("failed: {MAIL_550}")];
+    assert_eq!(described(&records, "a"), failed);
+    assert_eq!(described(&records, "b"), failed);
+}
+
+#[test]
+fn mail_rejection_kept_when_peer_closes() {
+    // A pipelined DATA group: 550 to MAIL, then the server closes instead
+    // of replying to the first RCPT.
+    let scenario = Scenario::builder()
+        .on(Verb::Mail, Response::reply(MAIL_550))
+        .on_nth(Verb::Rcpt, 1, Response::close(Close::Clean))
+        .build();
+
+    let result = run_to_a_and_b(scenario, |_| {});
+
+    let failed = vec![format!("failed: {MAIL_550}")];
+    assert_eq!(described(&result.records, "a"), failed);
+    assert_eq!(described(&result.records, "b"), failed);
+}
+
+#[test]
+fn mail_rejection_kept_when_chunk_times_out() {
+    // A chunked group: 550 to MAIL, and no reply to BDAT until the final
+    // reply's timeout ends the session.
+    let scenario = Scenario::builder()
+        .chunking()
+        .on(Verb::Mail, Response::reply(MAIL_550))
+        .on(Verb::Bdat, Response::silence())
+        .build();
+
+    let result = run_to_a_and_b(scenario, |config| {
+        config.global.timeouts.data_termination = Some(Duration::from_millis(300));
+    });
+
+    let failed = vec![format!("failed: {MAIL_550}")];
+    assert_eq!(described(&result.records, "a"), failed);
+    assert_eq!(described(&result.records, "b"), failed);
+}
+
+#[test]
+fn mail_451_defers_when_peer_closes() {
+    // A transient MAIL rejection still defers the message, and the
+    // deferral carries the server's reply.
+    let scenario = Scenario::builder()
+        .on(Verb::Mail, Response::reply(MAIL_451))
+        .on_nth(Verb::Rcpt, 1, Response::close(Close::Clean))
+        .build();
+
+    let result = run_to_a_and_b(scenario, |_| {});
+
+    let deferred = vec![format!("deferred: {MAIL_451}"), "unsent".to_owned()];
+    assert_eq!(described(&result.records, "a"), deferred);
+    assert_eq!(described(&result.records, "b"), deferred);
+}
+
+#[test]
+fn mail_451_defers_at_shutdown_chunked() {
+    // The server rejected the transaction, so the chunk sent with it cannot
+    // have been delivered: a deferral with the reply, not "delivery
+    // unknown".
+    let scenario = Scenario::builder()
+        .chunking()
+        .on(Verb::Mail, Response::reply(MAIL_451))
+        .on(Verb::Bdat, Response::silence())
+        .build();
+
+    let records = shut_down_mid_transaction(scenario, |_| {}, |record| !record.chunks().is_empty());
+
+    let deferred = vec![format!("deferred: {MAIL_451}"), "unsent".to_owned()];
+    assert_eq!(described(&records, "a"), deferred);
+    assert_eq!(described(&records, "b"), deferred);
+}
+
+#[test]
+fn rcpt_451_kept_when_dot_unanswered() {
+    // The server closes instead of replying to the final dot. The message
+    // may have reached b, but not a, whose RCPT got 451.
+    let scenario = Scenario::builder()
+        .on_nth(Verb::Rcpt, 1, Response::reply(RCPT_451))
+        .on_end_of_data(Response::close(Close::Clean))
+        .build();
+
+    let result = run_to_a_and_b(scenario, |_| {});
+
+    assert_eq!(
+        described(&result.records, "a"),
+        [format!("deferred: {RCPT_451}"), "unsent".to_owned()]
+    );
+    assert_eq!(
+        described(&result.records, "b"),
+        ["delivery_unknown", "unsent"]
+    );
+}
+
+#[test]
+fn rcpt_451_kept_when_chunk_unanswered() {
+    // The same as rcpt_451_kept_when_dot_unanswered, with BDAT.
+    let scenario = Scenario::builder()
+        .chunking()
+        .on_nth(Verb::Rcpt, 1, Response::reply(RCPT_451))
+        .on(Verb::Bdat, Response::close(Close::Clean))
+        .build();
+
+    let result = run_to_a_and_b(scenario, |_| {});
+
+    assert_eq!(
+        described(&result.records, "a"),
+        [format!("deferred: {RCPT_451}"), "unsent".to_owned()]
+    );
+    assert_eq!(
+        described(&result.records, "b"),
+        ["delivery_unknown", "unsent"]
+    );
+}
+
+#[test]
+fn rcpt_451_kept_when_next_rcpt_stalls() {
+    // No reply to the second RCPT until the RCPT timeout ends the session:
+    // b is deferred without a reply, and a keeps the 451 its RCPT got.
+    let scenario = Scenario::builder()
+        .on_nth(Verb::Rcpt, 1, Response::reply(RCPT_451))
+        .on_nth(Verb::Rcpt, 2, Response::silence())
+        .build();
+
+    let result = run_to_a_and_b(scenario, |config| {
+        config.global.timeouts.rcpt = Some(Duration::from_millis(300));
+    });
+
+    assert_eq!(
+        described(&result.records, "a"),
+        [format!("deferred: {RCPT_451}"), "unsent".to_owned()]
+    );
+    assert_eq!(described(&result.records, "b"), ["deferred: -", "unsent"]);
+}
+
+#[test]
+fn rcpt_451_outranks_later_421() {
+    // A 421 to the final dot closes the connection and defers b with it. a
+    // keeps its own reply, as it would had the dot got a 451.
+    let dot_421 = "421 4.3.2 shutting down";
+    let scenario = Scenario::builder()
+        .on_nth(Verb::Rcpt, 1, Response::reply(RCPT_451))
+        .on_end_of_data(Response::reply(dot_421))
+        .build();
+
+    let result = run_to_a_and_b(scenario, |_| {});
+
+    assert_eq!(
+        described(&result.records, "a"),
+        [format!("deferred: {RCPT_451}"), "unsent".to_owned()]
+    );
+    assert_eq!(
+        described(&result.records, "b"),
+        [format!("deferred: {dot_421}"), "unsent".to_owned()]
+    );
+}
+
+#[test]
+fn rcpt_451_kept_at_shutdown_chunked() {
+    let scenario = Scenario::builder()
+        .chunking()
+        .on_nth(Verb::Rcpt, 1, Response::reply(RCPT_451))
+        .on(Verb::Bdat, Response::silence())
+        .build();
+
+    let records = shut_down_mid_transaction(scenario, |_| {}, |record| !record.chunks().is_empty());
+
+    assert_eq!(
+        described(&records, "a"),
+        [format!("deferred: {RCPT_451}"), "unsent".to_owned()]
+    );
+    assert_eq!(described(&records, "b"), ["delivery_unknown", "unsent"]);
 }

@@ -9,11 +9,14 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use ec_types::{AddressKey, BindingSlot, ConnectionId, ConnectionState, Domain, MessageId};
+use ec_types::{
+    AddressKey, BindingSlot, ConnectionId, ConnectionState, DeliveryConstruct, Domain, MessageId,
+};
 use foldhash::HashMap as IdMap;
 use thiserror::Error;
 use tracing::error;
 
+use crate::connection::Connection;
 use crate::domain::LaneKey;
 use crate::limits::HostKey;
 use crate::scheduler::Scheduler;
@@ -202,6 +205,8 @@ impl Scheduler {
     ///   (delivered, failed, unsent).
     /// - Every timer, idle list and session link agrees with the connection
     ///   it belongs to, and delayed mail always has a retry timer.
+    /// - Every MAIL or RCPT rejection a connection keeps is for a message
+    ///   in the batch of a busy connection.
     ///
     /// # Errors
     ///
@@ -284,6 +289,7 @@ impl Scheduler {
                     entry.construct.batch.len()
                 )));
             }
+            check_kept_rejections(connection, &entry.construct, violations);
         }
         recount
     }
@@ -566,6 +572,29 @@ impl Scheduler {
                     )));
                 }
             }
+        }
+    }
+}
+
+/// Checks that the MAIL and RCPT rejections a connection keeps belong to a
+/// message in its batch. A close or a transaction outcome consumes them, so
+/// only a busy connection may keep any.
+fn check_kept_rejections(
+    connection: &Connection,
+    construct: &DeliveryConstruct,
+    violations: &mut Vec<Violation>,
+) {
+    let mail = construct.mail_rejected.iter().map(|(message, _)| *message);
+    let rcpt = construct.rejected.iter().map(|(message, ..)| *message);
+    for message in mail.chain(rcpt) {
+        let in_batch = connection.state == ConnectionState::Busy
+            && construct.batch.iter().any(|m| m.id == message);
+        if !in_batch {
+            violations.push(Violation::Bookkeeping(format!(
+                "connection {} is {} and keeps a rejection for message {message}, which is not in its batch",
+                connection.id,
+                connection.state.as_str(),
+            )));
         }
     }
 }

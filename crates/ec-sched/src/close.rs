@@ -7,21 +7,21 @@
 //! deadline passes, because the server counts it until then.
 
 use std::panic::Location;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ec_types::{
     AddressMetrics, ClosePlan, CloseReason, ConnectionHandle, ConnectionState, DeliveryConstruct,
-    Event, MessageFate, MessageId, RecipientStatus, Reply, SessionCommand, SessionError,
-    SessionEvent, SessionFailure, SharedMessage,
+    Event, MessageFate, MessageId, Reply, SessionCommand, SessionEvent, SessionFailure,
+    SharedMessage,
 };
 use tracing::debug;
 
 use crate::connection::{Closing, Connection};
 use crate::domain::DomainEntry;
-use crate::fate::{Attempt, FateContext, LaneRef};
+use crate::fate::{Attempt, FateContext};
 use crate::limits::BindingEntry;
 use crate::scheduler::Scheduler;
+use crate::settle::{settle_batch, Settling};
 use crate::timers::Timer;
 use crate::token::{SchedulerId, SchedulerToken};
 
@@ -178,10 +178,14 @@ pub fn close_connection(
 /// A busy connection closed without a session failure (a shutdown's grace
 /// period ran out) cannot tell whether its current transaction passed the
 /// final dot, so the first message of its batch is treated as delivery
-/// unknown. Either way, a recipient the session reported rejected at RCPT
-/// ([`SessionEvent::RecipientRejected`](ec_types::SessionEvent::RecipientRejected))
-/// fails with its reply, and a message with no other recipient left is
-/// settled at once.
+/// unknown. Either way, the rejections the session reported before the
+/// close decide first. A rejection of MAIL
+/// ([`SessionEvent::MailRejected`](ec_types::SessionEvent::MailRejected))
+/// fails every recipient of the transaction with its reply when it is a
+/// 5xx, and defers them with it when it is a 4xx. A recipient rejected at
+/// RCPT ([`SessionEvent::RecipientRejected`](ec_types::SessionEvent::RecipientRejected))
+/// fails with its reply on a 5xx and is deferred with it on a 4xx, and a
+/// message with no other recipient left is settled at once.
 ///
 /// The caller's source location is recorded as the close site.
 #[track_caller]
@@ -247,19 +251,14 @@ pub fn begin_close(
     let batch: Vec<SharedMessage> = construct.batch.drain(..).collect();
     let rejected: Vec<(MessageId, usize, Reply)> = construct.rejected.drain(..).collect();
     ctx.ledger.in_flight -= batch.len() as u64;
-    let (fates, attempted) = settle_batch(
-        &mut ctx,
-        domain,
-        key.binding,
-        Settling {
-            batch,
-            rejected,
-            failure,
-            prior,
-        },
-        &attempt,
-        now,
-    );
+    let settling = Settling {
+        batch,
+        mail_rejected: construct.mail_rejected.take(),
+        rejected,
+        failure,
+        prior,
+    };
+    let (fates, attempted) = settle_batch(&mut ctx, domain, key.binding, settling, &attempt, now);
     if attempted {
         connection.messages_attempted += 1;
     }
@@ -307,128 +306,6 @@ pub fn begin_close(
         messages = fates.len(), site = %site, "closing connection"
     );
     CloseTicket::Started { plan, fates }
-}
-
-/// The state a closing connection leaves to settle.
-struct Settling<'a> {
-    /// The messages handed to the session without a transaction outcome.
-    batch: Vec<SharedMessage>,
-    /// RCPT rejections of the transaction under way.
-    rejected: Vec<(MessageId, usize, Reply)>,
-    /// The session's failure report, when a failure caused the close.
-    failure: Option<&'a SessionFailure>,
-    /// The connection's state before the close.
-    prior: ConnectionState,
-}
-
-/// Gives each message of a closing connection's batch its fate. Also
-/// returns whether one of them was in its transaction, and so spent an
-/// attempt.
-fn settle_batch(
-    ctx: &mut FateContext<'_>,
-    domain: &mut DomainEntry,
-    binding: ec_types::BindingSlot,
-    settling: Settling<'_>,
-    attempt: &Attempt,
-    now: Instant,
-) -> (Vec<(MessageId, MessageFate)>, bool) {
-    let Settling {
-        batch,
-        rejected,
-        failure,
-        prior,
-    } = settling;
-    let key = domain.lane_key(binding);
-    let Some((record, lane)) = domain.split_mut(binding) else {
-        return (Vec::new(), false);
-    };
-
-    let in_transaction = match failure {
-        Some(failure) => failure.in_transaction,
-        // Without a failure report, the head of a busy connection's batch
-        // may be past its final dot.
-        None if prior == ConnectionState::Busy => batch.first().map(|m| m.id),
-        None => None,
-    };
-
-    let mut untouched = Vec::new();
-    let mut current = None;
-    for message in batch {
-        if Some(message.id) == in_transaction {
-            current = Some(message);
-        } else {
-            untouched.push(message);
-        }
-    }
-    let mut fates = ctx.requeue(untouched, LaneRef { key, record, lane }, attempt, now);
-
-    let Some(mut message) = current else {
-        return (fates, false);
-    };
-    Arc::make_mut(&mut message).attempts += 1;
-    let id = message.id;
-    let rejected: Vec<(usize, Reply)> = rejected
-        .into_iter()
-        .filter(|(rejected_message, ..)| *rejected_message == id)
-        .map(|(_, index, reply)| (index, reply))
-        .collect();
-    if !rejected.is_empty() {
-        fail_rejected(
-            ctx,
-            &mut message,
-            &rejected,
-            (binding, &lane.metrics),
-            attempt,
-            now,
-        );
-    }
-    let lane = LaneRef { key, record, lane };
-    if message.is_done() {
-        // Every recipient the transaction reached was rejected: nothing is
-        // left to retry, and no copy can have been delivered.
-        let fate = ctx.settle(message, lane, attempt, now);
-        fates.insert(0, (id, fate));
-        return (fates, true);
-    }
-    let fate = match failure {
-        None => ctx.delivery_unknown(message, lane, attempt, now),
-        Some(failure) if failure.final_dot_sent => {
-            ctx.delivery_unknown(message, lane, attempt, now)
-        }
-        Some(failure) => match &failure.error {
-            SessionError::Reply { reply, .. } if reply.is_permanent() => {
-                ctx.fail(&mut message, lane, reply, attempt, now)
-            }
-            SessionError::Reply { reply, .. } => {
-                ctx.defer(message, lane, Some(reply), attempt, now)
-            }
-            _ => ctx.defer(message, lane, None, attempt, now),
-        },
-    };
-    // The message in transaction goes first: it was the head of the batch.
-    fates.insert(0, (id, fate));
-    (fates, true)
-}
-
-/// Fails the recipients that the server rejected with a 5xx reply to RCPT
-/// before the transaction was cut short, each with its own reply.
-fn fail_rejected(
-    ctx: &mut FateContext<'_>,
-    message: &mut SharedMessage,
-    rejected: &[(usize, Reply)],
-    lane: (ec_types::BindingSlot, &crate::metrics::LaneMetrics),
-    attempt: &Attempt,
-    now: Instant,
-) {
-    let owned = Arc::make_mut(message);
-    let mut statuses: Vec<RecipientStatus> =
-        owned.recipients.iter().map(|r| r.status.clone()).collect();
-    for (index, reply) in rejected {
-        if let Some(status) = statuses.get_mut(*index) {
-            *status = RecipientStatus::Failed(reply.clone());
-        }
-    }
-    ctx.apply_statuses(owned, statuses, lane, attempt, now);
 }
 
 /// Returns how long after the close deadline the scheduler releases a

@@ -25,9 +25,11 @@ use crate::token::SchedulerToken;
 /// 2. For each `SessionCommand::Deliver`, report one `Transaction` per
 ///    message, in order, then `BatchDone`. On a failure, report `Failed`
 ///    instead, naming the message whose transaction was under way and
-///    whether its final dot was sent. Report `RecipientRejected` for each
-///    5xx reply to RCPT as it comes, before the transaction's end: it
-///    fails the recipient even when the transaction never ends.
+///    whether its final dot was sent. Report `MailRejected` for a 4xx or
+///    5xx reply to MAIL and `RecipientRejected` for each 4xx or 5xx reply
+///    to RCPT as it comes, before the transaction's end. When the
+///    transaction never ends, a 5xx fails the recipients it names and a
+///    4xx defers them with its reply.
 /// 3. After `Failed`, do nothing until the scheduler closes the connection.
 /// 4. On `SessionCommand::Close(plan)`, shut the transport down by
 ///    `plan.deadline` and report `Closed` once the socket is gone.

@@ -50,6 +50,9 @@ impl Scheduler {
             SessionEvent::Ready { tls, capabilities } => {
                 self.on_ready(token, driver, handle, tls, capabilities, now);
             }
+            SessionEvent::MailRejected { message, reply } => {
+                self.on_mail_rejected(handle, message, reply);
+            }
             SessionEvent::RecipientRejected {
                 message,
                 index,
@@ -206,9 +209,28 @@ impl Scheduler {
         }
     }
 
+    /// Keeps a MAIL rejection of the transaction under way until the
+    /// transaction ends, so that a close in the middle of it still gives
+    /// every recipient of the transaction the reply's fate.
+    fn on_mail_rejected(&mut self, handle: ConnectionHandle, message: MessageId, reply: Reply) {
+        let Some(entry) = self.connections.get_mut(handle) else {
+            return;
+        };
+        let known = entry.construct.batch.iter().any(|m| m.id == message);
+        if entry.connection.state != ConnectionState::Busy || !known {
+            self.protocol_violation(handle, "MailRejected for no message in transaction");
+            return;
+        }
+        if !(reply.is_transient() || reply.is_permanent()) {
+            self.protocol_violation(handle, "MailRejected with a reply that is not 4xx or 5xx");
+            return;
+        }
+        entry.construct.mail_rejected = Some((message, reply));
+    }
+
     /// Keeps a RCPT rejection of the transaction under way until the
     /// transaction ends, so that a close in the middle of it still fails
-    /// the recipient with its reply.
+    /// the recipient with its 5xx, or defers it with its 4xx.
     fn on_recipient_rejected(
         &mut self,
         handle: ConnectionHandle,
@@ -226,6 +248,13 @@ impl Scheduler {
             .any(|m| m.id == message && index < m.recipients.len());
         if entry.connection.state != ConnectionState::Busy || !known {
             self.protocol_violation(handle, "RecipientRejected for no recipient in transaction");
+            return;
+        }
+        if !(reply.is_transient() || reply.is_permanent()) {
+            self.protocol_violation(
+                handle,
+                "RecipientRejected with a reply that is not 4xx or 5xx",
+            );
             return;
         }
         entry.construct.rejected.push((message, index, reply));
@@ -257,6 +286,7 @@ impl Scheduler {
         let mut message = entry.construct.batch.remove(position);
         // The outcome carries every recipient's status, rejections included.
         entry.construct.rejected.clear();
+        entry.construct.mail_rejected = None;
         self.ledger.in_flight -= 1;
         self.ledger.transactions += 1;
         entry.construct.deliveries += 1;
@@ -319,6 +349,10 @@ impl Scheduler {
         }
 
         let left: Vec<SharedMessage> = entry.construct.batch.drain(..).collect();
+        // Rejections of a transaction that got no outcome (a protocol
+        // violation below) would otherwise apply to a later transaction.
+        entry.construct.rejected.clear();
+        entry.construct.mail_rejected = None;
         let connection = &mut entry.connection;
         self.ledger
             .change_state(Some(ConnectionState::Busy), Some(ConnectionState::Idle));

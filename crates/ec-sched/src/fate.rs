@@ -149,8 +149,10 @@ impl FateContext<'_> {
     }
 
     /// Puts a message in the delayed queue with the retry policy's backoff.
-    /// `reply` is the failure's reply when every pending recipient shares
-    /// it; otherwise each record carries its recipient's own 4xx.
+    /// Each record carries the recipient's own 4xx when its status is
+    /// `Deferred`, and `reply`, the failure's reply, otherwise. So the
+    /// caller first sets the statuses of this attempt: a transaction's
+    /// outcome sets every one, and a close resets those it has no reply for.
     pub(crate) fn defer(
         &mut self,
         mut message: SharedMessage,
@@ -164,10 +166,9 @@ impl FateContext<'_> {
         let binding = lane.key.binding;
         let mut deferred = 0;
         for (index, recipient) in message.pending_recipients() {
-            let reply = match (&recipient.status, reply) {
-                (_, Some(reply)) => Some(reply.clone()),
-                (RecipientStatus::Deferred(own), None) => Some(own.clone()),
-                _ => None,
+            let reply = match &recipient.status {
+                RecipientStatus::Deferred(own) => Some(own.clone()),
+                _ => reply.cloned(),
             };
             let outcome = RecipientOutcome::Deferred {
                 reply,
@@ -258,6 +259,11 @@ impl FateContext<'_> {
     /// at once. A message that outlived the retry policy fails instead, and
     /// then counts both fates.
     ///
+    /// A recipient whose status is `Deferred` got a 4xx to its RCPT in this
+    /// attempt, so the message cannot have reached it: its record is a
+    /// deferral with that reply. When that leaves no recipient whose
+    /// delivery is unknown, the message is settled as deferred.
+    ///
     /// Sending it again at once would repeat the possible duplicate as fast
     /// as connections open. A server that drops every connection at one
     /// message's final dot would then get that message again and again,
@@ -270,15 +276,19 @@ impl FateContext<'_> {
         now: Instant,
     ) -> MessageFate {
         let binding = lane.key.binding;
-        let pending: Vec<usize> = message
+        let unknown: Vec<usize> = message
             .pending_recipients()
+            .filter(|(_, recipient)| !matches!(recipient.status, RecipientStatus::Deferred(_)))
             .map(|(index, _)| index)
             .collect();
+        if unknown.is_empty() {
+            return self.settle(message, lane, attempt, now);
+        }
         lane.lane
             .metrics
-            .recipients(RecipientResult::DeliveryUnknown, pending.len());
+            .recipients(RecipientResult::DeliveryUnknown, unknown.len());
         let owned = Arc::make_mut(&mut message);
-        for index in pending {
+        for index in unknown {
             owned.recipients[index].status = RecipientStatus::DeliveryUnknown;
             self.record(
                 owned,
@@ -297,6 +307,20 @@ impl FateContext<'_> {
             return self.expire(&mut message, lane, attempt, now);
         }
         let due = Self::next_attempt(&mut message, lane.lane, now);
+        let mut deferred = 0;
+        for (index, recipient) in message.pending_recipients() {
+            if let RecipientStatus::Deferred(reply) = &recipient.status {
+                let outcome = RecipientOutcome::Deferred {
+                    reply: Some(reply.clone()),
+                    next_attempt: due,
+                };
+                self.record(&message, index, binding, outcome, attempt, now);
+                deferred += 1;
+            }
+        }
+        lane.lane
+            .metrics
+            .recipients(RecipientResult::Deferred, deferred);
         self.delay(message, lane.key, lane.lane, due);
         MessageFate::DeliveryUnknown
     }

@@ -98,6 +98,7 @@ mod release;
 mod report;
 mod runtime;
 mod scheduler;
+mod settle;
 mod shutdown;
 mod slots;
 mod stats;

@@ -950,3 +950,219 @@ fn finished_transaction_forgets_rejection() {
     assert_eq!(harness.scheduler().ledger().protocol_violations, 0);
     audit(&harness);
 }
+
+/// Reports a rejection of MAIL for the connection's message in transaction,
+/// and returns the message's id.
+fn reject_mail(harness: &mut Harness, connection: ConnectionHandle, reply: Reply) -> MessageId {
+    let message = harness.outstanding(connection)[0].id;
+    harness.event(connection, SessionEvent::MailRejected { message, reply });
+    message
+}
+
+/// Returns the reply code of each record of `recipient`, with the outcome's
+/// name: `"failed 550"`, `"deferred 451"`, `"deferred -"` for a deferral
+/// without a reply, `"delivery_unknown"`.
+fn described(harness: &Harness, recipient: &str) -> Vec<String> {
+    outcomes_for(harness, recipient)
+        .iter()
+        .map(|outcome| {
+            let name = outcome.as_str();
+            match outcome {
+                RecipientOutcome::Delivered(reply) | RecipientOutcome::Failed(reply) => {
+                    format!("{name} {}", reply.code)
+                }
+                RecipientOutcome::Deferred {
+                    reply: Some(reply), ..
+                } => format!("{name} {}", reply.code),
+                RecipientOutcome::Deferred { reply: None, .. } => format!("{name} -"),
+                _ => name.to_owned(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn mail_rejection_fails_every_recipient_when_lost() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    reject_mail(
+        &mut harness,
+        connection,
+        Reply::new(code(550), None, "sender rejected"),
+    );
+
+    harness.lost(connection, false);
+
+    assert_eq!(described(&harness, "a@example.com"), ["failed 550"]);
+    assert_eq!(described(&harness, "b@example.com"), ["failed 550"]);
+    let ledger = *harness.scheduler().ledger();
+    assert_eq!(ledger.failed, 1);
+    assert_eq!(ledger.delayed + ledger.active, 0, "nothing to retry");
+    audit(&harness);
+}
+
+#[test]
+fn mail_rejection_fails_every_recipient_at_shutdown() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    reject_mail(
+        &mut harness,
+        connection,
+        Reply::new(code(550), None, "sender rejected"),
+    );
+
+    // The scheduler closes the busy connection itself, as when a
+    // shutdown's grace runs out.
+    let _ = harness.close(connection, CloseReason::Shutdown);
+
+    assert_eq!(described(&harness, "a@example.com"), ["failed 550"]);
+    assert_eq!(described(&harness, "b@example.com"), ["failed 550"]);
+    assert_eq!(harness.scheduler().ledger().delivery_unknown, 0);
+    audit(&harness);
+}
+
+#[test]
+fn transient_mail_rejection_defers_at_shutdown() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    reject_mail(
+        &mut harness,
+        connection,
+        Reply::new(code(451), None, "try later"),
+    );
+
+    let _ = harness.close(connection, CloseReason::Shutdown);
+
+    // The server rejected the transaction, so no copy can have arrived.
+    assert_eq!(described(&harness, "a@example.com"), ["deferred 451"]);
+    assert_eq!(described(&harness, "b@example.com"), ["deferred 451"]);
+    let ledger = *harness.scheduler().ledger();
+    assert_eq!(ledger.delivery_unknown, 0);
+    assert_eq!(ledger.delayed, 1);
+    audit(&harness);
+}
+
+#[test]
+fn finished_transaction_forgets_mail_rejection() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    reject_mail(
+        &mut harness,
+        connection,
+        Reply::new(code(550), None, "sender rejected"),
+    );
+    // The outcome, not the earlier rejection, decides.
+    harness.deliver(connection, ReplyCode::OK);
+
+    let _ = harness.close(connection, CloseReason::Shutdown);
+
+    assert_eq!(described(&harness, "a@example.com"), ["delivered 250"]);
+    assert_eq!(harness.scheduler().ledger().protocol_violations, 0);
+    audit(&harness);
+}
+
+#[test]
+fn mail_rejection_when_idle_is_a_violation() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    let message = harness.outstanding(connection)[0].id;
+    harness.deliver(connection, ReplyCode::OK);
+
+    let reply = Reply::new(code(550), None, "sender rejected");
+    harness.event(connection, SessionEvent::MailRejected { message, reply });
+
+    assert_eq!(harness.scheduler().ledger().protocol_violations, 1);
+    audit(&harness);
+}
+
+#[test]
+fn transient_rcpt_rejection_kept_after_lost_dot() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    let greylisted = Reply::new(code(451), None, "greylisted");
+
+    lost_after_rejections(&mut harness, connection, vec![(0, greylisted)]);
+
+    // The message may have reached b, but not a, whose RCPT got 451.
+    assert_eq!(described(&harness, "a@example.com"), ["deferred 451"]);
+    assert_eq!(described(&harness, "b@example.com"), ["delivery_unknown"]);
+    let ledger = *harness.scheduler().ledger();
+    assert_eq!(ledger.delivery_unknown, 1);
+    assert_eq!(ledger.delayed, 1);
+    audit(&harness);
+}
+
+#[test]
+fn transient_rcpt_rejections_only_defer() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    let greylisted = Reply::new(code(451), None, "greylisted");
+    let rejected = vec![(0, greylisted.clone()), (1, greylisted)];
+
+    lost_after_rejections(&mut harness, connection, rejected);
+
+    // Every recipient was turned away at RCPT, so no copy can have arrived.
+    assert_eq!(described(&harness, "a@example.com"), ["deferred 451"]);
+    assert_eq!(described(&harness, "b@example.com"), ["deferred 451"]);
+    let ledger = *harness.scheduler().ledger();
+    assert_eq!(ledger.delivery_unknown, 0);
+    assert_eq!(ledger.deferred, 1);
+    audit(&harness);
+}
+
+#[test]
+fn rcpt_reply_outranks_later_421() {
+    let mut harness = Harness::new(Config::default());
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com", "b@example.com"]);
+    let connection = harness.opened()[0];
+    make_ready(&mut harness, connection);
+    let greylisted = Reply::new(code(451), None, "greylisted");
+    reject_recipients(&mut harness, connection, vec![(0, greylisted)]);
+
+    harness.failed_with_reply(connection, Reply::new(code(421), None, "closing"));
+
+    assert_eq!(described(&harness, "a@example.com"), ["deferred 451"]);
+    assert_eq!(described(&harness, "b@example.com"), ["deferred 421"]);
+    audit(&harness);
+}
+
+#[test]
+fn earlier_attempt_reply_not_repeated() {
+    let mut harness = Harness::new(global(|s| {
+        s.retry.interval = Some(Duration::from_secs(60));
+        s.idle_timeout = Some(Duration::from_secs(1));
+    }));
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com"]);
+    let first = harness.opened()[0];
+    make_ready(&mut harness, first);
+    harness.deliver(first, code(451));
+    harness.advance(Duration::from_secs(1));
+    harness.closed(first, CloseOutcome::Clean);
+    harness.advance(Duration::from_secs(59));
+    let second = harness.opened()[1];
+    make_ready(&mut harness, second);
+
+    // The second attempt ends without a reply for a: its record must not
+    // carry the first attempt's 451.
+    harness.lost(second, false);
+
+    assert_eq!(
+        described(&harness, "a@example.com"),
+        ["deferred 451", "deferred -"]
+    );
+    audit(&harness);
+}

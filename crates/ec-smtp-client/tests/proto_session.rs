@@ -181,6 +181,7 @@ fn rset_rejected_fails_session() {
     s.start(transaction(&["a@example.com"], "x"));
     s.expect_sent("MAIL FROM:<sender@example.org>\r\n");
     s.server("451 try later\r\n");
+    s.mail_rejected();
     assert!(matches!(
         s.transaction_end(),
         TransactionEnd::MailRejected { .. }
@@ -212,6 +213,7 @@ fn mail_rejected_without_pipelining() {
     s.start(transaction(&["a@example.com"], "x"));
     s.expect_sent("MAIL FROM:<sender@example.org>\r\n");
     s.server("553 5.1.8 bad sender\r\n");
+    assert_eq!(s.mail_rejected().code.as_u16(), 553);
     match s.transaction_end() {
         TransactionEnd::MailRejected { reply } => assert_eq!(reply.code.as_u16(), 553),
         other => panic!("{other:?}"),
@@ -226,7 +228,12 @@ fn mail_rejected_with_pipelining_reads_group() {
     let mut s = Session::ready(&["PIPELINING"]);
     s.start(transaction(&["a@example.com", "b@example.com"], "x"));
     s.expect_sent("MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n");
-    s.server("451 4.3.0 busy\r\n503 need MAIL\r\n503 need MAIL\r\n503 need RCPT\r\n");
+    // The rejection is reported as it arrives, before the rest of the
+    // group's replies.
+    s.server("451 4.3.0 busy\r\n");
+    assert_eq!(s.mail_rejected().code.as_u16(), 451);
+    s.no_events();
+    s.server("503 need MAIL\r\n503 need MAIL\r\n503 need RCPT\r\n");
     match s.transaction_end() {
         TransactionEnd::MailRejected { reply } => assert_eq!(reply.code.as_u16(), 451),
         other => panic!("{other:?}"),
@@ -236,6 +243,32 @@ fn mail_rejected_with_pipelining_reads_group() {
     s.no_events();
     s.nothing_sent();
     assert_eq!(s.client.state(), ClientState::Ready);
+}
+
+#[test]
+fn mail_rejection_reported_before_eof() {
+    // The server rejects MAIL and closes before replying to the rest of
+    // the group. The transaction is aborted, but the rejection came first,
+    // so the driver can still fail the recipients with it.
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com", "b@example.com"], "x"));
+    s.client.poll_transmit().expect("a write");
+    s.client.handle_transmitted(s.now);
+    s.server("550 5.7.1 sender rejected\r\n");
+    let reply = s.mail_rejected();
+    assert_eq!(reply.to_string(), "550 5.7.1 sender rejected");
+    s.no_events();
+
+    s.client.handle_eof(s.now);
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Aborted {
+            error: ClientError::ConnectionClosed { stage: Stage::Rcpt },
+            delivery_unknown: false
+        }
+    ));
+    assert!(matches!(s.next_event(), ClientEvent::Failed { .. }));
+    s.no_events();
 }
 
 #[test]

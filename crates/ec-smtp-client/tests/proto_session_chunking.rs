@@ -124,6 +124,7 @@ fn rejected_mail_ends_with_its_reply() {
     s.start(transaction(&["a@example.com"], "x"));
     s.client.poll_transmit().expect("a write");
     s.server("451 4.3.0 try later\r\n503 5.5.1 no MAIL\r\n503 5.5.1 no RCPT\r\n");
+    assert_eq!(s.mail_rejected().code.as_u16(), 451);
     match s.transaction_end() {
         TransactionEnd::MailRejected { reply } => assert_eq!(reply.code.as_u16(), 451),
         other => panic!("{other:?}"),
@@ -247,6 +248,9 @@ fn eof_after_mail_refused_is_known() {
     s.client.poll_transmit().expect("a write");
     s.client.handle_transmitted(s.now);
     s.server("550 5.7.1 sender refused\r\n");
+    // Reported before the group's other replies, which never come.
+    assert_eq!(s.mail_rejected().code.as_u16(), 550);
+    s.no_events();
 
     s.client.handle_eof(s.now);
     assert!(matches!(

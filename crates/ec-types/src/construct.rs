@@ -28,10 +28,16 @@ pub struct DeliveryConstruct {
     /// While a message is here it is "in flight on this connection" and in
     /// no queue.
     pub batch: Vec<SharedMessage>,
-    /// The recipients rejected with a 5xx reply to RCPT in the transaction
-    /// under way (message, recipient index, reply), until the transaction
-    /// ends. A close in the middle of it fails them with their reply.
+    /// The recipients rejected with a 4xx or 5xx reply to RCPT in the
+    /// transaction under way (message, recipient index, reply), until the
+    /// transaction ends. A close in the middle of it fails those with a
+    /// 5xx and defers those with a 4xx, each with its own reply.
     pub rejected: Vec<(MessageId, usize, Reply)>,
+    /// The rejection of MAIL in the transaction under way (message, reply),
+    /// until the transaction ends. A close in the middle of it fails every
+    /// recipient of the transaction with a 5xx reply, or defers them with a
+    /// 4xx reply.
+    pub mail_rejected: Option<(MessageId, Reply)>,
     /// Settings snapshot.
     pub settings: Arc<EffectiveSettings>,
     /// Transactions finished on this connection.
@@ -57,6 +63,7 @@ impl DeliveryConstruct {
             domain,
             batch: Vec::new(),
             rejected: Vec::new(),
+            mail_rejected: None,
             settings,
             deliveries: 0,
             opened_at,

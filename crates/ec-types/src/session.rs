@@ -104,11 +104,25 @@ pub enum SessionEvent {
         /// What the server offered in its last EHLO reply.
         capabilities: SessionCapabilities,
     },
+    /// The server rejected MAIL for the transaction under way, and so the
+    /// whole transaction. Reported as the reply arrives, before the
+    /// replies to the rest of a pipelined or chunked group. When the
+    /// transaction never ends (the connection drops, times out or is shut
+    /// down), a 5xx fails every recipient of the transaction with this
+    /// reply, and a 4xx defers them with it. A transaction that ends
+    /// reports its outcome as usual, which then decides.
+    MailRejected {
+        /// The message in transaction.
+        message: MessageId,
+        /// The server's reply to MAIL.
+        reply: Reply,
+    },
     /// The server rejected one recipient of the transaction under way with
-    /// a 5xx reply to RCPT. The recipient fails with this reply whatever
-    /// becomes of the transaction, even when the transaction never ends,
+    /// a 4xx or 5xx reply to RCPT. Reported as the reply arrives. When the
+    /// transaction never ends, a 5xx fails the recipient with this reply,
     /// because a session failure or a close cannot undo a permanent
-    /// rejection.
+    /// rejection, and a 4xx defers it with this reply, because the server
+    /// did not take the message for it.
     RecipientRejected {
         /// The message in transaction.
         message: MessageId,

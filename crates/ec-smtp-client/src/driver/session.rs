@@ -390,12 +390,22 @@ impl<E: EventSink> Session<E> {
                         failed = true;
                     }
                 }
+                ClientEvent::MailRejected { reply } => {
+                    // Reported at once, like a RCPT rejection, so that it
+                    // is kept even if the transaction never ends.
+                    if let Some(current) = self.current.as_ref() {
+                        self.events.report(SessionEvent::MailRejected {
+                            message: current.message.id,
+                            reply,
+                        });
+                    }
+                }
                 ClientEvent::RecipientReply { index, reply } => {
                     if let Some(current) = self.current.as_mut() {
-                        // A rejection is reported at once, so that it is kept
-                        // even if the transaction never ends.
+                        // A rejection, 4xx or 5xx, is reported at once, so
+                        // that it is kept even if the transaction never ends.
                         let message_index = current.recipient_index.get(index).copied();
-                        let rejected = message_index.filter(|_| reply.is_permanent());
+                        let rejected = message_index.filter(|_| !reply.is_positive_completion());
                         if let Some(message_index) = rejected {
                             self.events.report(SessionEvent::RecipientRejected {
                                 message: current.message.id,

@@ -15,7 +15,8 @@ const REPEAT_UNIT: usize = 64;
 
 /// Events one step may report beyond one per recipient: a Ready or StartTls
 /// or TransactionFinished, and up to two Failed (a session that fails in step
-/// with the server fails again on its next reply).
+/// with the server fails again on its next reply). A MailRejected takes the
+/// place of the RecipientReply events that a rejected MAIL suppresses.
 const EXTRA_EVENTS_PER_STEP: usize = 4;
 
 /// Runs a [`Client`] through a script of server input and driver calls.
@@ -42,7 +43,8 @@ const EXTRA_EVENTS_PER_STEP: usize = 4;
 ///
 /// Panics when the session buffers more than `max_buffered` octets of input,
 /// reports a transaction end without a transaction or a transaction without
-/// exactly one end, reports Ready twice or a recipient out of order, is in a
+/// exactly one end, reports Ready twice or a recipient out of order, reports
+/// a MAIL rejection twice or alongside a RCPT reply in one transaction, is in a
 /// transaction state without an open transaction (or the reverse), keeps a
 /// timer or bytes to write after it closed, reports more events in one step
 /// than one per recipient plus four, or when an API call succeeds or fails
@@ -67,6 +69,8 @@ struct Harness {
     /// The RecipientReply events of the open transaction so far; `None`
     /// when no transaction is open.
     open: Option<usize>,
+    /// The open transaction reported MailRejected.
+    mail_rejected: bool,
     ready_events: usize,
 }
 
@@ -104,6 +108,7 @@ impl Harness {
             transaction,
             transactions_left: transactions,
             open: None,
+            mail_rejected: false,
             ready_events: 0,
         }
     }
@@ -208,9 +213,16 @@ impl Harness {
                         .open
                         .as_mut()
                         .expect("RecipientReply without an open transaction");
+                    assert!(!self.mail_rejected, "RecipientReply after MailRejected");
                     assert_eq!(index, *reported, "RecipientReply out of order");
                     assert!(index < recipients, "RecipientReply for recipient {index}");
                     *reported += 1;
+                }
+                ClientEvent::MailRejected { .. } => {
+                    let reported = self.open.expect("MailRejected without an open transaction");
+                    assert_eq!(reported, 0, "MailRejected after a RecipientReply");
+                    assert!(!self.mail_rejected, "MailRejected twice in one transaction");
+                    self.mail_rejected = true;
                 }
                 ClientEvent::TransactionFinished(end) => {
                     assert!(
@@ -256,6 +268,7 @@ impl Harness {
             Ok(()) => {
                 self.transactions_left -= 1;
                 self.open = Some(0);
+                self.mail_rejected = false;
             }
             Err(rejected) => {
                 // SIZE may rule the message out; only that may fail here.

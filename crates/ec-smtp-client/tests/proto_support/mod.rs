@@ -144,6 +144,15 @@ impl Session {
         }
     }
 
+    /// The next event, which must be a MAIL rejection; returns its reply.
+    #[track_caller]
+    pub fn mail_rejected(&mut self) -> Reply {
+        match self.next_event() {
+            ClientEvent::MailRejected { reply } => reply,
+            other => panic!("expected MailRejected, got {other:?}"),
+        }
+    }
+
     /// The next event, which must be a RCPT reply for recipient `index`.
     #[track_caller]
     pub fn recipient_reply(&mut self, index: usize) -> Reply {

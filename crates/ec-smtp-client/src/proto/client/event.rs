@@ -29,6 +29,15 @@ pub enum ClientEvent {
     /// driver must now run the TLS handshake on the same socket, then call
     /// [`Client::tls_established`](super::Client::tls_established).
     StartTls,
+    /// The server rejected MAIL with a 4xx (other than 421) or 5xx reply.
+    /// Reported as the reply arrives, before the replies to the rest of a
+    /// pipelined group, so the driver has it even when the transaction is
+    /// then aborted. A transaction that ends reports
+    /// [`TransactionEnd::MailRejected`] with the same reply.
+    MailRejected {
+        /// The reply to MAIL.
+        reply: Reply,
+    },
     /// The server replied to the RCPT of one recipient. Not reported when
     /// MAIL was rejected, because the server then rejects every RCPT for
     /// that reason alone.

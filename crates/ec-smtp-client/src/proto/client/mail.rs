@@ -37,14 +37,20 @@ impl Client {
                 Ok(State::ExpectRcpt(in_flight))
             }
             ReplyClass::PositiveIntermediate => Err(self.unexpected(reply)),
-            _ if in_flight.pipelined => {
+            _ => {
+                let event = ClientEvent::MailRejected {
+                    reply: reply.clone(),
+                };
+                self.events.push_back(event);
+                if !in_flight.pipelined {
+                    return Ok(self.finish(TransactionEnd::MailRejected { reply }));
+                }
                 // The RCPT and DATA replies of the group are still coming;
                 // read them before the session is idle again.
                 in_flight.mail_rejected = Some(reply);
                 self.undeliverable = true;
                 Ok(State::ExpectRcpt(in_flight))
             }
-            _ => Ok(self.finish(TransactionEnd::MailRejected { reply })),
         }
     }
 
