@@ -48,6 +48,9 @@ fn init_tracing(verbosity: Verbosity) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // By default a failed write is reported with eprintln!, which
+        // panics the logging thread when standard error is closed.
+        .log_internal_errors(false)
         .init();
 }
 

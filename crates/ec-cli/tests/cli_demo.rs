@@ -92,27 +92,69 @@ fn demo_removes_its_temporary_log() {
 /// does: the demo still runs to its end and exits 0, without a panic.
 #[test]
 fn demo_survives_closed_stdout() {
-    use std::io::{BufRead, BufReader};
+    let (status, stderr) = demo_with_closed_stream(Stream::Stdout);
+    assert_eq!(status, Some(0), "--- stderr\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !stderr.contains("failed to write"),
+        "a broken pipe is quiet: {stderr}"
+    );
+}
+
+/// The same for the logs on standard error, as `ec -vv demo 2>&1 | head`
+/// does: a failed log write must not stop the scheduler's thread.
+#[test]
+fn demo_survives_closed_stderr() {
+    let (status, _) = demo_with_closed_stream(Stream::Stderr);
+    assert_eq!(status, Some(0));
+}
+
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Runs `ec -vv demo`, reads the first line of `stream` and closes it;
+/// returns the exit status and, when stdout was closed, standard error.
+fn demo_with_closed_stream(stream: Stream) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
 
     let temp = temp_dir();
     let mut child = Command::new(EC)
-        .args(["demo", "--messages", "4"])
+        .args(["-vv", "demo", "--messages", "4"])
         .env("TMPDIR", temp.path())
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run ec demo");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("read the first line");
-    assert!(first.starts_with("ec demo: built-in SMTP sink on"), "{first}");
-    drop(stdout);
 
-    let output = child.wait_with_output().expect("wait for ec demo");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "--- stderr\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!stderr.contains("failed to write"), "a broken pipe is quiet: {stderr}");
+    let mut first = String::new();
+    let mut stderr = String::new();
+    match stream {
+        Stream::Stdout => {
+            let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+            stdout.read_line(&mut first).expect("read the first line");
+            assert!(
+                first.starts_with("ec demo: built-in SMTP sink on"),
+                "{first}"
+            );
+            drop(stdout);
+            let mut pipe = child.stderr.take().expect("piped stderr");
+            pipe.read_to_string(&mut stderr).expect("read stderr");
+        }
+        Stream::Stderr => {
+            let mut pipe = BufReader::new(child.stderr.take().expect("piped stderr"));
+            pipe.read_line(&mut first).expect("read the first line");
+            assert!(first.contains("INFO"), "{first}");
+            drop(pipe);
+            let mut stdout = child.stdout.take().expect("piped stdout");
+            let mut ignored = String::new();
+            stdout.read_to_string(&mut ignored).expect("read stdout");
+        }
+    }
+
+    let status = child.wait().expect("wait for ec demo");
+    (status.code(), stderr)
 }
