@@ -301,7 +301,8 @@ pub fn begin_close(
     };
 
     debug!(
-        connection = %connection.id, domain = %domain.record.name, binding = %key.binding,
+        connection = %connection.id, domain = %domain.record.name,
+        binding = %domain.binding(key.binding).map_or("", |lane| lane.metrics.binding().as_str()),
         peer = ?connection.peer, reason = %request.reason, state = prior.as_str(),
         messages = fates.len(), site = %site, "closing connection"
     );

@@ -251,12 +251,13 @@ impl Scheduler {
                 target: host.target.clone(),
                 at: now,
             }));
-        debug!(connection = %id, domain = %name, binding = %key.binding, target = %host.target, "opening connection");
+        debug!(connection = %id, domain = %name, binding = %binding.name, target = %host.target, "opening connection");
 
         let request = OpenRequest {
             handle,
             id,
             binding: key.binding,
+            binding_name: binding.name.clone(),
             source_ip: binding.binding.source_ip,
             domain: name,
             target: host.target,

@@ -22,6 +22,8 @@ pub struct BindingEntry {
     pub(crate) slot: BindingSlot,
     /// Its `binding` metric label.
     pub(crate) label: BindingLabel,
+    /// Its name, shared with the sessions that log it.
+    pub(crate) name: Arc<str>,
     pub(crate) counts: ConnectionCounts,
     pub(crate) waiters: WaitList,
     /// Settings for every domain that no configuration scope names, shared

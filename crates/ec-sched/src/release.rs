@@ -186,12 +186,13 @@ impl Scheduler {
     /// Records a released connection: its metrics, its log line and its
     /// report.
     fn record_closed(&mut self, key: LaneKey, closed: ConnectionClosed) {
+        let binding = &self.bindings[key.binding.index()].name;
         if let Some(lane) = self.domains[key.domain.0 as usize].binding(key.binding) {
             lane.metrics
                 .connection_closed(closed.reason, closed.outcome, closed.duration);
         }
         debug!(
-            connection = %closed.id, domain = %closed.domain, binding = %key.binding,
+            connection = %closed.id, domain = %closed.domain, binding = %binding,
             peer = ?closed.peer, reason = %closed.reason, outcome = %closed.outcome,
             tls = closed.tls.is_some(), delivered = closed.messages_delivered,
             duration_ms = closed.duration.as_millis() as u64, site = %closed.close_site,

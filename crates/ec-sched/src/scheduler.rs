@@ -270,6 +270,7 @@ impl Scheduler {
         let label = self.metric_labels.binding(&binding.name);
         self.binding_names.insert(binding.name.clone(), slot);
         self.bindings.push(BindingEntry {
+            name: Arc::from(binding.name.as_str()),
             binding,
             slot,
             label,

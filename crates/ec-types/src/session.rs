@@ -53,6 +53,8 @@ pub struct OpenRequest {
     pub id: ConnectionId,
     /// The binding it belongs to.
     pub binding: BindingSlot,
+    /// That binding's name, for logs.
+    pub binding_name: Arc<str>,
     /// The binding's source address, if it has one.
     pub source_ip: Option<IpAddr>,
     /// The destination domain.

@@ -66,7 +66,7 @@ pub(crate) async fn run<E: EventSink>(
         "session",
         conn = %request.id,
         domain = %request.domain,
-        binding = %request.binding,
+        binding = %request.binding_name,
         target = %request.target,
     );
     Session::new(request, events, commands, tls_configs)
@@ -157,7 +157,7 @@ impl<E: EventSink> Session<E> {
         let stream = match stream {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::debug!(%error, stage = Stage::NotConnected.code(), "connect failed");
+                tracing::debug!(%error, stage = Stage::NotConnected.as_str(), "connect failed");
                 self.fail(error, Stage::NotConnected);
                 // The scheduler handles the failure by dropping the link,
                 // and the close deadline bounds the wait.
@@ -426,7 +426,7 @@ impl<E: EventSink> Session<E> {
                 }
                 ClientEvent::Failed { stage, error } => {
                     let error = self.session_error(error, stage);
-                    tracing::debug!(%error, stage = stage.code(), "session failed");
+                    tracing::debug!(%error, stage = stage.as_str(), "session failed");
                     self.fail(error, stage);
                     failed = true;
                 }
@@ -473,7 +473,7 @@ impl<E: EventSink> Session<E> {
         let stream = match timeout(after, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err((error, tcp))) => {
-                tracing::warn!(%error, stage = Stage::TlsHandshake.code(), "TLS handshake failed");
+                tracing::warn!(%error, stage = Stage::TlsHandshake.as_str(), "TLS handshake failed");
                 // The TCP stream comes back, so the close can still send
                 // FIN and wait for the server's.
                 *transport = Transport::Plain(tcp);
