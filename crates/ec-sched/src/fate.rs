@@ -217,6 +217,19 @@ impl FateContext<'_> {
         attempt: &Attempt,
         now: Instant,
     ) -> MessageFate {
+        self.fail_each(message, lane, |_| reply.clone(), attempt, now)
+    }
+
+    /// Fails every pending recipient with the reply `reply_for` makes from
+    /// its status, and the message leaves.
+    fn fail_each(
+        &mut self,
+        message: &mut SharedMessage,
+        lane: LaneRef<'_>,
+        reply_for: impl Fn(&RecipientStatus) -> Reply,
+        attempt: &Attempt,
+        now: Instant,
+    ) -> MessageFate {
         let binding = lane.key.binding;
         let pending: Vec<usize> = message
             .pending_recipients()
@@ -227,12 +240,13 @@ impl FateContext<'_> {
             .recipients(RecipientResult::Failed, pending.len());
         let owned = Arc::make_mut(message);
         for index in pending {
+            let reply = reply_for(&owned.recipients[index].status);
             owned.recipients[index].status = RecipientStatus::Failed(reply.clone());
             self.record(
                 owned,
                 index,
                 binding,
-                RecipientOutcome::Failed(reply.clone()),
+                RecipientOutcome::Failed(reply),
                 attempt,
                 now,
             );
@@ -240,6 +254,9 @@ impl FateContext<'_> {
         self.finish(message, lane.record, &lane.lane.metrics)
     }
 
+    /// Fails the pending recipients of a message that outlived the retry
+    /// policy. Each reply quotes the server's last reply to that recipient,
+    /// when it has one, so the reason for the delay is not lost.
     fn expire(
         &mut self,
         message: &mut SharedMessage,
@@ -248,9 +265,15 @@ impl FateContext<'_> {
         now: Instant,
     ) -> MessageFate {
         let age = now.saturating_duration_since(message.queued_at);
-        let reply = expired_reply(age);
         self.ledger.expired += 1;
-        self.fail(message, lane, &reply, attempt, now)
+        let reply_for = |status: &RecipientStatus| {
+            let last = match status {
+                RecipientStatus::Deferred(reply) if !reply.local => Some(reply),
+                _ => None,
+            };
+            expired_reply(age, last)
+        };
+        self.fail_each(message, lane, reply_for, attempt, now)
     }
 
     /// Marks the pending recipients of a message whose final dot got no
@@ -443,13 +466,19 @@ fn expired(message: &Message, lane: &BindingDomain, now: Instant) -> bool {
 }
 
 /// The reply recorded for recipients that outlived the retry policy:
-/// 554 with RFC 3463's 5.4.7, "delivery time expired".
-pub(crate) fn expired_reply(age: Duration) -> Reply {
+/// 554 with RFC 3463's 5.4.7, "delivery time expired", quoting the
+/// server's `last` reply when there is one.
+pub(crate) fn expired_reply(age: Duration, last: Option<&Reply>) -> Reply {
+    let last = match last {
+        Some(reply) => format!("; the server's last reply was \"{reply}\""),
+        None => String::new(),
+    };
     Reply::made_locally(
         ReplyCode::TRANSACTION_FAILED,
         EnhancedStatusCode::new(5, 4, 7).ok(),
         &format!(
-            "delivery time expired: queued {}s ago, past the retry policy's maximum age (reply made by ec)",
+            "delivery time expired: queued {}s ago, past the retry policy's maximum age{last} \
+             (reply made by ec)",
             age.as_secs()
         ),
     )

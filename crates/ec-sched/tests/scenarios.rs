@@ -679,6 +679,12 @@ fn expired_message_fails_with_5_4_7() {
         reply.enhanced.map(|e| e.to_string()),
         Some("5.4.7".to_owned())
     );
+    assert!(reply.local, "ec made this reply");
+    let text = reply.to_string();
+    assert!(
+        text.contains("the server's last reply was \"451 "),
+        "the reason for the delay is kept: {text}"
+    );
     audit(&harness);
 }
 
