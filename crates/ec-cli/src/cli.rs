@@ -156,7 +156,7 @@ pub struct DeliverArgs {
     /// 5.4.7). Mail that never reached a server stays deferred.
     /// Without it the run does not wait for retries: a deferred recipient
     /// is logged as deferred, for a later run with --resume.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_retry_for)]
     pub retry_for: Option<Duration>,
 
     /// Serve Prometheus metrics over HTTP on this IP address and port.
@@ -397,6 +397,12 @@ pub enum ValueError {
         /// humantime's reason.
         reason: String,
     },
+    /// A zero `--retry-for`.
+    #[error(
+        "--retry-for 0s would fail every deferred recipient at its first 4xx reply; give a \
+         duration above zero, or leave --retry-for out to record deferred mail for --resume"
+    )]
+    ZeroRetry,
     /// Not usable as an EHLO argument.
     #[error("invalid host name {value:?}: {source}")]
     HostName {
@@ -434,6 +440,18 @@ pub fn parse_duration(value: &str) -> Result<Duration, ValueError> {
         value: value.to_owned(),
         reason: error.to_string(),
     })
+}
+
+/// Parses `--retry-for`: a duration above zero.
+///
+/// # Errors
+///
+/// [`ValueError::Duration`] naming the text, or [`ValueError::ZeroRetry`].
+pub fn parse_retry_for(value: &str) -> Result<Duration, ValueError> {
+    match parse_duration(value)? {
+        Duration::ZERO => Err(ValueError::ZeroRetry),
+        window => Ok(window),
+    }
 }
 
 /// Parses `ec sink --listen`: an IP address and a port.
@@ -537,6 +555,21 @@ pub enum UsageError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A `tls.ca_file` of the `--config` file that cannot be used.
+    #[error(
+        "invalid tls.ca_file {ca_file:?} in the {scope} settings of the config file {path}: \
+         {problem}"
+    )]
+    ConfigCaFile {
+        /// The config file.
+        path: PathBuf,
+        /// The scope that sets it, such as `global` or `domain example.com`.
+        scope: String,
+        /// The CA file it names.
+        ca_file: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
     /// The `--ca-file` contains no PEM certificate.
     #[error(
         "the CA file {0} contains no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" line); \
@@ -592,6 +625,9 @@ impl DeliverArgs {
                     path: path.clone(),
                     source,
                 })?;
+        }
+        if let Some(path) = &self.config {
+            check_config_ca_files(&config, path, self.ca_file.as_deref())?;
         }
         let default = ec_types::Binding::DEFAULT_NAME;
         for name in unused_bindings(&config) {
@@ -704,6 +740,57 @@ fn check_ca_file(path: &Path) -> Result<(), UsageError> {
         return Err(UsageError::CaFileEmpty(path.to_owned()));
     }
     Ok(())
+}
+
+/// Checks each `tls.ca_file` that the config file sets, as `--ca-file` is
+/// checked, so that a wrong path is a usage error at start-up and not a
+/// TLS failure on every connection. `flag_ca_file` was checked already.
+fn check_config_ca_files(
+    config: &Config,
+    config_file: &Path,
+    flag_ca_file: Option<&Path>,
+) -> Result<(), UsageError> {
+    for (scope, settings) in scopes(config) {
+        let Some(ca_file) = settings.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()) else {
+            continue;
+        };
+        if Some(ca_file) == flag_ca_file {
+            continue;
+        }
+        let problem = match check_ca_file(ca_file) {
+            Ok(()) => continue,
+            Err(UsageError::CaFileRead { source, .. }) => format!(
+                "cannot read it: {source}; fix the path, or remove the key to trust the \
+                 built-in web PKI roots"
+            ),
+            Err(_) => "it contains no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" \
+                       line); give a file of PEM root certificates"
+                .to_owned(),
+        };
+        return Err(UsageError::ConfigCaFile {
+            path: config_file.to_owned(),
+            scope,
+            ca_file: ca_file.to_owned(),
+            problem,
+        });
+    }
+    Ok(())
+}
+
+/// Returns every scope of `config` with its name as [`Config::validate`]
+/// writes it, such as `binding "a", domain example.com`.
+fn scopes(config: &Config) -> Vec<(String, &Settings)> {
+    let mut scopes = vec![("global".to_owned(), &config.global)];
+    for (name, scope) in &config.binding {
+        scopes.push((format!("binding {name:?}"), &scope.settings));
+        for (domain, settings) in &scope.domain {
+            scopes.push((format!("binding {name:?}, domain {domain}"), settings));
+        }
+    }
+    for (domain, settings) in &config.domain {
+        scopes.push((format!("domain {domain}"), settings));
+    }
+    scopes
 }
 
 /// The settings that `ec deliver`'s flags set; `None` leaves the value to
@@ -935,13 +1022,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_value() {
-        let cases: [&[&str]; 8] = [
+        let cases: [&[&str]; 9] = [
             &["--to", "nobody"],
             &["--from", "a b@example.org"],
             &["--relay", "mail.example.net"],
             &["--relay", "::1:25"],
             &["--relay", "host:99999"],
             &["--retry-for", "soon"],
+            &["--retry-for", "0s"],
             &["--connections", "0"],
             &["--tls", "sometimes"],
         ];
@@ -1221,6 +1309,56 @@ mod tests {
             .config()
             .expect_err("missing file");
         assert!(error.to_string().contains("missing.pem"), "{error}");
+    }
+
+    #[test]
+    fn config_ca_file_is_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("ec.toml");
+        std::fs::write(
+            &config,
+            "[domain.\"example.com\"]\ntls = { verify = \"ca\", ca_file = \"/no/such/ca.pem\" }\n",
+        )
+        .expect("write");
+        let config_text = config.to_str().expect("UTF-8 temp path");
+        let error = deliver(&["deliver", "--config", config_text, "x"])
+            .config()
+            .expect_err("missing CA file");
+        assert!(matches!(error, UsageError::ConfigCaFile { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("ec.toml"), "{text}");
+        assert!(text.contains("tls.ca_file \"/no/such/ca.pem\""), "{text}");
+        assert!(text.contains("domain example.com"), "{text}");
+
+        // --ca-file replaces the file's value in every scope that sets TLS.
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").expect("write");
+        let pem_text = pem.to_str().expect("UTF-8 temp path");
+        deliver(&[
+            "deliver",
+            "--config",
+            config_text,
+            "--ca-file",
+            pem_text,
+            "x",
+        ])
+        .config()
+        .expect("the flag's CA file is used");
+    }
+
+    #[test]
+    fn config_route_error_names_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("ec.toml");
+        std::fs::write(&config, "[global]\nroute = { addresses = [] }\n").expect("write");
+        let config_text = config.to_str().expect("UTF-8 temp path");
+        let error = deliver(&["deliver", "--config", config_text, "x"])
+            .config()
+            .expect_err("an empty address list");
+        assert!(matches!(error, UsageError::ConfigValue { .. }), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("ec.toml"), "{text}");
+        assert!(text.contains("route.addresses []"), "{text}");
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,13 +81,16 @@ impl Config {
         effective
     }
 
-    /// Checks what a connection cannot check for itself before it opens:
-    /// every EHLO name, in every scope, must be sendable as a domain or an
-    /// address literal.
+    /// Checks, in every scope, the values that would otherwise fail only
+    /// when a connection uses them. Every EHLO name must be sendable as a
+    /// domain or an address literal, and every route must lead somewhere.
+    /// Every TLS server name must be a DNS name or an IP address, and no
+    /// limit, timeout or retry duration may be zero. Files such as
+    /// `tls.ca_file` are not opened.
     ///
     /// # Errors
     ///
-    /// Returns the first invalid EHLO name with the scope that sets it.
+    /// Returns the first invalid value with the scope that sets it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut scopes: Vec<(String, &Settings)> = vec![("global".to_owned(), &self.global)];
         for (name, scope) in &self.binding {
@@ -108,6 +111,16 @@ impl Config {
                 })?;
             }
             settings.check_nonzero(&scope)?;
+            if let Some(route) = &settings.route {
+                check_route(route, &scope)?;
+            }
+            if let Some(name) = settings
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.server_name.as_ref())
+            {
+                check_server_name(name, &scope)?;
+            }
         }
         self.engine.check_nonzero()
     }
@@ -133,6 +146,18 @@ pub enum ConfigError {
         #[source]
         source: AddressError,
     },
+    /// A value that parses but cannot work, such as an empty relay host.
+    #[error("invalid {setting} {value} in the {scope} settings: {problem}")]
+    Invalid {
+        /// The scope that sets it.
+        scope: String,
+        /// The setting's key inside the scope, such as `route.relay.host`.
+        setting: &'static str,
+        /// The value as the file writes it, such as `""` or `0`.
+        value: String,
+        /// The fault, and the value to write instead.
+        problem: String,
+    },
     /// A limit, size or duration that must not be zero.
     #[error("{setting} is 0 in the {scope} settings; give a value above zero")]
     Zero {
@@ -152,6 +177,106 @@ pub enum ConfigError {
 /// Returns the reason the name cannot be sent.
 pub fn validate_ehlo_name(name: &str) -> Result<(), AddressError> {
     Domain::new(name).map(|_| ())
+}
+
+/// Checks that a route leads somewhere: a relay needs a host without a port
+/// in it and a port above 0, and an address list needs an address. An
+/// empty list would otherwise send the mail to port 25 of the recipient
+/// domain, a place the configuration never named.
+fn check_route(route: &Route, scope: &str) -> Result<(), ConfigError> {
+    let invalid = |setting: &'static str, value: String, problem: String| ConfigError::Invalid {
+        scope: scope.to_owned(),
+        setting,
+        value,
+        problem,
+    };
+    match route {
+        Route::Relay { host, port } => {
+            if let Some(problem) = relay_host_problem(host) {
+                return Err(invalid("route.relay.host", format!("{host:?}"), problem));
+            }
+            if *port == 0 {
+                return Err(invalid(
+                    "route.relay.port",
+                    "0".to_owned(),
+                    "give a port from 1 to 65535, such as 25".to_owned(),
+                ));
+            }
+        }
+        Route::Addresses(addresses) => {
+            if addresses.is_empty() {
+                return Err(invalid(
+                    "route.addresses",
+                    "[]".to_owned(),
+                    "the list is empty, so the mail would have nowhere to go; list at least \
+                     one IP address and port, such as \"192.0.2.1:25\", or remove the route"
+                        .to_owned(),
+                ));
+            }
+            if let Some(address) = addresses.iter().find(|address| address.port() == 0) {
+                return Err(invalid(
+                    "route.addresses",
+                    format!("{:?}", address.to_string()),
+                    "port 0 cannot be connected to; give a port from 1 to 65535, such as 25"
+                        .to_owned(),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Returns what is wrong with a relay host, or `None` for a host name, an
+/// IP address, or an IPv6 address in brackets.
+fn relay_host_problem(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return Some(
+            "the host is empty; give a host name or an IP address, such as \
+                     mail.example.net"
+                .to_owned(),
+        );
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    if let Some(inner) = host
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        return match inner.parse::<Ipv6Addr>() {
+            Ok(_) => None,
+            Err(_) => Some("the text in brackets is not an IPv6 address".to_owned()),
+        };
+    }
+    if let Some((name, port)) = host.rsplit_once(':') {
+        let problem = match port.parse::<u16>() {
+            Ok(port) => format!(
+                "the host contains a port; write host = {:?} and port = {port}",
+                name.trim_start_matches('[').trim_end_matches(']')
+            ),
+            Err(_) => "a host name cannot contain ':'; give a host name or an IP address, \
+                       and the port in `port`"
+                .to_owned(),
+        };
+        return Some(problem);
+    }
+    Domain::new(host).err().map(|error| error.to_string())
+}
+
+/// Checks a TLS server name by the rules rustls applies to it at connect
+/// time: a DNS name or an IP address, optionally in brackets.
+fn check_server_name(name: &str, scope: &str) -> Result<(), ConfigError> {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    match rustls_pki_types::ServerName::try_from(bare) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ConfigError::Invalid {
+            scope: scope.to_owned(),
+            setting: "tls.server_name",
+            value: format!("{name:?}"),
+            problem: "give a DNS name such as mx.example.net or an IP address".to_owned(),
+        }),
+    }
 }
 
 impl EngineLimits {
@@ -179,7 +304,9 @@ impl EngineLimits {
 impl Settings {
     /// Rejects zero where zero would make the engine open and close
     /// connections in a loop or fail every step: batch size, connection age,
-    /// idle time, every timeout and the retry interval.
+    /// idle time, every timeout, and the retry durations. A zero retry
+    /// interval or maximum interval retries at once in a loop, and a zero
+    /// maximum age fails deferred mail at its first 4xx reply.
     /// `max_outbound_connections = 0` stays allowed: it keeps a domain's
     /// mail in its queue.
     fn check_nonzero(&self, scope: &str) -> Result<(), ConfigError> {
@@ -209,6 +336,8 @@ impl Settings {
             ("timeouts.quit", t.quit),
             ("timeouts.close", t.close),
             ("retry.interval", self.retry.interval),
+            ("retry.max_interval", self.retry.max_interval),
+            ("retry.max_age", self.retry.max_age),
         ];
         for (setting, value) in durations {
             if value == Some(Duration::ZERO) {
@@ -761,12 +890,87 @@ mod tests {
             "[global]\nmax_connection_age = \"0s\"\n",
             "[engine]\nmax_connections = 0\n",
             "[domain.\"example.com\"]\ntimeouts = { rcpt = \"0s\" }\n",
+            "[global]\nretry = { max_interval = \"0s\" }\n",
+            "[global]\nretry = { max_age = \"0s\" }\n",
         ];
         for text in cases {
             let config: Config = toml::from_str(text).expect("valid TOML");
             let error = config.validate().expect_err(text);
             assert!(error.to_string().contains("is 0"), "{error}");
         }
+    }
+
+    #[test]
+    fn validate_rejects_dead_routes() {
+        let cases = [
+            (
+                "[global]\nroute = { relay = { host = \"\", port = 25 } }\n",
+                "route.relay.host \"\"",
+            ),
+            (
+                "[global]\nroute = { relay = { host = \"127.0.0.1:10025\", port = 25 } }\n",
+                "write host = \"127.0.0.1\" and port = 10025",
+            ),
+            (
+                "[global]\nroute = { relay = { host = \"mail.example.net\", port = 0 } }\n",
+                "route.relay.port 0",
+            ),
+            (
+                "[domain.\"example.com\"]\nroute = { addresses = [] }\n",
+                "route.addresses [] in the domain example.com settings",
+            ),
+            (
+                "[global]\nroute = { addresses = [\"127.0.0.1:0\"] }\n",
+                "route.addresses \"127.0.0.1:0\"",
+            ),
+            (
+                "[global]\nroute = { relay = { host = \"[mail]\", port = 25 } }\n",
+                "not an IPv6 address",
+            ),
+            (
+                "[global]\nroute = { relay = { host = \"bad host\", port = 25 } }\n",
+                "route.relay.host \"bad host\"",
+            ),
+        ];
+        for (text, expected) in cases {
+            let config: Config = toml::from_str(text).expect("valid TOML");
+            let error = config.validate().expect_err(text);
+            assert!(matches!(error, ConfigError::Invalid { .. }), "{error}");
+            assert!(error.to_string().contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn validate_accepts_relay_hosts() {
+        for host in ["mail.example.net", "127.0.0.1", "::1", "[::1]", "localhost"] {
+            let mut config = Config::default();
+            config.global.route = Some(Route::Relay {
+                host: host.to_owned(),
+                port: 25,
+            });
+            assert_eq!(config.validate(), Ok(()), "{host}");
+        }
+    }
+
+    #[test]
+    fn validate_checks_server_name() {
+        let mut config = Config::default();
+        for name in ["mx.example.net", "192.0.2.1", "[::1]"] {
+            config.global.tls = Some(TlsSettings {
+                server_name: Some(name.to_owned()),
+                ..TlsSettings::default()
+            });
+            assert_eq!(config.validate(), Ok(()), "{name}");
+        }
+        config.global.tls = Some(TlsSettings {
+            server_name: Some("mx example".to_owned()),
+            ..TlsSettings::default()
+        });
+        let error = config.validate().expect_err("a space in a server name");
+        assert!(
+            error.to_string().contains("tls.server_name \"mx example\""),
+            "{error}"
+        );
     }
 
     #[test]
