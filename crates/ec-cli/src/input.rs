@@ -12,8 +12,10 @@
 //!
 //! A message is kept as the bytes read ([`Bytes`]), never decoded or
 //! re-encoded: the engine sends exactly those bytes, apart from SMTP's
-//! line-ending normalization and dot-stuffing. Header fields are sent as
-//! they are, Bcc included.
+//! line-ending normalization and dot-stuffing, and without its Bcc header
+//! fields. As `sendmail -t` does, every Bcc field of the header section is
+//! removed with its folded lines, also when `--to` gives the recipients, so
+//! that no recipient sees the blind-copy list. Every other byte is kept.
 //!
 //! # The envelope
 //!
@@ -38,6 +40,8 @@ use bytes::Bytes;
 use ec_types::{Address, AddressError, ReversePath, Submission};
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use thiserror::Error;
+
+mod bcc;
 
 /// The `--from` and `--to` flags: each replaces only its own part of the
 /// envelope taken from the header.
@@ -327,6 +331,10 @@ pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverr
         .as_ref()
         .and_then(|message| message.message_id())
         .map(str::to_owned);
+    let bcc_fields = parsed
+        .as_ref()
+        .map(bcc::bcc_field_ranges)
+        .unwrap_or_default();
 
     let reverse_path = match &envelope.from {
         Some(from) => from.clone(),
@@ -352,7 +360,7 @@ pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverr
             tag,
             reverse_path,
             recipients,
-            data,
+            data: bcc::remove_ranges(data, &bcc_fields),
         },
         path,
         message_id,
@@ -601,6 +609,28 @@ mod tests {
                 "d@example.com"
             ]
         );
+    }
+
+    #[test]
+    fn bcc_fields_are_not_sent() {
+        let text = "From: f@example.org\r\nTo: a@example.com\r\n\
+                    Bcc: hidden@example.com,\r\n secret@example.com\r\n\
+                    Subject: s\r\n\r\nBcc: in the body\r\n";
+        let message = expect_message(load(text));
+        assert_eq!(
+            recipients(&message),
+            ["a@example.com", "hidden@example.com", "secret@example.com"]
+        );
+        let sent = "From: f@example.org\r\nTo: a@example.com\r\n\
+                    Subject: s\r\n\r\nBcc: in the body\r\n";
+        assert_eq!(&message.submission.data[..], sent.as_bytes());
+
+        let envelope = EnvelopeOverride {
+            from: None,
+            to: vec![address("x@example.net")],
+        };
+        let message = expect_message(load_with(text, &envelope));
+        assert_eq!(&message.submission.data[..], sent.as_bytes(), "with --to");
     }
 
     #[test]
