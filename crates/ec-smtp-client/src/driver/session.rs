@@ -75,7 +75,7 @@ pub(crate) async fn run<E: EventSink>(
         .await;
 }
 
-struct Session<E> {
+struct Session<E: EventSink> {
     request: OpenRequest,
     events: E,
     commands: mpsc::UnboundedReceiver<SessionCommand>,
@@ -93,6 +93,26 @@ struct Session<E> {
     final_dot_sent: bool,
     /// A `Deliver` is being worked on; `BatchDone` is due when it ends.
     batch_open: bool,
+    /// `Closed` was reported: the scheduler has the session's last event.
+    closed_reported: bool,
+}
+
+/// A session task that panics would otherwise end without `Closed`, and
+/// the scheduler would wait for its connection forever. Its drop, while
+/// the panic unwinds, reports the connection closed as aborted, so
+/// `closeconn` gives its batch a fate.
+impl<E: EventSink> Drop for Session<E> {
+    fn drop(&mut self) {
+        if self.closed_reported || !std::thread::panicking() {
+            return;
+        }
+        tracing::error!("session task panicked; reporting its connection closed as aborted");
+        self.report_closed(CloseReport {
+            outcome: CloseOutcome::Aborted,
+            close_notify_sent: false,
+            close_notify_received: false,
+        });
+    }
 }
 
 struct InTransaction {
@@ -132,6 +152,7 @@ impl<E: EventSink> Session<E> {
             tls_configs,
             queued: std::collections::VecDeque::new(),
             current: None,
+            closed_reported: false,
             tls: None,
             stream_end: None,
             final_dot_sent: false,
@@ -190,15 +211,20 @@ impl<E: EventSink> Session<E> {
         )
         .await;
         tracing::debug!(outcome = %report.outcome, "socket closed");
-        self.events.report(SessionEvent::Closed(report));
+        self.report_closed(report);
     }
 
-    fn report_never_connected(&self) {
-        self.events.report(SessionEvent::Closed(CloseReport {
+    fn report_never_connected(&mut self) {
+        self.report_closed(CloseReport {
             outcome: CloseOutcome::NeverConnected,
             close_notify_sent: false,
             close_notify_received: false,
-        }));
+        });
+    }
+
+    fn report_closed(&mut self, report: CloseReport) {
+        self.closed_reported = true;
+        self.events.report(SessionEvent::Closed(report));
     }
 
     /// Runs the SMTP conversation until the scheduler requests a close.
@@ -769,4 +795,72 @@ fn record_handshake(policy: ec_types::TlsPolicy, tls: Option<&TlsInfo>) {
         None => TlsHandshakeResult::Failed,
     };
     ec_metrics::tls_handshake(policy, result);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ec_types::{
+        BindingSlot, ConnectionHandle, ConnectionId, Domain, EffectiveSettings, Target,
+    };
+
+    use super::*;
+
+    /// Records every event, and panics on `Connected`, as a bug inside a
+    /// session would.
+    struct PanicOnConnected(Arc<Mutex<Vec<SessionEvent>>>);
+
+    impl EventSink for PanicOnConnected {
+        fn report(&self, event: SessionEvent) {
+            let connected = matches!(event, SessionEvent::Connected { .. });
+            self.0.lock().expect("events").push(event);
+            assert!(!connected, "a bug in the session");
+        }
+    }
+
+    #[tokio::test]
+    async fn panicking_session_reports_closed() {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind a loopback port");
+        let mut settings = EffectiveSettings::default();
+        settings.tls.policy = ec_types::TlsPolicy::Disabled;
+        let request = OpenRequest {
+            handle: ConnectionHandle {
+                slot: 0,
+                generation: 0,
+            },
+            id: ConnectionId(1),
+            binding: BindingSlot(0),
+            binding_name: Arc::from("default"),
+            source_ip: None,
+            domain: Domain::new("example.test").expect("a domain"),
+            target: Target::Address(listener.local_addr().expect("local address")),
+            settings: Arc::new(settings),
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (_commands, receiver) = mpsc::unbounded_channel();
+
+        let task = tokio::spawn(run(
+            request,
+            PanicOnConnected(Arc::clone(&events)),
+            receiver,
+            Arc::new(TlsConfigCache::default()),
+        ));
+        let joined = task.await;
+
+        assert!(joined.is_err_and(|error| error.is_panic()));
+        let events = events.lock().expect("events");
+        assert!(
+            matches!(
+                events.last(),
+                Some(SessionEvent::Closed(CloseReport {
+                    outcome: CloseOutcome::Aborted,
+                    ..
+                }))
+            ),
+            "{events:?}"
+        );
+    }
 }
