@@ -66,6 +66,7 @@ impl ConnectResult {
     pub fn from_session_error(error: &SessionError) -> Option<Self> {
         match error {
             SessionError::Connect { kind, .. } => Some(Self::from_io_error_kind(*kind)),
+            SessionError::Resolve { .. } => Some(Self::Error),
             SessionError::Timeout {
                 stage: Stage::NotConnected,
                 ..

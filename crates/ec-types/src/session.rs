@@ -220,6 +220,14 @@ pub enum SessionError {
         /// The operating system's error kind.
         kind: io::ErrorKind,
     },
+    /// The target's host name could not be resolved to an address.
+    #[error("failed to resolve {host}: {message}; check the host name in the route")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        message: String,
+    },
     /// A step did not finish within its deadline.
     #[error("timed out at stage {stage} after {after:?}")]
     Timeout {
@@ -289,7 +297,7 @@ impl SessionError {
     /// The close reason that `closeconn` records for this error.
     pub fn close_reason(&self) -> CloseReason {
         match self {
-            Self::Connect { .. } => CloseReason::ConnectFailed,
+            Self::Connect { .. } | Self::Resolve { .. } => CloseReason::ConnectFailed,
             Self::Timeout { .. } => CloseReason::Timeout,
             Self::Reply { reply, .. } if reply.code.as_u16() == 421 => CloseReason::ServiceClosing,
             Self::Reply { .. } => CloseReason::Greeting,

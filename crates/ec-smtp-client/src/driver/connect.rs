@@ -32,7 +32,12 @@ pub(crate) async fn connect(
             let host = host.trim_start_matches('[').trim_end_matches(']');
             match timeout_at(deadline, tokio::net::lookup_host((host, *port))).await {
                 Ok(Ok(addresses)) => addresses.collect(),
-                Ok(Err(error)) => return Err(connect_error(error.kind())),
+                Ok(Err(error)) => {
+                    return Err(SessionError::Resolve {
+                        host: host.to_owned(),
+                        message: error.to_string(),
+                    })
+                }
                 Err(_) => return Err(connect_error(io::ErrorKind::TimedOut)),
             }
         }
@@ -81,6 +86,26 @@ mod tests {
 
         assert!(stream.nodelay()?, "Nagle's algorithm is still on");
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn failed_lookup_keeps_resolver_message() {
+        // A NUL byte fails the lookup before any query leaves the host.
+        let target = Target::Host {
+            host: "bad\0name".to_owned(),
+            port: 25,
+        };
+
+        let error = connect(&target, None, Duration::from_secs(5))
+            .await
+            .expect_err("no such host");
+
+        let SessionError::Resolve { host, message } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(host, "bad\0name");
+        assert!(!message.is_empty());
+        assert!(!error.to_string().contains("uncategorized"), "{error}");
     }
 
     #[tokio::test]
