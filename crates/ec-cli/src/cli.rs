@@ -170,8 +170,9 @@ pub struct DeliverArgs {
 
     /// Read the --log file first and skip recipients whose outcome there is
     /// final (delivered, failed, invalid_input); deferred and
-    /// delivery_unknown recipients are tried again. Give the same PATHs as
-    /// the first run, because the log names files as they were given.
+    /// delivery_unknown recipients are tried again. Files match by their
+    /// canonical path, so ./mail/1.eml and mail/1.eml are one file. A log
+    /// that does not exist yet skips nothing, and this run starts it.
     #[arg(long, requires = "log")]
     pub resume: bool,
 }

@@ -12,7 +12,8 @@
 //! A record looks like this (one line in the file):
 //!
 //! ```json
-//! {"timestamp":"2026-01-05T10:00:00.123Z","file":"mail/1.eml","message_id":"a@example.org",
+//! {"timestamp":"2026-01-05T10:00:00.123Z","file":"mail/1.eml",
+//!  "canonical_file":"/srv/mail/1.eml","message_id":"a@example.org",
 //!  "sender":"bounce@example.org","recipient":"joe@example.com","result":"delivered",
 //!  "reply":{"code":250,"enhanced":"2.0.0","lines":["Ok queued"]},"detail":null,
 //!  "attempts":1,"connection":"c3","tls":"TLSv1_3"}
@@ -23,16 +24,24 @@
 //! mail that the run ended before sending:
 //!
 //! ```json
-//! {"timestamp":"2026-01-05T10:00:09.456Z","file":"mail/2.eml","message_id":"b@example.org",
+//! {"timestamp":"2026-01-05T10:00:09.456Z","file":"mail/2.eml",
+//!  "canonical_file":"/srv/mail/2.eml","message_id":"b@example.org",
 //!  "sender":"bounce@example.org","recipient":"ann@example.net","result":"deferred","reply":null,
 //!  "detail":"not sent in this run: the run was stopped (SIGINT or SIGTERM) before this recipient was done; run again with --resume",
 //!  "attempts":0,"connection":null,"tls":null}
 //! ```
 //!
+//! `file` is the message file as the PATH arguments named it, and
+//! `canonical_file` its canonical absolute path ([`file_identity`]), or
+//! null when that could not be resolved. `--resume` matches files by
+//! `canonical_file`, so a later run may spell or reach the same file
+//! differently. Records written before `canonical_file` existed have only
+//! `file`, which `--resume` resolves against the current directory.
+//!
 //! `sender` is empty for the null reverse path. An `invalid_input` record
 //! has no sender and no recipient, and covers the whole file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
@@ -42,7 +51,7 @@ use ec_types::{Address, ConnectionId, Reply, ReversePath, TlsInfo};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::input::InvalidInput;
+use crate::input::{file_identity, InvalidInput};
 
 /// A recipient's outcome as the log names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,6 +98,11 @@ pub struct LogRecord {
     pub timestamp: String,
     /// The message file, as listed from the PATH arguments.
     pub file: String,
+    /// The message file's canonical absolute path, by which `--resume`
+    /// matches files; `None` when it could not be resolved, and in records
+    /// written before this field existed.
+    #[serde(default)]
+    pub canonical_file: Option<String>,
     /// The Message-ID header field without angle brackets.
     pub message_id: Option<String>,
     /// The MAIL FROM path without angle brackets; empty for the null path
@@ -147,7 +161,8 @@ impl LogRecord {
     pub fn from_outcome(outcome: &RecipientOutcome<'_>) -> Self {
         Self {
             timestamp: now(),
-            file: file_key(outcome.file),
+            file: path_text(outcome.file),
+            canonical_file: canonical_file(outcome.file),
             message_id: outcome.message_id.map(str::to_owned),
             sender: outcome.sender.as_str().to_owned(),
             recipient: Some(outcome.recipient.as_str().to_owned()),
@@ -165,7 +180,8 @@ impl LogRecord {
     pub fn from_invalid_input(invalid: &InvalidInput) -> Self {
         Self {
             timestamp: now(),
-            file: file_key(&invalid.path),
+            file: path_text(&invalid.path),
+            canonical_file: canonical_file(&invalid.path),
             message_id: invalid.message_id.clone(),
             sender: String::new(),
             recipient: None,
@@ -183,9 +199,19 @@ fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// How the log names a file; [`ResumeSet`] looks files up the same way.
-fn file_key(path: &Path) -> String {
+fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
+}
+
+fn canonical_file(path: &Path) -> Option<String> {
+    std::fs::canonicalize(path)
+        .ok()
+        .map(|canonical| path_text(&canonical))
+}
+
+/// The key by which [`ResumeSet`] matches a message file of this run.
+fn file_key(path: &Path) -> String {
+    path_text(&file_identity(path))
 }
 
 /// An error writing or reading the delivery log.
@@ -208,12 +234,6 @@ pub enum LogError {
         /// The I/O error.
         source: io::Error,
     },
-    /// `--resume` was given but the log does not exist.
-    #[error(
-        "the delivery log {0} does not exist, so there is nothing to resume; \
-         run without --resume to start it"
-    )]
-    Missing(PathBuf),
     /// A line before the last is not a valid record.
     #[error(
         "line {line} of the delivery log {path} is not a valid record: {source}; \
@@ -349,8 +369,8 @@ impl ResumeSet {
         self.is_file_final(file) || self.recipients.contains(&key)
     }
 
-    /// Whether any record of the log names `file`, spelled as the earlier
-    /// run listed it.
+    /// Whether any record of the log names `file`, however either run
+    /// spelled it.
     pub fn mentions(&self, file: &Path) -> bool {
         self.mentioned.contains(&file_key(file))
     }
@@ -403,11 +423,20 @@ impl ResumeSet {
 #[derive(Deserialize)]
 struct ResumeFields {
     file: String,
+    #[serde(default)]
+    canonical_file: Option<String>,
     recipient: Option<String>,
     result: LogResult,
 }
 
-/// Reads a delivery log for `--resume`.
+/// Reads a delivery log for `--resume`. A log that does not exist yet
+/// means that nothing is done yet, so a job that always passes `--resume`
+/// can start the log with its first run.
+///
+/// Files are keyed by their canonical path: the record's `canonical_file`,
+/// or for a record without one, its `file` resolved against the current
+/// directory, as the run that wrote it resolved it if that run started in
+/// the same directory.
 ///
 /// A partial last line (one without a newline that does not parse) is
 /// ignored, because a crash in the middle of a write leaves one. A recipient
@@ -416,19 +445,30 @@ struct ResumeFields {
 ///
 /// # Errors
 ///
-/// [`LogError::Missing`] when the file does not exist, [`LogError::Open`]
-/// when it cannot be read, [`LogError::Corrupt`] for an invalid line
-/// anywhere else.
+/// [`LogError::Open`] when the log exists but cannot be read,
+/// [`LogError::Corrupt`] for an invalid line anywhere but at the end.
 pub fn read_resume_set(path: &Path) -> Result<ResumeSet, LogError> {
-    let data = std::fs::read(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => LogError::Missing(path.to_owned()),
-        _ => LogError::Open {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
+    let data = match std::fs::read(path) {
+        Ok(data) => data,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            tracing::warn!(
+                path = %path.display(),
+                "the delivery log does not exist yet, so --resume skips nothing; \
+                 this run starts it"
+            );
+            return Ok(ResumeSet::default());
+        }
+        Err(source) => {
+            return Err(LogError::Open {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
 
     let mut set = ResumeSet::default();
+    // Old records resolve `file` with a file-system call, once per file.
+    let mut resolved: HashMap<String, String> = HashMap::new();
     let mut lines = data.split(|&b| b == b'\n').enumerate().peekable();
     while let Some((index, line)) = lines.next() {
         let is_tail = lines.peek().is_none();
@@ -452,13 +492,20 @@ pub fn read_resume_set(path: &Path) -> Result<ResumeSet, LogError> {
         };
 
         set.records += 1;
-        set.mentioned.insert(fields.file.clone());
+        let key = match fields.canonical_file {
+            Some(canonical) => canonical,
+            None => resolved
+                .entry(fields.file)
+                .or_insert_with_key(|file| file_key(Path::new(file)))
+                .clone(),
+        };
+        set.mentioned.insert(key.clone());
         if !fields.result.is_final() {
             continue;
         }
         match fields.recipient {
-            Some(recipient) => set.recipients.insert((fields.file, recipient)),
-            None => set.files.insert(fields.file),
+            Some(recipient) => set.recipients.insert((key, recipient)),
+            None => set.files.insert(key),
         };
     }
     Ok(set)
@@ -732,10 +779,70 @@ mod tests {
     }
 
     #[test]
-    fn missing_log_cannot_resume() {
+    fn missing_log_resumes_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let error = read_resume_set(&dir.path().join("none.jsonl")).expect_err("missing");
-        assert!(matches!(error, LogError::Missing(_)), "{error}");
+        let set = read_resume_set(&dir.path().join("none.jsonl")).expect("missing log");
+        assert!(set.is_empty());
+        assert_eq!(set.records(), 0);
+    }
+
+    #[test]
+    fn resume_matches_canonical_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let big = dir.path().join("big");
+        std::fs::create_dir(&big).expect("mkdir");
+        for name in ["m1.eml", "m2.eml"] {
+            std::fs::write(big.join(name), "x").expect("write");
+        }
+        let path = dir.path().join("log.jsonl");
+        let record = |file: &Path| {
+            record(
+                &path_text(file),
+                "a@example.com",
+                LogResult::Delivered,
+                None,
+            )
+        };
+        write_all(&path, &[record(&big.join("m1.eml"))]);
+        // A record of an earlier version: `file` only, as it was given.
+        let mut old = serde_json::to_value(record(&big.join("./m2.eml"))).expect("serializes");
+        old.as_object_mut()
+            .expect("a record is an object")
+            .remove("canonical_file");
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        writeln!(file, "{old}").expect("write old record");
+        drop(file);
+
+        let set = read_resume_set(&path).expect("read log");
+        let recipient = address("a@example.com");
+        let m1 = dir.path().join("big/../big/./m1.eml");
+        assert!(set.is_final(&m1, &recipient), "new record, other spelling");
+        assert!(set.mentions(&m1));
+        let m2 = big.join("m2.eml");
+        assert!(set.is_final(&m2, &recipient), "old record, other spelling");
+        assert!(set.mentions(&m2));
+        assert!(!set.mentions(&dir.path().join("m2.eml")));
+    }
+
+    #[test]
+    fn record_names_canonical_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("m.eml");
+        std::fs::write(&file, "x").expect("write");
+        let spelled = dir.path().join("./m.eml");
+
+        let found = record(
+            &path_text(&spelled),
+            "a@example.com",
+            LogResult::Failed,
+            None,
+        );
+        assert_eq!(found.file, path_text(&spelled));
+        let canonical = std::fs::canonicalize(&file).expect("canonicalize");
+        assert_eq!(found.canonical_file, Some(path_text(&canonical)));
+
+        let gone = record("no/such/file.eml", "a@example.com", LogResult::Failed, None);
+        assert_eq!(gone.canonical_file, None);
     }
 
     #[test]

@@ -119,13 +119,24 @@ pub fn collect_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
         };
 
         for path in found {
-            let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-            if seen.insert(key) {
+            if seen.insert(file_identity(&path)) {
                 paths.push(path);
             }
         }
     }
     Ok(paths)
+}
+
+/// Returns the path by which a run tells message files apart: the
+/// canonical absolute path, with symbolic links, `.` and `..` resolved, or
+/// `path` as given when it cannot be resolved (it no longer exists, or a
+/// directory on the way cannot be searched).
+///
+/// [`collect_paths`] lists a file once per identity, and `--resume`
+/// matches the files of the delivery log by it, so `mail/1.eml` and
+/// `./mail/1.eml` are one file.
+pub fn file_identity(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
 fn walk_directory(directory: &Path, found: &mut Vec<PathBuf>) -> Result<(), InputError> {

@@ -139,14 +139,20 @@ fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus
         retry_for: args.retry_for,
         stop: stop.clone(),
     };
-    let totals = run::run(plan, log, &progress)?;
+    let outcome = run::run(plan, log, &progress)?;
     progress.finish();
-    ec_cli::out!("{}", SummaryTable(&totals));
+    if let Some(failure) = &outcome.log_failure {
+        print_log_failure(failure);
+    }
+    ec_cli::out!("{}", SummaryTable(&outcome.totals));
 
+    if outcome.log_failure.is_some() {
+        return Ok(ExitStatus::LogWriteFailed);
+    }
     if stop.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(ExitStatus::TempFail);
     }
-    Ok(totals.exit_status())
+    Ok(outcome.totals.exit_status())
 }
 
 fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
@@ -197,8 +203,12 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
         retry_for: None,
         stop,
     };
-    let totals = run::run(plan, Some(log), &progress)?;
+    let outcome = run::run(plan, Some(log), &progress)?;
     progress.finish();
+    if let Some(failure) = &outcome.log_failure {
+        print_log_failure(failure);
+    }
+    let totals = outcome.totals;
     let sink_stats = runtime.block_on(sink.shutdown());
 
     ec_cli::out!("{}", SummaryTable(&totals));
@@ -233,7 +243,35 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
             );
         }
     }
+    if outcome.log_failure.is_some() {
+        return Ok(ExitStatus::LogWriteFailed);
+    }
     Ok(totals.exit_status())
+}
+
+/// Prints, after a failed delivery log write, what the log lacks: the
+/// final outcomes as log lines to append to it, so that `--resume` does
+/// not send those recipients again, and the count of the others.
+fn print_log_failure(failure: &run::LogFailure) {
+    let finals = failure.unrecorded_final.len();
+    ec_cli::errln!(
+        "ec: {finals} final outcomes (delivered, failed, invalid input) and {} others are not \
+         in the delivery log, because the run stopped at its first failed write",
+        failure.unrecorded_other
+    );
+    if finals == 0 {
+        return;
+    }
+    ec_cli::errln!(
+        "ec: append these {finals} lines to the log once it can be written, or --resume sends \
+         those recipients again:"
+    );
+    for record in &failure.unrecorded_final {
+        match serde_json::to_string(record) {
+            Ok(line) => ec_cli::errln!("{line}"),
+            Err(error) => ec_cli::errln!("ec: cannot print a log record: {error}"),
+        }
+    }
 }
 
 /// Prints the first record of the demo's temporary delivery log, and how to

@@ -783,10 +783,11 @@ pub fn check_can_send(
     }
 }
 
-/// Refuses a `--resume` whose PATHs name none of the files in the log:
-/// files are matched by the path as the first run listed it, so a
-/// differently spelled PATH (`./msgs` for `msgs`) would send everything
-/// again.
+/// Rejects a `--resume` whose PATHs name none of the files in the log,
+/// because such a run would send everything again. Files match by their
+/// canonical path, so this catches other files or another log, and a log
+/// of an earlier version read from another directory, whose records name
+/// files relative to the directory that run started in.
 ///
 /// # Errors
 ///
@@ -813,7 +814,9 @@ pub fn check_resume_matches(
     }
     Err(crate::cli::UsageError::Config(
         "none of the message files given appears in the delivery log, so --resume would send \
-         everything again; give the PATHs exactly as the run that wrote the log did"
+         everything again; give the message files of the run that wrote this log. Records \
+         without canonical_file, from an earlier ec, name files relative to the directory \
+         that run started in, so run from there"
             .to_owned(),
     ))
 }
@@ -1238,11 +1241,11 @@ mod tests {
         let same = messages(2);
         assert!(check_resume_matches(&resume, &same, &[]).is_ok());
 
-        let mut renamed = messages(2);
-        for message in &mut renamed {
-            message.path = PathBuf::from("./").join(&message.path);
+        let mut elsewhere = messages(2);
+        for message in &mut elsewhere {
+            message.path = dir.path().join("..").join(&message.path);
         }
-        let error = check_resume_matches(&resume, &renamed, &[]).expect_err("no path matches");
-        assert!(error.to_string().contains("exactly as the run"), "{error}");
+        let error = check_resume_matches(&resume, &elsewhere, &[]).expect_err("no path matches");
+        assert!(error.to_string().contains("the message files of the run"), "{error}");
     }
 }

@@ -31,8 +31,12 @@ pub enum ExitStatus {
     /// is unknown; running again (with `--resume`) may deliver them.
     TempFail = 75,
     /// 70 (`EX_SOFTWARE`): an error stopped the run before every outcome
-    /// was known, such as a delivery log that cannot be written.
+    /// was known, such as a delivery engine that could not start.
     Software = 70,
+    /// 74 (`EX_IOERR`): a write to the delivery log failed. The run
+    /// stopped taking new work at once, and the log lacks the outcomes
+    /// from that write on.
+    LogWriteFailed = 74,
     /// 76: some recipients failed permanently. sysexits.h defines 76 as
     /// `EX_PROTOCOL`; `ec` uses it for permanent SMTP failures, which no
     /// sysexits code names.

@@ -51,7 +51,7 @@ impl KeepingSink {
 fn deliver(sink: &KeepingSink, log: &Path, extra: &[&str]) -> Finished {
     let relay = sink.relay();
     let log = arg(log);
-    let mut args = vec!["deliver", "-q", "--relay", &relay, "--log", &log];
+    let mut args = vec!["deliver", "--relay", &relay, "--log", &log];
     args.extend_from_slice(extra);
     run(args, RUN_TIMEOUT)
 }
@@ -81,4 +81,42 @@ fn bcc_field_not_sent() {
                     Subject: blind copies\r\n\r\nBcc: a body line, not a field\r\n";
     assert_eq!(data, expected);
     assert_eq!(read_log(&log).len(), 3);
+}
+
+#[test]
+fn resume_matches_respelled_paths() {
+    let sink = KeepingSink::start();
+    let temp = temp_dir();
+    let big = temp.path().join("big");
+    std::fs::create_dir(&big).expect("create the message directory");
+    for name in ["m1", "m2"] {
+        let text = format!("From: sender@ec.test\nTo: {name}@ec.test\nSubject: {name}\n\nbody\n");
+        std::fs::write(big.join(format!("{name}.eml")), text).expect("write a message");
+    }
+    let log = temp.path().join("log.jsonl");
+
+    // A job that always passes --resume: the first run starts the log.
+    let first = deliver(&sink, &log, &["--resume", &arg(&big.join("m1.eml"))]);
+    first.expect_code(0);
+    let received = sink.take_messages();
+    assert_eq!(received.len(), 1, "{first}");
+    assert_eq!(received[0].recipients, ["m1@ec.test"]);
+
+    let m1 = temp.path().join("big/./m1.eml");
+    let m2 = temp.path().join("big/../big/m2.eml");
+    let second = deliver(&sink, &log, &["--resume", &arg(&m1), &arg(&m2)]);
+    second.expect_code(0);
+    let received = sink.take_messages();
+    let recipients: Vec<&[String]> = received.iter().map(|m| &m.recipients[..]).collect();
+    assert_eq!(
+        recipients,
+        [["m2@ec.test"]],
+        "m1 is not sent again; {second}"
+    );
+
+    let records = read_log(&log);
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let canonical = std::fs::canonicalize(big.join("m2.eml")).expect("canonicalize");
+    assert_eq!(records[1].file, arg(&m2));
+    assert_eq!(records[1].canonical_file, Some(arg(&canonical)));
 }
