@@ -87,7 +87,9 @@ pub enum Command {
 Exit status: 0 all delivered; 64 usage error; 65 some input invalid; \
 69 no connection could be made; 75 some deferred or delivery unknown; \
 76 some failed permanently. The first that applies, in the order \
-64, 69, 75, 76, 65, 0.")]
+64, 69, 75, 76, 65, 0. Apart from those: 74 a delivery log write failed \
+(the run stops at once); 70 an internal error ended the run; 130 or 143 \
+a second Ctrl-C or SIGTERM cut the open connections.")]
 pub struct DeliverArgs {
     /// Message files (RFC 5322, one message each, any name) and directories,
     /// in which every file whose name ends in `.eml` is taken, recursively.
