@@ -15,7 +15,7 @@
 //! line-ending normalization and dot-stuffing, and without its Bcc header
 //! fields. As `sendmail -t` does, every Bcc field of the header section is
 //! removed with its folded lines, also when `--to` gives the recipients, so
-//! that no recipient sees the blind-copy list. Every other byte is kept.
+//! that the blind-copy list reaches no recipient. Every other byte is kept.
 //!
 //! # The envelope
 //!
@@ -26,10 +26,11 @@
 //! mailbox of every To, Cc and Bcc field in that order, group members
 //! included, display names dropped, and duplicates removed; the domain is
 //! compared without regard to case and the local part exactly, as RFC 5321
-//! section 2.4 allows. A mailbox without an address (a display name alone)
-//! is skipped. An address that is present but not valid in an SMTP
-//! envelope makes the message invalid, and the record names the field and
-//! the value.
+//! section 2.4 allows. A recipient mailbox without an address (a display
+//! name alone, or `<>`) makes the message invalid. So does an address that
+//! is present but not valid in an SMTP envelope. The record names the field
+//! and the value. In Sender and From, a mailbox without an address is
+//! skipped, so the next field may give the sender.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -242,6 +243,18 @@ pub enum InvalidReason {
         /// The reason for the rejection.
         source: AddressError,
     },
+    /// A To, Cc or Bcc mailbox has a display name but no address.
+    #[error(
+        "the {field} mailbox {name:?} has no address; add one \
+         (Name <local@domain>) or remove the mailbox, or give the recipients \
+         with --to"
+    )]
+    NoAddress {
+        /// The header field ("To", "Cc", "Bcc").
+        field: &'static str,
+        /// The display name, empty when the mailbox has none (`<>`).
+        name: String,
+    },
 }
 
 /// The result of reading one message file.
@@ -430,6 +443,12 @@ fn return_path(message: &mail_parser::Message<'_>) -> Option<Result<ReversePath,
 }
 
 /// Every To, Cc and Bcc mailbox, without duplicates.
+///
+/// A mailbox without an address, such as `moderator` in `To: a@example.com,
+/// moderator`, makes the message invalid, as an invalid address does:
+/// delivering to the others would drop that recipient without a trace. A
+/// group without members (`undisclosed-recipients:;`) adds no recipient and
+/// is no error.
 fn header_recipients(message: &mail_parser::Message<'_>) -> Result<Vec<Address>, InvalidReason> {
     let mut recipients = Vec::new();
     let fields = [
@@ -441,7 +460,13 @@ fn header_recipients(message: &mail_parser::Message<'_>) -> Result<Vec<Address>,
         let values = message
             .header_values(name)
             .filter_map(HeaderValue::as_address);
-        for text in values.flat_map(|address| address.iter().filter_map(|addr| addr.address())) {
+        for mailbox in values.flat_map(|address| address.iter()) {
+            let Some(text) = mailbox.address() else {
+                return Err(InvalidReason::NoAddress {
+                    field,
+                    name: mailbox.name().unwrap_or_default().to_owned(),
+                });
+            };
             recipients.push(parse_address(field, text)?);
         }
     }
@@ -642,6 +667,35 @@ mod tests {
         };
         let message = expect_message(load_with(text, &envelope));
         assert_eq!(&message.submission.data[..], sent.as_bytes(), "with --to");
+    }
+
+    #[test]
+    fn display_name_recipient_is_invalid() {
+        let text = "From: f@example.org\nTo: good@example.com, moderator\n\nx\n";
+        let invalid = expect_invalid(load(text));
+        match &invalid.reason {
+            InvalidReason::NoAddress { field, name } => {
+                assert_eq!(*field, "To");
+                assert_eq!(name, "moderator");
+            }
+            other => panic!("expected a mailbox without address, got {other}"),
+        }
+        assert!(invalid.to_string().contains("\"moderator\""), "{invalid}");
+
+        let text = "From: f@example.org\nTo: good@example.com\nBcc: \"Joe\" <>\n\nx\n";
+        let invalid = expect_invalid(load(text));
+        assert!(
+            matches!(&invalid.reason, InvalidReason::NoAddress { field: "Bcc", name } if name == "Joe"),
+            "{invalid}"
+        );
+    }
+
+    #[test]
+    fn empty_group_is_no_recipient() {
+        let text = "From: f@example.org\nTo: undisclosed-recipients:;\n\
+                    Bcc: b@example.com\n\nx\n";
+        let message = expect_message(load(text));
+        assert_eq!(recipients(&message), ["b@example.com"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cli_support::{arg, read_log, run, temp_dir, Finished};
+use ec_cli::delivery_log::LogResult;
 use ec_cli::sink::{ReceivedMessage, Sink, SinkConfig};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -119,4 +120,32 @@ fn resume_matches_respelled_paths() {
     let canonical = std::fs::canonicalize(big.join("m2.eml")).expect("canonicalize");
     assert_eq!(records[1].file, arg(&m2));
     assert_eq!(records[1].canonical_file, Some(arg(&canonical)));
+}
+
+#[test]
+fn display_name_recipient_is_invalid() {
+    let sink = KeepingSink::start();
+    let temp = temp_dir();
+    let message = temp.path().join("moderated.eml");
+    let text = "From: sender@ec.test\nTo: good@ec.test, moderator\nSubject: x\n\nbody\n";
+    std::fs::write(&message, text).expect("write the message");
+    let log = temp.path().join("log.jsonl");
+
+    let finished = deliver(&sink, &log, &[&arg(&message)]);
+    finished.expect_code(65);
+    assert!(
+        sink.take_messages().is_empty(),
+        "nothing is sent; {finished}"
+    );
+    assert!(
+        finished.stderr.contains("\"moderator\""),
+        "stderr names the mailbox; {finished}"
+    );
+
+    let records = read_log(&log);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].result, LogResult::InvalidInput);
+    assert_eq!(records[0].recipient, None);
+    let detail = records[0].detail.as_deref().unwrap_or_default();
+    assert!(detail.contains("\"moderator\" has no address"), "{detail}");
 }
