@@ -58,15 +58,17 @@ impl From<ExitStatus> for ExitCode {
 
 /// How many connections ended each way.
 ///
-/// Some connections end with an orderly transport shutdown although the
-/// server closed them before ec ended the session (close reason
-/// [`CloseReason::PeerClosed`]). They count as [`PEER_CLOSED`] and not as
-/// [`CloseOutcome::Clean`], because such a session may have left a final
-/// dot without a reply.
+/// A connection whose session failed can still end with an orderly
+/// transport shutdown: the server hung up, sent 421, broke the protocol or
+/// stopped answering. Such a close counts under its close reason (the
+/// `reason` label its metrics get, such as `peer_closed` or `greeting`),
+/// not as [`CloseOutcome::Clean`]. A session that the server closed may
+/// have left a final dot without a reply, and none of them ended the way
+/// ec chose.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CloseCounts {
     counts: [u64; CloseOutcome::ALL.len()],
-    peer_closed: u64,
+    failed: [u64; CloseReason::ALL.len()],
 }
 
 /// The summary's name for connections that the server closed first; it is
@@ -77,17 +79,19 @@ impl CloseCounts {
     /// Counts one connection that was closed for `reason` and whose
     /// transport shutdown ended with `outcome`.
     pub fn record(&mut self, outcome: CloseOutcome, reason: CloseReason) {
-        if reason == CloseReason::PeerClosed && outcome == CloseOutcome::Clean {
-            self.peer_closed += 1;
-            return;
+        if outcome == CloseOutcome::Clean && is_failure(reason) {
+            if let Some(index) = CloseReason::ALL.iter().position(|r| *r == reason) {
+                self.failed[index] += 1;
+                return;
+            }
         }
         if let Some(index) = CloseOutcome::ALL.iter().position(|o| *o == outcome) {
             self.counts[index] += 1;
         }
     }
 
-    /// How many connections ended with `outcome`, not counting those that
-    /// the server closed first.
+    /// How many connections ended with `outcome`, not counting the clean
+    /// closes of failed sessions.
     pub fn get(&self, outcome: CloseOutcome) -> u64 {
         CloseOutcome::ALL
             .iter()
@@ -98,24 +102,51 @@ impl CloseCounts {
     /// Returns how many connections the server closed before ec ended the
     /// session, with an orderly transport shutdown.
     pub fn peer_closed(&self) -> u64 {
-        self.peer_closed
+        self.failed_with(CloseReason::PeerClosed)
+    }
+
+    /// Returns how many sessions failed for `reason` and then closed with
+    /// an orderly transport shutdown.
+    pub fn failed_with(&self, reason: CloseReason) -> u64 {
+        CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |index| self.failed[index])
     }
 
     /// Lists every non-zero count with its name: the outcomes in
-    /// [`CloseOutcome::ALL`] order, then [`PEER_CLOSED`].
+    /// [`CloseOutcome::ALL`] order, then the close reasons of failed
+    /// sessions in [`CloseReason::ALL`] order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        CloseOutcome::ALL
+        let outcomes = CloseOutcome::ALL
             .iter()
             .map(|outcome| outcome.as_str())
-            .zip(self.counts)
-            .chain(std::iter::once((PEER_CLOSED, self.peer_closed)))
-            .filter(|(_, count)| *count > 0)
+            .zip(self.counts);
+        let failures = CloseReason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .zip(self.failed);
+        outcomes.chain(failures).filter(|(_, count)| *count > 0)
     }
 
     /// All closed connections.
     pub fn total(&self) -> u64 {
-        self.counts.iter().sum::<u64>() + self.peer_closed
+        self.counts.iter().sum::<u64>() + self.failed.iter().sum::<u64>()
     }
+}
+
+/// Returns whether a close for `reason` ends a session that failed, as
+/// opposed to one that ec ended: idle, at a limit, at shutdown or on
+/// request.
+fn is_failure(reason: CloseReason) -> bool {
+    !matches!(
+        reason,
+        CloseReason::IdleTimeout
+            | CloseReason::MaxDeliveries
+            | CloseReason::MaxAge
+            | CloseReason::Shutdown
+            | CloseReason::Requested
+    )
 }
 
 /// Totals of one run.
@@ -255,7 +286,7 @@ impl fmt::Display for SummaryTable<'_> {
 
         let tls = match totals.tls_percent() {
             Some(percent) => format!("{percent:.1}%"),
-            None => "0%".to_owned(),
+            None => "0.0%".to_owned(),
         };
         write!(
             f,
@@ -448,6 +479,29 @@ mod tests {
     }
 
     #[test]
+    fn failed_sessions_are_not_clean() {
+        let mut closes = CloseCounts::default();
+        closes.record(CloseOutcome::Clean, CloseReason::Greeting);
+        closes.record(CloseOutcome::Clean, CloseReason::ServiceClosing);
+        closes.record(CloseOutcome::Clean, CloseReason::Timeout);
+        closes.record(CloseOutcome::Clean, CloseReason::MaxDeliveries);
+
+        assert_eq!(closes.get(CloseOutcome::Clean), 1);
+        assert_eq!(closes.failed_with(CloseReason::Greeting), 1);
+        assert_eq!(closes.total(), 4);
+        let listed: Vec<_> = closes.iter().collect();
+        assert_eq!(
+            listed,
+            [
+                ("clean", 1),
+                ("greeting", 1),
+                ("timeout", 1),
+                ("service_closing", 1)
+            ]
+        );
+    }
+
+    #[test]
     fn table_shows_every_total() {
         let mut run = RunTotals {
             delivered: 1200,
@@ -508,7 +562,7 @@ rate         1200 of 1204 messages delivered to every recipient in 2.00 s, 600.0
     fn table_without_connections() {
         let table = SummaryTable(&RunTotals::default()).to_string();
         assert!(table.contains("attempted 0   established 0"), "{table}");
-        assert!(table.contains("over TLS 0%\n"), "{table}");
+        assert!(table.contains("over TLS 0.0%\n"), "{table}");
         assert!(table.contains("closed       none"), "{table}");
         assert!(table.contains("0.0 messages/s"), "{table}");
     }
