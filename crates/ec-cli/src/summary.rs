@@ -215,7 +215,7 @@ impl RunTotals {
     /// The share of established connections that used TLS, in percent,
     /// leaving out [`connections_unused`](Self::connections_unused); `None`
     /// when no other connection was established. The summary table prints
-    /// `None` as 0%, since no connection used TLS.
+    /// `None` as 0.0%, since no connection used TLS.
     pub fn tls_percent(&self) -> Option<f64> {
         let used = self
             .connections_established
@@ -266,8 +266,9 @@ pub fn exit_status(totals: &RunTotals) -> ExitStatus {
 /// ```
 ///
 /// `closed` counts connections by how their transport shutdown ended, with
-/// the names of the `outcome` label of `ec_connections_closed_total`, except
-/// `peer_closed` (see [`CloseCounts`]).
+/// the names of the `outcome` label of `ec_connections_closed_total`. A
+/// failed session's orderly close counts under its `reason` label instead,
+/// such as `peer_closed` (see [`CloseCounts`]).
 #[derive(Debug, Clone, Copy)]
 pub struct SummaryTable<'a>(pub &'a RunTotals);
 
