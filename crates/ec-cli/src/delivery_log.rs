@@ -38,8 +38,13 @@
 //! differently. Records written before `canonical_file` existed have only
 //! `file`, which `--resume` resolves against the current directory.
 //!
-//! `sender` is empty for the null reverse path. An `invalid_input` record
-//! has no sender and no recipient, and covers the whole file.
+//! `sender` is the MAIL FROM path without angle brackets, `"<>"` for the
+//! null reverse path, and null when ec could not tell the sender, as in an
+//! `invalid_input` record for a file whose sender is missing or invalid.
+//! An `invalid_input` record for a file with a valid sender but unusable
+//! recipients names that sender. Records written before this rule have an
+//! empty `sender` in all three cases. An `invalid_input` record has no
+//! recipient, and covers the whole file.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -99,15 +104,16 @@ pub struct LogRecord {
     /// The message file, as listed from the PATH arguments.
     pub file: String,
     /// The message file's canonical absolute path, by which `--resume`
-    /// matches files; `None` when it could not be resolved, and in records
+    /// matches files. `None` when it could not be resolved, and in records
     /// written before this field existed.
     #[serde(default)]
     pub canonical_file: Option<String>,
     /// The Message-ID header field without angle brackets.
     pub message_id: Option<String>,
-    /// The MAIL FROM path without angle brackets; empty for the null path
-    /// and in an `invalid_input` record.
-    pub sender: String,
+    /// The MAIL FROM path without angle brackets; `"<>"` for the null
+    /// reverse path, and `None` when the sender of an invalid file is
+    /// unknown.
+    pub sender: Option<String>,
     /// The RCPT TO path; `None` only in an `invalid_input` record for a
     /// whole file.
     pub recipient: Option<String>,
@@ -164,7 +170,7 @@ impl LogRecord {
             file: path_text(outcome.file),
             canonical_file: canonical_file(outcome.file),
             message_id: outcome.message_id.map(str::to_owned),
-            sender: outcome.sender.as_str().to_owned(),
+            sender: Some(sender_text(outcome.sender)),
             recipient: Some(outcome.recipient.as_str().to_owned()),
             result: outcome.result,
             reply: outcome.reply.cloned(),
@@ -183,7 +189,7 @@ impl LogRecord {
             file: path_text(&invalid.path),
             canonical_file: canonical_file(&invalid.path),
             message_id: invalid.message_id.clone(),
-            sender: String::new(),
+            sender: invalid.reverse_path.as_ref().map(sender_text),
             recipient: None,
             result: LogResult::InvalidInput,
             reply: None,
@@ -199,6 +205,16 @@ fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// Formats a record's `sender`: the address, or `<>` for the null reverse
+/// path, whose address is an empty string.
+fn sender_text(reverse_path: &ReversePath) -> String {
+    if *reverse_path == ReversePath::Null {
+        "<>".to_owned()
+    } else {
+        reverse_path.as_str().to_owned()
+    }
+}
+
 fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
@@ -209,7 +225,8 @@ fn canonical_file(path: &Path) -> Option<String> {
         .map(|canonical| path_text(&canonical))
 }
 
-/// The key by which [`ResumeSet`] matches a message file of this run.
+/// Returns the key by which [`ResumeSet`] matches a message file of this
+/// run.
 fn file_key(path: &Path) -> String {
     path_text(&file_identity(path))
 }
@@ -577,6 +594,42 @@ mod tests {
     }
 
     #[test]
+    fn sender_null_path_and_unknown() {
+        let recipient = address("a@example.com");
+        let outcome = RecipientOutcome {
+            file: Path::new("m.eml"),
+            message_id: None,
+            sender: &ReversePath::Null,
+            recipient: &recipient,
+            result: LogResult::Delivered,
+            reply: None,
+            attempts: 1,
+            connection: None,
+            tls: None,
+            detail: None,
+        };
+        let json = serde_json::to_value(LogRecord::from_outcome(&outcome)).expect("serializes");
+        assert_eq!(json["sender"], "<>");
+
+        let mut invalid = InvalidInput {
+            tag: 0,
+            path: PathBuf::from("bad.eml"),
+            message_id: None,
+            reverse_path: None,
+            reason: InvalidReason::NoSender,
+        };
+        let json =
+            serde_json::to_value(LogRecord::from_invalid_input(&invalid)).expect("serializes");
+        assert!(json["sender"].is_null(), "{json}");
+
+        invalid.reverse_path = Some(ReversePath::new("s@example.org").expect("valid"));
+        invalid.reason = InvalidReason::NoRecipient;
+        let json =
+            serde_json::to_value(LogRecord::from_invalid_input(&invalid)).expect("serializes");
+        assert_eq!(json["sender"], "s@example.org");
+    }
+
+    #[test]
     fn missing_reply_is_null() {
         let record = record("x", "a@example.com", LogResult::DeliveryUnknown, None);
         let json: serde_json::Value = serde_json::to_value(&record).expect("serializes");
@@ -622,6 +675,7 @@ mod tests {
             tag: 3,
             path: PathBuf::from("bad.eml"),
             message_id: None,
+            reverse_path: None,
             reason: InvalidReason::NoSender,
         };
         write_all(

@@ -128,7 +128,7 @@ pub fn collect_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     Ok(paths)
 }
 
-/// Returns the path by which a run tells message files apart: the
+/// Returns the path by which a run distinguishes message files: the
 /// canonical absolute path, with symbolic links, `.` and `..` resolved, or
 /// `path` as given when it cannot be resolved (it no longer exists, or a
 /// directory on the way cannot be searched).
@@ -190,6 +190,10 @@ pub struct InvalidInput {
     pub path: PathBuf,
     /// The Message-ID, when the header could be read.
     pub message_id: Option<String>,
+    /// The reverse path the message would have had: from `--from`, or from
+    /// the header when that gave a valid one before another part was found
+    /// invalid. `None` when it is unknown.
+    pub reverse_path: Option<ReversePath>,
     /// The reason it cannot be sent.
     pub reason: InvalidReason,
 }
@@ -275,6 +279,7 @@ pub fn load_file(tag: u64, path: &Path, envelope: &EnvelopeOverride) -> Loaded {
             tag,
             path: path.to_owned(),
             message_id: None,
+            reverse_path: envelope.from.clone(),
             reason,
         }),
     }
@@ -338,16 +343,17 @@ fn file_kind(file_type: std::fs::FileType) -> &'static str {
 /// Checks a message already in memory, such as a bundled sample. `path`
 /// names it in records and logs.
 pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverride) -> Loaded {
-    let invalid = |message_id, reason| {
+    let invalid = |message_id, reverse_path, reason| {
         Loaded::Invalid(InvalidInput {
             tag,
             path: path.clone(),
             message_id,
+            reverse_path,
             reason,
         })
     };
     if data.is_empty() {
-        return invalid(None, InvalidReason::Empty);
+        return invalid(None, envelope.from.clone(), InvalidReason::Empty);
     }
 
     let parsed = MessageParser::new().parse_headers(&data[..]);
@@ -364,16 +370,16 @@ pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverr
         Some(from) => from.clone(),
         None => match parsed.as_ref().map(header_sender) {
             Some(Ok(reverse_path)) => reverse_path,
-            Some(Err(reason)) => return invalid(message_id, reason),
-            None => return invalid(message_id, InvalidReason::NoHeader),
+            Some(Err(reason)) => return invalid(message_id, None, reason),
+            None => return invalid(message_id, None, InvalidReason::NoHeader),
         },
     };
 
     let recipients = if envelope.to.is_empty() {
         match parsed.as_ref().map(header_recipients) {
             Some(Ok(recipients)) => recipients,
-            Some(Err(reason)) => return invalid(message_id, reason),
-            None => return invalid(message_id, InvalidReason::NoHeader),
+            Some(Err(reason)) => return invalid(message_id, Some(reverse_path), reason),
+            None => return invalid(message_id, Some(reverse_path), InvalidReason::NoHeader),
         }
     } else {
         dedup(envelope.to.iter().cloned())
@@ -688,6 +694,25 @@ mod tests {
             matches!(&invalid.reason, InvalidReason::NoAddress { field: "Bcc", name } if name == "Joe"),
             "{invalid}"
         );
+    }
+
+    #[test]
+    fn invalid_input_keeps_known_sender() {
+        let invalid = expect_invalid(load("From: f@example.org\nSubject: x\n\nx\n"));
+        assert!(matches!(invalid.reason, InvalidReason::NoRecipient));
+        let sender = invalid.reverse_path.expect("the sender is known");
+        assert_eq!(sender.as_str(), "f@example.org");
+
+        let invalid = expect_invalid(load("To: a@example.com\n\nx\n"));
+        assert!(matches!(invalid.reason, InvalidReason::NoSender));
+        assert_eq!(invalid.reverse_path, None);
+
+        let envelope = EnvelopeOverride {
+            from: Some(ReversePath::Null),
+            to: Vec::new(),
+        };
+        let invalid = expect_invalid(load_with("", &envelope));
+        assert_eq!(invalid.reverse_path, Some(ReversePath::Null));
     }
 
     #[test]

@@ -149,3 +149,46 @@ fn display_name_recipient_is_invalid() {
     let detail = records[0].detail.as_deref().unwrap_or_default();
     assert!(detail.contains("\"moderator\" has no address"), "{detail}");
 }
+
+#[test]
+fn log_sender_null_or_unknown() {
+    let sink = KeepingSink::start();
+    let temp = temp_dir();
+    let dir = temp.path().join("mail");
+    std::fs::create_dir(&dir).expect("create the message directory");
+    let files = [
+        (
+            "bounce.eml",
+            "Return-Path: <>\nFrom: MAILER-DAEMON@ec.test\nTo: a@ec.test\n\nx\n",
+        ),
+        ("no-sender.eml", "To: a@ec.test\nSubject: x\n\nbody\n"),
+        (
+            "no-recipient.eml",
+            "From: sender@ec.test\nTo: moderator\n\nbody\n",
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write a message");
+    }
+    let log = temp.path().join("log.jsonl");
+
+    let finished = deliver(&sink, &log, &[&arg(&dir)]);
+    finished.expect_code(65);
+
+    let records = read_log(&log);
+    assert_eq!(records.len(), 3, "{records:#?}");
+    let sender = |name: &str| {
+        let file = arg(&dir.join(name));
+        let record = records.iter().find(|r| r.file == file);
+        record
+            .unwrap_or_else(|| panic!("no record for {file}: {records:#?}"))
+            .sender
+            .clone()
+    };
+    assert_eq!(sender("bounce.eml").as_deref(), Some("<>"));
+    assert_eq!(sender("no-sender.eml"), None);
+    assert_eq!(
+        sender("no-recipient.eml").as_deref(),
+        Some("sender@ec.test")
+    );
+}
