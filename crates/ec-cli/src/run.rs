@@ -51,13 +51,53 @@ pub struct RunPlan {
     pub stop: Arc<AtomicBool>,
 }
 
+/// The result of a run: its totals and, when the delivery log could not
+/// be written, the failure and the outcomes that are not in the log.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Every recipient's outcome counted, whether or not the log has it.
+    pub totals: RunTotals,
+    /// The first failed write (or sync) of the delivery log. The run
+    /// stopped taking new work at that moment and wrote no more records.
+    pub log_failure: Option<LogFailure>,
+}
+
+/// A delivery log that stopped being written partway through a run.
+#[derive(Debug)]
+pub struct LogFailure {
+    /// The first failed write or sync, with the file and the OS error.
+    pub error: LogError,
+    /// Final outcomes (delivered, failed, invalid input) that are not in
+    /// the log, in the order they happened. `--resume` would send these
+    /// recipients again unless their records are added to the log.
+    pub unrecorded_final: Vec<LogRecord>,
+    /// Other outcomes that are not in the log (deferred, delivery
+    /// unknown); `--resume` sends these again, as it would from the log.
+    pub unrecorded_other: u64,
+}
+
+impl LogFailure {
+    fn new(error: LogError) -> Self {
+        Self {
+            error,
+            unrecorded_final: Vec::new(),
+            unrecorded_other: 0,
+        }
+    }
+
+    fn note_unrecorded(&mut self, record: LogRecord) {
+        if record.result.is_final() {
+            self.unrecorded_final.push(record);
+        } else {
+            self.unrecorded_other += 1;
+        }
+    }
+}
+
 /// Why a run could not go on.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum RunError {
-    /// The delivery log could not be written.
-    #[error(transparent)]
-    Log(#[from] LogError),
     /// The engine's threads could not start.
     #[error("cannot start the delivery engine: {0}")]
     Engine(#[source] std::io::Error),
@@ -82,6 +122,9 @@ const CONNECTION_LOST_DETAIL: &str =
 
 /// The log detail of mail that the run ended before sending.
 const UNSENT_DETAIL: &str = "not sent in this run";
+
+/// The cause in the detail of mail left unsent after the log failed.
+const LOG_FAILED_CAUSE: &str = "the run stopped because the delivery log could not be written";
 
 /// The text with which the engine ends the 554 5.4.7 reply that it makes
 /// for a recipient that outlived the retry policy; the log's detail drops
@@ -365,6 +408,8 @@ enum EarlyEnd {
     Stopped,
     /// Every domain with mail left kept failing to connect.
     GaveUp,
+    /// The delivery log could not be written.
+    LogFailed,
 }
 
 /// The state a run updates as reports arrive.
@@ -372,6 +417,8 @@ struct RunState<'p> {
     tracker: Tracker,
     totals: RunTotals,
     log: Option<DeliveryLogWriter>,
+    /// Set at the first failed log write; no record is written after it.
+    log_failure: Option<LogFailure>,
     progress: &'p Progress,
     open_connections: u64,
     retry_until: Option<Instant>,
@@ -387,11 +434,35 @@ impl RunState<'_> {
         self.retry_until.is_none_or(|until| Instant::now() >= until)
     }
 
+    /// Appends a record to the delivery log. At the first failed write the
+    /// log is given up: a partial line may end the file, and a record after
+    /// it would make `--resume` reject the log. That record and every later
+    /// one are kept in the failure instead, and the run loop stops the run.
+    fn write_log(&mut self, record: LogRecord) {
+        if let Some(failure) = self.log_failure.as_mut() {
+            failure.note_unrecorded(record);
+            return;
+        }
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        if let Err(error) = log.write(&record) {
+            crate::errln!(
+                "ec: {error}; stopping: no new work starts, open connections close, and the \
+                 outcomes that the log lacks are printed at the end"
+            );
+            let mut failure = LogFailure::new(error);
+            failure.note_unrecorded(record);
+            self.log_failure = Some(failure);
+            self.log = None;
+        }
+    }
+
     /// Records one report: a recipient's outcome in the log and totals, or
     /// a connection's open or close.
-    fn handle(&mut self, report: Report) -> Result<(), RunError> {
+    fn handle(&mut self, report: Report) {
         match report {
-            Report::Recipient(record) => self.record_recipient(&record)?,
+            Report::Recipient(record) => self.record_recipient(&record),
             Report::ConnectionOpened(_) => {
                 self.totals.connections_attempted += 1;
                 self.open_connections += 1;
@@ -405,25 +476,24 @@ impl RunState<'_> {
             }
             _ => {}
         }
-        Ok(())
     }
 
     /// Logs and counts a recipient's outcome when it is final for this run.
-    fn record_recipient(&mut self, record: &RecipientRecord) -> Result<(), RunError> {
+    fn record_recipient(&mut self, record: &RecipientRecord) {
         let final_for_run = record.outcome.is_final() || self.retry_over() || self.shutting_down;
         if !final_for_run {
             self.tracker.note_transient(record);
-            return Ok(());
+            return;
         }
 
         let recorded = self.recorded(record);
         self.tracker.note_transient(record);
         let Some(message_done) = self.tracker.close_recipient(record) else {
-            return Ok(());
+            return;
         };
         self.totals.record_result(recorded.result);
         let message = &self.tracker.messages[record.tag as usize];
-        if let Some(log) = self.log.as_mut() {
+        let log_record = {
             let outcome = delivery_log::RecipientOutcome {
                 file: &message.path,
                 message_id: message.message_id.as_deref(),
@@ -436,8 +506,9 @@ impl RunState<'_> {
                 tls: record.tls.as_ref(),
                 detail: recorded.detail.as_deref(),
             };
-            log.write(&LogRecord::from_outcome(&outcome))?;
-        }
+            LogRecord::from_outcome(&outcome)
+        };
+        self.write_log(log_record);
 
         if recorded.result != LogResult::Delivered {
             self.tracker.undelivered_messages.insert(record.tag);
@@ -449,7 +520,6 @@ impl RunState<'_> {
             self.totals.messages_done += 1;
             self.progress.messages_done(1);
         }
-        Ok(())
     }
 
     /// Returns the outcome that the log and totals record for an engine
@@ -520,26 +590,29 @@ impl RunState<'_> {
     /// it broke that promise (its report channel closed early). Such
     /// recipients are deferred, so that the exit status reports them and
     /// `--resume` tries them again.
-    fn record_unreported(&mut self) -> Result<(), RunError> {
+    fn record_unreported(&mut self) {
+        if self.tracker.open_recipients.values().all(HashSet::is_empty) {
+            return;
+        }
+        tracing::error!(
+            recipients = self.tracker.open(),
+            "the delivery engine stopped without a final record for some recipients; \
+             they are logged as deferred"
+        );
+        self.record_open_as_unsent("the delivery engine stopped without reporting this recipient");
+    }
+
+    /// Records every recipient still open as deferred and not sent, with
+    /// `cause` in the detail.
+    fn record_open_as_unsent(&mut self, cause: &str) {
         let mut open: Vec<(u64, String)> = self
             .tracker
             .open_recipients
             .iter()
             .flat_map(|(tag, recipients)| recipients.iter().map(|r| (*tag, r.clone())))
             .collect();
-        if open.is_empty() {
-            return Ok(());
-        }
         open.sort();
-        tracing::error!(
-            recipients = open.len(),
-            "the delivery engine stopped without a final record for some recipients; \
-             they are logged as deferred"
-        );
-
-        let detail = unsent_detail(Some(
-            "the delivery engine stopped without reporting this recipient",
-        ));
+        let detail = unsent_detail(Some(cause));
         for (tag, recipient) in open {
             let message = &self.tracker.messages[tag as usize];
             let Some(address) = message
@@ -551,25 +624,23 @@ impl RunState<'_> {
                 continue;
             };
             self.totals.record_result(LogResult::Deferred);
-            if let Some(log) = self.log.as_mut() {
-                let outcome = delivery_log::RecipientOutcome {
-                    file: &message.path,
-                    message_id: message.message_id.as_deref(),
-                    sender: &message.submission.reverse_path,
-                    recipient: address,
-                    result: LogResult::Deferred,
-                    reply: None,
-                    attempts: 0,
-                    connection: None,
-                    tls: None,
-                    detail: Some(&detail),
-                };
-                log.write(&LogRecord::from_outcome(&outcome))?;
-            }
+            let outcome = delivery_log::RecipientOutcome {
+                file: &message.path,
+                message_id: message.message_id.as_deref(),
+                sender: &message.submission.reverse_path,
+                recipient: address,
+                result: LogResult::Deferred,
+                reply: None,
+                attempts: 0,
+                connection: None,
+                tls: None,
+                detail: Some(&detail),
+            };
+            let log_record = LogRecord::from_outcome(&outcome);
+            self.write_log(log_record);
         }
         self.tracker.open_recipients.clear();
         self.tracker.open_domains.clear();
-        Ok(())
     }
 
     fn early_end_cause(&self) -> Option<String> {
@@ -580,6 +651,7 @@ impl RunState<'_> {
             EarlyEnd::GaveUp => Some(
                 "the run gave up: every domain with mail left kept failing to connect".to_owned(),
             ),
+            EarlyEnd::LogFailed => Some(LOG_FAILED_CAUSE.to_owned()),
         }
     }
 
@@ -633,30 +705,23 @@ pub fn scheduler_options() -> SchedulerOptions {
 
 /// Runs the plan to the end and returns the totals.
 ///
+/// When a write to the delivery log fails, the run stops as a signal stops
+/// it: no new work starts, open connections close through the engine's
+/// shutdown, and every recipient still gets an outcome in the totals. The
+/// log gets no more records, and [`RunOutcome::log_failure`] keeps the
+/// outcomes it lacks. When the log fails before the engine starts, no
+/// message is sent at all.
+///
 /// # Errors
 ///
-/// Returns an error when the log cannot be written or the engine cannot
-/// start; records written before that stay in the log.
+/// Returns an error when the engine cannot start or refuses a submission;
+/// records written before that stay in the log.
 pub fn run(
     plan: RunPlan,
-    mut log: Option<DeliveryLogWriter>,
+    log: Option<DeliveryLogWriter>,
     progress: &Progress,
-) -> Result<RunTotals, RunError> {
+) -> Result<RunOutcome, RunError> {
     let started = Instant::now();
-    let mut totals = RunTotals::default();
-
-    for invalid in &plan.invalid {
-        tracing::warn!(file = %invalid.path.display(), reason = %invalid.reason, "invalid input");
-        totals.record_result(LogResult::InvalidInput);
-        if let Some(log) = log.as_mut() {
-            log.write(&LogRecord::from_invalid_input(invalid))?;
-        }
-    }
-
-    let (reports, receiver) = mpsc::channel::<Report>();
-    let mut options = EngineOptions::default();
-    options.scheduler = scheduler_options();
-    let engine = Engine::start(plan.config, options, reports).map_err(RunError::Engine)?;
 
     // Records come back with the submission's tag: make it the index into
     // this run's message list.
@@ -664,7 +729,34 @@ pub fn run(
     for (index, message) in messages.iter_mut().enumerate() {
         message.submission.tag = index as u64;
     }
-    for message in &messages {
+    let mut state = RunState {
+        tracker: Tracker::new(messages),
+        totals: RunTotals::default(),
+        log,
+        log_failure: None,
+        progress,
+        open_connections: 0,
+        retry_until: plan.retry_for.map(|window| started + window),
+        early_end: None,
+        shutting_down: false,
+    };
+
+    for invalid in &plan.invalid {
+        tracing::warn!(file = %invalid.path.display(), reason = %invalid.reason, "invalid input");
+        state.totals.record_result(LogResult::InvalidInput);
+        state.write_log(LogRecord::from_invalid_input(invalid));
+    }
+    if state.log_failure.is_some() {
+        state.early_end = Some(EarlyEnd::LogFailed);
+        state.record_open_as_unsent(LOG_FAILED_CAUSE);
+        return Ok(state.finish(started));
+    }
+
+    let (reports, receiver) = mpsc::channel::<Report>();
+    let mut options = EngineOptions::default();
+    options.scheduler = scheduler_options();
+    let engine = Engine::start(plan.config, options, reports).map_err(RunError::Engine)?;
+    for message in &state.tracker.messages {
         if let Err(error) = engine.handle().submit(message.submission.clone()) {
             return Err(RunError::Submit {
                 path: message.path.clone(),
@@ -673,43 +765,17 @@ pub fn run(
         }
     }
 
-    let mut state = RunState {
-        tracker: Tracker::new(messages),
-        totals,
-        log,
-        progress,
-        open_connections: 0,
-        retry_until: plan.retry_for.map(|window| started + window),
-        early_end: None,
-        shutting_down: false,
-    };
     while state.tracker.open() > 0 {
-        let give_up = state.retry_over() && state.tracker.all_open_domains_failing();
-        let stop = plan.stop.load(Ordering::SeqCst);
-        if (give_up || stop) && !state.shutting_down {
-            if stop {
-                // The signal handler has printed this for the user already.
-                tracing::debug!(
-                    "stopping: new work stops, open connections close, every outcome is recorded"
-                );
-            } else {
-                tracing::warn!(
-                    domains = state.tracker.open_domains.len(),
-                    "giving up: every remaining domain keeps failing before its SMTP sessions are ready"
-                );
-                state.tracker.warn_failing_domains();
+        if !state.shutting_down {
+            if let Some(early_end) = state.early_end_now(plan.stop.load(Ordering::SeqCst)) {
+                engine.handle().shutdown();
+                state.early_end = Some(early_end);
+                state.shutting_down = true;
             }
-            engine.handle().shutdown();
-            state.early_end = Some(if stop {
-                EarlyEnd::Stopped
-            } else {
-                EarlyEnd::GaveUp
-            });
-            state.shutting_down = true;
         }
 
         match receiver.recv_timeout(POLL) {
-            Ok(report) => state.handle(report)?,
+            Ok(report) => state.handle(report),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -720,18 +786,58 @@ pub fn run(
     state.shutting_down = true;
     let stats = engine.shutdown();
     while let Ok(report) = receiver.try_recv() {
-        state.handle(report)?;
+        state.handle(report);
     }
     if let Some(stats) = stats {
         tracing::debug!(?stats, "engine stopped");
     }
-    state.record_unreported()?;
-    if let Some(log) = state.log.as_mut() {
-        log.sync()?;
+    state.record_unreported();
+    Ok(state.finish(started))
+}
+
+impl RunState<'_> {
+    /// Returns why the run must stop now, if it must: a signal (`stop`),
+    /// a failed log write, or domains that all keep failing. Logs the
+    /// reason where nothing has shown it to the user yet.
+    fn early_end_now(&self, stop: bool) -> Option<EarlyEnd> {
+        if stop {
+            // The signal handler has printed this for the user already.
+            tracing::debug!(
+                "stopping: new work stops, open connections close, every outcome is recorded"
+            );
+            return Some(EarlyEnd::Stopped);
+        }
+        if self.log_failure.is_some() {
+            // write_log has printed this for the user already.
+            return Some(EarlyEnd::LogFailed);
+        }
+        if self.retry_over() && self.tracker.all_open_domains_failing() {
+            tracing::warn!(
+                domains = self.tracker.open_domains.len(),
+                "giving up: every remaining domain keeps failing before its SMTP sessions are ready"
+            );
+            self.tracker.warn_failing_domains();
+            return Some(EarlyEnd::GaveUp);
+        }
+        None
     }
-    let mut totals = state.totals;
-    totals.elapsed = started.elapsed();
-    Ok(totals)
+
+    /// Forces the log to the disk and returns what the run ends with. A
+    /// failed sync counts as a log failure, because the records may not be
+    /// on the disk.
+    fn finish(mut self, started: Instant) -> RunOutcome {
+        if let Some(log) = self.log.as_mut() {
+            if let Err(error) = log.sync() {
+                crate::errln!("ec: {error}");
+                self.log_failure = Some(LogFailure::new(error));
+            }
+        }
+        self.totals.elapsed = started.elapsed();
+        RunOutcome {
+            totals: self.totals,
+            log_failure: self.log_failure,
+        }
+    }
 }
 
 /// Rejects a configuration under which a run could never send anything
@@ -888,6 +994,7 @@ mod tests {
             tracker: Tracker::new(messages),
             totals: RunTotals::default(),
             log: None,
+            log_failure: None,
             progress,
             open_connections: 0,
             retry_until: None,
@@ -953,9 +1060,7 @@ mod tests {
         for tag in 0..3 {
             for recipient in RECIPIENTS {
                 let outcome = RecipientOutcome::Delivered(reply(250, "ok"));
-                state
-                    .handle(record(tag, recipient, outcome))
-                    .expect("handle");
+                state.handle(record(tag, recipient, outcome));
             }
         }
         assert_eq!(state.totals.messages_done, 3);
@@ -969,16 +1074,12 @@ mod tests {
         let progress = Progress::new(1, Visibility::Hidden);
         let mut state = state(&progress, messages(1));
         for _ in 0..GIVE_UP_AFTER {
-            state
-                .handle(closed(CloseReason::ConnectFailed, false, 0))
-                .expect("handle");
+            state.handle(closed(CloseReason::ConnectFailed, false, 0));
         }
         assert!(state.tracker.all_open_domains_failing());
         state.early_end = Some(EarlyEnd::GaveUp);
         state.shutting_down = true;
-        state
-            .handle(closed(CloseReason::Shutdown, false, 0))
-            .expect("handle");
+        state.handle(closed(CloseReason::Shutdown, false, 0));
 
         let Report::Recipient(unsent) = record(0, RECIPIENTS[0], RecipientOutcome::Unsent) else {
             unreachable!()
@@ -1034,16 +1135,12 @@ mod tests {
         let mut state = state(&progress, messages(2));
         for (tag, second) in [(0, 250), (1, 550)] {
             let first = RecipientOutcome::Delivered(reply(250, "ok"));
-            state
-                .handle(record(tag, RECIPIENTS[0], first))
-                .expect("handle");
+            state.handle(record(tag, RECIPIENTS[0], first));
             let outcome = match second {
                 250 => RecipientOutcome::Delivered(reply(250, "ok")),
                 _ => RecipientOutcome::Failed(reply(550, "no such user")),
             };
-            state
-                .handle(record(tag, RECIPIENTS[1], outcome))
-                .expect("handle");
+            state.handle(record(tag, RECIPIENTS[1], outcome));
         }
         assert_eq!(state.totals.messages_done, 2);
         assert_eq!(
@@ -1057,18 +1154,14 @@ mod tests {
         let progress = Progress::new(1, Visibility::Hidden);
         let mut state = state(&progress, messages(1));
         for _ in 0..GIVE_UP_AFTER - 1 {
-            state
-                .handle(closed(CloseReason::PeerClosed, false, 0))
-                .expect("handle");
+            state.handle(closed(CloseReason::PeerClosed, false, 0));
         }
         let Report::ConnectionClosed(mut lost_dot) = closed(CloseReason::PeerClosed, false, 0)
         else {
             unreachable!()
         };
         lost_dot.messages_attempted = 1;
-        state
-            .handle(Report::ConnectionClosed(lost_dot))
-            .expect("handle");
+        state.handle(Report::ConnectionClosed(lost_dot));
         assert!(!state.tracker.all_open_domains_failing());
         assert!(state.tracker.failing.is_empty());
     }
@@ -1082,17 +1175,13 @@ mod tests {
             reply: Some(reply(451, "try later")),
             next_attempt: Instant::now(),
         };
-        state
-            .handle(record(0, RECIPIENTS[0], deferred))
-            .expect("handle");
+        state.handle(record(0, RECIPIENTS[0], deferred));
         assert_eq!(state.totals.recipients(), 0, "not final within the window");
 
         state.early_end = Some(EarlyEnd::Stopped);
         state.shutting_down = true;
         for recipient in RECIPIENTS {
-            state
-                .handle(record(0, recipient, RecipientOutcome::Unsent))
-                .expect("handle");
+            state.handle(record(0, recipient, RecipientOutcome::Unsent));
         }
         assert_eq!(state.totals.deferred, 2);
         let Report::Recipient(first) = record(0, RECIPIENTS[0], RecipientOutcome::Unsent) else {
@@ -1185,15 +1274,9 @@ mod tests {
     fn unused_connections_counted_apart() {
         let progress = Progress::new(1, Visibility::Hidden);
         let mut state = state(&progress, messages(1));
-        state
-            .handle(closed(CloseReason::IdleTimeout, true, 5))
-            .expect("handle");
-        state
-            .handle(closed(CloseReason::Shutdown, false, 0))
-            .expect("handle");
-        state
-            .handle(closed(CloseReason::ConnectFailed, false, 0))
-            .expect("handle");
+        state.handle(closed(CloseReason::IdleTimeout, true, 5));
+        state.handle(closed(CloseReason::Shutdown, false, 0));
+        state.handle(closed(CloseReason::ConnectFailed, false, 0));
         let totals = &state.totals;
         assert_eq!(
             (
@@ -1246,6 +1329,9 @@ mod tests {
             message.path = dir.path().join("..").join(&message.path);
         }
         let error = check_resume_matches(&resume, &elsewhere, &[]).expect_err("no path matches");
-        assert!(error.to_string().contains("the message files of the run"), "{error}");
+        assert!(
+            error.to_string().contains("the message files of the run"),
+            "{error}"
+        );
     }
 }
