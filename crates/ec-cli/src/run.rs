@@ -667,7 +667,7 @@ impl RunState<'_> {
         self.totals.connections_established += 1;
         if closed.tls.is_some() {
             self.totals.connections_tls += 1;
-        } else if closed.reason == CloseReason::Shutdown && closed.messages_delivered == 0 {
+        } else if closed.reason == CloseReason::Shutdown && closed.messages_attempted == 0 {
             self.totals.connections_unused += 1;
         }
     }

@@ -174,8 +174,8 @@ pub struct RunTotals {
     /// Connections that completed a TLS handshake.
     pub connections_tls: u64,
     /// Established connections that the end of the run closed before they
-    /// delivered anything and without TLS: cut off during their setup, or
-    /// idle in clear text. They are left out of the TLS share.
+    /// carried a transaction and without TLS: cut off during their setup,
+    /// or idle in clear text. They are left out of the TLS share.
     pub connections_unused: u64,
     /// Closed connections by close outcome.
     pub closes: CloseCounts,
