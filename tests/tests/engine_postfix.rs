@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ec_tests::delivery::{config_for, run, submission};
+use ec_tests::delivery::{config_for, run, submission, RunResult};
 use ec_tests::peers::Postfix;
 use ec_types::{CloseOutcome, Route, TlsPolicy, TlsSettings, TlsVerify};
 
@@ -212,6 +212,16 @@ fn postfix_encrypt_port_with_required_tls() {
     );
 }
 
+/// Sends one message from sender@ec.test to `local`@maildir.test and
+/// returns the run's records, with the audit passed.
+fn send_one(config: ec_types::Config, local: &str, body: &[u8]) -> RunResult {
+    let to = [format!("{local}@maildir.test")];
+    let submissions = vec![submission(0, "sender@ec.test", &to, body)];
+    let result = run(config, submissions, Duration::from_secs(30));
+    assert_eq!(result.audit, Ok(()));
+    result
+}
+
 /// One message through Postfix with `chunking` set; returns the copy
 /// Postfix stored and the command counts smtpd logged for its session, such
 /// as `ehlo=2 starttls=1 mail=1 rcpt=1 bdat=1 quit=1 commands=7`.
@@ -228,11 +238,8 @@ fn deliver_and_read_session_log(
         postfix.plain_addr().port(),
     );
     config.global.chunking = Some(chunking);
-    let to = [format!("{local}@maildir.test")];
-    let submissions = vec![submission(0, "sender@ec.test", &to, body.as_bytes())];
 
-    let result = run(config, submissions, Duration::from_secs(30));
-    assert_eq!(result.audit, Ok(()));
+    let result = send_one(config, &local, body.as_bytes());
     assert_eq!(result.count("delivered"), 1, "{:?}", result.records);
 
     let stored = postfix.wait_for_messages(&local, 1, Duration::from_secs(30));
@@ -324,10 +331,7 @@ fn postfix_long_line_rejected_or_sent_as_set() {
         TlsVerify::Host,
         postfix.plain_addr().port(),
     );
-    let to = [format!("{local}@maildir.test")];
-    let submissions = vec![submission(0, "sender@ec.test", &to, body.as_bytes())];
-    let result = run(config, submissions, Duration::from_secs(30));
-    assert_eq!(result.audit, Ok(()));
+    let result = send_one(config, &local, body.as_bytes());
     assert_eq!(result.records.len(), 1, "{:?}", result.records);
     let ec_sched::RecipientOutcome::Failed(reply) = &result.records[0].outcome else {
         panic!("{:?}", result.records);
@@ -349,10 +353,7 @@ fn postfix_long_line_rejected_or_sent_as_set() {
         postfix.plain_addr().port(),
     );
     config.global.long_lines = Some(ec_types::LongLines::Send);
-    let to = [format!("{local}@maildir.test")];
-    let submissions = vec![submission(0, "sender@ec.test", &to, body.as_bytes())];
-    let result = run(config, submissions, Duration::from_secs(30));
-    assert_eq!(result.audit, Ok(()));
+    let result = send_one(config, &local, body.as_bytes());
     assert_eq!(result.count("delivered"), 1, "{:?}", result.records);
     let stored = postfix.wait_for_messages(&local, 1, Duration::from_secs(30));
     let stored = String::from_utf8_lossy(&stored[0]);

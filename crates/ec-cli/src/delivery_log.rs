@@ -386,8 +386,8 @@ impl ResumeSet {
         self.is_file_final(file) || self.recipients.contains(&key)
     }
 
-    /// Whether any record of the log names `file`, however either run
-    /// spelled it.
+    /// Returns whether any record of the log names `file`, however either
+    /// run spelled it.
     pub fn mentions(&self, file: &Path) -> bool {
         self.mentioned.contains(&file_key(file))
     }
@@ -895,8 +895,8 @@ mod tests {
         let canonical = std::fs::canonicalize(&file).expect("canonicalize");
         assert_eq!(found.canonical_file, Some(path_text(&canonical)));
 
-        let gone = record("no/such/file.eml", "a@example.com", LogResult::Failed, None);
-        assert_eq!(gone.canonical_file, None);
+        let missing = record("no/such/file.eml", "a@example.com", LogResult::Failed, None);
+        assert_eq!(missing.canonical_file, None);
     }
 
     #[test]

@@ -129,9 +129,9 @@ pub fn collect_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
 }
 
 /// Returns the path by which a run distinguishes message files: the
-/// canonical absolute path, with symbolic links, `.` and `..` resolved, or
-/// `path` as given when it cannot be resolved (it no longer exists, or a
-/// directory on the way cannot be searched).
+/// canonical absolute path, with symbolic links, `.` and `..` resolved.
+/// When it cannot be resolved (the file no longer exists, or a directory on
+/// the way cannot be searched), returns `path` as given.
 ///
 /// [`collect_paths`] lists a file once per identity, and `--resume`
 /// matches the files of the delivery log by it, so `mail/1.eml` and

@@ -126,9 +126,9 @@ const UNSENT_DETAIL: &str = "not sent in this run";
 /// The cause in the detail of mail left unsent after the log failed.
 const LOG_FAILED_CAUSE: &str = "the run stopped because the delivery log could not be written";
 
-/// The text with which the engine ends the 554 5.4.7 reply that it makes
-/// for a recipient that outlived the retry policy; the log's detail drops
-/// it, since it says where the text came from.
+/// The text that ends the engine's 554 5.4.7 reply for a recipient that
+/// outlived the retry policy. The log's detail drops it, because the
+/// `(status ..., set by ec)` suffix already names the source.
 const MADE_BY_EC: &str = "(reply made by ec)";
 
 /// A recipient's outcome as this run records it.

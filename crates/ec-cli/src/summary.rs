@@ -59,8 +59,8 @@ impl From<ExitStatus> for ExitCode {
 /// How many connections ended each way.
 ///
 /// A connection whose session failed can still end with an orderly
-/// transport shutdown: the server hung up, sent 421, broke the protocol or
-/// stopped answering. Such a close counts under its close reason (the
+/// transport shutdown: the server hung up, sent 421 or broke the protocol,
+/// or a reply timed out. Such a close counts under its close reason (the
 /// `reason` label its metrics get, such as `peer_closed` or `greeting`),
 /// not as [`CloseOutcome::Clean`]. A session that the server closed may
 /// have left a final dot without a reply, and none of them ended the way

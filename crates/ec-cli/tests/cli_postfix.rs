@@ -312,18 +312,24 @@ fn reply_domain_statuses() {
     assert!(last.attempts >= 2, "retried within the window: {last:?}");
 }
 
+/// Writes a one-recipient message for nobody@maildir.test into `dir`.
+fn write_test_message(dir: &std::path::Path) -> std::path::PathBuf {
+    let message = dir.join("m.eml");
+    std::fs::write(
+        &message,
+        "From: sender@ec.test\nTo: nobody@maildir.test\nSubject: x\n\nbody\n",
+    )
+    .expect("write message");
+    message
+}
+
 #[test]
 fn untrusted_ca_advises_ca_file() {
     // The peer's certificate is signed by the test CA, which ec does not
     // trust without --ca-file.
     let postfix = Postfix::get();
     let temp = temp_dir();
-    let message = temp.path().join("m.eml");
-    std::fs::write(
-        &message,
-        "From: sender@ec.test\nTo: nobody@maildir.test\nSubject: x\n\nbody\n",
-    )
-    .expect("write message");
+    let message = write_test_message(temp.path());
     let log = temp.path().join("log.jsonl");
     let finished = run(
         [
@@ -355,12 +361,7 @@ fn untrusted_ca_advises_ca_file() {
 fn wrong_name_advises_server_name() {
     let postfix = Postfix::get();
     let temp = temp_dir();
-    let message = temp.path().join("m.eml");
-    std::fs::write(
-        &message,
-        "From: sender@ec.test\nTo: nobody@maildir.test\nSubject: x\n\nbody\n",
-    )
-    .expect("write message");
+    let message = write_test_message(temp.path());
     let finished = run(
         [
             "deliver",

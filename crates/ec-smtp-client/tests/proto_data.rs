@@ -243,8 +243,8 @@ fn long_wire_form_data_checked_to_the_end() {
     }
 }
 
-/// The first line over the limit, computed independently of the encoder:
-/// split the normalized data at CRLF.
+/// Returns the first line over the limit, computed independently of the
+/// encoder by splitting the normalized data at CRLF.
 fn reference_long_line(input: &[u8]) -> Option<LongLine> {
     let normalized = normalize(input);
     let body = normalized.strip_suffix(b"\r\n").unwrap_or(&normalized);

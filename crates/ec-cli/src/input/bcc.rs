@@ -38,14 +38,14 @@ pub(super) fn remove_ranges(data: Bytes, remove: &[Range<usize>]) -> Bytes {
     }
 
     let removed: usize = remove.iter().map(ExactSizeIterator::len).sum();
-    let mut kept = Vec::with_capacity(data.len() - removed);
+    let mut remaining = Vec::with_capacity(data.len() - removed);
     let mut start = 0;
     for range in remove {
-        kept.extend_from_slice(&data[start..range.start]);
+        remaining.extend_from_slice(&data[start..range.start]);
         start = range.end;
     }
-    kept.extend_from_slice(&data[start..]);
-    Bytes::from(kept)
+    remaining.extend_from_slice(&data[start..]);
+    Bytes::from(remaining)
 }
 
 #[cfg(test)]

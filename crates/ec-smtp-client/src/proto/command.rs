@@ -139,7 +139,7 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    /// The argument the error is about, if it is about one.
+    /// Returns the argument the error is about, if it is about one.
     pub fn field(&self) -> Option<Field> {
         match self {
             Self::Empty { field }

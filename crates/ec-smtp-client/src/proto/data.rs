@@ -40,8 +40,8 @@ pub struct MessageInfo {
     pub long_line: Option<LongLine>,
 }
 
-/// The longest text line RFC 5321 section 4.5.3.1.6 allows, in octets
-/// without its CRLF (1,000 with it).
+/// The maximum text line length that RFC 5321 section 4.5.3.1.6 allows, in
+/// octets without the CRLF (1,000 with it).
 pub const MAX_TEXT_LINE_LEN: usize = 998;
 
 /// A line longer than [`MAX_TEXT_LINE_LEN`].
@@ -104,12 +104,12 @@ fn measure_unchanged(body: &[u8]) -> Option<MessageInfo> {
     })
 }
 
-/// What [`wire_form_scan`] found in data that is in wire form.
+/// The result of [`wire_form_scan`] for data that is in wire form.
 struct WireScan {
     /// An octet is above 127.
     has_8bit: bool,
     /// Every whole block of [`SCAN_BLOCK`] octets holds an LF, so no line
-    /// is longer than [`MAX_TEXT_LINE_LEN`]. `false` says only that a line
+    /// is longer than [`MAX_TEXT_LINE_LEN`]. `false` means only that a line
     /// may be.
     short_lines: bool,
 }

@@ -59,7 +59,7 @@ pub enum TransactionError {
     #[error(transparent)]
     Command(#[from] CommandError),
     /// A line of the message is longer than RFC 5321 section 4.5.3.1.6
-    /// allows, and [`ClientConfig::long_lines`] says to reject such
+    /// allows, and [`ClientConfig::long_lines`] is set to reject such
     /// messages.
     #[error(
         "line {} of the message is {} octets long, over SMTP's limit of {MAX_TEXT_LINE_LEN} \
@@ -81,8 +81,8 @@ impl TransactionError {
         )
     }
 
-    /// The RFC 3463 status code for the failure of a message that was not
-    /// started for this reason.
+    /// Returns the RFC 3463 status code for the failure of a message that
+    /// was not started for this reason.
     pub fn status_code(&self) -> EnhancedStatusCode {
         let (subject, detail) = match self {
             // Other or undefined status.
