@@ -133,7 +133,7 @@ fn settle_cut_short(
         return if reply.is_permanent() {
             ctx.fail(&mut message, lane, &reply, attempt, now)
         } else {
-            ctx.defer(message, lane, Some(&reply), attempt, now)
+            settle_undecided(ctx, message, Some(&reply), lane, attempt, now)
         };
     }
     if !replies.rejected.is_empty() {
@@ -152,15 +152,44 @@ fn settle_cut_short(
             ctx.delivery_unknown(message, lane, attempt, now)
         }
         Some(failure) => match &failure.error {
-            SessionError::Reply { reply, .. } if reply.is_permanent() => {
-                ctx.fail(&mut message, lane, reply, attempt, now)
-            }
             SessionError::Reply { reply, .. } => {
-                ctx.defer(message, lane, Some(reply), attempt, now)
+                settle_undecided(ctx, message, Some(reply), lane, attempt, now)
             }
-            _ => ctx.defer(message, lane, None, attempt, now),
+            _ => settle_undecided(ctx, message, None, lane, attempt, now),
         },
     }
+}
+
+/// Gives the recipients that no RCPT reply decided the status of the
+/// failure's `reply` (failed on a 5xx, deferred on a 4xx, pending without
+/// one), then settles the message. Settling fails a message that outlived
+/// the retry policy, so a server that keeps cutting the transaction short
+/// cannot keep a message queued past its maximum age.
+fn settle_undecided(
+    ctx: &mut FateContext<'_>,
+    mut message: SharedMessage,
+    reply: Option<&Reply>,
+    lane: LaneRef<'_>,
+    attempt: &Attempt,
+    now: Instant,
+) -> MessageFate {
+    if let Some(reply) = reply {
+        let owned = Arc::make_mut(&mut message);
+        let statuses: Vec<RecipientStatus> = owned
+            .recipients
+            .iter()
+            .map(|recipient| match recipient.status {
+                RecipientStatus::Pending if reply.is_permanent() => {
+                    RecipientStatus::Failed(reply.clone())
+                }
+                RecipientStatus::Pending => RecipientStatus::Deferred(reply.clone()),
+                ref other => other.clone(),
+            })
+            .collect();
+        let metrics = (lane.key.binding, &lane.lane.metrics);
+        ctx.apply_statuses(owned, statuses, metrics, attempt, now);
+    }
+    ctx.settle(message, lane, attempt, now)
 }
 
 /// Gives each recipient that the server rejected at RCPT before the

@@ -688,6 +688,44 @@ fn expired_message_fails_with_5_4_7() {
     audit(&harness);
 }
 
+/// A server that cuts every transaction short before the final dot
+/// still cannot keep a message queued past the retry policy's maximum age.
+#[test]
+fn cut_transactions_expire_at_max_age() {
+    let mut harness = Harness::new(global(|s| {
+        s.retry.interval = Some(Duration::from_secs(600));
+        s.retry.max_interval = Some(Duration::from_secs(600));
+        s.retry.max_age = Some(Duration::from_secs(1800));
+    }));
+    harness.submit_to(BindingSlot(0), 1, &["a@example.com"]);
+
+    // Attempts at 0, 600, 1200 and 1800 s; the last is at the maximum age.
+    for attempt in 0..4 {
+        assert_eq!(
+            harness.opened().len(),
+            attempt + 1,
+            "one connection per attempt"
+        );
+        let connection = harness.opened()[attempt];
+        make_ready(&mut harness, connection);
+        harness.lost(connection, false);
+        harness.closed(connection, CloseOutcome::Reset);
+        harness.advance(Duration::from_secs(600));
+    }
+
+    assert_eq!(harness.scheduler().ledger().expired, 1);
+    let finals = harness.final_outcomes();
+    assert_eq!(finals.len(), 1);
+    let RecipientOutcome::Failed(reply) = &finals[0].2 else {
+        panic!("expected a failure, got {:?}", finals[0].2);
+    };
+    assert_eq!(
+        reply.enhanced.map(|e| e.to_string()),
+        Some("5.4.7".to_owned())
+    );
+    audit(&harness);
+}
+
 #[test]
 fn shutdown_drains_and_reports_unsent() {
     let mut harness = Harness::new(global(|s| s.max_outbound_connections = Some(1)));
