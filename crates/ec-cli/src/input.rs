@@ -356,6 +356,17 @@ pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverr
         return invalid(None, envelope.from.clone(), InvalidReason::Empty);
     }
 
+    // The parser does not end a line at a bare CR, but the wire encoding
+    // does. Parse what the server will read, so that no Bcc field hides in
+    // a line the parser joined to the one before.
+    let data = if header_has_bare_cr(&data) {
+        let mut normalized = Vec::with_capacity(data.len() + 64);
+        ec_smtp_client::proto::data::encode_chunk_into(&data, &mut normalized);
+        Bytes::from(normalized)
+    } else {
+        data
+    };
+
     let parsed = MessageParser::new().parse_headers(&data[..]);
     let message_id = parsed
         .as_ref()
@@ -395,6 +406,28 @@ pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverr
         path,
         message_id,
     })
+}
+
+/// Returns whether a CR that is not followed by LF ends a line of the
+/// header section, which ends at the first empty line. Lines end as the
+/// wire encoding ends them: at CRLF, at a bare LF or at a bare CR.
+fn header_has_bare_cr(data: &[u8]) -> bool {
+    let mut line_start = 0;
+    for end in memchr::memchr2_iter(b'\r', b'\n', data) {
+        if end < line_start {
+            // The LF of a CRLF whose CR ended the line already.
+            continue;
+        }
+        let crlf = data[end] == b'\r' && data.get(end + 1) == Some(&b'\n');
+        if data[end] == b'\r' && !crlf {
+            return true;
+        }
+        if end == line_start {
+            return false;
+        }
+        line_start = end + if crlf { 2 } else { 1 };
+    }
+    false
 }
 
 /// The Message-ID header field's value without angle brackets, if the
@@ -673,6 +706,24 @@ mod tests {
         };
         let message = expect_message(load_with(text, &envelope));
         assert_eq!(&message.submission.data[..], sent.as_bytes(), "with --to");
+    }
+
+    #[test]
+    fn bcc_after_bare_cr_is_not_sent() {
+        // A bare CR ends a line on the wire, so this Bcc is a field there.
+        let text =
+            "From: f@example.org\r\nTo: a@example.com\r\nX: y\rBcc: s@example.com\r\n\r\nbody\r\n";
+        let message = expect_message(load(text));
+        assert_eq!(recipients(&message), ["a@example.com", "s@example.com"]);
+        let sent = "From: f@example.org\r\nTo: a@example.com\r\nX: y\r\n\r\nbody\r\n";
+        assert_eq!(&message.submission.data[..], sent.as_bytes());
+
+        // A field after a Bcc ended by a bare CR stays.
+        let text =
+            "From: f@example.org\r\nTo: a@example.com\r\nBcc: s@example.com\rX: y\r\n\r\nbody\r\n";
+        let message = expect_message(load(text));
+        let sent = "From: f@example.org\r\nTo: a@example.com\r\nX: y\r\n\r\nbody\r\n";
+        assert_eq!(&message.submission.data[..], sent.as_bytes());
     }
 
     #[test]
