@@ -129,7 +129,8 @@ pub struct DeliverArgs {
     pub ca_file: Option<PathBuf>,
 
     /// Name sent in TLS SNI and checked against the server's certificate,
-    /// instead of the host name connected to.
+    /// instead of the host name connected to: a DNS name or an IP address,
+    /// with an IPv6 address optionally in brackets.
     #[arg(long, value_name = "NAME", value_parser = parse_server_name)]
     pub tls_server_name: Option<String>,
 
@@ -428,7 +429,8 @@ pub enum ValueError {
     },
     /// Not a DNS name or IP address that TLS can check a certificate against.
     #[error(
-        "invalid TLS server name {0:?}: use a DNS name such as mx.example.net or an IP address"
+        "invalid TLS server name {0:?}: give a DNS name such as mx.example.net or an IP \
+         address such as 192.0.2.1, ::1 or [::1]"
     )]
     ServerName(String),
 }
@@ -501,14 +503,19 @@ pub fn parse_ehlo_name(value: &str) -> Result<String, ValueError> {
     Ok(value.to_owned())
 }
 
-/// Checks a TLS server name (DNS name or IP address).
+/// Checks a TLS server name (a DNS name or an IP address, optionally in
+/// brackets) and returns it as given.
+///
+/// It calls the parser that the SMTP client applies at connect time, which
+/// is also the rule of the config file's `tls.server_name` in
+/// [`Config::validate`]. A test checks that the two agree.
 ///
 /// # Errors
 ///
 /// [`ValueError::ServerName`] when rustls would not accept it for SNI and
 /// the certificate check.
 pub fn parse_server_name(value: &str) -> Result<String, ValueError> {
-    rustls::pki_types::ServerName::try_from(value)
+    ec_smtp_client::tls::server_name(value)
         .map_err(|_| ValueError::ServerName(value.to_owned()))?;
     Ok(value.to_owned())
 }
@@ -1461,5 +1468,67 @@ mod tests {
             panic!("expected sink");
         };
         sink.validate().expect("consent given");
+    }
+
+    /// Returns whether the config file's `tls.server_name` accepts `name`.
+    fn config_accepts_server_name(name: &str) -> bool {
+        let mut config = Config::default();
+        config.global.tls = Some(ec_types::TlsSettings {
+            server_name: Some(name.to_owned()),
+            ..ec_types::TlsSettings::default()
+        });
+        config.validate().is_ok()
+    }
+
+    #[test]
+    fn server_name_accepts_address_forms() {
+        for name in ["mx.example.net", "localhost", "192.0.2.1", "::1", "[::1]"] {
+            let args = deliver(&["deliver", "--tls-server-name", name, "x.eml"]);
+            assert_eq!(args.tls_server_name.as_deref(), Some(name), "{name}");
+
+            let config = args.config().expect("valid flags");
+            let settings = config.resolve("default", &domain("any.example"));
+            assert_eq!(settings.tls.server_name.as_deref(), Some(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn server_name_agrees_with_config() {
+        let names = [
+            "mx.example.net",
+            "192.0.2.1",
+            "::1",
+            "[::1]",
+            "[2001:db8::25]",
+            "[192.0.2.1]",
+            "mx example",
+            "",
+            "[]",
+            "[::1]:25",
+            "mx.example.net.",
+            "under_score.example",
+            "-leading-hyphen.example",
+        ];
+        for name in names {
+            assert_eq!(
+                parse_server_name(name).is_ok(),
+                config_accepts_server_name(name),
+                "--tls-server-name and tls.server_name disagree on {name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_name_error_names_value() {
+        let error = parse_error(&["deliver", "--tls-server-name", "mx example", "x.eml"]);
+        assert_eq!(clap_exit_status(&error), EXIT_USAGE);
+        let text = error.to_string();
+        assert!(text.contains("--tls-server-name"), "{text}");
+        assert!(text.contains("\"mx example\""), "{text}");
+        assert!(
+            text.contains("give a DNS name such as mx.example.net"),
+            "{text}"
+        );
+        assert!(text.contains("[::1]"), "{text}");
     }
 }
