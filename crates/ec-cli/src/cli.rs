@@ -594,17 +594,6 @@ pub enum UsageError {
         /// The option that would be ignored.
         option: &'static str,
     },
-    /// The `--metrics-listen` address cannot be bound.
-    #[error(
-        "cannot listen for metrics scrapes on {address}: {source}; {}",
-        bind_advice(source.kind())
-    )]
-    MetricsListen {
-        /// The address given.
-        address: SocketAddr,
-        /// The error from binding it.
-        source: std::io::Error,
-    },
     /// A listen address that is not loopback, without consent.
     #[error(
         "listen address {address} is not a loopback address; use 127.0.0.1 or [::1], \
@@ -614,34 +603,6 @@ pub enum UsageError {
         /// The address given.
         address: SocketAddr,
     },
-}
-
-/// Returns what to do about a failed bind, by its error kind.
-pub fn bind_advice(kind: std::io::ErrorKind) -> &'static str {
-    use std::io::ErrorKind;
-    match kind {
-        ErrorKind::AddrInUse => "choose a free port or stop the process that uses it",
-        ErrorKind::AddrNotAvailable => {
-            "the IP address is not on this host; use one of its own addresses, such as \
-             127.0.0.1, or 0.0.0.0 for all of them"
-        }
-        ErrorKind::PermissionDenied => {
-            "ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port such as 9464"
-        }
-        _ => "choose another address, such as 127.0.0.1:9464",
-    }
-}
-
-/// Checks that `--metrics-listen` can be bound, so that the error can give
-/// advice that fits its kind; the listener is closed again at once.
-///
-/// # Errors
-///
-/// [`UsageError::MetricsListen`] with the bind error.
-pub fn check_metrics_listen(address: SocketAddr) -> Result<(), UsageError> {
-    std::net::TcpListener::bind(address)
-        .map(drop)
-        .map_err(|source| UsageError::MetricsListen { address, source })
 }
 
 impl DeliverArgs {
@@ -1408,24 +1369,6 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("ec.toml"), "{text}");
         assert!(text.contains("route.addresses []"), "{text}");
-    }
-
-    #[test]
-    fn metrics_bind_advice_fits_error() {
-        let in_use = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let address = in_use.local_addr().expect("local address");
-        let text = check_metrics_listen(address)
-            .expect_err("the port is in use")
-            .to_string();
-        assert!(text.contains("choose a free port"), "{text}");
-
-        // 192.0.2.1 (TEST-NET-1, RFC 5737) is on no host.
-        let foreign: SocketAddr = "192.0.2.1:9464".parse().expect("address");
-        let text = check_metrics_listen(foreign)
-            .expect_err("not an address of this host")
-            .to_string();
-        assert!(text.contains("not on this host"), "{text}");
-        assert!(!text.contains("free port"), "{text}");
     }
 
     #[test]

@@ -121,10 +121,7 @@ fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus
     }
 
     let _exporter = match args.metrics_listen {
-        Some(address) => {
-            cli::check_metrics_listen(address)?;
-            Some(Exporter::install(ExporterConfig::listen_on(address))?)
-        }
+        Some(address) => Some(Exporter::install(ExporterConfig::listen_on(address))?),
         None => None,
     };
     let log = args

@@ -196,6 +196,54 @@ fn listen_error_shows_example() {
 }
 
 #[test]
+fn metrics_bind_error_advice() {
+    let temp = temp_dir();
+    let message = temp.path().join("m.eml");
+    std::fs::write(&message, good_message("x", "a@maildir.test")).expect("write");
+    let message = arg(&message);
+    // A loopback port with no listener, so that a run that got past the
+    // metrics exporter would fail fast and send nothing off this host.
+    let relay = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port")
+        .to_string();
+
+    let occupied = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let in_use = occupied.local_addr().expect("bound address").to_string();
+    // 192.0.2.1 (TEST-NET-1, RFC 5737) is an address of no host, so the
+    // bind fails with EADDRNOTAVAIL. A bind sends no packet.
+    let cases = [
+        (
+            in_use.as_str(),
+            "choose a free port or stop the process that uses it",
+        ),
+        ("192.0.2.1:9464", "the IP address is not on this host"),
+    ];
+    for (address, advice) in cases {
+        let finished = run(
+            [
+                "deliver",
+                "--relay",
+                &relay,
+                "--metrics-listen",
+                address,
+                &message,
+            ],
+            RUN_TIMEOUT,
+        );
+        finished.expect_code(64);
+        assert!(
+            finished
+                .stderr
+                .contains(&format!("cannot listen for metrics scrapes on {address}")),
+            "{finished}"
+        );
+        assert_eq!(finished.stderr.matches(advice).count(), 1, "{finished}");
+    }
+    drop(occupied);
+}
+
+#[test]
 fn config_error_names_file_and_key() {
     let temp = temp_dir();
     let message = temp.path().join("m.eml");

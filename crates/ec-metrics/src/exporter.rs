@@ -159,7 +159,7 @@ fn install_with_listener(address: SocketAddr) -> Result<ExporterHandle, MetricsE
         prometheus_builder()?.with_http_listener(address).build()
     };
     let (recorder, exporter) = built.map_err(|source| match source {
-        BuildError::FailedToCreateHTTPListener(_) => MetricsError::Listen { address, source },
+        BuildError::FailedToCreateHTTPListener(message) => MetricsError::listen(address, message),
         other => MetricsError::Exporter(other),
     })?;
     let prometheus = recorder.handle();

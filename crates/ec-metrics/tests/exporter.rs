@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 
 use common::{free_port, http_get, Exposition};
@@ -14,6 +15,14 @@ use ec_types::{Domain, MessageFate};
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Returns the bind error's kind of a [`MetricsError::Listen`].
+fn listen_error_kind(error: &MetricsError) -> io::ErrorKind {
+    match error {
+        MetricsError::Listen { source, .. } => source.kind(),
+        other => panic!("expected a Listen error, got {other:?}"),
+    }
 }
 
 /// Installs on a free loopback port, trying a new port when another
@@ -46,12 +55,28 @@ fn install_serve_and_refuse_second() {
     let occupied_address = occupied.local_addr().expect("bound address");
     let error = Exporter::install(ExporterConfig::listen_on(occupied_address))
         .expect_err("the port is taken");
-    assert!(matches!(error, MetricsError::Listen { .. }), "{error:?}");
+    assert_eq!(listen_error_kind(&error), io::ErrorKind::AddrInUse);
+    let text = error.to_string();
+    assert!(text.contains(&occupied_address.to_string()), "{text}");
     assert!(
-        error.to_string().contains(&occupied_address.to_string()),
-        "{error}"
+        text.contains("choose a free port or stop the process that uses it"),
+        "{text}"
     );
     drop(occupied);
+
+    // 192.0.2.1 (TEST-NET-1, RFC 5737) is an address of no host, so the
+    // bind fails with EADDRNOTAVAIL. A bind sends no packet.
+    let foreign = SocketAddr::from(([192, 0, 2, 1], 9464));
+    let error = Exporter::install(ExporterConfig::listen_on(foreign))
+        .expect_err("the address is not on this host");
+    assert_eq!(listen_error_kind(&error), io::ErrorKind::AddrNotAvailable);
+    let text = error.to_string();
+    assert!(text.contains("192.0.2.1:9464"), "{text}");
+    assert!(
+        text.contains("the IP address is not on this host"),
+        "{text}"
+    );
+    assert!(!text.contains("free port"), "{text}");
 
     let handle = install_on_free_port();
     let address = handle.listen_address().expect("installed with a listener");
