@@ -222,14 +222,16 @@ fn send_one(config: ec_types::Config, local: &str, body: &[u8]) -> RunResult {
     result
 }
 
-/// One message through Postfix with `chunking` set; returns the copy
-/// Postfix stored and the command counts smtpd logged for its session, such
-/// as `ehlo=2 starttls=1 mail=1 rcpt=1 bdat=1 quit=1 commands=7`.
+/// One message through Postfix with `chunking` set and the configuration
+/// changed by `adjust`; returns the run, the copy Postfix stored and the
+/// command counts smtpd logged for its session, such as `ehlo=2 starttls=1
+/// mail=1 rcpt=1 bdat=1 quit=1 commands=7`.
 fn deliver_and_read_session_log(
     postfix: &Postfix,
     chunking: bool,
     body: &str,
-) -> (Vec<u8>, String) {
+    adjust: impl FnOnce(&mut ec_types::Config),
+) -> (RunResult, Vec<u8>, String) {
     let local = postfix.unique_local_part(if chunking { "bdat" } else { "data" });
     let mut config = tls_config(
         postfix,
@@ -238,6 +240,7 @@ fn deliver_and_read_session_log(
         postfix.plain_addr().port(),
     );
     config.global.chunking = Some(chunking);
+    adjust(&mut config);
 
     let result = send_one(config, &local, body.as_bytes());
     assert_eq!(result.count("delivered"), 1, "{:?}", result.records);
@@ -245,7 +248,8 @@ fn deliver_and_read_session_log(
     let stored = postfix.wait_for_messages(&local, 1, Duration::from_secs(30));
     let copy = stored.into_iter().next().expect("one stored copy");
     let queue_id = received_queue_id(&copy);
-    (copy, smtpd_session_counts(postfix, &queue_id))
+    let counts = smtpd_session_counts(postfix, &queue_id);
+    (result, copy, counts)
 }
 
 /// Returns the queue id from the `Received:` field smtpd added: `... with
@@ -305,15 +309,40 @@ fn postfix_gets_bdat_when_it_offers_chunking() {
     let body = "From: a@ec.test\r\nSubject: chunking\r\n\r\n.one dot\r\nend\n";
     let stored_body = "\n.one dot\nend\n";
 
-    let (copy, counts) = deliver_and_read_session_log(postfix, true, body);
+    let (_, copy, counts) = deliver_and_read_session_log(postfix, true, body, |_| {});
     assert!(counts.contains(" bdat=1 "), "{counts}");
     assert!(!counts.contains(" data="), "{counts}");
     assert!(String::from_utf8_lossy(&copy).ends_with(stored_body));
 
-    let (copy, counts) = deliver_and_read_session_log(postfix, false, body);
+    let (_, copy, counts) = deliver_and_read_session_log(postfix, false, body, |_| {});
     assert!(counts.contains(" data=1 "), "{counts}");
     assert!(!counts.contains(" bdat="), "{counts}");
     assert!(String::from_utf8_lossy(&copy).ends_with(stored_body));
+}
+
+/// A connection at its delivery limit sends QUIT with its last
+/// transaction. smtpd counts every command it got and marks a rejected or
+/// failed one as `verb=ok/total`, so a clean `quit=1` with nothing failed
+/// shows that Postfix took the pipelined QUIT, after BDAT and after DATA.
+#[test]
+fn postfix_takes_quit_with_the_last_transaction() {
+    let postfix = Postfix::get();
+    for chunking in [true, false] {
+        let body = "From: a@ec.test\r\nSubject: last transaction\r\n\r\nbody\r\n";
+        let (result, _, counts) = deliver_and_read_session_log(postfix, chunking, body, |config| {
+            config.global.max_deliveries_per_connection = Some(1);
+        });
+
+        assert!(counts.contains(" quit=1 "), "{counts}");
+        assert!(!counts.contains('/'), "a command failed: {counts}");
+        assert_eq!(result.closes.len(), 1, "{:?}", result.closes);
+        let close = &result.closes[0];
+        assert_eq!(
+            (close.reason, close.outcome),
+            (ec_types::CloseReason::MaxDeliveries, CloseOutcome::Clean),
+            "{close:?}"
+        );
+    }
 }
 
 #[test]

@@ -129,6 +129,8 @@ impl Scheduler {
             self.ledger.active -= count;
             self.ledger.in_flight += count;
             entry.construct.batch.clone_from(&batch);
+            let last = is_last_batch(&entry.construct, batch.len());
+            entry.construct.last_batch_sent = last;
 
             let connection = &mut entry.connection;
             self.timers.cancel_slot(&mut connection.timers.idle);
@@ -136,7 +138,10 @@ impl Scheduler {
                 .change_state(Some(connection.state), Some(ConnectionState::Busy));
             connection.state = ConnectionState::Busy;
             if let Some(link) = connection.link.as_mut() {
-                link.send(SessionCommand::Deliver(batch));
+                link.send(SessionCommand::Deliver {
+                    messages: batch,
+                    last,
+                });
             }
         }
         worn_out
@@ -400,10 +405,19 @@ fn batch_limit(construct: &DeliveryConstruct, batch_size: u32) -> usize {
     limit as usize
 }
 
+/// Returns whether a batch of `len` messages brings the connection to
+/// `max_deliveries_per_connection`, so that it closes when the batch is
+/// done.
+fn is_last_batch(construct: &DeliveryConstruct, len: usize) -> bool {
+    let max = construct.settings.max_deliveries_per_connection;
+    let after = u64::from(construct.deliveries).saturating_add(len as u64);
+    max != 0 && after >= u64::from(max)
+}
+
 /// Why an idle connection may take no more mail.
 pub(crate) fn exhausted_reason(construct: &DeliveryConstruct, now: Instant) -> CloseReason {
     let max = construct.settings.max_deliveries_per_connection;
-    if max != 0 && construct.deliveries >= max {
+    if max != 0 && (construct.deliveries >= max || construct.last_batch_sent) {
         CloseReason::MaxDeliveries
     } else {
         debug_assert!(!construct.reusable(now));

@@ -686,7 +686,9 @@ impl Harness {
                 continue;
             };
             match &command {
-                SessionCommand::Deliver(batch) => session.outstanding.extend(batch.iter().cloned()),
+                SessionCommand::Deliver { messages, .. } => {
+                    session.outstanding.extend(messages.iter().cloned());
+                }
                 SessionCommand::Close(_) => {
                     session.outstanding.clear();
                     session.close_requested = true;

@@ -52,7 +52,7 @@ fn deliver_commands(harness: &Harness, handle: ConnectionHandle) -> Vec<usize> {
         .commands(handle)
         .iter()
         .filter_map(|command| match command {
-            SessionCommand::Deliver(batch) => Some(batch.len()),
+            SessionCommand::Deliver { messages, .. } => Some(messages.len()),
             _ => None,
         })
         .collect()
@@ -206,6 +206,61 @@ fn max_age_closes_idle_connection() {
     assert_eq!(close_plans(&harness, connection).len(), 1);
     harness.closed(connection, CloseOutcome::Clean);
     assert_eq!(closed_reports(&harness)[0].reason, CloseReason::MaxAge);
+    audit(&harness);
+}
+
+/// Each `Deliver` command's `last` flag, in order.
+fn last_flags(harness: &Harness, handle: ConnectionHandle) -> Vec<bool> {
+    harness
+        .commands(handle)
+        .iter()
+        .filter_map(|command| match command {
+            SessionCommand::Deliver { last, .. } => Some(*last),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_batch_that_reaches_max_deliveries_is_marked_last() {
+    let mut harness = Harness::new(global(|s| {
+        s.max_deliveries_per_connection = Some(3);
+        s.max_outbound_connections = Some(1);
+        s.batch_size = Some(2);
+    }));
+    submit_many(&mut harness, BindingSlot(0), "example.com", 5);
+    let first = harness.opened()[0];
+    make_ready(&mut harness, first);
+    harness.deliver(first, ReplyCode::OK);
+    harness.deliver(first, ReplyCode::OK);
+
+    assert_eq!(deliver_commands(&harness, first), [2, 1]);
+    assert_eq!(last_flags(&harness, first), [false, true]);
+    assert_eq!(close_plans(&harness, first).len(), 1);
+
+    harness.closed(first, CloseOutcome::Clean);
+    let second = harness.opened()[1];
+    make_ready(&mut harness, second);
+    assert_eq!(last_flags(&harness, second), [false]);
+    harness.deliver(second, ReplyCode::OK);
+    audit(&harness);
+}
+
+#[test]
+fn no_batch_is_last_without_a_delivery_limit() {
+    let mut harness = Harness::new(global(|s| {
+        s.max_deliveries_per_connection = Some(0);
+        s.batch_size = Some(1);
+        s.max_outbound_connections = Some(1);
+    }));
+    submit_many(&mut harness, BindingSlot(0), "example.com", 3);
+    let first = harness.opened()[0];
+    make_ready(&mut harness, first);
+    for _ in 0..3 {
+        harness.deliver(first, ReplyCode::OK);
+    }
+    assert_eq!(last_flags(&harness, first), [false, false, false]);
+    assert!(close_plans(&harness, first).is_empty());
     audit(&harness);
 }
 

@@ -77,8 +77,8 @@ fn run_session(
     });
     while let Ok(command) = commands.recv() {
         match command {
-            SessionCommand::Deliver(batch) => {
-                for message in batch {
+            SessionCommand::Deliver { messages, .. } => {
+                for message in messages {
                     let reply = Reply::new(ReplyCode::OK, None, "queued");
                     let outcome = TransactionOutcome {
                         message: message.id,

@@ -42,6 +42,11 @@ pub struct DeliveryConstruct {
     pub settings: Arc<EffectiveSettings>,
     /// Transactions finished on this connection.
     pub deliveries: u32,
+    /// The connection got its last batch (see
+    /// [`SessionCommand::Deliver`](crate::SessionCommand::Deliver)):
+    /// it takes no more mail, even if a message of that batch got no
+    /// transaction.
+    pub last_batch_sent: bool,
     /// When the connect started.
     pub opened_at: Instant,
 }
@@ -66,6 +71,7 @@ impl DeliveryConstruct {
             mail_rejected: None,
             settings,
             deliveries: 0,
+            last_batch_sent: false,
             opened_at,
         }
     }
@@ -74,7 +80,7 @@ impl DeliveryConstruct {
     /// and age limits.
     pub fn reusable(&self, now: Instant) -> bool {
         let max = self.settings.max_deliveries_per_connection;
-        let under_delivery_limit = max == 0 || self.deliveries < max;
+        let under_delivery_limit = max == 0 || (self.deliveries < max && !self.last_batch_sent);
         let under_age_limit = now.duration_since(self.opened_at) < self.settings.max_connection_age;
         under_delivery_limit && under_age_limit
     }

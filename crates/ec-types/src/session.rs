@@ -72,7 +72,18 @@ pub enum SessionCommand {
     /// Deliver these messages, one transaction each, in order. Before the
     /// first, the session checks without waiting that an idle connection
     /// has not been closed by the server.
-    Deliver(Vec<SharedMessage>),
+    Deliver {
+        /// The batch, in order.
+        messages: Vec<SharedMessage>,
+        /// This is the connection's last batch: it reaches
+        /// `max_deliveries_per_connection`, and `closeconn` follows when it
+        /// is done. The session may send QUIT right after the last
+        /// transaction, in its pipelined group when the server offers
+        /// PIPELINING (RFC 2920 section 3.1 allows QUIT as the last
+        /// command of a group), so that the close needs no round trip of
+        /// its own. The scheduler gives such a connection no more mail.
+        last: bool,
+    },
     /// Shut the transport down.
     Close(ClosePlan),
 }

@@ -21,7 +21,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
 use super::connect::connect;
-use super::shutdown::{shutdown, ShutdownPlan, StreamEnd};
+use super::shutdown::{shutdown, QuitStep, ShutdownPlan, StreamEnd};
 use super::transport::Transport;
 use crate::proto::client::{
     Client, ClientConfig, ClientError, ClientEvent, ClientState, Timeouts, TlsUnavailable,
@@ -93,6 +93,13 @@ struct Session<E: EventSink> {
     final_dot_sent: bool,
     /// A `Deliver` is being worked on; `BatchDone` is due when it ends.
     batch_open: bool,
+    /// The batch is the connection's last: QUIT follows its last
+    /// transaction.
+    last_batch: bool,
+    /// How far QUIT got before the close began.
+    quit: QuitProgress,
+    /// The buffers of the write under way; kept to reuse its allocation.
+    writes: Vec<TransmitParts>,
     /// `Closed` was reported: the scheduler has the session's last event.
     closed_reported: bool,
 }
@@ -120,6 +127,33 @@ struct InTransaction {
     recipient_index: Vec<usize>,
     rcpt_replies: Vec<Option<Reply>>,
     started: std::time::Instant,
+}
+
+/// How far QUIT got in the conversation, before `closeconn`'s close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuitProgress {
+    /// Not written.
+    NotSent,
+    /// Written; no reply yet.
+    Sent,
+    /// The server replied.
+    Answered,
+    /// The server closed, or the QUIT timeout passed, without a reply: the
+    /// close outcome to report if nothing worse happens.
+    Unanswered(CloseOutcome),
+}
+
+impl QuitProgress {
+    /// What the transport shutdown still has to do about QUIT, when
+    /// `closeconn` asks for QUIT or not.
+    fn step(self, send_quit: bool) -> QuitStep {
+        match self {
+            _ if !send_quit => QuitStep::Skip,
+            Self::NotSent => QuitStep::Send,
+            Self::Sent => QuitStep::AwaitReply,
+            Self::Answered | Self::Unanswered(_) => QuitStep::Skip,
+        }
+    }
 }
 
 /// What one pass over the client's events did.
@@ -157,6 +191,9 @@ impl<E: EventSink> Session<E> {
             stream_end: None,
             final_dot_sent: false,
             batch_open: false,
+            last_batch: false,
+            quit: QuitProgress::NotSent,
+            writes: Vec::new(),
         }
     }
 
@@ -200,16 +237,21 @@ impl<E: EventSink> Session<E> {
                 deadline: (Instant::now() + settings.timeouts.close).into_std(),
             },
         };
-        let report = shutdown(
+        let mut report = shutdown(
             transport,
             ShutdownPlan {
-                send_quit: plan.send_quit,
+                quit: self.quit.step(plan.send_quit),
                 quit_timeout: settings.timeouts.quit,
                 deadline: Instant::from_std(plan.deadline),
                 stream_end: self.stream_end,
             },
         )
         .await;
+        if let (QuitProgress::Unanswered(outcome), CloseOutcome::Clean) =
+            (self.quit, report.outcome)
+        {
+            report.outcome = outcome;
+        }
         tracing::debug!(outcome = %report.outcome, "socket closed");
         self.report_closed(report);
     }
@@ -268,6 +310,11 @@ impl<E: EventSink> Session<E> {
             if drained.failed {
                 return self.wait_for_close().await;
             }
+            if client.state() == ClientState::Closed {
+                // QUIT went with the last transaction and is answered:
+                // nothing is left to read before closeconn's close.
+                return self.wait_for_close().await;
+            }
             if drained.handled > 0 {
                 // Handling events (a handshake, the next transaction) may
                 // have queued more to write: write it before waiting.
@@ -282,9 +329,10 @@ impl<E: EventSink> Session<E> {
                     self.handle_read(&mut client, read, transport.is_tls(), &buffer);
                 }
                 command = self.commands.recv() => match command {
-                    Some(SessionCommand::Deliver(batch)) => {
+                    Some(SessionCommand::Deliver { messages, last }) => {
                         self.batch_open = true;
-                        self.queued.extend(batch);
+                        self.last_batch = last;
+                        self.queued.extend(messages);
                         if !self.still_idle(&mut client, transport, &mut buffer).await {
                             return self.wait_for_close().await;
                         }
@@ -360,38 +408,58 @@ impl<E: EventSink> Session<E> {
         client: &mut Client,
         transport: &mut Transport,
     ) -> Result<(), SessionError> {
-        let mut wrote = false;
-        while let Some(parts) = client.poll_transmit_parts() {
-            let block = self.request.settings.timeouts.data_block;
-            let stage = client.stage();
-            match timeout(block, write_flush(transport, &parts)).await {
-                Ok(Ok(())) => wrote = true,
-                Ok(Err(error)) => {
-                    self.stream_end = StreamEnd::of_write(&error);
-                    let kind = error.kind();
-                    return Err(match kind {
-                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
-                            SessionError::Reset { stage }
-                        }
-                        _ => SessionError::Io { stage, kind },
-                    });
-                }
-                Err(_) => {
-                    return Err(SessionError::Timeout {
-                        stage,
-                        after: block,
-                    })
-                }
+        let mut writes = std::mem::take(&mut self.writes);
+        writes.extend(std::iter::from_fn(|| client.poll_transmit_parts()));
+        let result = self.write_all(client, transport, &writes).await;
+        writes.clear();
+        self.writes = writes;
+        result
+    }
+
+    /// Writes every buffer the client queued, in order, as one vectored
+    /// write with one flush: a pipelined group's commands, message data
+    /// and a QUIT after it leave together.
+    async fn write_all(
+        &mut self,
+        client: &mut Client,
+        transport: &mut Transport,
+        writes: &[TransmitParts],
+    ) -> Result<(), SessionError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let block = self.request.settings.timeouts.data_block;
+        let stage = client.stage();
+        match timeout(block, write_flush(transport, writes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                self.stream_end = StreamEnd::of_write(&error);
+                let kind = error.kind();
+                return Err(match kind {
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                        SessionError::Reset { stage }
+                    }
+                    _ => SessionError::Io { stage, kind },
+                });
             }
-            self.events.bytes_sent(parts.len() as u64);
+            Err(_) => {
+                return Err(SessionError::Timeout {
+                    stage,
+                    after: block,
+                })
+            }
         }
-        if wrote {
-            client.handle_transmitted(std::time::Instant::now());
-            // The data and its final dot are the last write of a
-            // transaction, so only a write that completed can have
-            // delivered the dot.
-            self.final_dot_sent |= client.delivery_unknown_pending();
+        let len: usize = writes.iter().map(TransmitParts::len).sum();
+        self.events.bytes_sent(len as u64);
+
+        if client.quit_handed_out() && self.quit == QuitProgress::NotSent {
+            self.quit = QuitProgress::Sent;
         }
+        client.handle_transmitted(std::time::Instant::now());
+        // The data and its final dot are the last write of a
+        // transaction, so only a write that completed can have
+        // delivered the dot.
+        self.final_dot_sent |= client.delivery_unknown_pending();
         Ok(())
     }
 
@@ -456,7 +524,17 @@ impl<E: EventSink> Session<E> {
                     self.fail(error, stage);
                     failed = true;
                 }
-                ClientEvent::IdleTimeout | ClientEvent::Closed { .. } => {}
+                ClientEvent::Closed { reply } => {
+                    // Only QUIT closes the client without a failure.
+                    self.quit = match reply {
+                        Some(_) => QuitProgress::Answered,
+                        None if self.stream_end.is_some() => {
+                            QuitProgress::Unanswered(CloseOutcome::NoQuitReply)
+                        }
+                        None => QuitProgress::Unanswered(CloseOutcome::QuitTimedOut),
+                    };
+                }
+                ClientEvent::IdleTimeout => {}
             }
         }
         Drained { failed, handled }
@@ -544,14 +622,14 @@ impl<E: EventSink> Session<E> {
     /// needs SMTPUTF8) fail at once without touching the connection.
     fn start_next(&mut self, client: &mut Client) {
         while self.current.is_none() {
+            if self.queued.is_empty() {
+                self.end_batch(client);
+                return;
+            }
             if client.state() != ClientState::Ready {
                 return;
             }
             let Some(message) = self.queued.pop_front() else {
-                if self.batch_open {
-                    self.batch_open = false;
-                    self.events.report(SessionEvent::BatchDone);
-                }
                 return;
             };
             let recipient_index: Vec<usize> =
@@ -566,6 +644,10 @@ impl<E: EventSink> Session<E> {
             };
             match client.start_transaction(transaction, std::time::Instant::now()) {
                 Ok(()) => {
+                    if self.last_batch && self.queued.is_empty() {
+                        // Cannot fail: a transaction was just started.
+                        let _ = client.quit_after_transaction();
+                    }
                     self.current = Some(InTransaction {
                         rcpt_replies: vec![None; recipient_index.len()],
                         message,
@@ -604,6 +686,21 @@ impl<E: EventSink> Session<E> {
                     return;
                 }
             }
+        }
+    }
+
+    /// Reports the batch done once every message in it has an outcome.
+    /// After the connection's last batch, QUIT goes now if it did not go
+    /// with the last transaction (when no transaction started for the
+    /// last message).
+    fn end_batch(&mut self, client: &mut Client) {
+        if !self.batch_open {
+            return;
+        }
+        self.batch_open = false;
+        self.events.report(SessionEvent::BatchDone);
+        if self.last_batch {
+            client.quit(std::time::Instant::now());
         }
     }
 
@@ -706,10 +803,10 @@ impl<E: EventSink> Session<E> {
         loop {
             match self.commands.recv().await {
                 Some(SessionCommand::Close(plan)) => return LoopEnd::Close(plan),
-                Some(SessionCommand::Deliver(batch)) => {
+                Some(SessionCommand::Deliver { messages, .. }) => {
                     // A batch sent before the scheduler saw the failure: it is
                     // still in the scheduler's construct, which requeues it.
-                    tracing::debug!(messages = batch.len(), "batch for a failed session");
+                    tracing::debug!(messages = messages.len(), "batch for a failed session");
                 }
                 Some(_) => {}
                 None => return LoopEnd::Abandoned,
@@ -738,20 +835,42 @@ async fn read_now(transport: &mut Transport, buffer: &mut [u8]) -> Option<std::i
     }
 }
 
-/// Writes both parts, with vectored writes so that they leave in one
-/// segment when they fit, and flushes them, so a TLS record goes out at
-/// once.
-async fn write_flush(transport: &mut Transport, parts: &TransmitParts) -> std::io::Result<()> {
-    let (mut head, mut tail) = (&parts.head[..], &parts.tail[..]);
-    while !head.is_empty() || !tail.is_empty() {
-        let slices = [IoSlice::new(head), IoSlice::new(tail)];
-        let written = transport.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+/// The most buffers one vectored write call takes; more go in further
+/// calls before the one flush.
+const WRITE_SLICES: usize = 8;
+
+/// Writes every part of `writes` in order, with vectored writes so that
+/// they leave in one segment when they fit, and flushes once, so a TLS
+/// record goes out at once.
+async fn write_flush(transport: &mut Transport, writes: &[TransmitParts]) -> std::io::Result<()> {
+    // Part `2 * i` is the head of write `i`, and part `2 * i + 1` its tail.
+    let parts = 2 * writes.len();
+    let mut next = 0;
+    while next < parts {
+        let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+        let mut count = 0;
+        while next < parts && count < WRITE_SLICES {
+            let write = &writes[next / 2];
+            let part = if next % 2 == 0 {
+                &write.head
+            } else {
+                &write.tail
+            };
+            next += 1;
+            if !part.is_empty() {
+                slices[count] = IoSlice::new(part);
+                count += 1;
+            }
         }
-        let from_head = written.min(head.len());
-        head = &head[from_head..];
-        tail = &tail[written - from_head..];
+
+        let mut pending = &mut slices[..count];
+        while !pending.is_empty() {
+            let written = transport.write_vectored(pending).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut pending, written);
+        }
     }
     transport.flush().await
 }

@@ -6,20 +6,23 @@
 //! stream ended before the close? ──yes──► close_notify/FIN where still possible ──► drop
 //!     │no
 //!     ▼
-//! send_quit? ──yes──► QUIT, wait for 221 ≤ QUIT timeout ──┐
-//!     │no                                                  │
-//!     ▼                                                    ▼
+//! QUIT step? ──Send──► QUIT, wait for 221 ≤ QUIT timeout ──┐
+//!     │  └──AwaitReply──► wait for 221 ≤ QUIT timeout ───────┤
+//!     │Skip                                                  │
+//!     ▼                                                      ▼
 //! TLS? ──yes──► close_notify + flush ──► TCP shutdown(write) ──► read to EOF (≤ 64 KiB) ──► drop
 //! ```
 //!
-//! A missing 221 is normal and only shortens the wait. A peer that closes
+//! `AwaitReply` is for a session that sent QUIT with its last transaction
+//! and had no reply yet; `Skip` also covers one whose QUIT was answered
+//! already. A missing 221 is normal and only shortens the wait. A peer that closes
 //! TLS without close_notify after its 221 closed cleanly, because nothing
 //! was due; one that does so while a reply is due truncated the session.
 
 use std::io;
 use std::time::Duration;
 
-use ec_types::{CloseOutcome, CloseReport};
+use ec_types::{CloseOutcome, CloseReport, Stage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 
@@ -32,11 +35,22 @@ use crate::proto::reply_parser::ReplyParser;
 /// reading until its deadline.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
+/// What the shutdown does about QUIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QuitStep {
+    /// Nothing: QUIT is not wanted, or it was answered already.
+    Skip,
+    /// Send QUIT and wait for its reply.
+    Send,
+    /// QUIT went with the last transaction: wait for its reply.
+    AwaitReply,
+}
+
 /// The steps of one transport shutdown and their deadlines.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ShutdownPlan {
-    /// Send QUIT and wait for its reply.
-    pub(crate) send_quit: bool,
+    /// QUIT and its reply.
+    pub(crate) quit: QuitStep,
     /// How long to wait for the 221.
     pub(crate) quit_timeout: Duration,
     /// When the socket is dropped whatever the state.
@@ -178,7 +192,7 @@ async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport
 
     // Step 1: QUIT and its reply.
     let mut reply_due = false;
-    if plan.send_quit {
+    if plan.quit == QuitStep::Send {
         match timeout_at(plan.deadline, write_quit(&mut transport)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -194,6 +208,8 @@ async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport
                 return report;
             }
         }
+    }
+    if plan.quit != QuitStep::Skip {
         let quit_deadline = (Instant::now() + plan.quit_timeout).min(plan.deadline);
         let mut parser = ReplyParser::default();
         let mut answered = false;
@@ -204,7 +220,10 @@ async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport
                         break;
                     }
                     match parser.next_reply() {
-                        Ok(Some(_)) => answered = true,
+                        Ok(Some(reply)) => {
+                            ec_metrics::reply(Stage::Quit, reply.class());
+                            answered = true;
+                        }
                         Ok(None) => {}
                         Err(_) => break,
                     }

@@ -72,6 +72,9 @@ struct Harness {
     /// The open transaction reported MailRejected.
     mail_rejected: bool,
     ready_events: usize,
+    /// `quit_after_transaction` succeeded: the session must never be
+    /// ready again.
+    quit_after: bool,
 }
 
 impl Harness {
@@ -110,11 +113,12 @@ impl Harness {
             open: None,
             mail_rejected: false,
             ready_events: 0,
+            quit_after: false,
         }
     }
 
     fn step(&mut self, script: &mut Script<'_>) {
-        match script.byte() % 9 {
+        match script.byte() % 10 {
             0 => {
                 let len = usize::from(script.byte());
                 self.client.handle_input(script.bytes(len), self.now);
@@ -139,6 +143,7 @@ impl Harness {
             5 => self.write_all(),
             6 => self.establish_tls(),
             7 => self.quit(),
+            8 => self.quit_after_transaction(),
             _ => self.client.abort(),
         }
     }
@@ -179,6 +184,17 @@ impl Harness {
             idle,
             "quit() in state {state:?}"
         );
+    }
+
+    fn quit_after_transaction(&mut self) {
+        let state = self.client.state();
+        let result = self.client.quit_after_transaction();
+        assert_eq!(
+            result.is_ok(),
+            state.in_transaction(),
+            "quit_after_transaction() in state {state:?}"
+        );
+        self.quit_after |= result.is_ok();
     }
 
     fn check_after_step(&mut self) {
@@ -247,6 +263,13 @@ impl Harness {
             "open transaction {:?} in state {state:?}",
             self.open
         );
+        if self.quit_after {
+            assert_ne!(
+                state,
+                ClientState::Ready,
+                "ready again after quit_after_transaction()"
+            );
+        }
         if state == ClientState::Closed {
             assert_eq!(self.client.next_timeout(), None, "a timer runs after close");
             assert!(

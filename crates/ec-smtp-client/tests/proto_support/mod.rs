@@ -87,6 +87,18 @@ impl Session {
         self.client.handle_transmitted(self.now);
     }
 
+    /// Checks that the client queued exactly `expected`, one buffer each,
+    /// in order, and reports the writes done.
+    #[track_caller]
+    pub fn expect_writes(&mut self, expected: &[&str]) {
+        let mut sent = Vec::new();
+        while let Some(buffer) = self.client.poll_transmit() {
+            sent.push(String::from_utf8_lossy(&buffer).into_owned());
+        }
+        assert_eq!(sent, expected, "unexpected writes from the client");
+        self.client.handle_transmitted(self.now);
+    }
+
     /// Checks that the client wrote nothing.
     #[track_caller]
     pub fn nothing_sent(&mut self) {

@@ -110,6 +110,7 @@ impl Client {
                 in_flight.lone_dot = true;
                 in_flight.data = None;
                 self.queue(Bytes::from_static(END_OF_DATA), false);
+                self.pipeline_quit();
                 Ok(State::ExpectDataReply(in_flight))
             }
             ReplyClass::PositiveIntermediate => {
@@ -118,6 +119,7 @@ impl Client {
                     .take()
                     .unwrap_or_else(|| TransmitParts::whole(Bytes::new()));
                 self.queue_parts(data, true);
+                self.pipeline_quit();
                 Ok(State::ExpectDataReply(in_flight))
             }
             ReplyClass::PositiveCompletion => Err(self.unexpected(reply)),
@@ -181,11 +183,18 @@ impl Client {
         }
     }
 
+    /// Ends the transaction. The session is then ready for the next one,
+    /// or waits for the reply to QUIT when QUIT was due after this one
+    /// (queued now if it did not go with the message data).
     fn finish(&mut self, end: TransactionEnd) -> State {
         tracing::debug!(?end, "transaction finished");
         self.events.push_back(ClientEvent::TransactionFinished(end));
         self.data_handed_out = false;
         self.undeliverable = false;
+        if std::mem::take(&mut self.quit_after) {
+            self.queue_quit();
+            return State::ExpectQuit;
+        }
         State::Ready
     }
 }

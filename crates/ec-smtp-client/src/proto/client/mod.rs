@@ -143,14 +143,31 @@ pub struct Client {
     /// or every RCPT was rejected. Data already handed out (a BDAT chunk
     /// goes with the commands) then cannot have been delivered.
     undeliverable: bool,
+    /// QUIT follows the current transaction
+    /// ([`quit_after_transaction`](Self::quit_after_transaction)).
+    quit_after: bool,
+    /// QUIT was queued for [`poll_transmit`](Self::poll_transmit).
+    quit_queued: bool,
+    /// QUIT was handed to the driver.
+    quit_handed_out: bool,
 }
 
 /// One buffer to write.
 #[derive(Debug)]
 struct Transmit {
     parts: TransmitParts,
-    /// Message data with its final dot.
-    is_data: bool,
+    kind: TransmitKind,
+}
+
+/// What a buffer to write holds, as far as the session tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransmitKind {
+    /// Message data with its final dot, or a BDAT group with its chunk.
+    Data,
+    /// QUIT.
+    Quit,
+    /// Any other command or group of commands.
+    Command,
 }
 
 /// One write in two parts: `head`, then `tail`, which a driver writes with
@@ -233,6 +250,9 @@ impl Client {
             transactions: 0,
             data_handed_out: false,
             undeliverable: false,
+            quit_after: false,
+            quit_queued: false,
+            quit_handed_out: false,
         };
         client.enter(State::ExpectBanner, now);
         Ok(client)
@@ -402,9 +422,48 @@ impl Client {
         if !matches!(self.state, State::Ready | State::Unusable) {
             return false;
         }
-        self.send_command(Command::Quit);
+        self.queue_quit();
         self.enter(State::ExpectQuit, now);
         true
+    }
+
+    /// Ends the session after the transaction under way, for a connection
+    /// that closes after it anyway: the close then needs no round trip of
+    /// its own. When the server offers PIPELINING, QUIT goes right after
+    /// the message data, in the same write (RFC 2920 section 3.1 allows
+    /// QUIT as the last command of a group); otherwise it goes as soon as
+    /// the final reply arrives. When the transaction ends, however it
+    /// ends, the session waits for the reply to QUIT
+    /// ([`ClientState::ExpectQuit`]) instead of becoming ready.
+    ///
+    /// A failure of the session before then leaves it as any failure does;
+    /// [`quit_handed_out`](Self::quit_handed_out) tells whether QUIT may
+    /// have reached the server.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`StateError`] when no transaction is under way.
+    pub fn quit_after_transaction(&mut self) -> Result<(), StateError> {
+        if !self.state().in_transaction() {
+            return Err(StateError {
+                operation: "quit_after_transaction",
+                state: self.state(),
+            });
+        }
+        self.quit_after = true;
+        if self.state.chunked() || matches!(self.state, State::ExpectDataReply(_)) {
+            // The message data is queued already.
+            self.pipeline_quit();
+        }
+        Ok(())
+    }
+
+    /// Returns whether [`poll_transmit`](Self::poll_transmit) handed out
+    /// QUIT, from [`quit`](Self::quit) or after a transaction. A driver
+    /// that wrote it must not send QUIT again when it closes the
+    /// connection.
+    pub fn quit_handed_out(&self) -> bool {
+        self.quit_handed_out
     }
 
     /// Ends the session without QUIT, as when the driver must drop the
@@ -438,8 +497,10 @@ impl Client {
     /// copying message data that is already in wire form.
     pub fn poll_transmit_parts(&mut self) -> Option<TransmitParts> {
         let transmit = self.transmits.pop_front()?;
-        if transmit.is_data {
-            self.data_handed_out = true;
+        match transmit.kind {
+            TransmitKind::Data => self.data_handed_out = true,
+            TransmitKind::Quit => self.quit_handed_out = true,
+            TransmitKind::Command => {}
         }
         Some(transmit.parts)
     }
@@ -691,6 +752,29 @@ impl Client {
         self.queue_command(command.verb(), encoded);
     }
 
+    /// Queues QUIT after the message data just queued, when QUIT is due
+    /// after this transaction and the server allows it in the group.
+    fn pipeline_quit(&mut self) {
+        let pipelining = self
+            .capabilities
+            .as_ref()
+            .is_some_and(|capabilities| capabilities.pipelining);
+        if self.quit_after && pipelining {
+            self.queue_quit();
+        }
+    }
+
+    /// Queues QUIT once.
+    fn queue_quit(&mut self) {
+        if !self.quit_queued {
+            self.quit_queued = true;
+            self.send_command(Command::Quit);
+            if let Some(quit) = self.transmits.back_mut() {
+                quit.kind = TransmitKind::Quit;
+            }
+        }
+    }
+
     /// Queues a command without arguments.
     fn send_command(&mut self, command: Command<'static>) {
         self.queue_command(command.verb(), command.to_bytes());
@@ -712,7 +796,12 @@ impl Client {
     }
 
     fn queue_parts(&mut self, parts: TransmitParts, is_data: bool) {
-        self.transmits.push_back(Transmit { parts, is_data });
+        let kind = if is_data {
+            TransmitKind::Data
+        } else {
+            TransmitKind::Command
+        };
+        self.transmits.push_back(Transmit { parts, kind });
     }
 
     /// Reports that the session takes transactions.

@@ -1,0 +1,191 @@
+//! QUIT after the last transaction of a connection
+//! (`Client::quit_after_transaction`): in the group with the message data
+//! when the server offers PIPELINING, right after the final reply when it
+//! does not, and what a failure leaves to the driver.
+
+mod proto_support;
+
+use ec_smtp_client::proto::{ClientError, ClientEvent, ClientState, Stage, Timer, TransactionEnd};
+use proto_support::{transaction, Session};
+
+const GROUP: &str = "MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n";
+
+#[test]
+fn refused_outside_a_transaction() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    let error = s.client.quit_after_transaction().unwrap_err();
+    assert_eq!(error.state, ClientState::Ready);
+    s.nothing_sent();
+    assert_eq!(s.client.state(), ClientState::Ready);
+}
+
+#[test]
+fn pipelined_quit_follows_the_final_dot() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_sent(GROUP);
+    assert!(!s.client.quit_handed_out());
+
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+    s.expect_writes(&["x\r\n.\r\n", "QUIT\r\n"]);
+    assert!(s.client.quit_handed_out());
+    assert_eq!(s.client.state(), ClientState::ExpectDataReply);
+
+    // The final reply and the reply to QUIT, in one read.
+    s.server("250 2.0.0 queued\r\n221 2.0.0 bye\r\n");
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Delivered { .. }
+    ));
+    match s.next_event() {
+        ClientEvent::Closed { reply: Some(reply) } => assert_eq!(reply.code.as_u16(), 221),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.client.state(), ClientState::Closed);
+    s.no_events();
+}
+
+#[test]
+fn quit_waits_for_its_reply_with_the_quit_timer() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_sent(GROUP);
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+    s.expect_writes(&["x\r\n.\r\n", "QUIT\r\n"]);
+
+    s.server("250 2.0.0 queued\r\n");
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Delivered { .. }
+    ));
+    assert_eq!(s.client.state(), ClientState::ExpectQuit);
+    assert_eq!(s.client.stage(), Stage::Quit);
+    assert!(matches!(s.client.running_timer(), Some((Timer::Quit, _))));
+    s.nothing_sent();
+
+    let left = s.time_left();
+    s.advance(left);
+    assert_eq!(s.next_event(), ClientEvent::Closed { reply: None });
+    assert_eq!(s.client.state(), ClientState::Closed);
+}
+
+#[test]
+fn pipelined_quit_follows_a_bdat_chunk() {
+    let mut s = Session::ready(&["PIPELINING", "CHUNKING"]);
+    s.start(transaction(&["a@example.com"], "x\r\n"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_writes(&[
+        "MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.com>\r\nBDAT 3 LAST\r\nx\r\n",
+        "QUIT\r\n",
+    ]);
+    s.server("250 ok\r\n250 ok\r\n250 2.0.0 queued\r\n221 bye\r\n");
+    s.recipient_reply(0);
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Delivered { .. }
+    ));
+    assert!(matches!(s.next_event(), ClientEvent::Closed { reply: Some(_) }));
+}
+
+#[test]
+fn without_pipelining_quit_goes_after_the_final_reply() {
+    let mut s = Session::ready(&[]);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_sent("MAIL FROM:<sender@example.org>\r\n");
+    s.server("250 ok\r\n");
+    s.expect_sent("RCPT TO:<a@example.com>\r\n");
+    s.server("250 ok\r\n");
+    s.recipient_reply(0);
+    s.expect_sent("DATA\r\n");
+    s.server("354 go\r\n");
+    s.expect_sent("x\r\n.\r\n");
+    assert!(!s.client.quit_handed_out());
+
+    s.server("250 queued\r\n");
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Delivered { .. }
+    ));
+    s.expect_sent("QUIT\r\n");
+    assert!(s.client.quit_handed_out());
+    assert_eq!(s.client.state(), ClientState::ExpectQuit);
+    s.server("221 bye\r\n");
+    assert!(matches!(s.next_event(), ClientEvent::Closed { reply: Some(_) }));
+}
+
+#[test]
+fn quit_follows_a_transaction_that_sent_no_data() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_sent(GROUP);
+    s.server("250 ok\r\n550 5.1.1 unknown\r\n554 5.5.1 no valid recipients\r\n");
+    assert!(s.recipient_reply(0).is_permanent());
+    assert_eq!(s.transaction_end(), TransactionEnd::NoValidRecipients);
+    s.expect_sent("QUIT\r\n");
+    assert_eq!(s.client.state(), ClientState::ExpectQuit);
+}
+
+#[test]
+fn a_rejected_message_still_ends_with_quit() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_sent(GROUP);
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+    s.expect_writes(&["x\r\n.\r\n", "QUIT\r\n"]);
+    s.server("554 5.7.1 spam\r\n221 bye\r\n");
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::MessageRejected { .. }
+    ));
+    assert!(matches!(s.next_event(), ClientEvent::Closed { reply: Some(_) }));
+}
+
+#[test]
+fn a_421_to_the_final_dot_fails_the_session() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_sent(GROUP);
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+    s.expect_writes(&["x\r\n.\r\n", "QUIT\r\n"]);
+    s.server("421 4.3.0 shutting down\r\n");
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Aborted {
+            delivery_unknown: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.next_event(),
+        ClientEvent::Failed {
+            error: ClientError::ServiceClosing(_),
+            ..
+        }
+    ));
+    assert!(s.client.quit_handed_out(), "the driver must not send QUIT again");
+    assert!(!s.client.quit(s.now));
+}
+
+#[test]
+fn a_failure_before_the_data_leaves_quit_unsent() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_sent(GROUP);
+    s.client.handle_eof(s.now);
+    assert!(matches!(
+        s.transaction_end(),
+        TransactionEnd::Aborted { .. }
+    ));
+    assert!(!s.client.quit_handed_out());
+}
