@@ -1,7 +1,9 @@
 //! What a pipelining client puts on the wire: each command group in one
 //! write, the body with its final dot in one write, and RSET only between
 //! transactions. When DATA got 354 although every RCPT was rejected, only
-//! a lone dot follows (RFC 2920 section 3.1).
+//! a lone dot follows (RFC 2920 section 3.1). When MAIL got 5xx and the
+//! rest of the group 503, no message data follows, and every recipient
+//! fails once with the MAIL reply.
 
 use std::time::Duration;
 
@@ -73,6 +75,95 @@ fn refused_rcpts_send_lone_dot() {
         "only the final dot"
     );
     assert_eq!(result.close_outcomes(), [CloseOutcome::Clean]);
+}
+
+#[test]
+fn rejected_mail_fails_group() {
+    const MAIL_550: &str = "550 5.7.1 sender rejected";
+    for chunking in [false, true] {
+        let mut builder = Scenario::builder().on_nth(
+            Verb::Mail,
+            1,
+            Response::reply(MAIL_550).rejects_transaction(),
+        );
+        if chunking {
+            builder = builder.chunking();
+        }
+        let peer = FaultPeer::start_on_thread(builder.build()).expect("peer starts");
+        let mut config = fault_config(DOMAIN, peer.addr());
+        config.global.chunking = Some(chunking);
+
+        let result = Run::new(config).submit(message(1, 2)).run();
+
+        let records = assert_settled(&result, &peer);
+        for index in 0..2 {
+            let address = format!("rcpt1-{index}@{DOMAIN}");
+            let described: Vec<String> = result
+                .records
+                .iter()
+                .filter(|record| record.recipient.as_str() == address)
+                .map(|record| format!("{}: {}", record.outcome.as_str(), reply_of(record)))
+                .collect();
+            assert_eq!(
+                described,
+                [format!("failed: {MAIL_550}")],
+                "chunking {chunking}, {address}"
+            );
+        }
+
+        let last = if chunking {
+            format!("BDAT {} LAST", BODY.len())
+        } else {
+            "DATA".to_owned()
+        };
+        assert_eq!(
+            records[0].command_groups()[1],
+            [
+                "MAIL FROM:<sender@ec.test>".to_owned(),
+                format!("RCPT TO:<rcpt1-0@{DOMAIN}>"),
+                format!("RCPT TO:<rcpt1-1@{DOMAIN}>"),
+                last,
+            ],
+            "chunking {chunking}"
+        );
+        let sent: Vec<u8> = records[0].sent().concat();
+        let sent = String::from_utf8_lossy(&sent);
+        assert_eq!(
+            sent.matches("503 5.5.1 Error: need MAIL command").count(),
+            2,
+            "chunking {chunking}: {sent}"
+        );
+        assert_eq!(
+            sent.matches("503 5.5.1 Error: need RCPT command").count(),
+            1,
+            "chunking {chunking}: {sent}"
+        );
+        if chunking {
+            assert_eq!(
+                records[0].chunks().len(),
+                1,
+                "the chunk went with the group"
+            );
+        } else {
+            assert!(
+                records[0].bodies().is_empty(),
+                "no data after a 503 to DATA"
+            );
+        }
+        assert_eq!(result.close_outcomes(), [CloseOutcome::Clean]);
+    }
+}
+
+/// Returns the reply a record carries, or `-`.
+fn reply_of(record: &ec_sched::RecipientRecord) -> String {
+    match &record.outcome {
+        ec_sched::RecipientOutcome::Delivered(reply)
+        | ec_sched::RecipientOutcome::Failed(reply) => reply.to_string(),
+        ec_sched::RecipientOutcome::Deferred {
+            reply: Some(reply), ..
+        } => reply.to_string(),
+        _ => "-".to_owned(),
+    }
 }
 
 #[test]

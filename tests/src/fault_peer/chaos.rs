@@ -6,8 +6,9 @@
 //! occurrence of its command (the 2nd `RCPT`, the 3rd message's final dot,
 //! ...). About half the connections offer CHUNKING (RFC 3030), and only those
 //! draw the faults around `BDAT` chunks as well. The others draw exactly what
-//! they drew before chunking was added, so an old seed replays their
-//! schedule. Every fault response is named, so the peer's
+//! they drew before chunking was added. A seed replays a schedule only under
+//! the same list of faults: each fault added to [`Fault::ALL`] changes the
+//! draws. Every fault response is named, so the peer's
 //! [`Tally`](super::Tally) counts the faults a client actually met: a fault
 //! scripted for the third message of a connection that carried two never
 //! happens.
@@ -74,6 +75,10 @@ pub enum Fault {
     Mail421,
     /// `451` to the n-th `MAIL`.
     Mail451,
+    /// `550` to the n-th `MAIL`. The rest of its pipelined group gets `503`,
+    /// as a real server without a transaction replies: to each `RCPT`, and to
+    /// `DATA` or to `BDAT` once its chunk arrived.
+    Mail550,
     /// No reply to the n-th `MAIL`; a clean TCP close instead.
     MailDrop,
     /// `451` to the n-th `RCPT`.
@@ -145,7 +150,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every fault, in the order of a session.
-    pub const ALL: [Fault; 37] = [
+    pub const ALL: [Fault; 38] = [
         Self::BannerDrop,
         Self::Banner421,
         Self::BannerStall,
@@ -156,6 +161,7 @@ impl Fault {
         Self::Rset421,
         Self::Mail421,
         Self::Mail451,
+        Self::Mail550,
         Self::MailDrop,
         Self::MailTruncate,
         Self::Rcpt451,
@@ -197,6 +203,7 @@ impl Fault {
             Self::Idle421 => "idle_421",
             Self::Mail421 => "mail_421",
             Self::Mail451 => "mail_451",
+            Self::Mail550 => "mail_550",
             Self::MailDrop => "mail_drop",
             Self::Rcpt451 => "rcpt_451",
             Self::Rcpt550 => "rcpt_550",
@@ -245,6 +252,7 @@ impl Fault {
             Self::Idle421 => "421 after the connection idled",
             Self::Mail421 => "421 to MAIL",
             Self::Mail451 => "451 to MAIL",
+            Self::Mail550 => "550 to MAIL, 503 to the rest of the group",
             Self::MailDrop => "close instead of a MAIL reply",
             Self::Rcpt451 => "451 to RCPT",
             Self::Rcpt550 => "550 to RCPT",
@@ -313,6 +321,7 @@ impl Fault {
             self,
             Self::Mail421
                 | Self::Mail451
+                | Self::Mail550
                 | Self::MailDrop
                 | Self::MailTruncate
                 | Self::Rcpt451
@@ -556,6 +565,9 @@ impl Chaos {
             Fault::Idle421 => builder.idle(self.idle_after, Response::standard().fault(name)),
             Fault::Mail421 => builder.on_nth(Verb::Mail, n, reply("421 4.3.2")),
             Fault::Mail451 => builder.on_nth(Verb::Mail, n, reply("451 4.3.0")),
+            Fault::Mail550 => {
+                builder.on_nth(Verb::Mail, n, reply("550 5.7.1").rejects_transaction())
+            }
             Fault::MailDrop => builder.on_nth(Verb::Mail, n, close(Close::Clean)),
             Fault::MailTruncate => builder.on_nth(Verb::Mail, n, close(Close::WithoutCloseNotify)),
             Fault::Rcpt451 => builder.on_nth(Verb::Rcpt, n, reply("451 4.3.0")),
@@ -913,6 +925,94 @@ mod tests {
         assert_eq!(record.chunks().len(), 1, "{record:#?}");
         assert!(!peer_ended, "the peer waits for the client to close");
         assert_eq!(faults_of(&record), ["bdat_stall"]);
+    }
+
+    /// Returns the replies after the banner and the `EHLO` reply, one line each.
+    fn replies_after_ehlo(replies: &str) -> Vec<&str> {
+        replies
+            .lines()
+            .skip_while(|line| line.starts_with("220 ") || line.starts_with("250-"))
+            .skip(1)
+            .collect()
+    }
+
+    const MAIL_550: &str = "550 5.7.1 chaos mail_550";
+    const NEED_MAIL: &str = "503 5.5.1 Error: need MAIL command";
+    const NEED_RCPT: &str = "503 5.5.1 Error: need RCPT command";
+
+    #[tokio::test]
+    async fn mail_550_rejects_data_group() {
+        let chaos = only(Fault::Mail550);
+        let connection = connection_with(&chaos, Fault::Mail550);
+        // A client sends the message data only after a 354, so the group
+        // ends with DATA.
+        let wire = b"EHLO c\r\nMAIL FROM:<a@ec.test>\r\nRCPT TO:<b@ec.test>\r\n\
+                     RCPT TO:<c@ec.test>\r\nDATA\r\nQUIT\r\n";
+
+        let Played {
+            replies, record, ..
+        } = play(&chaos, connection, wire).await;
+        assert_eq!(
+            replies_after_ehlo(&replies),
+            [MAIL_550, NEED_MAIL, NEED_MAIL, NEED_RCPT, "221 2.0.0 Bye"],
+            "{replies}"
+        );
+        assert!(record.bodies().is_empty(), "{record:#?}");
+        assert_eq!(faults_of(&record), ["mail_550"]);
+    }
+
+    #[tokio::test]
+    async fn mail_550_rejects_bdat_group() {
+        let chaos = only(Fault::Mail550);
+        let connection = connection_with(&chaos, Fault::Mail550);
+
+        let Played {
+            replies, record, ..
+        } = play(&chaos, connection, &by_bdat()).await;
+        assert_eq!(
+            replies_after_ehlo(&replies),
+            [MAIL_550, NEED_MAIL, NEED_RCPT, "221 2.0.0 Bye"],
+            "{replies}"
+        );
+        assert_eq!(record.chunks().len(), 1, "the chunk is read: {record:#?}");
+        assert_eq!(
+            record.verbs(),
+            [Verb::Ehlo, Verb::Mail, Verb::Rcpt, Verb::Bdat, Verb::Quit],
+            "the chunk is not read as commands"
+        );
+        assert_eq!(faults_of(&record), ["mail_550"]);
+    }
+
+    #[tokio::test]
+    async fn mail_550_ends_at_rset() {
+        let chaos = only(Fault::Mail550);
+        let connection = connection_with(&chaos, Fault::Mail550);
+        let mut wire = b"EHLO c\r\nMAIL FROM:<a@ec.test>\r\nRCPT TO:<b@ec.test>\r\nDATA\r\n\
+                         RSET\r\nMAIL FROM:<a@ec.test>\r\nRCPT TO:<b@ec.test>\r\nDATA\r\n"
+            .to_vec();
+        wire.extend_from_slice(BODY);
+        wire.extend_from_slice(b".\r\nQUIT\r\n");
+
+        let Played {
+            replies, record, ..
+        } = play(&chaos, connection, &wire).await;
+        assert_eq!(
+            replies_after_ehlo(&replies),
+            [
+                MAIL_550,
+                NEED_MAIL,
+                NEED_RCPT,
+                "250 2.0.0 Ok",
+                "250 2.1.0 Ok",
+                "250 2.1.5 Ok",
+                "354 End data with <CR><LF>.<CR><LF>",
+                "250 2.0.0 Ok: queued as FP1",
+                "221 2.0.0 Bye",
+            ],
+            "{replies}"
+        );
+        assert_eq!(record.bodies(), [BODY]);
+        assert_eq!(faults_of(&record), ["mail_550"]);
     }
 
     /// A mid-chunk fault cuts a chunk and leaves data after `DATA` alone, and a

@@ -55,7 +55,10 @@
 //!
 //! The peer does not check command order or syntax (a `BDAT` line's size aside,
 //! which it needs to find the next command), never relays, and knows nothing of
-//! `AUTH` beyond answering it from the script.
+//! `AUTH` beyond answering it from the script. The one exception to the order:
+//! after a reply marked with [`Response::rejects_transaction`], such as a `550` to
+//! `MAIL`, it answers the rest of a pipelined group with `503`, as a real server
+//! without a transaction does.
 
 #![warn(missing_docs)]
 

@@ -73,6 +73,7 @@ pub struct Response {
     delay: Duration,
     after: Option<After>,
     fault: Option<&'static str>,
+    rejects_transaction: bool,
 }
 
 impl Response {
@@ -93,6 +94,12 @@ impl Response {
     /// | `VRFY` | `252` |
     /// | any other command | `502` |
     /// | idle timer | `421` |
+    ///
+    /// A reply marked with [`Response::rejects_transaction`] changes three
+    /// rows until the next `MAIL`, `RSET`, `HELO` or `EHLO`. `RCPT` then gets
+    /// `503 5.5.1 Error: need MAIL command`, and `DATA` and `BDAT` (once its
+    /// chunk arrived) get `503 5.5.1 Error: need RCPT command`. These are
+    /// Postfix 3.7's replies to commands out of sequence.
     pub fn standard() -> Self {
         Self::with(Payload::Standard)
     }
@@ -169,6 +176,22 @@ impl Response {
         self
     }
 
+    /// Marks a reply that leaves the session without a mail transaction, as a
+    /// rejected `MAIL` does: the rest of a pipelined group then gets the
+    /// replies of a real server without a transaction (see
+    /// [`Response::standard`]), unless the script sets others.
+    #[must_use]
+    pub fn rejects_transaction(mut self) -> Self {
+        self.rejects_transaction = true;
+        self
+    }
+
+    /// Returns whether the reply was marked with
+    /// [`Response::rejects_transaction`].
+    pub fn is_transaction_rejection(&self) -> bool {
+        self.rejects_transaction
+    }
+
     /// The fault name set with [`Response::fault`].
     pub fn fault_name(&self) -> Option<&'static str> {
         self.fault
@@ -198,6 +221,7 @@ impl Response {
             delay: Duration::ZERO,
             after: None,
             fault: None,
+            rejects_transaction: false,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! does while message data or `BDAT` chunks arrive, and when it goes idle. Every answer is a
 //! [`Response`]: what to write, how long to wait first, and what to do after
 //! ([`After`]). Unscripted commands get the answer of a plain, permissive server
-//! (see [`Response::standard`]); the peer does not check command order.
+//! (see [`Response::standard`]). The peer does not check command order, except
+//! after a reply marked with [`Response::rejects_transaction`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -403,7 +404,8 @@ impl ScenarioBuilder {
 }
 
 impl Scenario {
-    /// The reply [`Payload::Standard`] stands for on `occasion`.
+    /// The reply [`Payload::Standard`] stands for on `occasion`, in a mail
+    /// transaction or before one.
     pub(crate) fn standard_reply(&self, occasion: &Occasion, tls_active: bool) -> Bytes {
         let host = &self.hostname;
         let text = match occasion {
@@ -434,6 +436,21 @@ impl Scenario {
             },
         };
         Bytes::from(text + "\r\n")
+    }
+
+    /// Returns the reply [`Payload::Standard`] stands for on `occasion` while
+    /// the session has no mail transaction (see
+    /// [`Response::rejects_transaction`]), where it differs from
+    /// [`Scenario::standard_reply`]. The texts are Postfix 3.7's.
+    pub(crate) fn reply_without_transaction(occasion: &Occasion) -> Option<Bytes> {
+        let text = match occasion {
+            Occasion::Command(Verb::Rcpt) => "503 5.5.1 Error: need MAIL command\r\n",
+            Occasion::Command(Verb::Data) | Occasion::Chunk { .. } => {
+                "503 5.5.1 Error: need RCPT command\r\n"
+            }
+            _ => return None,
+        };
+        Some(Bytes::from_static(text.as_bytes()))
     }
 
     fn ehlo_reply(&self, tls_active: bool) -> Bytes {

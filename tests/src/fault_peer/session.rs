@@ -55,6 +55,7 @@ pub(crate) async fn run(tcp: TcpStream, scenario: Arc<Scenario>, mut log: Connec
         messages: 0,
         chunked: None,
         idle_fired: false,
+        without_transaction: false,
     };
     if tokio::time::timeout(limit, session.play()).await.is_err() {
         log.push(Event::ConnectionTimedOut);
@@ -110,6 +111,9 @@ struct Session<'a> {
     /// The message whose chunks came without `LAST` so far, if any.
     chunked: Option<ChunkedMessage>,
     idle_fired: bool,
+    /// A reply marked with [`Response::rejects_transaction`] went out, and no
+    /// `MAIL`, `RSET`, `HELO` or `EHLO` came since.
+    without_transaction: bool,
 }
 
 impl Session<'_> {
@@ -182,6 +186,9 @@ impl Session<'_> {
             read,
         });
 
+        if matches!(verb, Verb::Mail | Verb::Rset | Verb::Helo | Verb::Ehlo) {
+            self.without_transaction = false;
+        }
         let occurrence = self.occurrences.entry(verb.clone()).or_default();
         *occurrence += 1;
         let occurrence = *occurrence;
@@ -315,6 +322,9 @@ impl Session<'_> {
         if let Some(name) = response.fault_name() {
             self.log.push(Event::FaultInjected(name));
         }
+        if response.is_transaction_rejection() {
+            self.without_transaction = true;
+        }
         let Some(written) = self.send(response, occasion).await else {
             return Flow::Stop;
         };
@@ -350,9 +360,14 @@ impl Session<'_> {
         match response.payload() {
             Payload::Nothing => Some(Bytes::new()),
             Payload::Standard => {
-                let reply = self
-                    .scenario
-                    .standard_reply(occasion, self.transport.is_tls());
+                let out_of_sequence = self
+                    .without_transaction
+                    .then(|| Scenario::reply_without_transaction(occasion))
+                    .flatten();
+                let reply = out_of_sequence.unwrap_or_else(|| {
+                    self.scenario
+                        .standard_reply(occasion, self.transport.is_tls())
+                });
                 self.write(reply).await
             }
             Payload::Bytes(bytes) => self.write(bytes.clone()).await,

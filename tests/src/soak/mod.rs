@@ -4,8 +4,9 @@
 //! to many domains, all routed to a [`Chaos`](crate::fault_peer::Chaos)
 //! fault peer that drops, resets, stalls and refuses at random, with
 //! retries on, until every message is final. Its [`SoakReport`] checks that
-//! no recipient was lost or reported twice, that the accounting audit never
-//! failed, that no connection, socket or thread outlived the run, and that
+//! no recipient was lost or reported twice, that each `550` to `MAIL` failed
+//! its message's recipients once with that reply, that the accounting audit
+//! never failed, that no connection, socket or thread outlived the run, and that
 //! resident memory did not grow with the number of messages.
 //! `cargo xtask soak` runs it at full size and writes the report into
 //! `docs/ROBUSTNESS.md`.

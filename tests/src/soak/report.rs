@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ec_sched::Stats;
 
+use super::collect::MAX_RECIPIENTS;
 use super::process::ProcessSample;
 use crate::fault_peer::{Fault, Tally};
 
@@ -109,6 +110,7 @@ impl SoakReport {
     pub fn problems(&self) -> Vec<String> {
         let mut rules = Rules::default();
         self.check_records(&mut rules);
+        self.check_mail_rejections(&mut rules);
         self.check_engine(&mut rules);
         self.check_peer(&mut rules);
         self.check_process(&mut rules);
@@ -130,6 +132,36 @@ impl SoakReport {
         });
         rules.check(self.foreign == 0, || {
             format!("{} records name a recipient never submitted", self.foreign)
+        });
+    }
+
+    /// Checks that each `550` to `MAIL` failed its message once: every
+    /// record carrying that reply is final and a failure, and each injection
+    /// gave one such record per recipient of its message, so at least one
+    /// and at most [`MAX_RECIPIENTS`]. A run stopped by the time cap may have
+    /// cut a transaction after the `550` went out, so it is not held to the
+    /// lower bound.
+    fn check_mail_rejections(&self, rules: &mut Rules) {
+        let name = Fault::Mail550.name();
+        let injected = self.peer.faults.get(name).copied().unwrap_or(0);
+        let carried = self.by_fault.get(name).cloned().unwrap_or_default();
+        let failed = carried.get("failed").copied().unwrap_or(0);
+        let records: u64 = carried.values().sum();
+
+        rules.check(records == failed, || {
+            format!("records carrying the reply of {name} are not all failures: {carried:?}")
+        });
+        let most = injected * MAX_RECIPIENTS as u64;
+        rules.check(failed <= most, || {
+            format!(
+                "{failed} failures carry the reply of {name}, more than the {most} recipients \
+                 of the {injected} messages it rejected"
+            )
+        });
+        rules.check(self.capped || failed >= injected, || {
+            format!(
+                "{name} rejected {injected} messages, but only {failed} failures carry its reply"
+            )
         });
     }
 
@@ -528,4 +560,98 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns a report of an uncapped run in which `mail_550` was injected
+    /// `injected` times and the records carrying its reply had `carried`
+    /// outcomes.
+    fn report(injected: u64, carried: &[(&'static str, u64)]) -> SoakReport {
+        let name = Fault::Mail550.name();
+        let mut peer = Tally::default();
+        peer.faults.insert(name, injected);
+        let mut by_fault = BTreeMap::new();
+        by_fault.insert(name.to_owned(), carried.iter().copied().collect());
+        let sample = ProcessSample {
+            open_fds: 10,
+            threads: 3,
+            rss_bytes: 0,
+        };
+        SoakReport {
+            seed: 0,
+            requested: 0,
+            submitted: 0,
+            recipients: 0,
+            finished: 0,
+            capped: false,
+            elapsed: Duration::ZERO,
+            outcomes: BTreeMap::new(),
+            by_fault,
+            closes: BTreeMap::new(),
+            opened: 0,
+            longest_connection: Duration::ZERO,
+            missing: 0,
+            doubled: 0,
+            after_final: 0,
+            foreign: 0,
+            audits: Audits::default(),
+            max_live: 0,
+            max_connections: 0,
+            stats: None,
+            peer,
+            unexpected_data: 0,
+            unexpected_chunks: 0,
+            chunking_share: 0.0,
+            not_drawn: Vec::new(),
+            peer_open: 0,
+            before: sample,
+            after: sample,
+            rss: Vec::new(),
+            rss_bytes_per_message: 0,
+            rss_floor: 0,
+        }
+    }
+
+    fn mail_rejection_problems(report: &SoakReport) -> Vec<String> {
+        let mut rules = Rules::default();
+        report.check_mail_rejections(&mut rules);
+        rules.0
+    }
+
+    #[test]
+    fn mail_rejections_failed_once_pass() {
+        for (injected, failed) in [(0, 0), (3, 3), (3, 6)] {
+            let problems = mail_rejection_problems(&report(injected, &[("failed", failed)]));
+            assert!(problems.is_empty(), "{injected} injected: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn mail_rejection_not_failed_breaks_rule() {
+        let problems = mail_rejection_problems(&report(3, &[("failed", 3), ("deferred", 1)]));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("not all failures"), "{problems:?}");
+    }
+
+    #[test]
+    fn mail_rejection_counts_bounded() {
+        let too_many = mail_rejection_problems(&report(3, &[("failed", 7)]));
+        assert_eq!(too_many.len(), 1, "{too_many:?}");
+        assert!(
+            too_many[0].contains("more than the 6 recipients"),
+            "{too_many:?}"
+        );
+
+        let too_few = mail_rejection_problems(&report(3, &[("failed", 2)]));
+        assert_eq!(too_few.len(), 1, "{too_few:?}");
+        assert!(too_few[0].contains("only 2 failures"), "{too_few:?}");
+
+        let mut capped = report(3, &[("failed", 2)]);
+        capped.capped = true;
+        let problems = mail_rejection_problems(&capped);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
 }
