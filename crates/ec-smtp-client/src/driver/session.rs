@@ -573,7 +573,15 @@ impl<E: EventSink> Session<E> {
         };
         let connector = tokio_rustls::TlsConnector::from(config);
         let after = settings.timeouts.tls_handshake;
-        let handshake = connector.connect(name, tcp).into_fallible();
+        // EHLO waits in rustls until the handshake is done, and then leaves
+        // in the same write as the client's Finished (TLS 1.3).
+        let ehlo = client.ehlo_after_tls();
+        let mut ehlo_queued = 0;
+        let handshake = connector
+            .connect_with(name, tcp, |connection| {
+                ehlo_queued = std::io::Write::write(&mut connection.writer(), &ehlo).unwrap_or(0);
+            })
+            .into_fallible();
         let stream = match timeout(after, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err((error, tcp))) => {
@@ -609,9 +617,23 @@ impl<E: EventSink> Session<E> {
         });
         record_handshake(settings.tls.policy, self.tls.as_ref());
         *transport = Transport::Tls(Box::new(stream));
-        client
-            .tls_established(std::time::Instant::now())
-            .map_err(|error| SessionError::Protocol {
+        let now = std::time::Instant::now();
+        let established = match ehlo_queued {
+            0 => client.tls_established(now),
+            queued if queued == ehlo.len() => {
+                self.events.bytes_sent(queued as u64);
+                client.tls_established_with_ehlo(now)
+            }
+            queued => {
+                // rustls buffers up to 64 KiB before the handshake ends, so
+                // this cannot happen with a valid EHLO domain.
+                return Err(SessionError::Protocol {
+                    stage: Stage::TlsHandshake,
+                    detail: format!("TLS took {queued} of the EHLO's {} octets", ehlo.len()),
+                });
+            }
+        };
+        established.map_err(|error| SessionError::Protocol {
                 stage: Stage::TlsHandshake,
                 detail: error.to_string(),
             })

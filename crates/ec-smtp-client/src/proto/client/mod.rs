@@ -367,6 +367,39 @@ impl Client {
         Ok(())
     }
 
+    /// Returns the EHLO that follows the TLS handshake (RFC 3207 section
+    /// 4.2), for a driver that hands it to its TLS library before the
+    /// handshake. A TLS 1.3 client then sends it with its Finished message
+    /// in one write, and the server reads both at once; the library holds
+    /// it back if the handshake fails. Such a driver reports the handshake
+    /// with [`tls_established_with_ehlo`](Self::tls_established_with_ehlo).
+    pub fn ehlo_after_tls(&self) -> Bytes {
+        let encoded = Command::Ehlo(&self.config.ehlo_domain).to_bytes();
+        // `new` checked that the EHLO domain encodes.
+        Bytes::from(encoded.unwrap_or_default())
+    }
+
+    /// Like [`tls_established`](Self::tls_established), for a driver that
+    /// sent [`ehlo_after_tls`](Self::ehlo_after_tls) with the handshake: the
+    /// session queues nothing and waits for the reply to that EHLO.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`StateError`] outside [`ClientState::ExpectTlsHandshake`].
+    pub fn tls_established_with_ehlo(&mut self, now: Instant) -> Result<(), StateError> {
+        if !matches!(self.state, State::ExpectTlsHandshake) {
+            return Err(StateError {
+                operation: "tls_established_with_ehlo",
+                state: self.state(),
+            });
+        }
+
+        self.tls = true;
+        self.capabilities = None;
+        self.enter(State::ExpectEhloAfterTls, now);
+        Ok(())
+    }
+
     /// Starts a mail transaction. The commands are queued for
     /// [`poll_transmit`](Self::poll_transmit); the outcome arrives as
     /// [`ClientEvent::RecipientReply`] events and one
