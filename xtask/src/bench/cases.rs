@@ -118,6 +118,17 @@ impl Row {
         Summary::of(self.samples.iter().map(Sample::cpu_micros_per_message))
     }
 
+    /// Voluntary and involuntary context switches per message over the
+    /// samples.
+    pub(crate) fn switches(&self) -> Option<(Summary, Summary)> {
+        let per_message: Vec<(f64, f64)> =
+            self.samples.iter().map(Sample::switches_per_message).collect();
+        Some((
+            Summary::of(per_message.iter().map(|&(voluntary, _)| voluntary))?,
+            Summary::of(per_message.iter().map(|&(_, involuntary)| involuntary))?,
+        ))
+    }
+
     /// Summarizes the server's CPU microseconds per message over the
     /// samples that measured it.
     pub(crate) fn server_cpu(&self) -> Option<Summary> {

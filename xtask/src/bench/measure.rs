@@ -1,6 +1,6 @@
 //! Running one load client and measuring it from outside: wall time from
-//! spawn to exit, and the CPU time it used, from `getrusage(RUSAGE_CHILDREN)`
-//! before and after it is reaped.
+//! spawn to exit, and the CPU time and context switches it used, from
+//! `getrusage(RUSAGE_CHILDREN)` before and after it is reaped.
 //!
 //! Every contender is measured the same way, so smtp-source (which prints
 //! nothing) and our own clients are comparable. The client's CPU excludes
@@ -30,13 +30,34 @@ pub(crate) struct Sample {
     pub(crate) seconds: f64,
     /// User plus system CPU time of the client, in seconds.
     pub(crate) cpu_seconds: f64,
+    /// Context switches of the client: voluntary (it waited, usually for
+    /// the network) and involuntary (the kernel preempted it).
+    pub(crate) switches: Switches,
     /// User plus system CPU time of the server's processes from just
     /// before the client started to just after it exited, in seconds.
     /// `None` when the server's pid is unknown.
     pub(crate) server_cpu_seconds: Option<f64>,
 }
 
+/// Context switches counted by `getrusage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Switches {
+    /// The process gave up the CPU: it waited.
+    pub(crate) voluntary: u64,
+    /// The kernel took the CPU away.
+    pub(crate) involuntary: u64,
+}
+
 impl Sample {
+    /// Voluntary and involuntary context switches per message.
+    pub(crate) fn switches_per_message(&self) -> (f64, f64) {
+        let messages = self.messages as f64;
+        (
+            self.switches.voluntary as f64 / messages,
+            self.switches.involuntary as f64 / messages,
+        )
+    }
+
     /// Messages per second.
     pub(crate) fn rate(&self) -> f64 {
         self.messages as f64 / self.seconds
@@ -70,11 +91,16 @@ pub(crate) fn measure(
         Some(pid) => Some((pid, read_server(pid)?)),
         None => None,
     };
-    let before = children_cpu()?;
+    let before = children_usage()?;
     let started = Instant::now();
     let output = process::capture(command)?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu_seconds = (children_cpu()? - before).as_secs_f64();
+    let after = children_usage()?;
+    let cpu_seconds = (after.cpu - before.cpu).as_secs_f64();
+    let switches = Switches {
+        voluntary: after.switches.voluntary - before.switches.voluntary,
+        involuntary: after.switches.involuntary - before.switches.involuntary,
+    };
     // NOTE: work the server does after the client exits, such as
     // Postfix's queue manager handing the last messages to discard, falls
     // into the next run's reading. It is at most the work for the
@@ -110,6 +136,7 @@ pub(crate) fn measure(
             messages,
             seconds,
             cpu_seconds,
+            switches,
             server_cpu_seconds,
         },
         fields,
@@ -158,15 +185,27 @@ fn read_server(pid: u32) -> Result<server_cpu::TreeCpu> {
         .with_context(|| format!("reading the CPU time of the server (pid {pid}) failed"))
 }
 
-/// CPU time of every child this process has reaped so far.
-fn children_cpu() -> Result<Duration> {
+/// What the children this process has reaped so far used in total.
+struct ChildrenUsage {
+    cpu: Duration,
+    switches: Switches,
+}
+
+fn children_usage() -> Result<ChildrenUsage> {
     let usage =
         getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN) failed")?;
     let to_duration = |time: nix::sys::time::TimeVal| {
         let micros = time.tv_sec() as i128 * 1_000_000 + time.tv_usec() as i128;
         Duration::from_micros(u64::try_from(micros).unwrap_or(0))
     };
-    Ok(to_duration(usage.user_time()) + to_duration(usage.system_time()))
+    let count = |value: i64| u64::try_from(value).unwrap_or(0);
+    Ok(ChildrenUsage {
+        cpu: to_duration(usage.user_time()) + to_duration(usage.system_time()),
+        switches: Switches {
+            voluntary: count(usage.voluntary_context_switches()),
+            involuntary: count(usage.involuntary_context_switches()),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -194,6 +233,10 @@ mod tests {
         assert!(sample.seconds > 0.0);
         assert!(sample.cpu_seconds > 0.0, "{sample:?}");
         assert_eq!(sample.server_cpu_seconds, None);
+        // The shell waits for nothing, but the kernel switches to it at
+        // least once to run it.
+        let switches = sample.switches;
+        assert!(switches.voluntary + switches.involuntary >= 1, "{sample:?}");
         assert!(
             sample.cpu_seconds <= sample.seconds * 2.0 + 0.05,
             "{sample:?}"
@@ -215,6 +258,7 @@ mod tests {
         let _ = server.wait();
 
         let (sample, _) = measured.expect("sleep runs");
+        assert!(sample.switches.voluntary >= 1, "sleep waits: {sample:?}");
         let server_cpu = sample.server_cpu_seconds.expect("server pid given");
         assert!(server_cpu >= 0.1, "{sample:?}");
         assert!(server_cpu <= sample.seconds + 0.05, "{sample:?}");

@@ -139,8 +139,13 @@ impl Report {
              once started** subtracts the startup CPU from each run before \
              dividing by the messages; the targets use it, because a \
              delivery engine starts once and runs for long. **CPU/msg, whole \
-             run** divides without subtracting. All are measured the same \
-             way for every contender.\n",
+             run** divides without subtracting. **Context switches/msg** \
+             are the client's voluntary ones (it waited, usually for the \
+             server's reply) and involuntary ones (the kernel preempted \
+             it, often for the server it had just woken), from the same \
+             `getrusage` call, per message: each costs a trip through the \
+             kernel's scheduler. All are measured the same way for every \
+             contender.\n",
             super::cases::STARTUP_RUNS
         );
     }
@@ -265,9 +270,9 @@ impl Report {
             let _ = writeln!(
                 out,
                 "| client | messages per run | msg/s | CPU µs/msg, once started | startup CPU | \
-                 CPU µs/msg, whole run | server CPU µs/msg | ec's msg/s ÷ this | \
-                 ec's CPU/msg ÷ this |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+                 CPU µs/msg, whole run | server CPU µs/msg | context switches/msg \
+                 (voluntary + involuntary) | ec's msg/s ÷ this | ec's CPU/msg ÷ this |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for row in &result.rows {
                 write_row(out, row, ec);
@@ -510,7 +515,7 @@ fn write_row(out: &mut String, row: &Row, ec: Option<&Row>) {
     let (Some(rate), Some(steady), Some(whole)) = (row.rate(), row.steady_cpu(), row.cpu()) else {
         let _ = writeln!(
             out,
-            "| {} | {} | not measured | | | | | | |",
+            "| {} | {} | not measured | | | | | | | |",
             row.contender.label(),
             thousands(row.messages as f64)
         );
@@ -532,9 +537,15 @@ fn write_row(out: &mut String, row: &Row, ec: Option<&Row>) {
     let server = row
         .server_cpu()
         .map_or_else(String::new, |server| summary(server, 0));
+    let switches = row
+        .switches()
+        .map_or_else(String::new, |(voluntary, involuntary)| {
+            format!("{:.2} + {:.2}", voluntary.median, involuntary.median)
+        });
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {startup} | {} | {server} | {rate_ratio} | {cpu_ratio} |",
+        "| {} | {} | {} | {} | {startup} | {} | {server} | {switches} | {rate_ratio} | \
+         {cpu_ratio} |",
         row.contender.label(),
         thousands(row.messages as f64),
         summary(rate, 0),
@@ -781,7 +792,7 @@ TLS churn); there CPU/msg, not msg/s, separates the clients.
 mod tests {
     use super::*;
     use crate::bench::cases::{Case, Peer, TlsPeer};
-    use crate::bench::measure::Sample;
+    use crate::bench::measure::{Sample, Switches};
 
     #[test]
     fn groups_thousands() {
@@ -801,6 +812,10 @@ mod tests {
                 messages: 1_000,
                 seconds,
                 cpu_seconds,
+                switches: Switches {
+                    voluntary: 3_000,
+                    involuntary: 500,
+                },
                 server_cpu_seconds: server,
             }],
             startup_cpu: None,
@@ -850,16 +865,17 @@ mod tests {
         assert!(
             text.contains(
                 "| ec | 1,000 | 2,000 (2,000–2,000) | 100.0 (100.0–100.0) |  | \
-                 100.0 (100.0–100.0) | 20 (20–20) | — | — |"
+                 100.0 (100.0–100.0) | 20 (20–20) | 3.00 + 0.50 | — | — |"
             ),
             "{text}"
         );
         // 0.05 s of CPU less 0.01 s of startup, over 1,000 messages; the
-        // server's CPU was not measured.
+        // server's CPU was not measured. 3,000 and 500 switches over 1,000
+        // messages.
         assert!(
             text.contains(
                 "| smtp-source | 1,000 | 1,000 (1,000–1,000) | 40.0 (40.0–40.0) | 10 ms | \
-                 50.0 (50.0–50.0) |  | 2.00× | 2.50× |"
+                 50.0 (50.0–50.0) |  | 3.00 + 0.50 | 2.00× | 2.50× |"
             ),
             "{text}"
         );

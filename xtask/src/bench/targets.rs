@@ -177,13 +177,14 @@ pub(crate) fn flat(sched: &SchedResult, pattern: &str) -> Verdict {
 mod tests {
     use super::*;
     use crate::bench::cases::{Case, Peer, Row};
-    use crate::bench::measure::Sample;
+    use crate::bench::measure::{Sample, Switches};
 
     fn result(ec: (f64, f64), other: (f64, f64)) -> CaseResult {
         let sample = |(rate, cpu_micros): (f64, f64)| Sample {
             messages: 1_000,
             seconds: 1_000.0 / rate,
             cpu_seconds: cpu_micros * 1_000.0 / 1e6,
+            switches: Switches::default(),
             server_cpu_seconds: None,
         };
         CaseResult {
