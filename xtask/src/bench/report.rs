@@ -724,15 +724,19 @@ every handshake on the same two cores, so the rates are bounded by it. \
 CPU/msg is the client's own cost, and server CPU is Postfix's.
 
 Round trips set most of the client's cost here, because each one is a \
-write, a read, and usually a sleep and a wake-up of the client's thread. \
+write, a read, and usually a sleep and a wake-up of the client's thread \
+(the context switches column counts the sleeps and the preemptions). \
 After the TCP handshake, the floor waits for the server four times: the \
 banner, EHLO, STARTTLS and the TLS handshake, and then for EOF. A delivery \
-needs three more at least: the EHLO that RFC 3207 requires after TLS, the \
-transaction, and QUIT. ec makes exactly these, since it sends MAIL, RCPT \
-and the message in one write (`BDAT <size> LAST`, because Postfix offers \
-CHUNKING and PIPELINING). lettre makes six, because its transaction \
-alone takes four: MAIL, RCPT, DATA and the message data each wait for a \
-reply.";
+needs two more at least: the EHLO that RFC 3207 requires after TLS, and \
+the transaction. ec makes exactly these. It sends MAIL, RCPT and the \
+message in one write (`BDAT <size> LAST`, because Postfix offers CHUNKING \
+and PIPELINING), with QUIT at the end of the same write when the \
+connection has reached `max_deliveries_per_connection`, as here (RFC 2920 \
+allows QUIT as the last command of a group). Its EHLO after STARTTLS \
+leaves in the same write as its TLS Finished message. lettre waits six \
+times where ec waits twice: for EHLO, MAIL, RCPT, DATA, the message data \
+and QUIT, each of which waits for its reply.";
 
 const SCHED_METHOD: &str = "\
 `crates/ec-sched/examples/sched_bench.rs` runs the scheduler in virtual \
