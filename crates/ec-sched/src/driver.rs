@@ -29,7 +29,10 @@ use crate::token::SchedulerToken;
 ///    5xx reply to MAIL and `RecipientRejected` for each 4xx or 5xx reply
 ///    to RCPT as it comes, before the transaction's end. When the
 ///    transaction never ends, a 5xx fails the recipients it names and a
-///    4xx defers them with its reply.
+///    4xx defers them with its reply. A `Deliver` with `last` set is the
+///    connection's last batch: the scheduler closes the connection after
+///    its `BatchDone`, so the session may send QUIT with the batch's last
+///    transaction, and its close then only waits for the 221.
 /// 3. After `Failed`, do nothing until the scheduler closes the connection.
 /// 4. On `SessionCommand::Close(plan)`, shut the transport down by
 ///    `plan.deadline` and report `Closed` once the socket is gone.
