@@ -12,7 +12,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ec_types::{
-    Binding, BindingSlot, Config, ConnectionHandle, Domain, Route, SessionEvent, Submission,
+    Binding, BindingSlot, Config, ConfigError, ConnectionHandle, Domain, Route, SessionEvent,
+    Submission,
 };
 use thiserror::Error;
 use tracing::{debug, error, info};
@@ -86,6 +87,9 @@ pub enum HandleError {
     /// The binding was not registered.
     #[error(transparent)]
     Binding(#[from] BindingError),
+    /// The route cannot work, such as an empty address list.
+    #[error(transparent)]
+    Route(#[from] ConfigError),
 }
 
 /// A cloneable, thread-safe handle to a scheduler thread. When the last
@@ -188,8 +192,10 @@ impl SchedulerHandle {
     ///
     /// # Errors
     ///
-    /// Returns an error when the scheduler has stopped.
+    /// Returns [`HandleError::Route`] for a route that cannot work (see
+    /// [`Route::validate`]), and an error when the scheduler has stopped.
     pub fn register_domain(&self, domain: Domain, route: Route) -> Result<(), HandleError> {
+        route.validate(&format!("domain {domain}"))?;
         self.send(Command::RegisterDomain { domain, route })
     }
 
@@ -543,7 +549,10 @@ impl<D: SessionDriver, O: Observer> EventLoop<D, O> {
                 let _ = reply.send(self.scheduler.register_binding(&self.token, binding));
             }
             Command::RegisterDomain { domain, route } => {
-                self.scheduler.register_domain(&self.token, domain, route);
+                if let Err(error) = self.scheduler.register_domain(&self.token, domain, route) {
+                    // The handle checked the route, so this is a bug.
+                    error!(%error, "scheduler rejected a route its handle accepted");
+                }
             }
             Command::Shutdown => self.begin_shutdown(),
             Command::Stats(reply) => {

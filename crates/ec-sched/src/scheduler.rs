@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ec_types::{
-    AddressKey, AddressMetrics, Binding, BindingScope, BindingSlot, Config, ConnectionHandle,
-    Domain, DomainRecord, EffectiveSettings, Message, MessageId, Route, SharedMessage, Submission,
+    AddressKey, AddressMetrics, Binding, BindingScope, BindingSlot, Config, ConfigError,
+    ConnectionHandle, Domain, DomainRecord, EffectiveSettings, Message, MessageId, Route,
+    SharedMessage, Submission,
 };
 use thiserror::Error;
 
@@ -283,8 +284,19 @@ impl Scheduler {
 
     /// Sets a domain's route, creating the domain if needed. Connections
     /// already open keep their settings snapshot; new ones use the route.
-    pub fn register_domain(&mut self, token: &SchedulerToken, domain: Domain, route: Route) {
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError::Invalid`] for a route that cannot work (see
+    /// [`Route::validate`]); the domain's route is then unchanged.
+    pub fn register_domain(
+        &mut self,
+        token: &SchedulerToken,
+        domain: Domain,
+        route: Route,
+    ) -> Result<(), ConfigError> {
         token.check(self.id);
+        route.validate(&format!("domain {domain}"))?;
         let index = self.domain_entry(&domain);
         let entry = &mut self.domains[index.0 as usize];
         entry.record.route = route;
@@ -297,6 +309,7 @@ impl Scheduler {
                 lane.settings = settings;
             }
         }
+        Ok(())
     }
 
     /// Queues a submission on a binding: one message per recipient domain,

@@ -277,6 +277,36 @@ fn handle_registers_bindings() {
 }
 
 #[test]
+fn handle_rejects_a_route_to_nowhere() {
+    let (observer, _reports) = mpsc::channel();
+    let driver = ThreadDriver {
+        behaviour: Behaviour::Accept,
+    };
+    let (handle, thread) = Scheduler::spawn(config(), driver, observer).expect("thread starts");
+    let domain = ec_types::Domain::new("nowhere.example").expect("valid domain");
+
+    let error = handle
+        .register_domain(domain.clone(), ec_types::Route::Addresses(Vec::new()))
+        .expect_err("an empty address list goes nowhere");
+    let message = error.to_string();
+    assert!(matches!(error, ec_sched::HandleError::Route(_)), "{error:?}");
+    assert!(message.contains("route.addresses"), "{message}");
+    assert!(message.contains("domain nowhere.example"), "{message}");
+    let relay = ec_types::Route::Relay {
+        host: "mx.example.net".to_owned(),
+        port: 0,
+    };
+    assert!(handle.register_domain(domain.clone(), relay).is_err());
+
+    let address: SocketAddr = "192.0.2.1:25".parse().expect("address");
+    handle
+        .register_domain(domain, ec_types::Route::Addresses(vec![address]))
+        .expect("a route with an address");
+    drop(handle);
+    thread.join().expect("the scheduler stops");
+}
+
+#[test]
 fn options_reach_the_loop() {
     let (observer, _reports) = mpsc::channel();
     let options = SchedulerOptions {

@@ -179,10 +179,24 @@ pub fn validate_ehlo_name(name: &str) -> Result<(), AddressError> {
     Domain::new(name).map(|_| ())
 }
 
-/// Checks that a route leads somewhere: a relay needs a host without a port
-/// in it and a port above 0, and an address list needs an address. An
-/// empty list would otherwise send the mail to port 25 of the recipient
-/// domain, a place the configuration never named.
+impl Route {
+    /// Checks that the route leads somewhere: a relay needs a host without
+    /// a port in it and a port above 0, and an address list needs an
+    /// address with a port above 0. An empty list would otherwise send the
+    /// mail to port 25 of the recipient domain, a place nobody named.
+    /// `scope` names where the route comes from in the error, such as
+    /// `domain example.com`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError::Invalid`] naming the setting, the value and
+    /// what to give instead.
+    pub fn validate(&self, scope: &str) -> Result<(), ConfigError> {
+        check_route(self, scope)
+    }
+}
+
+/// See [`Route::validate`].
 fn check_route(route: &Route, scope: &str) -> Result<(), ConfigError> {
     let invalid = |setting: &'static str, value: String, problem: String| ConfigError::Invalid {
         scope: scope.to_owned(),
