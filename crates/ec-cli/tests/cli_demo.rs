@@ -158,3 +158,40 @@ fn demo_with_closed_stream(stream: Stream) -> (Option<i32>, String) {
     let status = child.wait().expect("wait for ec demo");
     (status.code(), stderr)
 }
+
+/// With -vv the log shows both sides of each SMTP conversation: the
+/// commands ec sends as well as the server's replies, but never message
+/// data.
+#[test]
+fn debug_log_shows_commands_and_replies() {
+    let temp = temp_dir();
+    let output = Command::new(EC)
+        .args(["-vv", "demo", "--messages", "2"])
+        .env("TMPDIR", temp.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ec demo");
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    for command in [
+        "command=EHLO ",
+        "command=STARTTLS",
+        "command=MAIL FROM:<",
+        "command=RCPT TO:<",
+    ] {
+        assert!(stderr.contains(command), "no {command:?} in:\n{stderr}");
+    }
+    let ehlo_lines = stderr.matches("command=EHLO ").count();
+    let sessions = stderr.matches("command=STARTTLS").count();
+    assert_eq!(
+        ehlo_lines,
+        2 * sessions,
+        "EHLO before and after TLS:\n{stderr}"
+    );
+    assert!(stderr.contains("reply reply=250"), "{stderr}");
+    assert!(
+        !stderr.contains("command=Subject:"),
+        "message data logged:\n{stderr}"
+    );
+}

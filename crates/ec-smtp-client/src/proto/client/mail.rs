@@ -109,6 +109,7 @@ impl Client {
                 tracing::debug!(%reply, "354 without accepted recipients; sending only the final dot");
                 in_flight.lone_dot = true;
                 in_flight.data = None;
+                super::log_commands(END_OF_DATA);
                 self.queue(Bytes::from_static(END_OF_DATA), false);
                 self.pipeline_quit();
                 Ok(State::ExpectDataReply(in_flight))
@@ -118,6 +119,7 @@ impl Client {
                     .data
                     .take()
                     .unwrap_or_else(|| TransmitParts::whole(Bytes::new()));
+                tracing::debug!(octets = data.len(), "message data and final dot");
                 self.queue_parts(data, true);
                 self.pipeline_quit();
                 Ok(State::ExpectDataReply(in_flight))
@@ -162,6 +164,7 @@ impl Client {
     /// Sends the next waiting command; a pipelined transaction has none.
     fn send_next(&mut self, in_flight: &mut InFlight) {
         if let Some(command) = in_flight.unsent.pop_front() {
+            super::log_commands(&command);
             self.queue(command, false);
         }
     }

@@ -216,6 +216,19 @@ impl TransmitParts {
     }
 }
 
+/// Logs each command line in `commands` at debug level as it is queued, so
+/// that a debug log shows both sides of the conversation. Message data is
+/// never passed here.
+fn log_commands(commands: &[u8]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for line in commands.split_inclusive(|&octet| octet == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        tracing::debug!(command = %line.trim_end(), "command");
+    }
+}
+
 /// An API call came in a state that does not allow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{operation} is not allowed in state {state:?}")]
@@ -394,6 +407,9 @@ impl Client {
             });
         }
 
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            log_commands(&self.ehlo_after_tls());
+        }
         self.tls = true;
         self.capabilities = None;
         self.enter(State::ExpectEhloAfterTls, now);
@@ -436,6 +452,8 @@ impl Client {
         self.transactions += 1;
         self.data_handed_out = false;
         self.undeliverable = false;
+        // The head holds the commands; a BDAT chunk is the tail.
+        log_commands(&prepared.first_transmit.head);
         self.queue_parts(prepared.first_transmit, prepared.first_is_data);
         let in_flight = Box::new(prepared.in_flight);
         let next = if rset {
@@ -817,7 +835,10 @@ impl Client {
     /// those: their only argument, the EHLO domain, was checked in `new`.
     fn queue_command(&mut self, verb: &str, encoded: Result<Vec<u8>, CommandError>) {
         match encoded {
-            Ok(bytes) => self.queue(Bytes::from(bytes), false),
+            Ok(bytes) => {
+                log_commands(&bytes);
+                self.queue(Bytes::from(bytes), false);
+            }
             Err(error) => {
                 unreachable!("{verb} failed to encode after Client::new checked it: {error}")
             }
