@@ -1,16 +1,19 @@
-//! QUIT with a connection's last transaction: when a batch brings a
+//! QUIT with a connection's last transaction. When a batch brings a
 //! connection to `max_deliveries_per_connection`, the session sends QUIT in
 //! the group with the message data (RFC 2920 section 3.1), or right after
-//! the final reply when the server does not pipeline, and `closeconn` then
-//! only waits for the 221 it has not seen yet.
+//! the final reply when the server does not pipeline. `closeconn` then only
+//! waits for the 221 it has not seen yet.
 
 use std::time::Duration;
 
 use ec_tests::delivery::{assert_settled, fault_config, submission, Run, RunResult};
+use std::sync::Arc;
+
 use ec_tests::fault_peer::{
-    Capabilities, ConnectionRecord, Event, FaultPeer, Scenario, ScenarioBuilder, Verb,
+    After, Capabilities, Close, ConnectionRecord, Event, FaultPeer, Response, Scenario,
+    ScenarioBuilder, Verb,
 };
-use ec_tests::pki::{TestCa, DEFAULT_NAMES};
+use ec_tests::pki::{crypto_provider, TestCa, DEFAULT_NAMES};
 use ec_types::{CloseOutcome, CloseReason, Config, Submission, TlsPolicy, TlsSettings};
 
 const DOMAIN: &str = "lastquit.test";
@@ -20,8 +23,8 @@ fn message(tag: u64) -> Submission {
     submission(tag, "sender@ec.test", &to, b"Subject: last\r\n\r\nbody\r\n")
 }
 
-/// The fault configuration with at most `deliveries` transactions per
-/// connection, one message per batch.
+/// Returns the fault configuration with at most `deliveries` transactions
+/// per connection, one message per batch.
 fn config(peer: &FaultPeer, deliveries: u32) -> Config {
     let mut config = fault_config(DOMAIN, peer.addr());
     config.global.max_deliveries_per_connection = Some(deliveries);
@@ -58,7 +61,8 @@ fn assert_delivered_and_closed(result: &RunResult, messages: u64, outcome: Close
     }
 }
 
-/// The number of the read that brought the first command with `verb`.
+/// Returns the number of the read that brought the first command with
+/// `verb`.
 fn read_of(record: &ConnectionRecord, verb: Verb) -> u64 {
     record
         .events
@@ -215,4 +219,97 @@ fn silence_after_pipelined_quit_times_out() {
         waited >= Duration::from_millis(450) && waited < Duration::from_millis(1500),
         "the client waited {waited:?} after QUIT; the QUIT timeout is 500 ms"
     );
+}
+
+/// Returns the fault configuration with one delivery per connection and
+/// opportunistic STARTTLS without certificate checks.
+fn tls_config(peer: &FaultPeer) -> Config {
+    let mut config = config(peer, 1);
+    config.global.tls = Some(TlsSettings {
+        policy: TlsPolicy::Opportunistic,
+        ..TlsSettings::default()
+    });
+    config
+}
+
+/// The 221 arrives in two parts, the first with the reply to the final
+/// dot. The session has read that part when the close begins, and the
+/// close must still see one whole 221 (then TLS ends without close_notify,
+/// which is clean only after the reply).
+#[test]
+fn split_221_is_read_whole() {
+    let ca = TestCa::new().expect("test CA");
+    let leaf = ca.leaf(&DEFAULT_NAMES).expect("test certificate");
+    let builder = Scenario::builder()
+        .tls(leaf.server_config().expect("server TLS"))
+        .on_end_of_data(Response::raw(&b"250 2.0.0 Ok\r\n221 2.0.0 B"[..]))
+        .on(
+            Verb::Quit,
+            Response::raw(&b"ye\r\n"[..])
+                .delayed(Duration::from_millis(200))
+                .then(After::Close(Close::WithoutCloseNotify)),
+        );
+    let peer = FaultPeer::start_on_thread(builder.build()).expect("peer starts");
+
+    let result = run(tls_config(&peer), 1);
+
+    assert_settled(&result, &peer);
+    assert_delivered_and_closed(&result, 1, CloseOutcome::Clean);
+}
+
+/// A reply to QUIT that does not parse ends the wait as a reply would, as
+/// it does when `closeconn` sends QUIT itself: no session failure.
+#[test]
+fn invalid_reply_to_pipelined_quit_is_clean() {
+    let quit = Response::raw(&b"garbage\r\n"[..]).then(After::Close(Close::Clean));
+    let peer = chunking_peer(Scenario::builder().on(Verb::Quit, quit));
+
+    let result = run(config(&peer, 1), 1);
+
+    assert_settled(&result, &peer);
+    assert_delivered_and_closed(&result, 1, CloseOutcome::Clean);
+    assert_eq!(result.audit, Ok(()));
+}
+
+#[test]
+fn final_dot_421_defers_with_quit_sent() {
+    let scenario = Scenario::builder()
+        .on_end_of_data(Response::reply("421 4.3.2 shutting down"))
+        .build();
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+
+    let result = run(config(&peer, 1), 1);
+
+    assert_settled(&result, &peer);
+    assert_eq!(result.outcomes_of(1)[0], "deferred", "{:#?}", result.records);
+    assert_eq!(result.closes.len(), 1, "{:#?}", result.closes);
+    assert_eq!(result.closes[0].reason, CloseReason::ServiceClosing);
+    assert_eq!(result.audit, Ok(()));
+}
+
+/// TLS 1.2 holds application data until the server's Finished, so the EHLO
+/// handed to rustls before the handshake goes in a later write; it must
+/// still go, once.
+#[test]
+fn tls12_server_gets_one_ehlo_after_handshake() {
+    let ca = TestCa::new().expect("test CA");
+    let leaf = ca.leaf(&DEFAULT_NAMES).expect("test certificate");
+    let server = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain(), leaf.key_der())
+        .expect("server TLS");
+    let peer = chunking_peer(Scenario::builder().tls(Arc::new(server)));
+
+    let result = run(tls_config(&peer), 2);
+
+    let records = assert_settled(&result, &peer);
+    assert_delivered_and_closed(&result, 2, CloseOutcome::Clean);
+    for record in &records {
+        let version = record.tls().and_then(|tls| tls.version);
+        assert_eq!(version, Some(rustls::ProtocolVersion::TLSv1_2));
+        let ehlos = record.verbs().iter().filter(|v| **v == Verb::Ehlo).count();
+        assert_eq!(ehlos, 2, "{:#?}", record.command_groups());
+    }
 }

@@ -222,10 +222,10 @@ fn send_one(config: ec_types::Config, local: &str, body: &[u8]) -> RunResult {
     result
 }
 
-/// One message through Postfix with `chunking` set and the configuration
-/// changed by `adjust`; returns the run, the copy Postfix stored and the
-/// command counts smtpd logged for its session, such as `ehlo=2 starttls=1
-/// mail=1 rcpt=1 bdat=1 quit=1 commands=7`.
+/// Sends one message through Postfix with `chunking` set and the
+/// configuration changed by `adjust`. Returns the run, the copy Postfix
+/// stored and the command counts smtpd logged for its session, such as
+/// `ehlo=2 starttls=1 mail=1 rcpt=1 bdat=1 quit=1 commands=7`.
 fn deliver_and_read_session_log(
     postfix: &Postfix,
     chunking: bool,

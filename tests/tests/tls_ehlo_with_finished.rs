@@ -1,7 +1,7 @@
-//! The TLS behaviour behind ec's EHLO after STARTTLS: an EHLO handed to
+//! The TLS behaviour behind ec's EHLO after STARTTLS. An EHLO handed to
 //! rustls before the handshake (`TlsConnector::connect_with`, as the
 //! session driver does) leaves in the same write as the client's Finished
-//! message, so the server gets both at once and the client saves a write.
+//! message. The server gets both at once, and the client saves a write.
 
 use std::io::Write;
 use std::pin::Pin;

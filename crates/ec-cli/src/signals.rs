@@ -13,9 +13,10 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 ///
 /// A second SIGINT or SIGTERM ends the process at once with status 128 plus
 /// the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
-/// reports a process that a signal ended. Open connections are then cut
-/// without QUIT, and recipients whose outcome was not yet written have no
-/// record in the delivery log, so `--resume` sends them again.
+/// reports a process that a signal ended. Open connections are then cut,
+/// without QUIT unless a connection sent it with its last transaction, and
+/// recipients whose outcome was not yet written have no record in the
+/// delivery log, so `--resume` sends them again.
 ///
 /// # Errors
 ///

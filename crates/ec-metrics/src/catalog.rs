@@ -435,8 +435,9 @@ pub const SMTP_TIMEOUTS: MetricDef = MetricDef {
               `connect_failed`; a timeout at any later stage before the close closes it with \
               reason `timeout`. Timeouts at `body` (the reply to the final dot) leave \
               messages as `delivery_unknown`, so they may be delivered twice. A `quit` \
-              timeout happens during a close: the server did not answer QUIT in time, which \
-              only ends the wait for its 221.",
+              timeout means the server did not answer QUIT in time, during a close or after \
+              a QUIT sent with a connection's last transaction. It only ends the wait for \
+              the 221.",
     queries: &[ExampleQuery {
         purpose: "Timeouts per second, by stage",
         promql: "sum by (stage) (rate(ec_smtp_timeouts_total[5m]))",

@@ -209,7 +209,7 @@ fn max_age_closes_idle_connection() {
     audit(&harness);
 }
 
-/// Each `Deliver` command's `last` flag, in order.
+/// Returns the `last` flag of each `Deliver` command, in order.
 fn last_flags(harness: &Harness, handle: ConnectionHandle) -> Vec<bool> {
     harness
         .commands(handle)
@@ -222,7 +222,7 @@ fn last_flags(harness: &Harness, handle: ConnectionHandle) -> Vec<bool> {
 }
 
 #[test]
-fn the_batch_that_reaches_max_deliveries_is_marked_last() {
+fn batch_reaching_max_deliveries_is_last() {
     let mut harness = Harness::new(global(|s| {
         s.max_deliveries_per_connection = Some(3);
         s.max_outbound_connections = Some(1);

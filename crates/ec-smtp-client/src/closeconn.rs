@@ -30,8 +30,10 @@ use ec_types::{CloseReason, ConnectionState, Event, ReplyCode, SessionError, Ses
 /// - runs [`begin_close`], which gives every message of the batch exactly
 ///   one fate (delivered ones are already recorded; "delivery unknown" for
 ///   a final dot without reply), cancels the connection's timers and sends
-///   the session its shutdown plan: QUIT, TLS close_notify, TCP shutdown of
-///   the write side, then reading to EOF, all under the close deadline.
+///   the session its shutdown plan: QUIT (only the wait for its 221 when
+///   the session sent it with the connection's last transaction), TLS
+///   close_notify, TCP shutdown of the write side, then reading to EOF,
+///   all under the close deadline.
 ///
 /// It is idempotent: a second call for the same connection changes nothing
 /// and returns [`CloseTicket::AlreadyClosing`]. The connection keeps

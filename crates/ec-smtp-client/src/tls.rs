@@ -70,16 +70,24 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
-/// Parses the name used for SNI and the certificate name check.
+/// Parses the name used for SNI and the certificate name check: a DNS
+/// name, an IP address, or an IPv6 address in one pair of brackets.
 ///
 /// # Errors
 ///
-/// Returns [`TlsConfigError::ServerName`] for a value that is neither a DNS
-/// name nor an IP address.
+/// Returns [`TlsConfigError::ServerName`] for any other value, such as a
+/// DNS name in brackets.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsConfigError> {
-    let trimmed = name.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(trimmed.to_owned())
-        .map_err(|_| TlsConfigError::ServerName(name.to_owned()))
+    let invalid = || TlsConfigError::ServerName(name.to_owned());
+    let bare = match name
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        Some(inner) if inner.parse::<std::net::Ipv6Addr>().is_ok() => inner,
+        Some(_) => return Err(invalid()),
+        None => name,
+    };
+    ServerName::try_from(bare.to_owned()).map_err(|_| invalid())
 }
 
 /// Builds a client configuration for one verification mode and root set.
@@ -310,5 +318,15 @@ mod tests {
         ours.sort_by_key(|suite| u16::from(*suite));
         default.sort_by_key(|suite| u16::from(*suite));
         assert_eq!(ours, default, "the same suites, only reordered");
+    }
+
+    #[test]
+    fn brackets_only_around_ipv6() {
+        for name in ["mx.example.net", "192.0.2.1", "::1", "[::1]", "[2001:db8::25]"] {
+            assert!(server_name(name).is_ok(), "{name} is rejected");
+        }
+        for name in ["[mx.example.net]", "[192.0.2.1]", "[::1", "::1]", "[[::1]]", "[]"] {
+            assert!(server_name(name).is_err(), "{name} is accepted");
+        }
     }
 }

@@ -48,7 +48,7 @@ fn pipelined_quit_follows_the_final_dot() {
 }
 
 #[test]
-fn quit_waits_for_its_reply_with_the_quit_timer() {
+fn quit_reply_wait_uses_quit_timer() {
     let mut s = Session::ready(&["PIPELINING"]);
     s.start(transaction(&["a@example.com"], "x"));
     s.client.quit_after_transaction().unwrap();
@@ -132,7 +132,7 @@ fn quit_follows_a_transaction_that_sent_no_data() {
 }
 
 #[test]
-fn a_rejected_message_still_ends_with_quit() {
+fn rejected_message_still_ends_with_quit() {
     let mut s = Session::ready(&["PIPELINING"]);
     s.start(transaction(&["a@example.com"], "x"));
     s.client.quit_after_transaction().unwrap();
@@ -149,7 +149,7 @@ fn a_rejected_message_still_ends_with_quit() {
 }
 
 #[test]
-fn a_421_to_the_final_dot_fails_the_session() {
+fn final_dot_421_fails_session() {
     let mut s = Session::ready(&["PIPELINING"]);
     s.start(transaction(&["a@example.com"], "x"));
     s.client.quit_after_transaction().unwrap();
@@ -177,7 +177,7 @@ fn a_421_to_the_final_dot_fails_the_session() {
 }
 
 #[test]
-fn a_failure_before_the_data_leaves_quit_unsent() {
+fn failure_before_data_leaves_quit_unsent() {
     let mut s = Session::ready(&["PIPELINING"]);
     s.start(transaction(&["a@example.com"], "x"));
     s.client.quit_after_transaction().unwrap();
@@ -188,4 +188,35 @@ fn a_failure_before_the_data_leaves_quit_unsent() {
         TransactionEnd::Aborted { .. }
     ));
     assert!(!s.client.quit_handed_out());
+}
+
+#[test]
+fn invalid_reply_to_quit_ends_session() {
+    let mut s = Session::ready(&["PIPELINING"]);
+    assert!(s.client.quit(s.now));
+    s.expect_sent("QUIT\r\n");
+    s.server("bye\r\n");
+    assert_eq!(s.next_event(), ClientEvent::Closed { reply: None });
+    assert_eq!(s.client.state(), ClientState::Closed);
+    s.no_events();
+}
+
+#[test]
+fn taken_parser_keeps_partial_quit_reply() {
+    let mut s = Session::ready(&["PIPELINING", "CHUNKING"]);
+    s.start(transaction(&["a@example.com"], "x\r\n"));
+    s.client.quit_after_transaction().unwrap();
+    s.client.poll_transmit().unwrap();
+    s.client.poll_transmit().unwrap();
+    s.server("250 ok\r\n250 ok\r\n250 queued\r\n221 2.0.0 B");
+    s.recipient_reply(0);
+    s.transaction_end();
+    assert_eq!(s.client.state(), ClientState::ExpectQuit);
+
+    let mut parser = s.client.take_reply_parser();
+    assert_eq!(s.client.buffered_len(), 0);
+    assert_eq!(parser.next_reply().unwrap(), None);
+    parser.push(b"ye\r\n").unwrap();
+    let reply = parser.next_reply().unwrap().expect("the whole 221");
+    assert_eq!(reply.to_string(), "221 2.0.0 Bye");
 }

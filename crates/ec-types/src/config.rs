@@ -183,7 +183,7 @@ impl Route {
     /// Checks that the route leads somewhere: a relay needs a host without
     /// a port in it and a port above 0, and an address list needs an
     /// address with a port above 0. An empty list would otherwise send the
-    /// mail to port 25 of the recipient domain, a place nobody named.
+    /// mail to port 25 of the recipient domain, which no setting named.
     /// `scope` names where the route comes from in the error, such as
     /// `domain example.com`.
     ///
@@ -278,13 +278,21 @@ fn relay_host_problem(host: &str) -> Option<String> {
     Domain::new(host).err().map(|error| error.to_string())
 }
 
-/// Checks a TLS server name by the rules rustls applies to it at connect
-/// time: a DNS name or an IP address, optionally in brackets.
+/// Checks a TLS server name by the rules the SMTP client applies to it at
+/// connect time: a DNS name, an IP address, or an IPv6 address in one pair
+/// of brackets.
 fn check_server_name(name: &str, scope: &str) -> Result<(), ConfigError> {
-    let bare = name.trim_start_matches('[').trim_end_matches(']');
-    match rustls_pki_types::ServerName::try_from(bare) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(ConfigError::Invalid {
+    let bare = match name
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        Some(inner) if inner.parse::<Ipv6Addr>().is_ok() => Some(inner),
+        Some(_) => None,
+        None => Some(name),
+    };
+    match bare.map(rustls_pki_types::ServerName::try_from) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(ConfigError::Invalid {
             scope: scope.to_owned(),
             setting: "tls.server_name",
             value: format!("{name:?}"),
@@ -985,6 +993,13 @@ mod tests {
             error.to_string().contains("tls.server_name \"mx example\""),
             "{error}"
         );
+        for name in ["[mx.example.net]", "[192.0.2.1]", "[::1", "::1]", "[[::1]]"] {
+            config.global.tls = Some(TlsSettings {
+                server_name: Some(name.to_owned()),
+                ..TlsSettings::default()
+            });
+            assert!(config.validate().is_err(), "{name} is accepted");
+        }
     }
 
     #[test]

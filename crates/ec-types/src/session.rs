@@ -78,10 +78,10 @@ pub enum SessionCommand {
         /// This is the connection's last batch: it reaches
         /// `max_deliveries_per_connection`, and `closeconn` follows when it
         /// is done. The session may send QUIT right after the last
-        /// transaction, in its pipelined group when the server offers
-        /// PIPELINING (RFC 2920 section 3.1 allows QUIT as the last
-        /// command of a group), so that the close needs no round trip of
-        /// its own. The scheduler gives such a connection no more mail.
+        /// transaction, so that the close needs no round trip of its own.
+        /// With PIPELINING it may go in the transaction's group, because
+        /// RFC 2920 section 3.1 allows QUIT as the last command of a
+        /// group. The scheduler gives such a connection no more mail.
         last: bool,
     },
     /// Shut the transport down.
@@ -91,8 +91,9 @@ pub enum SessionCommand {
 /// How `closeconn` wants the transport shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClosePlan {
-    /// Send QUIT first. False for a broken session: never write a command
-    /// into a failed stream or after QUIT.
+    /// End with QUIT first: send it, or, when the session already sent it
+    /// with its last transaction, wait for its reply. False for a broken
+    /// session: never write a command into a failed stream or after QUIT.
     pub send_quit: bool,
     /// When the whole shutdown must be over; the socket is dropped then.
     pub deadline: Instant,

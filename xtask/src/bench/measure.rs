@@ -185,7 +185,7 @@ fn read_server(pid: u32) -> Result<server_cpu::TreeCpu> {
         .with_context(|| format!("reading the CPU time of the server (pid {pid}) failed"))
 }
 
-/// What the children this process has reaped so far used in total.
+/// The total resource use of the children this process has reaped so far.
 struct ChildrenUsage {
     cpu: Duration,
     switches: Switches,

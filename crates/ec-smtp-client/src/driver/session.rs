@@ -27,7 +27,7 @@ use crate::proto::client::{
     Client, ClientConfig, ClientError, ClientEvent, ClientState, Timeouts, TlsUnavailable,
     Transaction, TransactionEnd,
 };
-use crate::proto::{Capabilities, TransmitParts};
+use crate::proto::{Capabilities, ReplyParser, TransmitParts};
 use crate::tls::{server_name, TlsConfigCache};
 
 /// Where a session sends its events: the scheduler's inbox, bound to this
@@ -98,6 +98,11 @@ struct Session<E: EventSink> {
     last_batch: bool,
     /// How far QUIT got before the close began.
     quit: QuitProgress,
+    /// The QUIT timer of the client ran out.
+    quit_timed_out: bool,
+    /// The client's reply parser, taken when the close began while the
+    /// reply to QUIT was due, with any part of that reply already read.
+    quit_parser: Option<ReplyParser>,
     /// The buffers of the write under way; kept to reuse its allocation.
     writes: Vec<TransmitParts>,
     /// `Closed` was reported: the scheduler has the session's last event.
@@ -144,8 +149,8 @@ enum QuitProgress {
 }
 
 impl QuitProgress {
-    /// What the transport shutdown still has to do about QUIT, when
-    /// `closeconn` asks for QUIT or not.
+    /// Returns the QUIT step left for the transport shutdown, when
+    /// `closeconn`'s plan requests QUIT (`send_quit`) or not.
     fn step(self, send_quit: bool) -> QuitStep {
         match self {
             _ if !send_quit => QuitStep::Skip,
@@ -193,6 +198,8 @@ impl<E: EventSink> Session<E> {
             batch_open: false,
             last_batch: false,
             quit: QuitProgress::NotSent,
+            quit_timed_out: false,
+            quit_parser: None,
             writes: Vec::new(),
         }
     }
@@ -245,6 +252,7 @@ impl<E: EventSink> Session<E> {
                 deadline: Instant::from_std(plan.deadline),
                 stream_end: self.stream_end,
             },
+            self.quit_parser.take(),
         )
         .await;
         if let (QuitProgress::Unanswered(outcome), CloseOutcome::Clean) =
@@ -311,7 +319,7 @@ impl<E: EventSink> Session<E> {
                 return self.wait_for_close().await;
             }
             if client.state() == ClientState::Closed {
-                // QUIT went with the last transaction and is answered:
+                // QUIT went with the last transaction and got its reply, so
                 // nothing is left to read before closeconn's close.
                 return self.wait_for_close().await;
             }
@@ -338,12 +346,19 @@ impl<E: EventSink> Session<E> {
                         }
                         self.start_next(&mut client);
                     }
-                    Some(SessionCommand::Close(plan)) => return LoopEnd::Close(plan),
+                    Some(SessionCommand::Close(plan)) => {
+                        if client.state() == ClientState::ExpectQuit {
+                            self.quit_parser = Some(client.take_reply_parser());
+                        }
+                        return LoopEnd::Close(plan);
+                    }
                     Some(_) => {}
                     None => return LoopEnd::Abandoned,
                 },
                 () = sleep_until_opt(deadline) => {
+                    let quitting = client.state() == ClientState::ExpectQuit;
                     client.handle_timeout(std::time::Instant::now());
+                    self.quit_timed_out = quitting && client.state() == ClientState::Closed;
                 }
             }
         }
@@ -525,13 +540,16 @@ impl<E: EventSink> Session<E> {
                     failed = true;
                 }
                 ClientEvent::Closed { reply } => {
-                    // Only QUIT closes the client without a failure.
+                    // Only QUIT closes the client without a failure. An
+                    // invalid reply to it ends the wait as a reply does.
                     self.quit = match reply {
-                        Some(_) => QuitProgress::Answered,
                         None if self.stream_end.is_some() => {
                             QuitProgress::Unanswered(CloseOutcome::NoQuitReply)
                         }
-                        None => QuitProgress::Unanswered(CloseOutcome::QuitTimedOut),
+                        None if self.quit_timed_out => {
+                            QuitProgress::Unanswered(CloseOutcome::QuitTimedOut)
+                        }
+                        _ => QuitProgress::Answered,
                     };
                 }
                 ClientEvent::IdleTimeout => {}
@@ -625,8 +643,8 @@ impl<E: EventSink> Session<E> {
                 client.tls_established_with_ehlo(now)
             }
             queued => {
-                // rustls buffers up to 64 KiB before the handshake ends, so
-                // this cannot happen with a valid EHLO domain.
+                // rustls buffers up to 64 KiB of plaintext by default
+                // before the handshake ends, far more than an EHLO line.
                 return Err(SessionError::Protocol {
                     stage: Stage::TlsHandshake,
                     detail: format!("TLS took {queued} of the EHLO's {} octets", ehlo.len()),
@@ -857,8 +875,8 @@ async fn read_now(transport: &mut Transport, buffer: &mut [u8]) -> Option<std::i
     }
 }
 
-/// The most buffers one vectored write call takes; more go in further
-/// calls before the one flush.
+/// The maximum number of buffers in one vectored write call; more go in
+/// further calls before the one flush.
 const WRITE_SLICES: usize = 8;
 
 /// Writes every part of `writes` in order, with vectored writes so that

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `AwaitReply` is for a session that sent QUIT with its last transaction
-//! and had no reply yet; `Skip` also covers one whose QUIT was answered
+//! and had no reply yet. `Skip` also covers one whose QUIT got its reply
 //! already. A missing 221 is normal and only shortens the wait. A peer that closes
 //! TLS without close_notify after its 221 closed cleanly, because nothing
 //! was due; one that does so while a reply is due truncated the session.
@@ -35,10 +35,10 @@ use crate::proto::reply_parser::ReplyParser;
 /// reading until its deadline.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-/// What the shutdown does about QUIT.
+/// The QUIT step of a shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QuitStep {
-    /// Nothing: QUIT is not wanted, or it was answered already.
+    /// Nothing: QUIT is not wanted, or it got its reply already.
     Skip,
     /// Send QUIT and wait for its reply.
     Send,
@@ -145,11 +145,17 @@ fn classify_read_error(tls: bool, error: &io::Error) -> ReadEnd {
     }
 }
 
-/// Shuts `transport` down as `plan` says and reports how it went.
-pub(crate) async fn shutdown(transport: Transport, plan: ShutdownPlan) -> CloseReport {
+/// Shuts `transport` down as `plan` says and reports how it went. A
+/// `parser` from the session holds the start of a reply to QUIT that the
+/// session read before the close began.
+pub(crate) async fn shutdown(
+    transport: Transport,
+    plan: ShutdownPlan,
+    parser: Option<ReplyParser>,
+) -> CloseReport {
     match plan.stream_end {
         Some(end) => close_ended(transport, end, plan.deadline).await,
-        None => close_open(transport, plan).await,
+        None => close_open(transport, plan, parser).await,
     }
 }
 
@@ -181,7 +187,11 @@ async fn close_ended(mut transport: Transport, end: StreamEnd, deadline: Instant
 
 /// Closes a stream that is still open: QUIT when the plan says so, then
 /// close_notify and FIN, then reading until the server closes too.
-async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport {
+async fn close_open(
+    mut transport: Transport,
+    plan: ShutdownPlan,
+    parser: Option<ReplyParser>,
+) -> CloseReport {
     let tls = transport.is_tls();
     let mut report = CloseReport {
         outcome: CloseOutcome::Clean,
@@ -211,7 +221,7 @@ async fn close_open(mut transport: Transport, plan: ShutdownPlan) -> CloseReport
     }
     if plan.quit != QuitStep::Skip {
         let quit_deadline = (Instant::now() + plan.quit_timeout).min(plan.deadline);
-        let mut parser = ReplyParser::default();
+        let mut parser = parser.unwrap_or_default();
         let mut answered = false;
         while !answered {
             match read_some(&mut transport, &mut buffer, quit_deadline).await {

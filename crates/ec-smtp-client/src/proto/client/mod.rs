@@ -26,7 +26,7 @@ pub use self::transaction::{RejectedTransaction, Transaction, TransactionError};
 use self::state::State;
 use super::capabilities::Capabilities;
 use super::command::{Command, CommandError};
-use super::reply_parser::{ReplyLimits, ReplyParser};
+use super::reply_parser::{ReplyError, ReplyLimits, ReplyParser};
 
 /// The settings of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,11 @@ impl ClientConfig {
 ///  ExpectQuit ──S: any reply, EOF or timeout──► Closed
 /// ```
 ///
+/// After [`quit_after_transaction`](Self::quit_after_transaction), QUIT
+/// goes with the message data (or right after the final reply without
+/// PIPELINING), and the end of the transaction leads to `ExpectQuit`
+/// instead of `Ready`.
+///
 /// A transaction on a reused connection starts with RSET; the first on a
 /// connection does not, because some servers count a needless RSET against
 /// the client. Any failure moves the session to
@@ -119,7 +124,10 @@ impl ClientConfig {
 /// After [`ClientEvent::StartTls`] the driver runs the TLS handshake on
 /// the same connection and then calls
 /// [`tls_established`](Self::tls_established); bytes read from then on are
-/// the decrypted stream.
+/// the decrypted stream. A driver whose TLS library can send data with the
+/// handshake's last flight hands it [`ehlo_after_tls`](Self::ehlo_after_tls)
+/// first and calls [`tls_established_with_ehlo`](Self::tls_established_with_ehlo)
+/// instead.
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
@@ -159,7 +167,7 @@ struct Transmit {
     kind: TransmitKind,
 }
 
-/// What a buffer to write holds, as far as the session tracks it.
+/// The content of a buffer to write, as far as the session tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TransmitKind {
     /// Message data with its final dot, or a BDAT group with its chunk.
@@ -298,7 +306,7 @@ impl Client {
             input = rest;
 
             if let Err(error) = self.parser.push(chunk) {
-                self.fail(error.into(), now);
+                self.reply_error(error, now);
                 return;
             }
             if !self.drain_replies(input.len(), now) {
@@ -383,8 +391,8 @@ impl Client {
     /// Returns the EHLO that follows the TLS handshake (RFC 3207 section
     /// 4.2), for a driver that hands it to its TLS library before the
     /// handshake. A TLS 1.3 client then sends it with its Finished message
-    /// in one write, and the server reads both at once; the library holds
-    /// it back if the handshake fails. Such a driver reports the handshake
+    /// in one write, and the server reads both at once. The library sends
+    /// nothing of it if the handshake fails. Such a driver reports the handshake
     /// with [`tls_established_with_ehlo`](Self::tls_established_with_ehlo).
     pub fn ehlo_after_tls(&self) -> Bytes {
         let encoded = Command::Ehlo(&self.config.ehlo_domain).to_bytes();
@@ -452,7 +460,7 @@ impl Client {
         self.transactions += 1;
         self.data_handed_out = false;
         self.undeliverable = false;
-        // The head holds the commands; a BDAT chunk is the tail.
+        // The head contains the commands, and a BDAT chunk is the tail.
         log_commands(&prepared.first_transmit.head);
         self.queue_parts(prepared.first_transmit, prepared.first_is_data);
         let in_flight = Box::new(prepared.in_flight);
@@ -481,9 +489,9 @@ impl Client {
     /// Ends the session after the transaction under way, for a connection
     /// that closes after it anyway: the close then needs no round trip of
     /// its own. When the server offers PIPELINING, QUIT goes right after
-    /// the message data, in the same write (RFC 2920 section 3.1 allows
-    /// QUIT as the last command of a group); otherwise it goes as soon as
-    /// the final reply arrives. When the transaction ends, however it
+    /// the message data, in the same write, because RFC 2920 section 3.1
+    /// allows QUIT as the last command of a group. Otherwise it goes as
+    /// soon as the final reply arrives. When the transaction ends, however it
     /// ends, the session waits for the reply to QUIT
     /// ([`ClientState::ExpectQuit`]) instead of becoming ready.
     ///
@@ -507,6 +515,15 @@ impl Client {
             self.pipeline_quit();
         }
         Ok(())
+    }
+
+    /// Takes the reply parser, with the input that is not yet part of a
+    /// complete reply, and leaves a fresh one. A driver that stops using
+    /// the session while the reply to QUIT is due reads that reply with
+    /// this parser, so that a reply split across reads is not lost.
+    pub fn take_reply_parser(&mut self) -> ReplyParser {
+        let fresh = ReplyParser::new(self.config.reply_limits);
+        mem::replace(&mut self.parser, fresh)
     }
 
     /// Returns whether [`poll_transmit`](Self::poll_transmit) handed out
@@ -631,7 +648,7 @@ impl Client {
                 Ok(Some(reply)) => reply,
                 Ok(None) => return true,
                 Err(error) => {
-                    self.fail(error.into(), now);
+                    self.reply_error(error, now);
                     return false;
                 }
             };
@@ -645,6 +662,18 @@ impl Client {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Handles input that is no valid reply. After QUIT it ends the session
+    /// as a reply would, since nothing more is expected from the server;
+    /// anywhere else the session fails.
+    fn reply_error(&mut self, error: ReplyError, now: Instant) {
+        if matches!(self.state, State::ExpectQuit) {
+            tracing::debug!(%error, "invalid reply to QUIT");
+            self.close(None);
+        } else {
+            self.fail(error.into(), now);
         }
     }
 
