@@ -32,11 +32,14 @@
 //! ```
 //!
 //! `file` is the message file as the PATH arguments named it, and
-//! `canonical_file` its canonical absolute path ([`file_identity`]), or
-//! null when that could not be resolved. `--resume` matches files by
-//! `canonical_file`, so a later run may spell or reach the same file
-//! differently. Records written before `canonical_file` existed have only
-//! `file`, which `--resume` resolves against the current directory.
+//! `canonical_file` its canonical absolute path ([`file_identity`]) as
+//! resolved when the run listed the file, or null when that could not be
+//! resolved. Every record of a file names the same `canonical_file`, also
+//! when the file is moved or deleted during the run. `--resume` matches
+//! files by `canonical_file`, so a later run may spell or reach the same
+//! file differently. Records without `canonical_file` (from an earlier
+//! version, or of a file that could not be resolved) have only `file`,
+//! which `--resume` resolves against the current directory.
 //!
 //! `sender` is the MAIL FROM path without angle brackets, `"<>"` for the
 //! null reverse path, and null when ec could not tell the sender, as in an
@@ -142,6 +145,9 @@ pub struct LogRecord {
 pub struct RecipientOutcome<'a> {
     /// The message file.
     pub file: &'a Path,
+    /// Its canonical path as resolved when the run listed it, or `None`
+    /// when that could not be resolved.
+    pub canonical_file: Option<&'a Path>,
     /// Its Message-ID.
     pub message_id: Option<&'a str>,
     /// The MAIL FROM path.
@@ -168,7 +174,7 @@ impl LogRecord {
         Self {
             timestamp: now(),
             file: path_text(outcome.file),
-            canonical_file: canonical_file(outcome.file),
+            canonical_file: outcome.canonical_file.map(path_text),
             message_id: outcome.message_id.map(str::to_owned),
             sender: Some(sender_text(outcome.sender)),
             recipient: Some(outcome.recipient.as_str().to_owned()),
@@ -187,7 +193,7 @@ impl LogRecord {
         Self {
             timestamp: now(),
             file: path_text(&invalid.path),
-            canonical_file: canonical_file(&invalid.path),
+            canonical_file: invalid.canonical_path.as_deref().map(path_text),
             message_id: invalid.message_id.clone(),
             sender: invalid.reverse_path.as_ref().map(sender_text),
             recipient: None,
@@ -219,14 +225,8 @@ fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn canonical_file(path: &Path) -> Option<String> {
-    std::fs::canonicalize(path)
-        .ok()
-        .map(|canonical| path_text(&canonical))
-}
-
-/// Returns the key by which [`ResumeSet`] matches a message file of this
-/// run.
+/// Returns the key of a file that a record names without
+/// `canonical_file`: the file resolved now.
 fn file_key(path: &Path) -> String {
     path_text(&file_identity(path))
 }
@@ -369,6 +369,11 @@ fn complete_length(file: &mut File) -> io::Result<u64> {
 
 /// The recipients and files that a previous run finished, read from its
 /// delivery log.
+///
+/// The methods take a file's identity:
+/// [`MessageFile::identity`](crate::input::MessageFile::identity) for a
+/// file of this run, which keeps the identity resolved when the file was
+/// listed, or [`file_identity`] for any other path.
 #[derive(Debug, Default)]
 pub struct ResumeSet {
     recipients: HashSet<(String, String)>,
@@ -381,31 +386,31 @@ pub struct ResumeSet {
 
 impl ResumeSet {
     /// Whether the recipient of this file has a final outcome in the log.
-    pub fn is_final(&self, file: &Path, recipient: &Address) -> bool {
-        let key = (file_key(file), recipient.as_str().to_owned());
-        self.is_file_final(file) || self.recipients.contains(&key)
+    pub fn is_final(&self, identity: &Path, recipient: &Address) -> bool {
+        let key = (path_text(identity), recipient.as_str().to_owned());
+        self.is_file_final(identity) || self.recipients.contains(&key)
     }
 
-    /// Returns whether any record of the log names `file`, however either
+    /// Returns whether any record of the log names the file, however either
     /// run spelled it.
-    pub fn mentions(&self, file: &Path) -> bool {
-        self.mentioned.contains(&file_key(file))
+    pub fn mentions(&self, identity: &Path) -> bool {
+        self.mentioned.contains(&path_text(identity))
     }
 
     /// Whether the whole file is done: the log has an `invalid_input` record
     /// for it without a recipient.
-    pub fn is_file_final(&self, file: &Path) -> bool {
-        self.files.contains(&file_key(file))
+    pub fn is_file_final(&self, identity: &Path) -> bool {
+        self.files.contains(&path_text(identity))
     }
 
-    /// The recipients of `file` that still need an attempt, in order.
+    /// The recipients of the file that still need an attempt, in order.
     pub fn remaining<'a>(
         &self,
-        file: &Path,
+        identity: &Path,
         recipients: &'a [Address],
     ) -> impl Iterator<Item = &'a Address> + use<'a, '_> {
-        let file_done = self.is_file_final(file);
-        let key = file_key(file);
+        let file_done = self.is_file_final(identity);
+        let key = path_text(identity);
         recipients.iter().filter(move |recipient| {
             !file_done
                 && !self
@@ -531,7 +536,7 @@ pub fn read_resume_set(path: &Path) -> Result<ResumeSet, LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::InvalidReason;
+    use crate::input::{InvalidReason, MessageFile};
     use ec_types::ReplyCode;
 
     fn address(text: &str) -> Address {
@@ -550,8 +555,10 @@ mod tests {
             cipher_suite: "TLS13_AES_128_GCM_SHA256".into(),
             verified: true,
         };
+        let listed = MessageFile::resolve(PathBuf::from(file));
         LogRecord::from_outcome(&RecipientOutcome {
-            file: Path::new(file),
+            file: &listed.path,
+            canonical_file: listed.canonical_path.as_deref(),
             message_id: Some("id@example.org"),
             sender: &sender,
             recipient: &recipient,
@@ -598,6 +605,7 @@ mod tests {
         let recipient = address("a@example.com");
         let outcome = RecipientOutcome {
             file: Path::new("m.eml"),
+            canonical_file: None,
             message_id: None,
             sender: &ReversePath::Null,
             recipient: &recipient,
@@ -614,6 +622,7 @@ mod tests {
         let mut invalid = InvalidInput {
             tag: 0,
             path: PathBuf::from("bad.eml"),
+            canonical_path: None,
             message_id: None,
             reverse_path: None,
             reason: InvalidReason::NoSender,
@@ -674,6 +683,7 @@ mod tests {
         let invalid = InvalidInput {
             tag: 3,
             path: PathBuf::from("bad.eml"),
+            canonical_path: None,
             message_id: None,
             reverse_path: None,
             reason: InvalidReason::NoSender,
@@ -869,13 +879,13 @@ mod tests {
 
         let set = read_resume_set(&path).expect("read log");
         let recipient = address("a@example.com");
-        let m1 = dir.path().join("big/../big/./m1.eml");
+        let m1 = file_identity(&dir.path().join("big/../big/./m1.eml"));
         assert!(set.is_final(&m1, &recipient), "new record, other spelling");
         assert!(set.mentions(&m1));
-        let m2 = big.join("m2.eml");
+        let m2 = file_identity(&big.join("m2.eml"));
         assert!(set.is_final(&m2, &recipient), "old record, other spelling");
         assert!(set.mentions(&m2));
-        assert!(!set.mentions(&dir.path().join("m2.eml")));
+        assert!(!set.mentions(&file_identity(&dir.path().join("m2.eml"))));
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! [`collect_paths`] turns the PATH arguments into the list of message
 //! files: a file is taken as given, whatever its name, and a directory
 //! contributes every file below it whose name ends in `.eml`, sorted so
-//! that two runs over the same tree see the same order. [`Input`] then
-//! reads the files one at a time and yields a [`Loaded`] for each: a
-//! [`Submission`] ready for the engine, or an [`InvalidInput`] record that
-//! states what is wrong with the file and how to fix it. One bad file never
-//! stops the run. A FIFO, socket or device is not read at all, because a
-//! read of it could block for ever: it is invalid input.
+//! that two runs over the same tree see the same order. Each listed
+//! [`MessageFile`] keeps the canonical path resolved at that moment. The
+//! loaded message carries it to every delivery log record of the file, so
+//! the records keep it when the file is moved or deleted during the run.
+//! [`Input`] then reads the files one at a time and yields a [`Loaded`] for
+//! each: a [`Submission`] ready for the engine, or an [`InvalidInput`]
+//! record that states what is wrong with the file and how to fix it. One
+//! bad file never stops the run. A FIFO, socket or device is not read at
+//! all, because a read of it could block for ever: it is invalid input.
 //!
 //! A message is kept as the bytes read ([`Bytes`]), never decoded or
 //! re-encoded: the engine sends exactly those bytes, apart from SMTP's
@@ -83,9 +86,51 @@ pub enum InputError {
     NoMessages(PathBuf),
 }
 
+/// A message file as [`collect_paths`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFile {
+    /// The path as the PATH arguments named it, or as the directory walk
+    /// found it.
+    pub path: PathBuf,
+    /// The canonical absolute path as resolved when the file was listed, or
+    /// `None` when it could not be resolved.
+    pub canonical_path: Option<PathBuf>,
+}
+
+impl MessageFile {
+    /// Resolves the canonical path of `path` now, as [`collect_paths`] does
+    /// for each file it lists.
+    pub fn resolve(path: PathBuf) -> Self {
+        let canonical_path = std::fs::canonicalize(&path).ok();
+        Self {
+            path,
+            canonical_path,
+        }
+    }
+
+    /// Names a message that was not read from a file, such as a bundled
+    /// sample: `path` names it in records, and it has no canonical path.
+    pub fn in_memory(path: PathBuf) -> Self {
+        Self {
+            path,
+            canonical_path: None,
+        }
+    }
+
+    /// Returns the file's identity: the canonical path, or the path as
+    /// given when that could not be resolved, as [`file_identity`] does.
+    pub fn identity(&self) -> &Path {
+        identity(&self.path, self.canonical_path.as_deref())
+    }
+}
+
+fn identity<'a>(path: &'a Path, canonical_path: Option<&'a Path>) -> &'a Path {
+    canonical_path.unwrap_or(path)
+}
+
 /// Lists the message files named by `args`, in argument order: a file as
 /// given, a directory as the sorted list of files below it whose names end
-/// in `.eml`.
+/// in `.eml`. Each file's canonical path is resolved once, here.
 ///
 /// A file reached twice (named twice, or named and also inside a named
 /// directory) is listed once, at its first place, so that it is not sent
@@ -97,9 +142,9 @@ pub enum InputError {
 ///
 /// [`InputError`] when an argument cannot be accessed, a directory cannot
 /// be listed, or a directory argument contains no message file.
-pub fn collect_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+pub fn collect_paths(args: &[PathBuf]) -> Result<Vec<MessageFile>, InputError> {
     let mut seen = HashSet::new();
-    let mut paths = Vec::new();
+    let mut files = Vec::new();
 
     for arg in args {
         let metadata = std::fs::metadata(arg).map_err(|source| InputError::Access {
@@ -120,12 +165,13 @@ pub fn collect_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
         };
 
         for path in found {
-            if seen.insert(file_identity(&path)) {
-                paths.push(path);
+            let file = MessageFile::resolve(path);
+            if seen.insert(file.identity().to_owned()) {
+                files.push(file);
             }
         }
     }
-    Ok(paths)
+    Ok(files)
 }
 
 /// Returns the path by which a run distinguishes message files: the
@@ -135,7 +181,9 @@ pub fn collect_paths(args: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
 ///
 /// [`collect_paths`] lists a file once per identity, and `--resume`
 /// matches the files of the delivery log by it, so `mail/1.eml` and
-/// `./mail/1.eml` are one file.
+/// `./mail/1.eml` are one file. A file of the run keeps the identity that
+/// [`MessageFile::identity`] returned when it was listed. This function
+/// resolves the paths that the log names without `canonical_file`.
 pub fn file_identity(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
@@ -177,8 +225,18 @@ pub struct InputMessage {
     pub submission: Submission,
     /// The file it came from, as listed by [`collect_paths`].
     pub path: PathBuf,
+    /// The file's canonical path as resolved when it was listed, or `None`
+    /// when it could not be resolved or the message was not read from a file.
+    pub canonical_path: Option<PathBuf>,
     /// The Message-ID header field's value without angle brackets, if any.
     pub message_id: Option<String>,
+}
+
+impl InputMessage {
+    /// Returns the file's identity as it was listed ([`MessageFile::identity`]).
+    pub fn identity(&self) -> &Path {
+        identity(&self.path, self.canonical_path.as_deref())
+    }
 }
 
 /// A message that cannot be sent, and why.
@@ -188,6 +246,9 @@ pub struct InvalidInput {
     pub tag: u64,
     /// The file.
     pub path: PathBuf,
+    /// The file's canonical path as resolved when it was listed, or `None`
+    /// when it could not be resolved.
+    pub canonical_path: Option<PathBuf>,
     /// The Message-ID, when the header could be read.
     pub message_id: Option<String>,
     /// The reverse path the message would have had: from `--from`, or from
@@ -196,6 +257,13 @@ pub struct InvalidInput {
     pub reverse_path: Option<ReversePath>,
     /// The reason it cannot be sent.
     pub reason: InvalidReason,
+}
+
+impl InvalidInput {
+    /// Returns the file's identity as it was listed ([`MessageFile::identity`]).
+    pub fn identity(&self) -> &Path {
+        identity(&self.path, self.canonical_path.as_deref())
+    }
 }
 
 impl fmt::Display for InvalidInput {
@@ -272,12 +340,13 @@ pub enum Loaded {
 }
 
 /// Reads and checks one message file. `tag` becomes the submission's tag.
-pub fn load_file(tag: u64, path: &Path, envelope: &EnvelopeOverride) -> Loaded {
-    match read_regular_file(path) {
-        Ok(data) => load_bytes(tag, path.to_owned(), Bytes::from(data), envelope),
+pub fn load_file(tag: u64, file: &MessageFile, envelope: &EnvelopeOverride) -> Loaded {
+    match read_regular_file(&file.path) {
+        Ok(data) => load_bytes(tag, file.clone(), Bytes::from(data), envelope),
         Err(reason) => Loaded::Invalid(InvalidInput {
             tag,
-            path: path.to_owned(),
+            path: file.path.clone(),
+            canonical_path: file.canonical_path.clone(),
             message_id: None,
             reverse_path: envelope.from.clone(),
             reason,
@@ -340,13 +409,19 @@ fn file_kind(file_type: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Checks a message already in memory, such as a bundled sample. `path`
-/// names it in records and logs.
-pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverride) -> Loaded {
+/// Checks a message already in memory. `file` names it in records and
+/// logs. For a message not read from a file, such as a bundled sample,
+/// pass [`MessageFile::in_memory`].
+pub fn load_bytes(tag: u64, file: MessageFile, data: Bytes, envelope: &EnvelopeOverride) -> Loaded {
+    let MessageFile {
+        path,
+        canonical_path,
+    } = file;
     let invalid = |message_id, reverse_path, reason| {
         Loaded::Invalid(InvalidInput {
             tag,
             path: path.clone(),
+            canonical_path: canonical_path.clone(),
             message_id,
             reverse_path,
             reason,
@@ -404,6 +479,7 @@ pub fn load_bytes(tag: u64, path: PathBuf, data: Bytes, envelope: &EnvelopeOverr
             data: bcc::remove_ranges(data, &bcc_fields),
         },
         path,
+        canonical_path,
         message_id,
     })
 }
@@ -538,7 +614,7 @@ fn dedup(addresses: impl IntoIterator<Item = Address>) -> Vec<Address> {
 /// [`collect_paths`].
 #[derive(Debug)]
 pub struct Input {
-    paths: Vec<PathBuf>,
+    files: Vec<MessageFile>,
     next: usize,
     envelope: EnvelopeOverride,
 }
@@ -550,21 +626,21 @@ impl Input {
     ///
     /// As [`collect_paths`].
     pub fn open(args: &[PathBuf], envelope: EnvelopeOverride) -> Result<Self, InputError> {
-        Ok(Self::from_paths(collect_paths(args)?, envelope))
+        Ok(Self::from_files(collect_paths(args)?, envelope))
     }
 
     /// Reads the given files, in the given order, as message files.
-    pub fn from_paths(paths: Vec<PathBuf>, envelope: EnvelopeOverride) -> Self {
+    pub fn from_files(files: Vec<MessageFile>, envelope: EnvelopeOverride) -> Self {
         Self {
-            paths,
+            files,
             next: 0,
             envelope,
         }
     }
 
     /// Every message file of the run; a message's tag is its index here.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
+    pub fn files(&self) -> &[MessageFile] {
+        &self.files
     }
 }
 
@@ -572,14 +648,14 @@ impl Iterator for Input {
     type Item = Loaded;
 
     fn next(&mut self) -> Option<Loaded> {
-        let path = self.paths.get(self.next)?;
+        let file = self.files.get(self.next)?;
         let tag = self.next as u64;
         self.next += 1;
-        Some(load_file(tag, path, &self.envelope))
+        Some(load_file(tag, file, &self.envelope))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.paths.len() - self.next;
+        let left = self.files.len() - self.next;
         (left, Some(left))
     }
 }
@@ -596,7 +672,7 @@ mod tests {
 
     fn load_with(text: &str, envelope: &EnvelopeOverride) -> Loaded {
         let data = Bytes::copy_from_slice(text.as_bytes());
-        load_bytes(7, PathBuf::from("test.eml"), data, envelope)
+        load_bytes(7, MessageFile::in_memory("test.eml".into()), data, envelope)
     }
 
     fn expect_message(loaded: Loaded) -> InputMessage {
@@ -865,7 +941,8 @@ mod tests {
             b"From: f@example.org\nTo: a@example.com\nSubject: =?iso-8859-1?Q?M=FCller?=\r\n\
                      \r\n\xfc\x00bare\rCR\n.\n";
         let data = Bytes::from_static(text);
-        let loaded = load_bytes(0, "x".into(), data.clone(), &EnvelopeOverride::default());
+        let file = MessageFile::in_memory("x".into());
+        let loaded = load_bytes(0, file, data.clone(), &EnvelopeOverride::default());
         let message = expect_message(loaded);
         assert_eq!(message.submission.data, data);
         assert_eq!(message.submission.data.as_ptr(), data.as_ptr(), "no copy");
@@ -881,7 +958,8 @@ mod tests {
             (Path::new("/dev/null"), "character device"),
         ];
         for (path, kind) in cases {
-            let invalid = expect_invalid(load_file(0, path, &EnvelopeOverride::default()));
+            let file = MessageFile::resolve(path.to_owned());
+            let invalid = expect_invalid(load_file(0, &file, &EnvelopeOverride::default()));
             assert!(
                 matches!(invalid.reason, InvalidReason::NotRegularFile(k) if k == kind),
                 "{invalid}"
@@ -909,7 +987,8 @@ mod tests {
         std::fs::write(&single, "x").expect("write");
 
         let args = [single.clone(), root.to_owned(), root.join("a/z.eml")];
-        let paths = collect_paths(&args).expect("paths");
+        let files = collect_paths(&args).expect("paths");
+        let paths: Vec<&Path> = files.iter().map(|file| file.path.as_path()).collect();
         let expected = [
             single,
             root.join("a/z.eml"),
@@ -917,6 +996,11 @@ mod tests {
             root.join("b/nested/1.eml"),
         ];
         assert_eq!(paths, expected);
+        for file in &files {
+            let canonical = std::fs::canonicalize(&file.path).expect("canonicalize");
+            assert_eq!(file.canonical_path.as_ref(), Some(&canonical), "{file:?}");
+            assert_eq!(file.identity(), canonical, "{file:?}");
+        }
     }
 
     #[test]
@@ -949,11 +1033,16 @@ mod tests {
         std::fs::write(&empty, "").expect("write");
         let gone = dir.path().join("3.eml");
 
-        let input = Input::from_paths(vec![good, empty, gone], EnvelopeOverride::default());
+        let files = [&good, &empty, &gone].map(|path| MessageFile::resolve(path.clone()));
+        let input = Input::from_files(files.to_vec(), EnvelopeOverride::default());
         assert_eq!(input.len(), 3);
         let loaded: Vec<Loaded> = input.collect();
 
-        assert!(matches!(&loaded[0], Loaded::Message(m) if m.submission.tag == 0));
+        let Loaded::Message(message) = &loaded[0] else {
+            panic!("the first file is a message")
+        };
+        assert_eq!(message.submission.tag, 0);
+        assert_eq!(message.canonical_path, files[0].canonical_path);
         assert!(matches!(
             &loaded[1],
             Loaded::Invalid(InvalidInput {
@@ -970,5 +1059,10 @@ mod tests {
                 ..
             })
         ));
+        let Loaded::Invalid(missing) = &loaded[2] else {
+            panic!("a missing file is invalid input")
+        };
+        assert_eq!(missing.canonical_path, None, "not resolvable when listed");
+        assert_eq!(missing.identity(), gone, "the path as given");
     }
 }

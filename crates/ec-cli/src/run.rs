@@ -496,6 +496,7 @@ impl RunState<'_> {
         let log_record = {
             let outcome = delivery_log::RecipientOutcome {
                 file: &message.path,
+                canonical_file: message.canonical_path.as_deref(),
                 message_id: message.message_id.as_deref(),
                 sender: &message.submission.reverse_path,
                 recipient: &record.recipient,
@@ -626,6 +627,7 @@ impl RunState<'_> {
             self.totals.record_result(LogResult::Deferred);
             let outcome = delivery_log::RecipientOutcome {
                 file: &message.path,
+                canonical_file: message.canonical_path.as_deref(),
                 message_id: message.message_id.as_deref(),
                 sender: &message.submission.reverse_path,
                 recipient: address,
@@ -904,14 +906,14 @@ pub fn check_resume_matches(
     messages: &[InputMessage],
     invalid: &[InvalidInput],
 ) -> Result<(), crate::cli::UsageError> {
-    let paths = messages
+    let identities = messages
         .iter()
-        .map(|m| &m.path)
-        .chain(invalid.iter().map(|i| &i.path));
+        .map(InputMessage::identity)
+        .chain(invalid.iter().map(InvalidInput::identity));
     let mut any_input = false;
-    for path in paths {
+    for identity in identities {
         any_input = true;
-        if resume.mentions(path) {
+        if resume.mentions(identity) {
             return Ok(());
         }
     }
@@ -952,20 +954,20 @@ pub fn skip_final(
     resume: &delivery_log::ResumeSet,
 ) {
     for message in messages.iter_mut() {
-        let path = message.path.clone();
+        let identity = message.identity().to_owned();
         message
             .submission
             .recipients
-            .retain(|recipient| !resume.is_final(&path, recipient));
+            .retain(|recipient| !resume.is_final(&identity, recipient));
     }
     messages.retain(|message| !message.submission.recipients.is_empty());
-    invalid.retain(|bad| !resume.is_file_final(&bad.path));
+    invalid.retain(|bad| !resume.is_file_final(bad.identity()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::{load_bytes, EnvelopeOverride, Loaded};
+    use crate::input::{load_bytes, EnvelopeOverride, Loaded, MessageFile};
     use crate::progress::Visibility;
     use bytes::Bytes;
     use ec_types::{Address, BindingSlot, ConnectionId, MessageId, ReplyCode, TlsInfo};
@@ -979,9 +981,9 @@ mod tests {
         );
         (0..count)
             .map(|tag| {
-                let path = PathBuf::from(format!("m{tag}.eml"));
+                let file = MessageFile::in_memory(format!("m{tag}.eml").into());
                 let data = Bytes::from(text.clone());
-                match load_bytes(tag as u64, path, data, &EnvelopeOverride::default()) {
+                match load_bytes(tag as u64, file, data, &EnvelopeOverride::default()) {
                     Loaded::Message(message) => message,
                     Loaded::Invalid(invalid) => panic!("{invalid}"),
                 }
@@ -1311,6 +1313,123 @@ mod tests {
             Some(Duration::from_secs(30)),
             "a configured interval stays"
         );
+    }
+
+    /// Lists and loads the message files named by `args`, as `ec deliver`
+    /// does before a run.
+    fn load_input(args: &[PathBuf]) -> (Vec<InputMessage>, Vec<InvalidInput>) {
+        let input = crate::input::Input::open(args, EnvelopeOverride::default()).expect("input");
+        let (mut messages, mut invalid) = (Vec::new(), Vec::new());
+        for loaded in input {
+            match loaded {
+                Loaded::Message(message) => messages.push(message),
+                Loaded::Invalid(bad) => invalid.push(bad),
+            }
+        }
+        (messages, invalid)
+    }
+
+    fn message_text(subject: &str) -> String {
+        format!(
+            "From: s@example.org\nTo: {}\nSubject: {subject}\n\nbody\n",
+            RECIPIENTS.join(", ")
+        )
+    }
+
+    fn read_records(log: &Path) -> Vec<LogRecord> {
+        std::fs::read_to_string(log)
+            .expect("log read")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a log record"))
+            .collect()
+    }
+
+    #[test]
+    fn records_keep_identity_of_moved_file() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let spool = dir.path().join("spool");
+        std::fs::create_dir(&spool).expect("spool created");
+        let (good, empty) = (spool.join("a.eml"), spool.join("b.eml"));
+        std::fs::write(&good, message_text("a")).expect("message written");
+        std::fs::write(&empty, "").expect("empty file written");
+        let good_canonical = std::fs::canonicalize(&good).expect("canonicalize");
+        let empty_canonical = std::fs::canonicalize(&empty).expect("canonicalize");
+        let (messages, invalid) = load_input(std::slice::from_ref(&spool));
+        assert_eq!((messages.len(), invalid.len()), (1, 1));
+
+        // An operator cleans the spool after ec has read it and before any
+        // outcome is recorded.
+        std::fs::rename(&good, dir.path().join("a.eml.done")).expect("file moved");
+        std::fs::remove_file(&empty).expect("file deleted");
+
+        let log = dir.path().join("log.jsonl");
+        let progress = Progress::new(1, Visibility::Hidden);
+        let mut state = state(&progress, messages);
+        state.log = Some(DeliveryLogWriter::open(&log).expect("log opened"));
+        state.write_log(LogRecord::from_invalid_input(&invalid[0]));
+        let delivered = RecipientOutcome::Delivered(reply(250, "ok"));
+        state.handle(record(0, RECIPIENTS[0], delivered));
+        state.record_open_as_unsent("the test ended the run");
+
+        let records = read_records(&log);
+        let canonical: Vec<(LogResult, Option<&str>)> = records
+            .iter()
+            .map(|record| (record.result, record.canonical_file.as_deref()))
+            .collect();
+        let (good_text, empty_text) = (
+            good_canonical.to_str().expect("UTF-8 path"),
+            empty_canonical.to_str().expect("UTF-8 path"),
+        );
+        assert_eq!(
+            canonical,
+            [
+                (LogResult::InvalidInput, Some(empty_text)),
+                (LogResult::Delivered, Some(good_text)),
+                (LogResult::Deferred, Some(good_text)),
+            ]
+        );
+        for record in &records[1..] {
+            assert_eq!(record.file, good.to_str().expect("UTF-8 path"));
+        }
+    }
+
+    #[test]
+    fn resume_skips_file_after_link_moved() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (first, second) = (dir.path().join("batch1"), dir.path().join("batch2"));
+        for (batch, subject) in [(&first, "first"), (&second, "second")] {
+            std::fs::create_dir(batch).expect("batch created");
+            std::fs::write(batch.join("a.eml"), message_text(subject)).expect("message written");
+        }
+        let current = dir.path().join("current");
+        std::os::unix::fs::symlink(&first, &current).expect("link created");
+        let (messages, _) = load_input(std::slice::from_ref(&current));
+
+        // The spool link moves on to the next batch while the run sends
+        // the first one.
+        std::fs::remove_file(&current).expect("link removed");
+        std::os::unix::fs::symlink(&second, &current).expect("link moved");
+
+        let log = dir.path().join("log.jsonl");
+        let progress = Progress::new(1, Visibility::Hidden);
+        let mut state = state(&progress, messages);
+        state.log = Some(DeliveryLogWriter::open(&log).expect("log opened"));
+        for recipient in RECIPIENTS {
+            let delivered = RecipientOutcome::Delivered(reply(250, "ok"));
+            state.handle(record(0, recipient, delivered));
+        }
+        drop(state);
+        let resume = delivery_log::read_resume_set(&log).expect("log read");
+
+        let (mut sent, mut invalid) = load_input(std::slice::from_ref(&first));
+        check_resume_matches(&resume, &sent, &invalid).expect("batch1 is in the log");
+        skip_final(&mut sent, &mut invalid, &resume);
+        assert!(sent.is_empty(), "batch1/a.eml is sent again: {sent:?}");
+
+        let (mut next, mut invalid) = load_input(std::slice::from_ref(&current));
+        skip_final(&mut next, &mut invalid, &resume);
+        assert_eq!(next.len(), 1, "batch2/a.eml was never sent");
+        assert_eq!(next[0].submission.recipients.len(), RECIPIENTS.len());
     }
 
     #[test]

@@ -396,6 +396,7 @@ fn corpus_files() -> BTreeSet<PathBuf> {
     ec_cli::input::collect_paths(&[corpus_dir()])
         .expect("list the corpus")
         .into_iter()
+        .map(|file| file.path)
         .collect()
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ec_cli::input::{
     collect_paths, load_file, EnvelopeOverride, Input, InputMessage, InvalidReason, Loaded,
+    MessageFile,
 };
 
 fn testdata() -> PathBuf {
@@ -12,7 +13,8 @@ fn testdata() -> PathBuf {
 }
 
 fn load(name: &str) -> Loaded {
-    load_file(0, &testdata().join(name), &EnvelopeOverride::default())
+    let file = MessageFile::resolve(testdata().join(name));
+    load_file(0, &file, &EnvelopeOverride::default())
 }
 
 fn message(name: &str) -> InputMessage {
@@ -118,13 +120,15 @@ fn directory_run_in_sorted_order() {
     // `testdata/corpus/` holds the whole corpus for the end-to-end tests;
     // it sorts before the loose files, and this test reads only those.
     let corpus = testdata().join("corpus");
-    let (in_corpus, paths): (Vec<PathBuf>, Vec<PathBuf>) =
-        all.into_iter().partition(|path| path.starts_with(&corpus));
+    let (in_corpus, files): (Vec<MessageFile>, Vec<MessageFile>) = all
+        .into_iter()
+        .partition(|file| file.path.starts_with(&corpus));
     assert_eq!(in_corpus.len(), 96, "every .eml file of testdata/corpus");
-    let names: Vec<_> = paths
+    let names: Vec<_> = files
         .iter()
-        .map(|path| {
-            path.file_name()
+        .map(|file| {
+            file.path
+                .file_name()
                 .expect("file name")
                 .to_string_lossy()
                 .into_owned()
@@ -142,7 +146,7 @@ fn directory_run_in_sorted_order() {
         ]
     );
 
-    let loaded: Vec<Loaded> = Input::from_paths(paths, EnvelopeOverride::default()).collect();
+    let loaded: Vec<Loaded> = Input::from_files(files, EnvelopeOverride::default()).collect();
     let invalid = loaded
         .iter()
         .filter(|loaded| matches!(loaded, Loaded::Invalid(_)))

@@ -68,7 +68,8 @@ pub fn demo_envelope() -> EnvelopeOverride {
 
 /// The demo's messages: every sample, then `generated` generated messages,
 /// each with the demo envelope. Tags count from 0 in that order; the paths
-/// are `samples/NAME` and `generated/NNNNNN.eml`, for the delivery log.
+/// are `samples/NAME` and `generated/NNNNNN.eml`, for the delivery log. They
+/// name no file, so they have no canonical path.
 pub fn demo_messages(generated: u32) -> Vec<InputMessage> {
     let envelope = demo_envelope();
     let reverse_path = envelope.from.unwrap_or(ReversePath::Null);
@@ -96,6 +97,7 @@ pub fn demo_messages(generated: u32) -> Vec<InputMessage> {
                 data,
             },
             path: PathBuf::from(path),
+            canonical_path: None,
         })
         .collect()
 }
