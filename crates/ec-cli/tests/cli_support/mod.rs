@@ -79,8 +79,27 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
+    start_command(Command::new(EC), args)
+}
+
+/// Starts `ec` as [`start`] does, in the working directory `dir`.
+pub(crate) fn start_in<I, S>(dir: &Path, args: I) -> Running
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut command = Command::new(EC);
+    command.current_dir(dir);
+    start_command(command, args)
+}
+
+fn start_command<I, S>(mut command: Command, args: I) -> Running
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
     let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let mut child = Command::new(EC)
+    let mut child = command
         .args(&args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -114,6 +133,16 @@ where
 {
     let started = Instant::now();
     start(args).wait(timeout, started)
+}
+
+/// Runs `ec` as [`run`] does, in the working directory `dir`.
+pub(crate) fn run_in<I, S>(dir: &Path, args: I, timeout: Duration) -> Finished
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let started = Instant::now();
+    start_in(dir, args).wait(timeout, started)
 }
 
 impl Running {
