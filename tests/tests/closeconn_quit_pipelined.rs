@@ -90,7 +90,10 @@ fn quit_goes_with_the_last_bdat_chunk() {
     for record in &records {
         let groups = record.command_groups();
         let last = groups.last().expect("commands");
-        let verbs: Vec<Verb> = last.iter().map(|line| Verb::of_line(line.as_bytes())).collect();
+        let verbs: Vec<Verb> = last
+            .iter()
+            .map(|line| Verb::of_line(line.as_bytes()))
+            .collect();
         assert_eq!(
             verbs,
             [Verb::Mail, Verb::Rcpt, Verb::Bdat, Verb::Quit],
@@ -139,7 +142,14 @@ fn only_the_last_transaction_carries_quit() {
         .collect();
     assert_eq!(with_quit.len(), 1, "{groups:#?}");
     assert_eq!(groups.last(), Some(with_quit[0]), "{groups:#?}");
-    assert_eq!(records[0].verbs().iter().filter(|v| **v == Verb::Bdat).count(), 3);
+    assert_eq!(
+        records[0]
+            .verbs()
+            .iter()
+            .filter(|v| **v == Verb::Bdat)
+            .count(),
+        3
+    );
 }
 
 #[test]
@@ -158,7 +168,11 @@ fn without_pipelining_quit_follows_the_final_reply() {
     }
     assert_eq!(records[0].verbs().last(), Some(&Verb::Quit));
     assert_eq!(
-        records[0].verbs().iter().filter(|v| **v == Verb::Quit).count(),
+        records[0]
+            .verbs()
+            .iter()
+            .filter(|v| **v == Verb::Quit)
+            .count(),
         1
     );
 }
@@ -183,7 +197,10 @@ fn pipelined_quit_over_tls_ends_with_close_notify() {
     assert!(records[0].client_sent_close_notify(), "{:#?}", records[0]);
     let groups = records[0].command_groups();
     assert_eq!(
-        groups.last().and_then(|group| group.last()).map(String::as_str),
+        groups
+            .last()
+            .and_then(|group| group.last())
+            .map(String::as_str),
         Some("QUIT"),
         "{groups:#?}"
     );
@@ -281,7 +298,12 @@ fn final_dot_421_defers_with_quit_sent() {
     let result = run(config(&peer, 1), 1);
 
     assert_settled(&result, &peer);
-    assert_eq!(result.outcomes_of(1)[0], "deferred", "{:#?}", result.records);
+    assert_eq!(
+        result.outcomes_of(1)[0],
+        "deferred",
+        "{:#?}",
+        result.records
+    );
     assert_eq!(result.closes.len(), 1, "{:#?}", result.closes);
     assert_eq!(result.closes[0].reason, CloseReason::ServiceClosing);
     assert_eq!(result.audit, Ok(()));

@@ -126,7 +126,10 @@ async fn client_writes(with_handshake: bool) -> Vec<usize> {
 
     let line = server.await.expect("server task");
     assert_eq!(line, EHLO, "the server read the EHLO");
-    let writes = writes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let writes = writes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     writes
 }
 

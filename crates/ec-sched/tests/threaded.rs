@@ -289,7 +289,10 @@ fn handle_rejects_a_route_to_nowhere() {
         .register_domain(domain.clone(), ec_types::Route::Addresses(Vec::new()))
         .expect_err("an empty address list goes nowhere");
     let message = error.to_string();
-    assert!(matches!(error, ec_sched::HandleError::Route(_)), "{error:?}");
+    assert!(
+        matches!(error, ec_sched::HandleError::Route(_)),
+        "{error:?}"
+    );
     assert!(message.contains("route.addresses"), "{message}");
     assert!(message.contains("domain nowhere.example"), "{message}");
     let relay = ec_types::Route::Relay {

@@ -322,10 +322,23 @@ mod tests {
 
     #[test]
     fn brackets_only_around_ipv6() {
-        for name in ["mx.example.net", "192.0.2.1", "::1", "[::1]", "[2001:db8::25]"] {
+        for name in [
+            "mx.example.net",
+            "192.0.2.1",
+            "::1",
+            "[::1]",
+            "[2001:db8::25]",
+        ] {
             assert!(server_name(name).is_ok(), "{name} is rejected");
         }
-        for name in ["[mx.example.net]", "[192.0.2.1]", "[::1", "::1]", "[[::1]]", "[]"] {
+        for name in [
+            "[mx.example.net]",
+            "[192.0.2.1]",
+            "[::1",
+            "::1]",
+            "[[::1]]",
+            "[]",
+        ] {
             assert!(server_name(name).is_err(), "{name} is accepted");
         }
     }

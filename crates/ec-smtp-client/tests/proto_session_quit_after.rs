@@ -88,7 +88,10 @@ fn pipelined_quit_follows_a_bdat_chunk() {
         s.transaction_end(),
         TransactionEnd::Delivered { .. }
     ));
-    assert!(matches!(s.next_event(), ClientEvent::Closed { reply: Some(_) }));
+    assert!(matches!(
+        s.next_event(),
+        ClientEvent::Closed { reply: Some(_) }
+    ));
 }
 
 #[test]
@@ -115,7 +118,10 @@ fn without_pipelining_quit_goes_after_the_final_reply() {
     assert!(s.client.quit_handed_out());
     assert_eq!(s.client.state(), ClientState::ExpectQuit);
     s.server("221 bye\r\n");
-    assert!(matches!(s.next_event(), ClientEvent::Closed { reply: Some(_) }));
+    assert!(matches!(
+        s.next_event(),
+        ClientEvent::Closed { reply: Some(_) }
+    ));
 }
 
 #[test]
@@ -145,7 +151,10 @@ fn rejected_message_still_ends_with_quit() {
         s.transaction_end(),
         TransactionEnd::MessageRejected { .. }
     ));
-    assert!(matches!(s.next_event(), ClientEvent::Closed { reply: Some(_) }));
+    assert!(matches!(
+        s.next_event(),
+        ClientEvent::Closed { reply: Some(_) }
+    ));
 }
 
 #[test]
@@ -172,7 +181,10 @@ fn final_dot_421_fails_session() {
             ..
         }
     ));
-    assert!(s.client.quit_handed_out(), "the driver must not send QUIT again");
+    assert!(
+        s.client.quit_handed_out(),
+        "the driver must not send QUIT again"
+    );
     assert!(!s.client.quit(s.now));
 }
 

@@ -309,7 +309,10 @@ fn reply_during_handshake_wait_is_injection() {
 fn ehlo_sent_with_the_handshake_is_not_sent_again() {
     let mut s = accepted(TlsPolicy::Opportunistic);
     assert_eq!(s.next_event(), ClientEvent::StartTls);
-    assert_eq!(&s.client.ehlo_after_tls()[..], b"EHLO client.example.org\r\n");
+    assert_eq!(
+        &s.client.ehlo_after_tls()[..],
+        b"EHLO client.example.org\r\n"
+    );
 
     s.client.tls_established_with_ehlo(s.now).unwrap();
     assert!(s.client.is_tls());

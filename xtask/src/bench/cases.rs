@@ -121,8 +121,11 @@ impl Row {
     /// Voluntary and involuntary context switches per message over the
     /// samples.
     pub(crate) fn switches(&self) -> Option<(Summary, Summary)> {
-        let per_message: Vec<(f64, f64)> =
-            self.samples.iter().map(Sample::switches_per_message).collect();
+        let per_message: Vec<(f64, f64)> = self
+            .samples
+            .iter()
+            .map(Sample::switches_per_message)
+            .collect();
         Some((
             Summary::of(per_message.iter().map(|&(voluntary, _)| voluntary))?,
             Summary::of(per_message.iter().map(|&(_, involuntary)| involuntary))?,

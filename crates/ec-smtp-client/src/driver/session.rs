@@ -652,9 +652,9 @@ impl<E: EventSink> Session<E> {
             }
         };
         established.map_err(|error| SessionError::Protocol {
-                stage: Stage::TlsHandshake,
-                detail: error.to_string(),
-            })
+            stage: Stage::TlsHandshake,
+            detail: error.to_string(),
+        })
     }
 
     /// Starts the next queued message's transaction, if the client is ready
