@@ -251,7 +251,7 @@ impl Fault {
             Self::Ehlo502 => "502 to EHLO (HELO fallback)",
             Self::Idle421 => "421 after the connection idled",
             Self::Mail421 => "421 to MAIL",
-            Self::Mail451 => "451 to MAIL",
+            Self::Mail451 => "451 to MAIL, 503 to the rest of the group",
             Self::Mail550 => "550 to MAIL, 503 to the rest of the group",
             Self::MailDrop => "close instead of a MAIL reply",
             Self::Rcpt451 => "451 to RCPT",
@@ -564,7 +564,9 @@ impl Chaos {
             Fault::Ehlo502 => builder.on_nth(Verb::Ehlo, 1, reply("502 5.5.2")),
             Fault::Idle421 => builder.idle(self.idle_after, Response::standard().fault(name)),
             Fault::Mail421 => builder.on_nth(Verb::Mail, n, reply("421 4.3.2")),
-            Fault::Mail451 => builder.on_nth(Verb::Mail, n, reply("451 4.3.0")),
+            Fault::Mail451 => {
+                builder.on_nth(Verb::Mail, n, reply("451 4.3.0").rejects_transaction())
+            }
             Fault::Mail550 => {
                 builder.on_nth(Verb::Mail, n, reply("550 5.7.1").rejects_transaction())
             }
@@ -959,6 +961,29 @@ mod tests {
         );
         assert!(record.bodies().is_empty(), "{record:#?}");
         assert_eq!(faults_of(&record), ["mail_550"]);
+    }
+
+    #[tokio::test]
+    async fn mail_451_rejects_data_group() {
+        let chaos = only(Fault::Mail451);
+        let connection = connection_with(&chaos, Fault::Mail451);
+        let wire = b"EHLO c\r\nMAIL FROM:<a@ec.test>\r\nRCPT TO:<b@ec.test>\r\nDATA\r\nQUIT\r\n";
+
+        let Played {
+            replies, record, ..
+        } = play(&chaos, connection, wire).await;
+        assert_eq!(
+            replies_after_ehlo(&replies),
+            [
+                "451 4.3.0 chaos mail_451",
+                NEED_MAIL,
+                NEED_RCPT,
+                "221 2.0.0 Bye"
+            ],
+            "{replies}"
+        );
+        assert!(record.bodies().is_empty(), "{record:#?}");
+        assert_eq!(faults_of(&record), ["mail_451"]);
     }
 
     #[tokio::test]
