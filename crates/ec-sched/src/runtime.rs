@@ -256,7 +256,9 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// Returns an error when the thread cannot be started.
+    /// Returns an error of kind `InvalidInput` when the configuration is
+    /// invalid (see [`Config::validate`]), and an error when the thread
+    /// cannot be started.
     pub fn spawn(
         config: Config,
         driver: impl SessionDriver,
@@ -269,13 +271,16 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// Returns an error when the thread cannot be started.
+    /// As [`spawn`](Self::spawn).
     pub fn spawn_with_options(
         config: Config,
         options: SchedulerOptions,
         driver: impl SessionDriver,
         observer: impl Observer,
     ) -> std::io::Result<(SchedulerHandle, JoinHandle<Stats>)> {
+        config
+            .validate()
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
         let (handle, parts) = LoopParts::new(None);
         let thread = thread::Builder::new()
             .name("ec-scheduler".to_owned())
@@ -294,6 +299,9 @@ impl Scheduler {
     /// an [`EventSender`](crate::EventSender) or a
     /// [`BatchSender`](crate::BatchSender) must end the wait itself after
     /// sending: those do not call `wake`.
+    ///
+    /// The configuration must have passed [`Config::validate`], as
+    /// [`spawn`](Self::spawn) checks for itself.
     pub fn local(
         config: Config,
         options: SchedulerOptions,

@@ -277,6 +277,20 @@ fn handle_registers_bindings() {
 }
 
 #[test]
+fn spawn_rejects_invalid_config() {
+    let (observer, _reports) = mpsc::channel();
+    let driver = ThreadDriver {
+        behaviour: Behaviour::Accept,
+    };
+    let mut invalid = config();
+    invalid.engine.max_connections = 0;
+
+    let error = Scheduler::spawn(invalid, driver, observer).expect_err("zero connections");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("max_connections"), "{error}");
+}
+
+#[test]
 fn handle_rejects_a_route_to_nowhere() {
     let (observer, _reports) = mpsc::channel();
     let driver = ThreadDriver {
