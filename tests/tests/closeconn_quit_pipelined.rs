@@ -79,7 +79,7 @@ fn chunking_peer(builder: ScenarioBuilder) -> FaultPeer {
 }
 
 #[test]
-fn quit_goes_with_the_last_bdat_chunk() {
+fn quit_goes_with_bdat_chunk() {
     let peer = chunking_peer(Scenario::builder());
 
     let result = run(config(&peer, 1), 2);
@@ -103,7 +103,7 @@ fn quit_goes_with_the_last_bdat_chunk() {
 }
 
 #[test]
-fn quit_goes_with_the_final_dot() {
+fn quit_goes_with_final_dot() {
     let peer = FaultPeer::start_on_thread(Scenario::builder().build()).expect("peer starts");
 
     let result = run(config(&peer, 1), 1);
@@ -124,7 +124,7 @@ fn quit_goes_with_the_final_dot() {
 }
 
 #[test]
-fn only_the_last_transaction_carries_quit() {
+fn only_last_transaction_carries_quit() {
     let peer = chunking_peer(Scenario::builder());
 
     let mut config = config(&peer, 3);
@@ -153,7 +153,7 @@ fn only_the_last_transaction_carries_quit() {
 }
 
 #[test]
-fn without_pipelining_quit_follows_the_final_reply() {
+fn unpipelined_quit_follows_final_reply() {
     let scenario = Scenario::builder()
         .capabilities(Capabilities::new().pipelining(false))
         .build();
@@ -178,7 +178,7 @@ fn without_pipelining_quit_follows_the_final_reply() {
 }
 
 #[test]
-fn pipelined_quit_over_tls_ends_with_close_notify() {
+fn tls_quit_ends_with_close_notify() {
     let ca = TestCa::new().expect("test CA");
     let leaf = ca.leaf(&DEFAULT_NAMES).expect("test certificate");
     let builder = Scenario::builder().tls(leaf.server_config().expect("server TLS"));
@@ -207,7 +207,7 @@ fn pipelined_quit_over_tls_ends_with_close_notify() {
 }
 
 #[test]
-fn close_without_221_after_pipelined_quit() {
+fn close_without_221_is_no_quit_reply() {
     let peer = chunking_peer(Scenario::builder().close_without_221());
 
     let result = run(config(&peer, 1), 1);
@@ -217,7 +217,7 @@ fn close_without_221_after_pipelined_quit() {
 }
 
 #[test]
-fn silence_after_pipelined_quit_times_out() {
+fn silence_after_quit_times_out() {
     let peer = chunking_peer(Scenario::builder().silence_after_quit());
 
     let result = run(config(&peer, 1), 1);
@@ -277,7 +277,7 @@ fn split_221_is_read_whole() {
 /// A reply to QUIT that does not parse ends the wait as a reply would, as
 /// it does when `closeconn` sends QUIT itself: no session failure.
 #[test]
-fn invalid_reply_to_pipelined_quit_is_clean() {
+fn invalid_quit_reply_closes_clean() {
     let quit = Response::raw(&b"garbage\r\n"[..]).then(After::Close(Close::Clean));
     let peer = chunking_peer(Scenario::builder().on(Verb::Quit, quit));
 
@@ -289,7 +289,7 @@ fn invalid_reply_to_pipelined_quit_is_clean() {
 }
 
 #[test]
-fn final_dot_421_defers_with_quit_sent() {
+fn final_dot_421_defers_message() {
     let scenario = Scenario::builder()
         .on_end_of_data(Response::reply("421 4.3.2 shutting down"))
         .build();
@@ -309,11 +309,11 @@ fn final_dot_421_defers_with_quit_sent() {
     assert_eq!(result.audit, Ok(()));
 }
 
-/// TLS 1.2 holds application data until the server's Finished, so the EHLO
-/// handed to rustls before the handshake goes in a later write; it must
-/// still go, once.
+/// In TLS 1.2 rustls sends no application data before the server's
+/// Finished, so the EHLO handed to it before the handshake goes in a later
+/// write. It must still go, and only once.
 #[test]
-fn tls12_server_gets_one_ehlo_after_handshake() {
+fn tls12_server_gets_one_ehlo() {
     let ca = TestCa::new().expect("test CA");
     let leaf = ca.leaf(&DEFAULT_NAMES).expect("test certificate");
     let server = rustls::ServerConfig::builder_with_provider(crypto_provider())

@@ -325,7 +325,7 @@ fn postfix_gets_bdat_when_it_offers_chunking() {
 /// failed one as `verb=ok/total`, so a clean `quit=1` with nothing failed
 /// shows that Postfix took the pipelined QUIT, after BDAT and after DATA.
 #[test]
-fn postfix_takes_quit_with_the_last_transaction() {
+fn postfix_takes_pipelined_quit() {
     let postfix = Postfix::get();
     for chunking in [true, false] {
         let body = "From: a@ec.test\r\nSubject: last transaction\r\n\r\nbody\r\n";

@@ -134,14 +134,14 @@ async fn client_writes(with_handshake: bool) -> Vec<usize> {
 }
 
 #[tokio::test]
-async fn ehlo_leaves_with_the_client_finished() {
+async fn ehlo_leaves_with_client_finished() {
     // ClientHello, then the Finished with the EHLO record behind it.
     let writes = client_writes(true).await;
     assert_eq!(writes.len(), 2, "client writes: {writes:?}");
 }
 
 #[tokio::test]
-async fn ehlo_written_after_the_handshake_costs_a_write() {
+async fn later_ehlo_costs_a_write() {
     // The comparison that shows the count above means something:
     // ClientHello, Finished, then the EHLO on its own.
     let writes = client_writes(false).await;

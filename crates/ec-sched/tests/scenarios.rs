@@ -247,7 +247,7 @@ fn batch_reaching_max_deliveries_is_last() {
 }
 
 #[test]
-fn no_batch_is_last_without_a_delivery_limit() {
+fn unlimited_deliveries_never_last() {
     let mut harness = Harness::new(global(|s| {
         s.max_deliveries_per_connection = Some(0);
         s.batch_size = Some(1);

@@ -291,7 +291,7 @@ fn spawn_rejects_invalid_config() {
 }
 
 #[test]
-fn handle_rejects_a_route_to_nowhere() {
+fn handle_rejects_empty_route() {
     let (observer, _reports) = mpsc::channel();
     let driver = ThreadDriver {
         behaviour: Behaviour::Accept,

@@ -10,8 +10,21 @@ use proto_support::{transaction, Session};
 
 const GROUP: &str = "MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n";
 
+/// Returns a session with PIPELINING whose one transaction, marked to end
+/// with QUIT, has written its message data and QUIT after the 354.
+fn data_sent_with_quit() -> Session {
+    let mut s = Session::ready(&["PIPELINING"]);
+    s.start(transaction(&["a@example.com"], "x"));
+    s.client.quit_after_transaction().unwrap();
+    s.expect_sent(GROUP);
+    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    s.recipient_reply(0);
+    s.expect_writes(&["x\r\n.\r\n", "QUIT\r\n"]);
+    s
+}
+
 #[test]
-fn refused_outside_a_transaction() {
+fn quit_after_refused_when_idle() {
     let mut s = Session::ready(&["PIPELINING"]);
     let error = s.client.quit_after_transaction().unwrap_err();
     assert_eq!(error.state, ClientState::Ready);
@@ -20,7 +33,7 @@ fn refused_outside_a_transaction() {
 }
 
 #[test]
-fn pipelined_quit_follows_the_final_dot() {
+fn pipelined_quit_follows_final_dot() {
     let mut s = Session::ready(&["PIPELINING"]);
     s.start(transaction(&["a@example.com"], "x"));
     s.client.quit_after_transaction().unwrap();
@@ -49,13 +62,7 @@ fn pipelined_quit_follows_the_final_dot() {
 
 #[test]
 fn quit_reply_wait_uses_quit_timer() {
-    let mut s = Session::ready(&["PIPELINING"]);
-    s.start(transaction(&["a@example.com"], "x"));
-    s.client.quit_after_transaction().unwrap();
-    s.expect_sent(GROUP);
-    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
-    s.recipient_reply(0);
-    s.expect_writes(&["x\r\n.\r\n", "QUIT\r\n"]);
+    let mut s = data_sent_with_quit();
 
     s.server("250 2.0.0 queued\r\n");
     assert!(matches!(
@@ -74,7 +81,7 @@ fn quit_reply_wait_uses_quit_timer() {
 }
 
 #[test]
-fn pipelined_quit_follows_a_bdat_chunk() {
+fn pipelined_quit_follows_bdat_chunk() {
     let mut s = Session::ready(&["PIPELINING", "CHUNKING"]);
     s.start(transaction(&["a@example.com"], "x\r\n"));
     s.client.quit_after_transaction().unwrap();
@@ -95,7 +102,7 @@ fn pipelined_quit_follows_a_bdat_chunk() {
 }
 
 #[test]
-fn without_pipelining_quit_goes_after_the_final_reply() {
+fn unpipelined_quit_follows_final_reply() {
     let mut s = Session::ready(&[]);
     s.start(transaction(&["a@example.com"], "x"));
     s.client.quit_after_transaction().unwrap();
@@ -125,7 +132,7 @@ fn without_pipelining_quit_goes_after_the_final_reply() {
 }
 
 #[test]
-fn quit_follows_a_transaction_that_sent_no_data() {
+fn quit_follows_transaction_without_data() {
     let mut s = Session::ready(&["PIPELINING"]);
     s.start(transaction(&["a@example.com"], "x"));
     s.client.quit_after_transaction().unwrap();
@@ -139,13 +146,7 @@ fn quit_follows_a_transaction_that_sent_no_data() {
 
 #[test]
 fn rejected_message_still_ends_with_quit() {
-    let mut s = Session::ready(&["PIPELINING"]);
-    s.start(transaction(&["a@example.com"], "x"));
-    s.client.quit_after_transaction().unwrap();
-    s.expect_sent(GROUP);
-    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
-    s.recipient_reply(0);
-    s.expect_writes(&["x\r\n.\r\n", "QUIT\r\n"]);
+    let mut s = data_sent_with_quit();
     s.server("554 5.7.1 spam\r\n221 bye\r\n");
     assert!(matches!(
         s.transaction_end(),
@@ -159,13 +160,7 @@ fn rejected_message_still_ends_with_quit() {
 
 #[test]
 fn final_dot_421_fails_session() {
-    let mut s = Session::ready(&["PIPELINING"]);
-    s.start(transaction(&["a@example.com"], "x"));
-    s.client.quit_after_transaction().unwrap();
-    s.expect_sent(GROUP);
-    s.server("250 ok\r\n250 ok\r\n354 go\r\n");
-    s.recipient_reply(0);
-    s.expect_writes(&["x\r\n.\r\n", "QUIT\r\n"]);
+    let mut s = data_sent_with_quit();
     s.server("421 4.3.0 shutting down\r\n");
     assert!(matches!(
         s.transaction_end(),

@@ -306,7 +306,7 @@ fn reply_during_handshake_wait_is_injection() {
 }
 
 #[test]
-fn ehlo_sent_with_the_handshake_is_not_sent_again() {
+fn ehlo_with_handshake_not_resent() {
     let mut s = accepted(TlsPolicy::Opportunistic);
     assert_eq!(s.next_event(), ClientEvent::StartTls);
     assert_eq!(

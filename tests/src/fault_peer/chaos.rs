@@ -73,7 +73,8 @@ pub enum Fault {
     Idle421,
     /// `421` to the n-th `MAIL`, then a clean close.
     Mail421,
-    /// `451` to the n-th `MAIL`.
+    /// `451` to the n-th `MAIL`, and `503` to the rest of its pipelined
+    /// group, as for [`Fault::Mail550`].
     Mail451,
     /// `550` to the n-th `MAIL`. The rest of its pipelined group gets `503`,
     /// as a real server without a transaction replies: to each `RCPT`, and to

@@ -57,7 +57,7 @@
 //! which it needs to find the next command), never relays, and knows nothing of
 //! `AUTH` beyond answering it from the script. The one exception to the order:
 //! after a reply marked with [`Response::rejects_transaction`], such as a `550` to
-//! `MAIL`, it answers the rest of a pipelined group with `503`, as a real server
+//! `MAIL`, it replies `503` to the rest of a pipelined group, as a real server
 //! without a transaction does.
 
 #![warn(missing_docs)]

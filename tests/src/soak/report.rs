@@ -151,10 +151,10 @@ impl SoakReport {
         rules.check(records == failed, || {
             format!("records carrying the reply of {name} are not all failures: {carried:?}")
         });
-        let most = injected * MAX_RECIPIENTS as u64;
-        rules.check(failed <= most, || {
+        let max = injected * MAX_RECIPIENTS as u64;
+        rules.check(failed <= max, || {
             format!(
-                "{failed} failures carry the reply of {name}, more than the {most} recipients \
+                "{failed} failures carry the reply of {name}, more than the {max} recipients \
                  of the {injected} messages it rejected"
             )
         });

@@ -140,10 +140,10 @@ impl Report {
              dividing by the messages; the targets use it, because a \
              delivery engine starts once and runs for long. **CPU/msg, whole \
              run** divides without subtracting. **Context switches/msg** \
-             are the client's voluntary ones (it waited, usually for the \
-             server's reply) and involuntary ones (the kernel preempted \
-             it, often for the server it had just woken), from the same \
-             `getrusage` call, per message: each costs a trip through the \
+             come from the same `getrusage` call, per message. Voluntary \
+             ones mean the client waited, usually for the server's reply, \
+             and involuntary ones that the kernel preempted it, often for \
+             the server it had just woken. Each costs a trip through the \
              kernel's scheduler. All are measured the same way for every \
              contender.\n",
             super::cases::STARTUP_RUNS
@@ -602,7 +602,7 @@ fn write_server_bound(out: &mut String, result: &CaseResult, cores: usize) {
             "A client that used no CPU at all, and cost the server what lettre + \
              TCP_NODELAY's messages cost it, could be at most (server + lettre's \
              client CPU) ÷ server = ({} + {}) ÷ {} = {:.2}× as fast as lettre + \
-             TCP_NODELAY, while the rate target asks ec for {}×.\n",
+             TCP_NODELAY. The rate target asks ec for {}×.\n",
             thousands(server),
             thousands(client),
             thousands(server),
@@ -731,9 +731,10 @@ banner, EHLO, STARTTLS and the TLS handshake, and then for EOF. A delivery \
 needs two more at least: the EHLO that RFC 3207 requires after TLS, and \
 the transaction. ec makes exactly these. It sends MAIL, RCPT and the \
 message in one write (`BDAT <size> LAST`, because Postfix offers CHUNKING \
-and PIPELINING), with QUIT at the end of the same write when the \
-connection has reached `max_deliveries_per_connection`, as here (RFC 2920 \
-allows QUIT as the last command of a group). Its EHLO after STARTTLS \
+and PIPELINING). When the connection has reached \
+`max_deliveries_per_connection`, as here, QUIT goes at the end of the same \
+write, because RFC 2920 allows QUIT as the last command of a group. Its \
+EHLO after STARTTLS \
 leaves in the same write as its TLS Finished message. lettre waits six \
 times where ec waits twice: for EHLO, MAIL, RCPT, DATA, the message data \
 and QUIT, each of which waits for its reply.";
@@ -943,7 +944,7 @@ mod tests {
             text.contains("(3,300 + 600) ÷ 3,300 = 1.18× as fast as lettre + TCP_NODELAY"),
             "{text}"
         );
-        assert!(text.contains("the rate target asks ec for 1.5×"), "{text}");
+        assert!(text.contains("The rate target asks ec for 1.5×"), "{text}");
 
         report.machine.cores = 0;
         assert!(!report.render().contains("sets a ceiling"));

@@ -145,9 +145,9 @@ fn classify_read_error(tls: bool, error: &io::Error) -> ReadEnd {
     }
 }
 
-/// Shuts `transport` down as `plan` says and reports how it went. A
-/// `parser` from the session holds the start of a reply to QUIT that the
-/// session read before the close began.
+/// Shuts `transport` down by `plan` and reports the outcome. A `parser`
+/// from the session contains the start of a reply to QUIT that the session
+/// read before the close began.
 pub(crate) async fn shutdown(
     transport: Transport,
     plan: ShutdownPlan,

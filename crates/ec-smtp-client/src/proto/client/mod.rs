@@ -495,8 +495,8 @@ impl Client {
     /// ends, the session waits for the reply to QUIT
     /// ([`ClientState::ExpectQuit`]) instead of becoming ready.
     ///
-    /// A failure of the session before then leaves it as any failure does;
-    /// [`quit_handed_out`](Self::quit_handed_out) tells whether QUIT may
+    /// A failure of the session before then leaves it as any failure does.
+    /// [`quit_handed_out`](Self::quit_handed_out) returns whether QUIT may
     /// have reached the server.
     ///
     /// # Errors
@@ -666,8 +666,8 @@ impl Client {
     }
 
     /// Handles input that is no valid reply. After QUIT it ends the session
-    /// as a reply would, since nothing more is expected from the server;
-    /// anywhere else the session fails.
+    /// as a reply would, because nothing more is expected from the server.
+    /// Anywhere else the session fails.
     fn reply_error(&mut self, error: ReplyError, now: Instant) {
         if matches!(self.state, State::ExpectQuit) {
             tracing::debug!(%error, "invalid reply to QUIT");
