@@ -7,6 +7,7 @@
 //! on what it accepts.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -151,9 +152,11 @@ fn check_length(what: &'static str, value: &str, max: usize) -> Result<(), Addre
 ///
 /// A trailing dot is removed. Internationalized names are kept as given
 /// (U-labels or A-labels); they are compared after lower-casing only.
+/// Clones share the name, so a message, its recipients and the scheduler's
+/// tables can each hold the domain without a copy.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Domain(Box<str>);
+pub struct Domain(Arc<str>);
 
 impl Domain {
     /// Parses and normalizes a domain name.
@@ -178,7 +181,7 @@ impl Domain {
         }
         check_length("domain", trimmed, MAX_DOMAIN_LEN)?;
         check_labels(trimmed)?;
-        Ok(Self(trimmed.to_lowercase().into_boxed_str()))
+        Ok(Self(trimmed.to_lowercase().into()))
     }
 
     /// The normalized name.
@@ -209,7 +212,7 @@ impl TryFrom<String> for Domain {
 
 impl From<Domain> for String {
     fn from(domain: Domain) -> Self {
-        domain.0.into()
+        domain.0.as_ref().to_owned()
     }
 }
 
@@ -226,10 +229,12 @@ impl std::str::FromStr for Domain {
 ///
 /// The local part keeps its case, because RFC 5321 section 2.4 lets the
 /// receiving server treat it as case-sensitive; the domain is normalized.
+/// Clones share the text, so one address can sit in a message and in its
+/// outcome without a copy.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Address {
-    text: Box<str>,
+    text: Arc<str>,
     at: usize,
     domain: Domain,
 }
@@ -274,7 +279,7 @@ impl Address {
         }
         check_length("local part", local, MAX_LOCAL_PART_LEN)?;
         let domain = Domain::new(&text[at + 1..])?;
-        let text = format!("{local}@{domain}").into_boxed_str();
+        let text = format!("{local}@{domain}").into();
         Ok(Self { text, at, domain })
     }
 
@@ -321,7 +326,7 @@ impl TryFrom<String> for Address {
 
 impl From<Address> for String {
     fn from(address: Address) -> Self {
-        address.text.into()
+        address.text.as_ref().to_owned()
     }
 }
 

@@ -122,18 +122,19 @@ impl Message {
     ) -> Vec<Message> {
         let mut messages: Vec<Message> = Vec::new();
         for address in submission.recipients {
+            let domain = address.domain().clone();
             let recipient = Recipient {
-                address: address.clone(),
+                address,
                 status: RecipientStatus::Pending,
             };
-            if let Some(message) = messages.iter_mut().find(|m| &m.domain == address.domain()) {
+            if let Some(message) = messages.iter_mut().find(|m| m.domain == domain) {
                 message.recipients.push(recipient);
                 continue;
             }
             messages.push(Message {
                 id: next_id(),
                 tag: submission.tag,
-                domain: address.domain().clone(),
+                domain,
                 reverse_path: submission.reverse_path.clone(),
                 recipients: vec![recipient],
                 data: submission.data.clone(),

@@ -206,30 +206,15 @@ impl EnhancedStatusCode {
         self.class as u16 == code.as_u16() / 100
     }
 
-    /// Splits a leading enhanced status code off a reply text line.
-    ///
-    /// The code must be followed by a space or end the line; the returned
-    /// rest starts after that space. Returns `None` when `text` does not
-    /// start with a valid code, so `4.7.1x` or `2.0` stay part of the text.
-    pub fn split_prefix(text: &str) -> Option<(Self, &str)> {
-        let end = text.find(' ').unwrap_or(text.len());
-        let code = text[..end].parse().ok()?;
-        let rest = text.get(end + 1..).unwrap_or("");
-        Some((code, rest))
-    }
-}
-
-impl FromStr for EnhancedStatusCode {
-    type Err = InvalidEnhancedStatusCode;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidEnhancedStatusCode(text.to_owned());
-
+    /// Parses `class.subject.detail`, or returns `None`. Unlike `FromStr`
+    /// it allocates no error, because many reply lines (EHLO keywords, the
+    /// 354 to DATA) start with no code.
+    fn parse(text: &str) -> Option<Self> {
         let mut parts = text.split('.');
         let (Some(class), Some(subject), Some(detail), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(invalid());
+            return None;
         };
 
         let number = |part: &str| -> Option<u16> {
@@ -240,16 +225,33 @@ impl FromStr for EnhancedStatusCode {
             "2" => 2,
             "4" => 4,
             "5" => 5,
-            _ => return Err(invalid()),
+            _ => return None,
         };
-        let subject = number(subject).ok_or_else(invalid)?;
-        let detail = number(detail).ok_or_else(invalid)?;
-
-        Ok(Self {
+        Some(Self {
             class,
-            subject,
-            detail,
+            subject: number(subject)?,
+            detail: number(detail)?,
         })
+    }
+
+    /// Splits a leading enhanced status code off a reply text line.
+    ///
+    /// The code must be followed by a space or end the line; the returned
+    /// rest starts after that space. Returns `None` when `text` does not
+    /// start with a valid code, so `4.7.1x` or `2.0` stay part of the text.
+    pub fn split_prefix(text: &str) -> Option<(Self, &str)> {
+        let end = text.find(' ').unwrap_or(text.len());
+        let code = Self::parse(&text[..end])?;
+        let rest = text.get(end + 1..).unwrap_or("");
+        Some((code, rest))
+    }
+}
+
+impl FromStr for EnhancedStatusCode {
+    type Err = InvalidEnhancedStatusCode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text).ok_or_else(|| InvalidEnhancedStatusCode(text.to_owned()))
     }
 }
 

@@ -106,11 +106,10 @@ impl Capabilities {
         let Some(first) = words.next() else {
             return;
         };
-        let params: Vec<&str> = words.collect();
 
         // Some servers still send the pre-RFC 4954 form `AUTH=LOGIN PLAIN`.
         if let Some(mechanism) = strip_prefix_ignore_case(first, "AUTH=") {
-            self.add_auth(std::iter::once(mechanism).chain(params.iter().copied()));
+            self.add_auth(std::iter::once(mechanism).chain(words));
             return;
         }
         if !is_keyword(first) {
@@ -118,20 +117,24 @@ impl Capabilities {
             return;
         }
 
-        let keyword = first.to_ascii_uppercase();
-        match keyword.as_str() {
-            "PIPELINING" => self.pipelining = true,
-            "STARTTLS" => self.starttls = true,
-            "SIZE" => self.set_size(params.first().copied()),
-            "8BITMIME" => self.eight_bit_mime = true,
-            "SMTPUTF8" => self.smtputf8 = true,
-            "ENHANCEDSTATUSCODES" => self.enhanced_status_codes = true,
-            "CHUNKING" => self.chunking = true,
-            "DSN" => self.dsn = true,
-            "AUTH" => self.add_auth(params.iter().copied()),
+        // Matched without an upper-case copy: this runs for every line of
+        // every EHLO reply.
+        let known = KNOWN_KEYWORDS
+            .iter()
+            .find(|keyword| first.eq_ignore_ascii_case(keyword));
+        match known.copied() {
+            Some("PIPELINING") => self.pipelining = true,
+            Some("STARTTLS") => self.starttls = true,
+            Some("SIZE") => self.set_size(words.next()),
+            Some("8BITMIME") => self.eight_bit_mime = true,
+            Some("SMTPUTF8") => self.smtputf8 = true,
+            Some("ENHANCEDSTATUSCODES") => self.enhanced_status_codes = true,
+            Some("CHUNKING") => self.chunking = true,
+            Some("DSN") => self.dsn = true,
+            Some("AUTH") => self.add_auth(words),
             _ => self.other.push(Extension {
-                keyword,
-                params: params.iter().map(|param| (*param).to_owned()).collect(),
+                keyword: first.to_ascii_uppercase(),
+                params: words.map(str::to_owned).collect(),
             }),
         }
     }
@@ -160,6 +163,19 @@ impl Capabilities {
         }
     }
 }
+
+/// The keywords that have a field of their own, in upper case.
+const KNOWN_KEYWORDS: [&str; 9] = [
+    "PIPELINING",
+    "STARTTLS",
+    "SIZE",
+    "8BITMIME",
+    "SMTPUTF8",
+    "ENHANCEDSTATUSCODES",
+    "CHUNKING",
+    "DSN",
+    "AUTH",
+];
 
 /// `ehlo-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")` (RFC 5321
 /// section 4.1.1.1).

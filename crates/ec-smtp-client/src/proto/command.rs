@@ -7,6 +7,7 @@
 //! an error, never escaped or dropped.
 
 use std::fmt;
+use std::io::Write as _;
 
 use thiserror::Error;
 
@@ -372,7 +373,7 @@ impl Command<'_> {
                 out.extend_from_slice(reverse_path.as_bytes());
                 out.push(b'>');
                 if let Some(size) = params.size {
-                    out.extend_from_slice(format!(" SIZE={size}").as_bytes());
+                    write_number(out, b" SIZE=", size);
                 }
                 if params.body_8bitmime {
                     out.extend_from_slice(b" BODY=8BITMIME");
@@ -387,7 +388,7 @@ impl Command<'_> {
                 out.push(b'>');
             }
             Self::Bdat { size, last } => {
-                out.extend_from_slice(format!("BDAT {size}").as_bytes());
+                write_number(out, b"BDAT ", size);
                 if last {
                     out.extend_from_slice(b" LAST");
                 }
@@ -398,6 +399,14 @@ impl Command<'_> {
         }
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Appends `prefix` and then `number` in decimal, without a temporary
+/// string.
+fn write_number(out: &mut Vec<u8>, prefix: &[u8], number: u64) {
+    out.extend_from_slice(prefix);
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(out, "{number}");
 }
 
 fn check_ehlo_domain(domain: &str) -> Result<(), CommandError> {
