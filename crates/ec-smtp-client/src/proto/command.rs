@@ -301,6 +301,7 @@ impl Command<'_> {
         self.check()?;
 
         let start = out.len();
+        out.reserve(self.len_estimate());
         self.write(out);
 
         let len = out.len() - start;
@@ -355,6 +356,25 @@ impl Command<'_> {
             | Self::Quit
             | Self::StartTls
             | Self::Noop => Ok(()),
+        }
+    }
+
+    /// Returns an upper estimate of the encoded line's length, so that
+    /// [`encode`](Self::encode) grows its buffer once.
+    fn len_estimate(&self) -> usize {
+        // The longest fixed part is `MAIL FROM:<> SIZE=<20 digits>
+        // BODY=8BITMIME SMTPUTF8` with its CRLF, 63 octets.
+        const FIXED: usize = 64;
+        match *self {
+            Self::Ehlo(domain) | Self::Helo(domain) => FIXED + domain.len(),
+            Self::Mail { reverse_path, .. } => FIXED + reverse_path.len(),
+            Self::Rcpt { forward_path, .. } => FIXED + forward_path.len(),
+            Self::Data
+            | Self::Bdat { .. }
+            | Self::Rset
+            | Self::Quit
+            | Self::StartTls
+            | Self::Noop => FIXED,
         }
     }
 
