@@ -107,3 +107,115 @@ fn helo_reply_offers_nothing() {
     assert!(!caps.pipelining);
     assert!(!caps.size);
 }
+
+#[test]
+fn known_keywords_in_any_case() {
+    let caps = Capabilities::from_ehlo(&reply(
+        "250-mx\r\n250-pipelining\r\n250-sTaRtTlS\r\n250-Size 1000\r\n250-8bitmime\r\n\
+         250-smtputf8\r\n250-EnhancedStatusCodes\r\n250-chunking\r\n250-dsn\r\n250 auth login Plain\r\n",
+    ));
+    let mut expected = Capabilities::default();
+    expected.domain = "mx".into();
+    expected.pipelining = true;
+    expected.starttls = true;
+    expected.size = true;
+    expected.max_message_size = Some(1000);
+    expected.eight_bit_mime = true;
+    expected.smtputf8 = true;
+    expected.enhanced_status_codes = true;
+    expected.chunking = true;
+    expected.dsn = true;
+    expected.auth = vec!["LOGIN".into(), "PLAIN".into()];
+    assert_eq!(caps, expected);
+}
+
+#[test]
+fn old_auth_form_any_case() {
+    let caps = Capabilities::from_ehlo(&reply(
+        "250-mx\r\n250-auth=login plain\r\n250-Auth=\r\n250 AUTH LOGIN XOAUTH2\r\n",
+    ));
+    assert_eq!(caps.auth, ["LOGIN", "PLAIN", "XOAUTH2"]);
+    assert!(caps.other.is_empty(), "{:?}", caps.other);
+    assert!(caps.offers("auth"));
+}
+
+#[test]
+fn size_takes_first_parameter() {
+    let caps = Capabilities::from_ehlo(&reply("250-mx\r\n250 size\t2048  4096\r\n"));
+    assert!(caps.size);
+    assert_eq!(caps.max_message_size, Some(2048));
+    assert!(caps.other.is_empty(), "{:?}", caps.other);
+}
+
+#[test]
+fn known_keyword_parameters_ignored() {
+    let caps = Capabilities::from_ehlo(&reply("250-mx\r\n250-PIPELINING now\r\n250 DSN x y\r\n"));
+    assert!(caps.pipelining);
+    assert!(caps.dsn);
+    assert!(caps.other.is_empty(), "{:?}", caps.other);
+}
+
+#[test]
+fn near_miss_keywords_kept_as_other() {
+    let caps = Capabilities::from_ehlo(&reply(
+        "250-mx\r\n250-SIZ 10\r\n250-SIZES 10\r\n250-AUTHX login\r\n250-dsn-x\r\n\
+         250-EnhancedStatusCodesAndMore a\r\n250-PIPELININGPIPELINING\r\n250 x-long-keyword-beyond-any-known-one P1 p2\r\n",
+    ));
+    assert!(!caps.size);
+    assert_eq!(caps.max_message_size, None);
+    assert!(caps.auth.is_empty());
+    assert!(!caps.dsn);
+    assert!(!caps.enhanced_status_codes);
+    assert!(!caps.pipelining);
+
+    let others: Vec<(&str, Vec<&str>)> = caps
+        .other
+        .iter()
+        .map(|extension| {
+            let params = extension.params.iter().map(String::as_str).collect();
+            (extension.keyword.as_str(), params)
+        })
+        .collect();
+    assert_eq!(
+        others,
+        [
+            ("SIZ", vec!["10"]),
+            ("SIZES", vec!["10"]),
+            ("AUTHX", vec!["login"]),
+            ("DSN-X", vec![]),
+            ("ENHANCEDSTATUSCODESANDMORE", vec!["a"]),
+            ("PIPELININGPIPELINING", vec![]),
+            ("X-LONG-KEYWORD-BEYOND-ANY-KNOWN-ONE", vec!["P1", "p2"]),
+        ]
+    );
+    assert!(caps.offers("siz"));
+    assert!(!caps.offers("size"));
+}
+
+#[test]
+fn non_ascii_keywords_skipped() {
+    // Under full Unicode case mapping the long s (U+017F) upper-cases to
+    // `S`, so only an ASCII-only match keeps `\u{17F}IZE` from being SIZE.
+    let text = "250-mx\r\n250-\u{17F}IZE 10\r\n250-P\u{130}PELINING\r\n\
+                250-\u{e9}TRN\r\n250 X-OK \u{e9}t\u{e9}\r\n";
+    let caps = Capabilities::from_ehlo(&reply(text));
+    assert!(!caps.size);
+    assert!(!caps.pipelining);
+    let others: Vec<&str> = caps.other.iter().map(|e| e.keyword.as_str()).collect();
+    assert_eq!(others, ["X-OK"]);
+    assert_eq!(caps.other[0].params, ["\u{e9}t\u{e9}"]);
+}
+
+#[test]
+fn invalid_utf8_keyword_skipped() {
+    let mut parser = ReplyParser::default();
+    parser
+        .push(b"250-mx\r\n250-SIZE\xFF 10\r\n250-\xFFPIPELINING\r\n250 X-BIN \xFE\r\n")
+        .unwrap();
+    let caps = Capabilities::from_ehlo(&parser.next_reply().unwrap().expect("a complete reply"));
+    assert!(!caps.size);
+    assert!(!caps.pipelining);
+    assert_eq!(caps.other.len(), 1, "{:?}", caps.other);
+    assert_eq!(caps.other[0].keyword, "X-BIN");
+    assert_eq!(caps.other[0].params, ["\u{FFFD}"]);
+}

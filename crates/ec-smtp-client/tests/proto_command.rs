@@ -378,3 +378,140 @@ fn negotiate_size_limit() {
         }
     );
 }
+
+#[test]
+fn bdat_lines() {
+    let cases = [
+        (0, false, "BDAT 0\r\n"),
+        (0, true, "BDAT 0 LAST\r\n"),
+        (9, false, "BDAT 9\r\n"),
+        (1_048_576, true, "BDAT 1048576 LAST\r\n"),
+        (u64::MAX, true, "BDAT 18446744073709551615 LAST\r\n"),
+    ];
+    for (size, last, line) in cases {
+        assert_eq!(encode(Command::Bdat { size, last }).unwrap(), line);
+    }
+}
+
+#[test]
+fn mail_parameters_each_alone() {
+    let with = |params: MailParameters| {
+        encode(Command::Mail {
+            reverse_path: "a@example.org",
+            params,
+        })
+        .unwrap()
+    };
+    let size = |size| MailParameters {
+        size: Some(size),
+        ..MailParameters::default()
+    };
+    assert_eq!(with(size(0)), "MAIL FROM:<a@example.org> SIZE=0\r\n");
+    assert_eq!(
+        with(size(u64::MAX)),
+        "MAIL FROM:<a@example.org> SIZE=18446744073709551615\r\n"
+    );
+    assert_eq!(
+        with(MailParameters {
+            body_8bitmime: true,
+            ..MailParameters::default()
+        }),
+        "MAIL FROM:<a@example.org> BODY=8BITMIME\r\n"
+    );
+    assert_eq!(
+        with(MailParameters {
+            smtputf8: true,
+            ..MailParameters::default()
+        }),
+        "MAIL FROM:<a@example.org> SMTPUTF8\r\n"
+    );
+}
+
+#[test]
+fn null_path_with_all_parameters() {
+    let command = Command::Mail {
+        reverse_path: "",
+        params: MailParameters {
+            size: Some(u64::MAX),
+            body_8bitmime: true,
+            smtputf8: true,
+        },
+    };
+    let line = encode(command).unwrap();
+    assert_eq!(
+        line,
+        "MAIL FROM:<> SIZE=18446744073709551615 BODY=8BITMIME SMTPUTF8\r\n"
+    );
+    assert_eq!(line.len(), 63);
+}
+
+#[test]
+fn encode_appends_to_buffer() {
+    let mut out = b"RSET\r\n".to_vec();
+    Command::Bdat {
+        size: 42,
+        last: true,
+    }
+    .encode(&mut out)
+    .unwrap();
+    mail("a@example.org").encode(&mut out).unwrap();
+    Command::Mail {
+        reverse_path: "b@example.org",
+        params: MailParameters {
+            size: Some(7),
+            ..MailParameters::default()
+        },
+    }
+    .encode(&mut out)
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "RSET\r\nBDAT 42 LAST\r\nMAIL FROM:<a@example.org>\r\nMAIL FROM:<b@example.org> SIZE=7\r\n"
+    );
+}
+
+#[test]
+fn failed_encode_keeps_large_buffer() {
+    let mut out = b"RCPT TO:<a@example.org>\r\n".repeat(40);
+    let before = out.clone();
+    let error = Command::Ehlo("bad domain").encode(&mut out).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CommandError::InvalidCharacter {
+                field: Field::EhloDomain,
+                character: ' ',
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(out, before);
+}
+
+#[test]
+fn longest_lines_fit_limit() {
+    // The field limits keep every line below the 512-octet line limit, so no
+    // command can return `LineTooLong` at present.
+    let domain = format!("{}.org", "d".repeat(185));
+    let path = format!("{}@{domain}", "l".repeat(64));
+    let mail = Command::Mail {
+        reverse_path: &path,
+        params: MailParameters {
+            size: Some(u64::MAX),
+            body_8bitmime: true,
+            smtputf8: true,
+        },
+    };
+    let ehlo_domain = "d".repeat(255);
+    let cases = [
+        (mail, 317),
+        (rcpt(&path), 266),
+        (Command::Ehlo(&ehlo_domain), 262),
+    ];
+    for (command, len) in cases {
+        let line = command.to_bytes().unwrap();
+        assert_eq!(line.len(), len, "{}", command.verb());
+        assert!(line.ends_with(b"\r\n"), "{}", command.verb());
+    }
+}

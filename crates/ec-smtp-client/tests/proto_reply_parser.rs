@@ -307,3 +307,32 @@ fn buffer_limit_counts_partial_reply() {
         "{error:?}"
     );
 }
+
+#[test]
+fn enhanced_code_of_other_class_after_250() {
+    let reply = &parse_all(b"250-4.1.1 first\r\n250 4.1.1 second\r\n").unwrap()[0];
+    assert_eq!(reply.enhanced, None);
+    assert_eq!(reply.lines, ["4.1.1 first", "4.1.1 second"]);
+}
+
+#[test]
+fn enhanced_code_only_stripped_when_repeated() {
+    let input = b"250-2.0.0 ok\r\n250-2.1.0 other\r\n250-2.0\r\n250 2.0.0\r\n";
+    let reply = &parse_all(input).unwrap()[0];
+    assert_eq!(reply.enhanced.unwrap().to_string(), "2.0.0");
+    assert_eq!(reply.lines, ["ok", "2.1.0 other", "2.0", ""]);
+}
+
+#[test]
+fn text_without_enhanced_code() {
+    for (input, line) in [
+        (&b"250 \r\n"[..], ""),
+        (b"250\r\n", ""),
+        (b"250 2.0\r\n", "2.0"),
+        (b"550 5.7.1x denied\r\n", "5.7.1x denied"),
+    ] {
+        let reply = &parse_all(input).unwrap()[0];
+        assert_eq!(reply.enhanced, None, "{input:?}");
+        assert_eq!(reply.lines, [line], "{input:?}");
+    }
+}
