@@ -339,12 +339,16 @@ fn profiles(report: &Report, tools: &Tools, scratch: &Path) -> Vec<profile::Prof
         }
     }
 
-    let sched_missed = report
+    let missed_patterns: Vec<&str> = report
         .verdicts
         .iter()
-        .any(|v| v.met == Some(false) && v.target.starts_with("closeconn"));
-    let measured = report.sched.iter().find(|result| result.metrics);
-    if let (true, Some(sched)) = (sched_missed, measured) {
+        .filter(|verdict| verdict.met == Some(false))
+        .filter_map(|verdict| targets::flat_pattern(&verdict.target))
+        .collect();
+    let Some(sched) = report.sched.iter().find(|result| result.metrics) else {
+        return profiles;
+    };
+    for pattern in missed_patterns {
         let domains = sched
             .open_release
             .iter()
@@ -357,10 +361,18 @@ fn profiles(report: &Report, tools: &Tools, scratch: &Path) -> Vec<profile::Prof
             .open_release
             .first()
             .map_or(20_000, |line| line.cycles);
+        let flag = if pattern == "spread" {
+            "--spread"
+        } else {
+            "--hot"
+        };
         let mut command = Command::new(&tools.sched_bench);
-        command.args(["--metrics", "--hot", "--domains", &domains.to_string()]);
+        command.args(["--metrics", flag, "--domains", &domains.to_string()]);
         command.args(["--cycles", &cycles.to_string()]);
-        let case = format!("scheduler, {} domains", report::thousands(domains as f64));
+        let case = format!(
+            "scheduler, {} domains, pattern {pattern}",
+            report::thousands(domains as f64)
+        );
         match profile::profile(
             &case,
             &command,

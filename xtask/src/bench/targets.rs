@@ -173,6 +173,15 @@ pub(crate) fn flat(sched: &SchedResult, pattern: &str) -> Verdict {
     }
 }
 
+/// Returns the pattern that a [`flat`] verdict's target names, or `None`
+/// for any other target.
+pub(crate) fn flat_pattern(target: &str) -> Option<&str> {
+    if !target.starts_with("closeconn") {
+        return None;
+    }
+    target.rsplit_once("pattern ").map(|(_, pattern)| pattern)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +249,28 @@ mod tests {
             against(&faster_dearer, Contender::SmtpSource, 2.5, None).met,
             Some(false)
         );
+    }
+
+    #[test]
+    fn flat_target_names_its_pattern() {
+        let sched = SchedResult {
+            open_release: Vec::new(),
+            queued: None,
+            command: String::new(),
+            metrics: true,
+        };
+        for pattern in ["hot10", "spread"] {
+            let verdict = flat(&sched, pattern);
+            assert_eq!(flat_pattern(&verdict.target), Some(pattern));
+        }
+
+        let other = against(
+            &result((1.0, 1.0), (1.0, 1.0)),
+            Contender::SmtpSource,
+            1.0,
+            None,
+        );
+        assert_eq!(flat_pattern(&other.target), None);
     }
 
     #[test]
