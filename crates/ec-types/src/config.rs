@@ -525,6 +525,11 @@ impl Default for EffectiveSettings {
 }
 
 /// Where a domain's mail goes.
+///
+/// In TOML the route is written as `route = "mx"`,
+/// `route = { relay = { host = "mail.example.net", port = 25 } }` or
+/// `route = { addresses = ["192.0.2.1:25", "[2001:db8::1]:25"] }`.
+/// A `"host:port"` string is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -534,7 +539,8 @@ pub enum Route {
     /// NOTE: MX lookup is not implemented yet: the SMTP driver connects to
     /// port 25 of the domain's own address records for this route.
     Mx,
-    /// One SMTP server for everything, as `host:port` or an address.
+    /// One SMTP server for all mail of the scope, given as a host name or IP
+    /// address and a separate port.
     Relay {
         /// Host name or IP address.
         host: String,
