@@ -100,10 +100,11 @@ pub enum LeafProfile {
     CaAsEndEntity,
 }
 
-/// The ring crypto provider every configuration made here uses, so the test crate
-/// does not depend on which provider rustls would pick as the process default.
+/// The crypto provider every configuration made here uses: ec's own, so the
+/// test crate does not depend on which provider rustls would pick as the
+/// process default.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    ec_smtp_client::tls::crypto_provider()
 }
 
 /// A test certificate authority, generated in memory with an ECDSA P-256 key.

@@ -155,7 +155,7 @@ fn message_body(size: usize) -> Vec<u8> {
 fn tls_connector(sink: &Sink) -> anyhow::Result<TlsConnector> {
     let mut roots = RootCertStore::empty();
     roots.add(sink.ca_der().clone())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ec_smtp_client::tls::crypto_provider();
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

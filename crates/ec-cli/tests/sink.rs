@@ -105,7 +105,7 @@ async fn connect(sink: &Sink) -> Client<TcpStream> {
 fn tls_connector(sink: &Sink) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     roots.add(sink.ca_der().clone()).expect("sink CA parses");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ec_smtp_client::tls::crypto_provider();
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")

@@ -56,7 +56,7 @@ impl SinkCertificate {
             })?;
 
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = ec_smtp_client::tls::crypto_provider();
         let server_config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
@@ -132,7 +132,7 @@ mod tests {
     async fn handshake(certificate: &SinkCertificate, name: &str) -> bool {
         let mut roots = RootCertStore::empty();
         roots.add(certificate.ca_der.clone()).expect("CA parses");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = ec_smtp_client::tls::crypto_provider();
         let client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
