@@ -11,7 +11,7 @@ use ec_cli::input::{EnvelopeOverride, Input, Loaded};
 use ec_cli::progress::{Progress, Visibility};
 use ec_cli::run::{self, RunPlan};
 use ec_cli::signals;
-use ec_cli::sink::{Sink, SinkConfig};
+use ec_cli::sink::{Sink, SinkConfig, SinkStats};
 use ec_cli::summary::{ExitStatus, SummaryTable};
 use ec_metrics::{Exporter, ExporterConfig};
 use ec_types::{Config, Route, TlsPolicy, TlsSettings, TlsVerify};
@@ -166,7 +166,12 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let sink = runtime.block_on(Sink::start(sink_config))?;
     let ca_file = sink.write_ca_temp_file()?;
     let address = sink.local_addr();
-    ec_cli::outln!("ec demo: built-in SMTP sink on {address} (STARTTLS required, certificate from a CA made at start-up)");
+    // `--quiet` leaves errors and the summary table: no banner, sink
+    // figures, metrics or log record.
+    let chatty = !verbosity.quiet;
+    if chatty {
+        ec_cli::outln!("ec demo: built-in SMTP sink on {address} (STARTTLS required, certificate from a CA made at start-up)");
+    }
 
     let messages = ec_cli::samples::demo_messages(args.messages);
     let mut config = Config::default();
@@ -190,11 +195,13 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let exporter = Exporter::install(ExporterConfig::without_listener())?;
     let stop = signals::stop_flag()?;
     let progress = Progress::new(messages.len() as u64, Visibility::detect(verbosity.quiet));
-    ec_cli::outln!(
-        "ec demo: delivering {} messages to {} recipients each, TLS required, verified against the sink's CA",
-        messages.len(),
-        ec_cli::samples::DEMO_RECIPIENTS.len()
-    );
+    if chatty {
+        ec_cli::outln!(
+            "ec demo: delivering {} messages to {} recipients each, TLS required, verified against the sink's CA",
+            messages.len(),
+            ec_cli::samples::DEMO_RECIPIENTS.len()
+        );
+    }
 
     let plan = RunPlan {
         config,
@@ -212,30 +219,15 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let sink_stats = runtime.block_on(sink.shutdown());
 
     ec_cli::out!("{}", SummaryTable(&totals));
-    ec_cli::outln!(
-        "sink         received {} messages for {} recipients over {} connections ({} with TLS), \
-         {} of them as BDAT chunks",
-        sink_stats.messages,
-        sink_stats.recipients,
-        sink_stats.connections,
-        sink_stats.tls_handshakes,
-        sink_stats.chunked_messages
-    );
-    ec_cli::outln!(
-        "metrics (a few of the Prometheus series; `ec deliver --metrics-listen` serves them all):"
-    );
-    let rendered = exporter.render();
-    let lines = demo_metric_lines(&rendered);
-    if lines.is_empty() {
-        ec_cli::outln!("  (none of these series was recorded)");
+    if chatty {
+        print_demo_details(&sink_stats, &exporter.render());
+        if keep_log {
+            ec_cli::outln!("delivery log: {}", log_path.display());
+        } else {
+            print_sample_record(&log_path);
+        }
     }
-    for line in lines {
-        ec_cli::outln!("  {line}");
-    }
-    if keep_log {
-        ec_cli::outln!("delivery log: {}", log_path.display());
-    } else {
-        print_sample_record(&log_path);
+    if !keep_log {
         if let Err(error) = std::fs::remove_file(&log_path) {
             ec_cli::errln!(
                 "ec demo: failed to remove the temporary delivery log {}: {error}",
@@ -271,6 +263,29 @@ fn print_log_failure(failure: &run::LogFailure) {
             Ok(line) => ec_cli::errln!("{line}"),
             Err(error) => ec_cli::errln!("ec: cannot print a log record: {error}"),
         }
+    }
+}
+
+/// Prints what the sink received and a few of the Prometheus series.
+fn print_demo_details(sink_stats: &SinkStats, rendered: &str) {
+    ec_cli::outln!(
+        "sink         received {} messages for {} recipients over {} connections ({} with TLS), \
+         {} of them as BDAT chunks",
+        sink_stats.messages,
+        sink_stats.recipients,
+        sink_stats.connections,
+        sink_stats.tls_handshakes,
+        sink_stats.chunked_messages
+    );
+    ec_cli::outln!(
+        "metrics (a few of the Prometheus series; `ec deliver --metrics-listen` serves them all):"
+    );
+    let lines = demo_metric_lines(rendered);
+    if lines.is_empty() {
+        ec_cli::outln!("  (none of these series was recorded)");
+    }
+    for line in lines {
+        ec_cli::outln!("  {line}");
     }
 }
 

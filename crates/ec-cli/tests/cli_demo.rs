@@ -88,6 +88,38 @@ fn demo_removes_its_temporary_log() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// `--quiet` leaves the summary table alone on standard output, and still
+/// removes the temporary log.
+#[test]
+fn quiet_demo_prints_only_summary() {
+    let temp = temp_dir();
+    let output = Command::new(EC)
+        .args(["demo", "--quiet"])
+        .env("TMPDIR", temp.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ec demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let context = format!("--- stdout\n{stdout}--- stderr\n{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{context}");
+
+    let first_words: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        first_words,
+        ["recipients", "connections", "closed", "rate"],
+        "{context}"
+    );
+    assert!(stderr.is_empty(), "{context}");
+    let left = std::fs::read_dir(temp.path())
+        .expect("read the temporary directory")
+        .count();
+    assert_eq!(left, 0, "the temporary log is removed\n{context}");
+}
+
 /// A reader that goes away after the first line, as `ec demo | head -1`
 /// does: the demo still runs to its end and exits 0, without a panic.
 #[test]
