@@ -225,7 +225,7 @@ pub struct CloseReport {
 #[non_exhaustive]
 pub enum SessionError {
     /// The TCP connect failed.
-    #[error("connect to {target} failed: {kind}")]
+    #[error("connect to {target} failed: {kind}{}", connect_hint(*kind))]
     Connect {
         /// Where we tried to connect.
         target: String,
@@ -241,7 +241,7 @@ pub enum SessionError {
         message: String,
     },
     /// A step did not finish within its deadline.
-    #[error("timed out at stage {stage} after {after:?}")]
+    #[error("timed out at stage {stage} after {after:?}{}", timeout_hint(*stage))]
     Timeout {
         /// The stage.
         stage: Stage,
@@ -303,6 +303,34 @@ pub enum SessionError {
         /// The operating system's error kind.
         kind: io::ErrorKind,
     },
+}
+
+/// Returns what to check after a failed connect of a common error kind.
+fn connect_hint(kind: io::ErrorKind) -> &'static str {
+    match kind {
+        io::ErrorKind::ConnectionRefused => {
+            "; nothing accepts connections there: check that the server runs and the \
+             route's host and port"
+        }
+        io::ErrorKind::TimedOut
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::NetworkUnreachable => {
+            "; check the route's address and that no firewall drops the connection"
+        }
+        _ => "",
+    }
+}
+
+/// Returns the likeliest cause of a timeout at `stage`, when one is worth
+/// naming.
+fn timeout_hint(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Banner => {
+            "; the server sent no 220 greeting (a port that expects TLS from \
+             the first byte, such as 465, never does, and ec supports only STARTTLS)"
+        }
+        _ => "",
+    }
 }
 
 impl SessionError {

@@ -1,0 +1,59 @@
+//! The text of session errors that reach logs and the delivery log.
+
+use std::time::Duration;
+
+use ec_types::{SessionError, Stage};
+
+#[test]
+fn banner_timeout_names_implicit_tls() {
+    let error = SessionError::Timeout {
+        stage: Stage::Banner,
+        after: Duration::from_secs(300),
+    };
+
+    let text = error.to_string();
+    assert!(
+        text.starts_with("timed out at stage 7 (banner) after 300s"),
+        "{text}"
+    );
+    assert!(text.contains("no 220 greeting"), "{text}");
+    assert!(text.contains("465"), "{text}");
+}
+
+#[test]
+fn other_timeouts_have_no_hint() {
+    let error = SessionError::Timeout {
+        stage: Stage::Body,
+        after: Duration::from_secs(600),
+    };
+
+    assert_eq!(error.to_string(), "timed out at stage 5 (body) after 600s");
+}
+
+#[test]
+fn refused_connect_says_what_to_check() {
+    let error = SessionError::Connect {
+        target: "127.0.0.1:2525".to_owned(),
+        kind: std::io::ErrorKind::ConnectionRefused,
+    };
+
+    let text = error.to_string();
+    assert!(
+        text.starts_with("connect to 127.0.0.1:2525 failed: connection refused; "),
+        "{text}"
+    );
+    assert!(text.contains("check that the server runs"), "{text}");
+}
+
+#[test]
+fn other_connect_errors_have_no_hint() {
+    let error = SessionError::Connect {
+        target: "127.0.0.1:2525".to_owned(),
+        kind: std::io::ErrorKind::AddrNotAvailable,
+    };
+
+    assert_eq!(
+        error.to_string(),
+        "connect to 127.0.0.1:2525 failed: address not available"
+    );
+}
