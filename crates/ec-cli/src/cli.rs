@@ -914,14 +914,13 @@ impl SettingsOverrides {
 }
 
 /// Maps a clap parse error to an exit status: 0 for `--help` and `--version`
-/// (which clap reports as errors), [`EXIT_USAGE`] for everything else.
+/// (which clap reports as errors), [`EXIT_USAGE`] for everything else,
+/// including `ec` without a subcommand, which prints the help as the error.
 /// clap's own default would be 2, which sysexits does not define.
 pub fn clap_exit_status(error: &clap::Error) -> u8 {
     use clap::error::ErrorKind;
     match error.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
         _ => EXIT_USAGE,
     }
 }
@@ -1074,6 +1073,17 @@ mod tests {
         let help = error.to_string();
         assert!(help.contains("--max-deliveries-per-connection"), "{help}");
         assert!(help.contains("Exit status"), "{help}");
+    }
+
+    #[test]
+    fn missing_subcommand_is_usage_error() {
+        let error = parse_error(&[]);
+        assert_eq!(
+            error.kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(clap_exit_status(&error), EXIT_USAGE);
+        assert!(error.to_string().contains("Usage: ec"), "{error}");
     }
 
     #[test]
