@@ -202,6 +202,10 @@ pub struct DemoArgs {
 
 /// Options of `ec sink`.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Exit status: 0 after Ctrl-C or SIGTERM; 64 usage error, including a \
+listen address that is not loopback or cannot be bound; 70 any other \
+error, such as a CA file that cannot be written.")]
 pub struct SinkArgs {
     /// IP address and port to listen on. Only loopback addresses are
     /// accepted unless --allow-non-loopback is given.

@@ -78,12 +78,25 @@ fn error_status(error: &anyhow::Error) -> ExitStatus {
             || cause.is::<ec_cli::delivery_log::LogError>()
             || cause.is::<ec_metrics::MetricsError>()
             || cause.is::<ec_types::ConfigError>()
+            || cause
+                .downcast_ref::<ec_cli::sink::SinkError>()
+                .is_some_and(sink_usage_error)
     });
     if usage {
         ExitStatus::Usage
     } else {
         ExitStatus::Software
     }
+}
+
+/// Returns whether a sink error comes from the options given: a listen address
+/// that is not loopback or cannot be bound, or an inconsistent setting.
+fn sink_usage_error(error: &ec_cli::sink::SinkError) -> bool {
+    use ec_cli::sink::SinkError;
+    matches!(
+        error,
+        SinkError::NotLoopback(_) | SinkError::Config(_) | SinkError::Bind { .. }
+    )
 }
 
 fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {

@@ -243,6 +243,25 @@ fn metrics_bind_error_advice() {
     drop(occupied);
 }
 
+/// A sink whose listen port is taken is a usage error, like a metrics
+/// port that is taken.
+#[test]
+fn sink_port_in_use_is_usage_error() {
+    let occupied = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let in_use = occupied.local_addr().expect("bound address").to_string();
+
+    let finished = run(["sink", "--listen", &in_use], RUN_TIMEOUT);
+
+    finished.expect_code(64);
+    let expected = format!("cannot listen on {in_use}");
+    assert!(finished.stderr.contains(&expected), "{finished}");
+    assert!(
+        finished.stderr.contains("choose another address or port"),
+        "{finished}"
+    );
+    drop(occupied);
+}
+
 #[test]
 fn config_error_names_file_and_key() {
     let temp = temp_dir();
