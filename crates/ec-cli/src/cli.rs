@@ -73,7 +73,7 @@ impl Verbosity {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // Parsed once per run; boxing gains nothing.
 pub enum Command {
-    /// Send message files through a relay (see --relay).
+    /// Send message files over SMTP, through --relay or the routes in --config.
     Deliver(DeliverArgs),
     /// Deliver bundled sample messages to a built-in SMTP sink over TLS.
     Demo(DemoArgs),
