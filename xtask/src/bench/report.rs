@@ -803,7 +803,10 @@ queued them all, and divides the growth by the message count. Every \
 message shares one body, so the figure is the engine's own cost per message \
 (envelope, queue entry, and the submission channel's high-water mark). \
 Resident memory includes what the allocator keeps, so these are upper \
-bounds of what the data structures need.";
+bounds of what the data structures need. The commands below are \
+the ones that ran: the sink's port and CA file belonged to the run. `ec \
+sink --listen 127.0.0.1:PORT --ca-out FILE` starts such a sink to repeat \
+them.";
 
 const PROFILE_METHOD: &str = "\
 For each case in which ec missed a target, `ec-load` ran once more under \
