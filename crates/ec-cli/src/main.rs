@@ -123,6 +123,7 @@ fn deliver(args: DeliverArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus
             Loaded::Invalid(bad) => invalid.push(bad),
         }
     }
+    warn_direct_domains(&run::direct_domains(&config, &messages));
     if let Some(resume) = &resume {
         run::check_resume_matches(resume, &messages, &invalid)?;
         let before = messages.len();
@@ -277,6 +278,28 @@ fn print_log_failure(failure: &run::LogFailure) {
             Err(error) => ec_cli::errln!("ec: cannot print a log record: {error}"),
         }
     }
+}
+
+/// Warns when mail would go straight to recipient domains, because without
+/// MX lookup that reaches the right server only for a domain whose own
+/// address records run its mail server.
+fn warn_direct_domains(direct: &[ec_types::Domain]) {
+    const SHOWN: usize = 3;
+    if direct.is_empty() {
+        return;
+    }
+    let mut names: Vec<&str> = direct.iter().take(SHOWN).map(|d| d.as_str()).collect();
+    if direct.len() > SHOWN {
+        names.push("...");
+    }
+    tracing::warn!(
+        domains = direct.len(),
+        "no --relay or route covers {} recipient domain(s) ({}): ec connects to port 25 of \
+         each one's own address records, because MX lookup is not implemented yet; give \
+         --relay or a route in --config",
+        direct.len(),
+        names.join(", ")
+    );
 }
 
 /// Prints what the sink received and a few of the Prometheus series.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ec_sched::{ConnectionClosed, RecipientOutcome, RecipientRecord, Report, SchedulerOptions};
 use ec_smtp_client::{Engine, EngineOptions};
-use ec_types::{CloseOutcome, CloseReason, Config, Domain, Reply, Target};
+use ec_types::{Binding, CloseOutcome, CloseReason, Config, Domain, Reply, Route, Target};
 use thiserror::Error;
 
 use crate::delivery_log::{self, DeliveryLogWriter, LogError, LogRecord, LogResult};
@@ -891,6 +891,28 @@ pub fn check_can_send(
     }
 }
 
+/// Returns the recipient domains of `messages` that no relay or route
+/// covers, in order and without repeats. Their mail goes to port 25 of the
+/// domain's own address records, because MX lookup is not implemented.
+pub fn direct_domains(config: &Config, messages: &[InputMessage]) -> Vec<Domain> {
+    let mut seen = HashSet::new();
+    let mut direct = Vec::new();
+    let recipients = messages
+        .iter()
+        .flat_map(|message| &message.submission.recipients);
+    for recipient in recipients {
+        let domain = recipient.domain();
+        if !seen.insert(domain.clone()) {
+            continue;
+        }
+        let settings = config.resolve(Binding::DEFAULT_NAME, domain);
+        if settings.route == Route::Mx {
+            direct.push(domain.clone());
+        }
+    }
+    direct
+}
+
 /// Rejects a `--resume` whose PATHs name none of the files in the log,
 /// because such a run would send everything again. Files match by their
 /// canonical path, so this catches other files or another log, and a log
@@ -989,6 +1011,27 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn direct_domains_lack_a_route() {
+        let relay = Route::Relay {
+            host: "127.0.0.1".to_owned(),
+            port: 2525,
+        };
+        let example = Domain::new("example.com").expect("valid domain");
+        let input = messages(2);
+
+        let unrouted = Config::default();
+        assert_eq!(direct_domains(&unrouted, &input), vec![example.clone()]);
+
+        let mut global = Config::default();
+        global.global.route = Some(relay.clone());
+        assert!(direct_domains(&global, &input).is_empty());
+
+        let mut per_domain = Config::default();
+        per_domain.domain.entry(example).or_default().route = Some(relay);
+        assert!(direct_domains(&per_domain, &input).is_empty());
     }
 
     fn state(progress: &Progress, messages: Vec<InputMessage>) -> RunState<'_> {
