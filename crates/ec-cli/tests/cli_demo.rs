@@ -3,23 +3,30 @@
 
 mod cli_support;
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use cli_support::{read_log, temp_dir, EC};
 use ec_cli::delivery_log::LogResult;
+
+/// Runs `ec` with `args` to its end, with `temp` as the temporary
+/// directory and no `RUST_LOG` from the environment.
+fn run_ec(args: impl IntoIterator<Item = impl AsRef<OsStr>>, temp: &Path) -> Output {
+    Command::new(EC)
+        .args(args)
+        .env("TMPDIR", temp)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ec")
+}
 
 #[test]
 fn demo_prints_summary_and_log() {
     let temp = temp_dir();
     let kept = temp.path().join("demo-log.jsonl");
-    let output = Command::new(EC)
-        .args(["demo", "--messages", "8", "--log"])
-        .arg(&kept)
-        .env("TMPDIR", temp.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run ec demo");
+    let args = ["demo", "--messages", "8", "--log"].map(OsStr::new);
+    let output = run_ec(args.into_iter().chain([kept.as_os_str()]), temp.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let context = format!("--- stdout\n{stdout}--- stderr\n{stderr}");
@@ -62,12 +69,7 @@ fn demo_removes_its_temporary_log() {
     // Without --log the demo writes its log into the temporary directory,
     // so point that at one the test owns.
     let temp = temp_dir();
-    let output = Command::new(EC)
-        .args(["demo"])
-        .env("TMPDIR", temp.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run ec demo");
+    let output = run_ec(["demo"], temp.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let context = format!(
         "--- stdout\n{stdout}--- stderr\n{}",
@@ -93,12 +95,7 @@ fn demo_removes_its_temporary_log() {
 #[test]
 fn quiet_demo_prints_only_summary() {
     let temp = temp_dir();
-    let output = Command::new(EC)
-        .args(["demo", "--quiet"])
-        .env("TMPDIR", temp.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run ec demo");
+    let output = run_ec(["demo", "--quiet"], temp.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let context = format!("--- stdout\n{stdout}--- stderr\n{stderr}");
@@ -197,12 +194,7 @@ fn demo_with_closed_stream(stream: Stream) -> (Option<i32>, String) {
 #[test]
 fn debug_log_shows_commands_and_replies() {
     let temp = temp_dir();
-    let output = Command::new(EC)
-        .args(["-vv", "demo", "--messages", "2"])
-        .env("TMPDIR", temp.path())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run ec demo");
+    let output = run_ec(["-vv", "demo", "--messages", "2"], temp.path());
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
 

@@ -2,21 +2,9 @@
 
 use ec_types::Reply;
 
+use crate::proto::capabilities::KNOWN_KEYWORDS;
 use crate::proto::command::{Command, CommandError, MailParameters};
 use crate::proto::{Capabilities, MessageInfo, ReplyParser};
-
-/// The EHLO keywords that have a field of their own in [`Capabilities`].
-const KNOWN_KEYWORDS: [&str; 9] = [
-    "PIPELINING",
-    "STARTTLS",
-    "SIZE",
-    "8BITMIME",
-    "SMTPUTF8",
-    "ENHANCEDSTATUSCODES",
-    "CHUNKING",
-    "DSN",
-    "AUTH",
-];
 
 /// Parses the input as server replies with the default limits and reads
 /// each reply with [`Capabilities::from_ehlo`] and

@@ -165,7 +165,7 @@ impl Capabilities {
 }
 
 /// The keywords that have a field of their own, in upper case.
-const KNOWN_KEYWORDS: [&str; 9] = [
+pub(crate) const KNOWN_KEYWORDS: [&str; 9] = [
     "PIPELINING",
     "STARTTLS",
     "SIZE",
