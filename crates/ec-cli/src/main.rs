@@ -180,8 +180,8 @@ fn demo(args: DemoArgs, verbosity: Verbosity) -> anyhow::Result<ExitStatus> {
     let sink = runtime.block_on(Sink::start(sink_config))?;
     let ca_file = sink.write_ca_temp_file()?;
     let address = sink.local_addr();
-    // `--quiet` leaves errors and the summary table: no banner, sink
-    // figures, metrics or log record.
+    // With `--quiet` only errors and the summary table are printed: no
+    // banner, sink figures, metrics or log record.
     let chatty = !verbosity.quiet;
     if chatty {
         ec_cli::outln!("ec demo: built-in SMTP sink on {address} (STARTTLS required, certificate from a CA made at start-up)");
@@ -280,9 +280,9 @@ fn print_log_failure(failure: &run::LogFailure) {
     }
 }
 
-/// Warns when mail would go straight to recipient domains, because without
-/// MX lookup that reaches the right server only for a domain whose own
-/// address records run its mail server.
+/// Warns about recipient domains whose mail goes to their own address
+/// records. Without MX lookup, that reaches a domain's mail server only when
+/// those records point at it.
 fn warn_direct_domains(direct: &[ec_types::Domain]) {
     const SHOWN: usize = 3;
     if direct.is_empty() {

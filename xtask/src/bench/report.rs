@@ -730,10 +730,11 @@ against it compares CPU only, since the floor's sessions carry no message \
 and so cost Postfix less than a delivery does. All three \
 share one rustls client configuration across connections, so each keeps \
 rustls' session cache. Postfix sends one TLS 1.3 session ticket after a \
-full handshake and none after a resumed one, and rustls uses each ticket \
-once, so about every other handshake is resumed: 150 of 300 for ec and \
-99 of 200 for the floor when counted with `handshake_kind()`. A resumed \
-handshake skips the certificate check and Postfix's RSA signature. \
+full handshake and none after a resumed one. rustls uses each ticket once, \
+so about every other handshake is resumed. Counted with \
+`handshake_kind()`, 150 of 300 were resumed for ec and 99 of 200 for the \
+floor. A resumed handshake skips the certificate check and Postfix's RSA \
+signature. \
 Postfix does the server side of \
 every handshake on the same two cores, so the rates are bounded by it. \
 CPU/msg is the client's own cost, and server CPU is Postfix's.
@@ -776,18 +777,18 @@ once under callgrind with a simulated cache, not in every run: \
 --cycles 4000 --domains N`, at commit f4805c1. The measured connections \
 ran about 27,700 instructions each with 10 domains and with 100,000 \
 (within 0.5%). Reads that missed the last-level cache went from none to \
-6.7 per connection, each in a different part of the domain's state: the \
-entry that the name index compares, the name's text, the entry's list of \
-lanes, two lines of the lane, the count of live connections, and, for \
-four connections in ten, the index's hash control bytes. That is about \
+6.7 per connection. Each is in a different part of the domain's state: \
+the entry that the name index compares, the name's text, the entry's list \
+of lanes, two lines of the lane and the count of live connections. For \
+four connections in ten, the index's hash control bytes miss too. That is about \
 0.8 µs more per connection for about 7 misses, so roughly 0.1 µs each on \
 this machine (an estimate from the medians). The `hot10` pattern, whose \
-domains stay in cache, costs the same at every size. A trial that packed \
-the domain entry's fields read per connection into its first cache line \
+domains stay in cache, costs the same at every size. A trial packed the \
+domain entry's fields read per connection into its first cache line. It \
 cut the simulated misses from 6.4 to 5.2 per connection (with 20,000 \
-domains), yet no change in time showed in four runs side by side, \
-perhaps because the processor already fetches neighbouring lines \
-together. It was not kept. What remains are loads that depend on each \
+domains), but four runs side by side showed no change in time, perhaps \
+because the processor already fetches neighbouring lines together. It \
+was not kept. What remains are loads that depend on each \
 other (the hash table, then the entry, then the name and the lane), so \
 they cannot overlap.";
 

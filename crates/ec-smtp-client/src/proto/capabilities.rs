@@ -117,8 +117,8 @@ impl Capabilities {
             return;
         }
 
-        // Matched without an upper-case copy: this runs for every line of
-        // every EHLO reply.
+        // Matched without an upper-case copy, because this runs for every
+        // line of every EHLO reply.
         let known = KNOWN_KEYWORDS
             .iter()
             .find(|keyword| first.eq_ignore_ascii_case(keyword));

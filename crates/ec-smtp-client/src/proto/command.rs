@@ -107,6 +107,10 @@ pub enum CommandError {
         max: usize,
     },
     /// The encoded command line would exceed [`MAX_COMMAND_LINE_LEN`].
+    ///
+    /// NOTE: the field length checks come first and keep every line of the
+    /// current commands under the limit (MAIL at most 317 octets), so this
+    /// is a safeguard for commands or parameters added later.
     #[error("the {command} command line would be {len} octets long; the maximum is {max}")]
     LineTooLong {
         /// The command verb.
@@ -425,7 +429,7 @@ impl Command<'_> {
 /// string.
 fn write_number(out: &mut Vec<u8>, prefix: &[u8], number: u64) {
     out.extend_from_slice(prefix);
-    // Writing to a `Vec` cannot fail.
+    // `io::Write` for `Vec<u8>` never returns an error.
     let _ = write!(out, "{number}");
 }
 
