@@ -15,10 +15,12 @@
 //!
 //! A message is kept as the bytes read ([`Bytes`]), never decoded or
 //! re-encoded: the engine sends exactly those bytes, apart from SMTP's
-//! line-ending normalization and dot-stuffing, and without its Bcc header
-//! fields. As `sendmail -t` does, every Bcc field of the header section is
-//! removed with its folded lines, also when `--to` gives the recipients, so
-//! that the blind-copy list reaches no recipient. Every other byte is kept.
+//! line-ending normalization and dot-stuffing, and without the header
+//! fields that Postfix's cleanup(8) drops: Bcc, Resent-Bcc, Return-Path and
+//! Content-Length. As `sendmail -t` does, every Bcc field of the header
+//! section is removed with its folded lines, also when `--to` gives the
+//! recipients, so that the blind-copy list reaches no recipient. Every other
+//! byte is kept.
 //!
 //! # The envelope
 //!
@@ -45,7 +47,7 @@ use ec_types::{Address, AddressError, ReversePath, Submission};
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use thiserror::Error;
 
-mod bcc;
+mod dropped_fields;
 
 /// The `--from` and `--to` flags: each replaces only its own part of the
 /// envelope taken from the header.
@@ -447,9 +449,9 @@ pub fn load_bytes(tag: u64, file: MessageFile, data: Bytes, envelope: &EnvelopeO
         .as_ref()
         .and_then(|message| message.message_id())
         .map(str::to_owned);
-    let bcc_fields = parsed
+    let dropped_fields = parsed
         .as_ref()
-        .map(bcc::bcc_field_ranges)
+        .map(dropped_fields::dropped_field_ranges)
         .unwrap_or_default();
 
     let reverse_path = match &envelope.from {
@@ -476,7 +478,7 @@ pub fn load_bytes(tag: u64, file: MessageFile, data: Bytes, envelope: &EnvelopeO
             tag,
             reverse_path,
             recipients,
-            data: bcc::remove_ranges(data, &bcc_fields),
+            data: dropped_fields::remove_ranges(data, &dropped_fields),
         },
         path,
         canonical_path,

@@ -57,13 +57,20 @@ fn deliver(sink: &KeepingSink, log: &Path, extra: &[&str]) -> Finished {
     run(args, RUN_TIMEOUT)
 }
 
+/// Bcc, Resent-Bcc, Return-Path and Content-Length stay out of the data, as
+/// Postfix's cleanup(8) leaves them out, while the envelope still comes from
+/// them: the sender from Return-Path, recipients from Bcc.
 #[test]
-fn bcc_field_not_sent() {
+fn dropped_fields_not_sent() {
     let sink = KeepingSink::start();
     let temp = temp_dir();
     let message = temp.path().join("bcc.eml");
-    let text = "From: sender@ec.test\r\nTo: to@ec.test\r\n\
+    let text = "Return-Path: <bounces@ec.test>\r\n\
+                From: sender@ec.test\r\nTo: to@ec.test\r\n\
                 bcc: hidden@ec.test,\r\n\tsecret@ec.test\r\n\
+                Resent-From: resender@ec.test\r\n\
+                Resent-Bcc: resent-hidden@ec.test\r\n\
+                Content-Length: 9999\r\n\
                 Subject: blind copies\r\n\r\nBcc: a body line, not a field\r\n";
     std::fs::write(&message, text).expect("write the message");
     let log = temp.path().join("log.jsonl");
@@ -73,12 +80,14 @@ fn bcc_field_not_sent() {
 
     let received = sink.take_messages();
     assert_eq!(received.len(), 1, "one transaction; {finished}");
+    assert_eq!(received[0].reverse_path, "bounces@ec.test");
     assert_eq!(
         received[0].recipients,
         ["to@ec.test", "hidden@ec.test", "secret@ec.test"]
     );
     let data = String::from_utf8_lossy(&received[0].data);
     let expected = "From: sender@ec.test\r\nTo: to@ec.test\r\n\
+                    Resent-From: resender@ec.test\r\n\
                     Subject: blind copies\r\n\r\nBcc: a body line, not a field\r\n";
     assert_eq!(data, expected);
     assert_eq!(read_log(&log).len(), 3);

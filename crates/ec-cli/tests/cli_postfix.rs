@@ -17,7 +17,8 @@
 //! 3. cleanup(8) repairs, modelled by [`after_cleanup`] and checked on
 //!    their own by `postfix_cleanup_repairs_bdat` and
 //!    `postfix_cleanup_repairs_data`: it drops `Return-Path:` fields from
-//!    the header section, and inserts the empty line that ends the header
+//!    the header section (ec drops them before sending, so the two agree),
+//!    and inserts the empty line that ends the header
 //!    section before the first line that is neither a field nor a
 //!    continuation. A message that came with DATA and starts with an mbox
 //!    `From ` line gets that line turned into an `X-Mailbox-Line:` field.
