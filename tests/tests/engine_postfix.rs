@@ -1,5 +1,5 @@
-//! The whole engine against Postfix over STARTTLS with certificate
-//! verification, read back from Postfix's Maildir.
+//! The whole engine against Postfix over STARTTLS and implicit TLS with
+//! certificate verification, read back from Postfix's Maildir.
 
 use std::time::Duration;
 
@@ -210,6 +210,67 @@ fn postfix_encrypt_port_with_required_tls() {
             .len(),
         1
     );
+}
+
+/// Implicit TLS on Postfix's port with `smtpd_tls_wrappermode`: the
+/// handshake comes before the banner, and no STARTTLS follows it.
+#[test]
+fn postfix_implicit_tls_port() {
+    let postfix = Postfix::get();
+    let local = postfix.unique_local_part("implicit");
+    let config = tls_config(
+        postfix,
+        TlsPolicy::Implicit,
+        TlsVerify::Host,
+        postfix.implicit_tls_addr().port(),
+    );
+
+    let result = send_one(config, &local, b"Subject: implicit\r\n\r\nx\r\n");
+
+    assert_eq!(result.count("delivered"), 1, "{:?}", result.records);
+    let tls = result.records[0].tls.as_ref().expect("delivered over TLS");
+    assert!(tls.verified, "{tls:?}");
+    for close in &result.closes {
+        assert_eq!(close.outcome, CloseOutcome::Clean, "{close:?}");
+        assert!(close.tls.is_some(), "{close:?}");
+    }
+    let stored = postfix.wait_for_messages(&local, 1, Duration::from_secs(30));
+    let copy = stored.into_iter().next().expect("one stored copy");
+    let counts = smtpd_session_counts(postfix, &received_queue_id(&copy));
+    assert!(counts.starts_with("ehlo=1 "), "{counts}");
+    assert!(!counts.contains("starttls"), "{counts}");
+}
+
+/// Implicit TLS against a port that greets in clear text: the handshake
+/// fails on the banner, and the mail is deferred, not sent in clear text.
+#[test]
+fn postfix_implicit_tls_on_plain_port_defers() {
+    let postfix = Postfix::get();
+    let local = postfix.unique_local_part("implicit-plain");
+    let config = tls_config(
+        postfix,
+        TlsPolicy::Implicit,
+        TlsVerify::Host,
+        postfix.plain_addr().port(),
+    );
+
+    let to = [format!("{local}@maildir.test")];
+    let submissions = vec![submission(
+        0,
+        "sender@ec.test",
+        &to,
+        b"Subject: x\r\n\r\nx\r\n",
+    )];
+
+    let result = run(config, submissions, Duration::from_secs(5));
+
+    assert_eq!(result.audit, Ok(()));
+    assert_eq!(result.count("delivered"), 0, "{:?}", result.records);
+    assert!(!result.closes.is_empty());
+    for close in &result.closes {
+        assert_eq!(close.reason, ec_types::CloseReason::TlsFailed, "{close:?}");
+    }
+    assert!(postfix.maildir(&local).is_empty());
 }
 
 /// Sends one message from sender@ec.test to `local`@maildir.test and

@@ -112,14 +112,16 @@ pub struct DeliverArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub relay: Option<RelayAddress>,
 
-    /// STARTTLS policy: never, when offered, or always (mail is deferred when
-    /// TLS cannot be set up). Default: the config file's, else opportunistic.
+    /// TLS policy: STARTTLS never, when offered, or always (required), or
+    /// implicit TLS from the connect on, as relays on port 465 expect. Under
+    /// required and implicit, mail is deferred when TLS cannot be set up.
+    /// Default: the config file's, else opportunistic.
     #[arg(long, value_name = "POLICY")]
     pub tls: Option<TlsPolicyArg>,
 
     /// Server certificate check: none, a chain to a trusted root (ca), or a
     /// chain plus the server's name (host). Default: the config file's, else
-    /// host under --tls required and none otherwise.
+    /// host under --tls required or implicit, and none otherwise.
     #[arg(long, value_name = "MODE")]
     pub tls_verify: Option<TlsVerifyArg>,
 
@@ -270,6 +272,8 @@ pub enum TlsPolicyArg {
     Opportunistic,
     /// Never send mail in clear text.
     Required,
+    /// TLS from connect, before the greeting, as on port 465 (RFC 8314).
+    Implicit,
 }
 
 impl From<TlsPolicyArg> for TlsPolicy {
@@ -278,6 +282,7 @@ impl From<TlsPolicyArg> for TlsPolicy {
             TlsPolicyArg::Disabled => Self::Disabled,
             TlsPolicyArg::Opportunistic => Self::Opportunistic,
             TlsPolicyArg::Required => Self::Required,
+            TlsPolicyArg::Implicit => Self::Implicit,
         }
     }
 }
@@ -1306,6 +1311,10 @@ mod tests {
         assert!(verifies_anywhere(&checked));
         let required = overrides(&["deliver", "--tls", "required", "x"]);
         assert!(verifies_anywhere(&required), "required verifies the host");
+        let implicit = overrides(&["deliver", "--tls", "implicit", "x"]);
+        let tls = implicit.global.tls.as_ref().expect("--tls sets global TLS");
+        assert_eq!(tls.policy, TlsPolicy::Implicit);
+        assert_eq!(tls.effective_verify(), TlsVerify::Host);
 
         let mut one_domain = opportunistic;
         let settings = one_domain.domain.entry(domain("example.com")).or_default();

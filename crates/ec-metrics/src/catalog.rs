@@ -351,9 +351,9 @@ pub const TLS_HANDSHAKES: MetricDef = MetricDef {
         },
     ],
     buckets: &[],
-    meaning: "A failed handshake has version `none`. Under `required` a failure defers the \
-              mail; under `opportunistic` the engine may retry in clear text on a new \
-              connection. Failures include certificate verification failures.",
+    meaning: "A failed handshake has version `none`. Under `required` and `implicit` a \
+              failure defers the mail; under `opportunistic` the engine may retry in clear \
+              text on a new connection. Failures include certificate verification failures.",
     queries: &[ExampleQuery {
         purpose: "Failed handshakes per second, by policy",
         promql: "sum by (policy) (rate(ec_tls_handshakes_total{result=\"failed\"}[5m]))",

@@ -236,6 +236,7 @@ pub fn tls_policy_str(policy: TlsPolicy) -> &'static str {
         TlsPolicy::Disabled => "disabled",
         TlsPolicy::Opportunistic => "opportunistic",
         TlsPolicy::Required => "required",
+        TlsPolicy::Implicit => "implicit",
         // NOTE: `TlsPolicy` is non-exhaustive and has no `as_str`; a policy
         // added to ec-types shows up here as `other` until it is named.
         _ => "other",
@@ -255,10 +256,11 @@ pub const REPLY_CLASSES: [ReplyClass; 4] = [
 ];
 
 /// Every TLS policy.
-pub const TLS_POLICIES: [TlsPolicy; 3] = [
+pub const TLS_POLICIES: [TlsPolicy; 4] = [
     TlsPolicy::Disabled,
     TlsPolicy::Opportunistic,
     TlsPolicy::Required,
+    TlsPolicy::Implicit,
 ];
 
 /// Every message fate.

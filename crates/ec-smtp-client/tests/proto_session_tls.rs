@@ -1,5 +1,6 @@
 //! STARTTLS under each TLS policy: offered, not offered, refused, and a
-//! server that sends data after its 220.
+//! server that sends data after its 220. Under implicit TLS the session
+//! starts on TLS and never sends STARTTLS.
 
 mod proto_support;
 
@@ -117,6 +118,45 @@ fn required_upgrades_when_offered() {
         s.next_event(),
         ClientEvent::Ready { tls: true, .. }
     ));
+}
+
+#[test]
+fn implicit_never_sends_starttls() {
+    let mut s = greeted(TlsPolicy::Implicit, true);
+    assert!(s.client.is_tls());
+    match s.next_event() {
+        ClientEvent::Ready { tls, capabilities } => {
+            assert!(tls);
+            assert!(capabilities.starttls, "offered, and still not sent");
+            assert!(capabilities.pipelining);
+        }
+        other => panic!("{other:?}"),
+    }
+    s.nothing_sent();
+
+    s.start(transaction(&["a@example.com"], "x"));
+    s.expect_sent("MAIL FROM:<sender@example.org> SIZE=3\r\nRCPT TO:<a@example.com>\r\nDATA\r\n");
+}
+
+#[test]
+fn implicit_with_helo_server() {
+    let mut s = Session::new(TlsPolicy::Implicit);
+    s.server("220 old\r\n");
+    s.expect_sent("EHLO client.example.org\r\n");
+    s.server("500 unknown command\r\n");
+    s.expect_sent("HELO client.example.org\r\n");
+    s.server("250 old\r\n");
+    assert!(matches!(
+        s.next_event(),
+        ClientEvent::Ready { tls: true, .. }
+    ));
+    s.nothing_sent();
+}
+
+#[test]
+fn implicit_refuses_tls_established() {
+    let mut s = greeted(TlsPolicy::Implicit, true);
+    assert!(s.client.tls_established(s.now).is_err());
 }
 
 #[test]

@@ -488,7 +488,7 @@ pub struct EffectiveSettings {
     pub ehlo_name: String,
     /// Where mail for the domain goes. Default: [`Route::Mx`].
     pub route: Route,
-    /// STARTTLS policy and certificate checks.
+    /// TLS policy and certificate checks.
     pub tls: TlsSettings,
     /// Send each message as one `BDAT LAST` chunk (RFC 3030 CHUNKING) in
     /// the pipelined group with MAIL and RCPT, when the server offers
@@ -569,7 +569,8 @@ pub enum LongLines {
     Send,
 }
 
-/// When to use STARTTLS (RFC 3207, RFC 7435).
+/// When to use TLS: STARTTLS (RFC 3207, RFC 7435), or TLS from the first
+/// octet (RFC 8314).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -581,6 +582,11 @@ pub enum TlsPolicy {
     /// Never send mail in clear text: no STARTTLS or a failed handshake or
     /// verification defers the mail.
     Required,
+    /// Implicit TLS (RFC 8314 section 3), as relays on port 465 expect: the
+    /// TLS handshake starts right after the TCP connect, before the
+    /// server's greeting, and STARTTLS is never sent. A failed handshake or
+    /// verification defers the mail, as under `Required`.
+    Implicit,
 }
 
 /// How a server certificate is checked.
@@ -598,14 +604,14 @@ pub enum TlsVerify {
     Host,
 }
 
-/// STARTTLS policy, certificate checks and the name to check against.
+/// TLS policy, certificate checks and the name to check against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
-    /// When to use STARTTLS. Default opportunistic.
+    /// When to use TLS. Default opportunistic.
     pub policy: TlsPolicy,
-    /// How to check the certificate. Default: `host` under `required`,
-    /// `none` otherwise.
+    /// How to check the certificate. Default: `host` under `required` and
+    /// `implicit`, `none` otherwise.
     pub verify: Option<TlsVerify>,
     /// PEM file of trusted roots; without one, the web PKI roots are used.
     pub ca_file: Option<PathBuf>,
@@ -619,7 +625,7 @@ impl TlsSettings {
     pub fn effective_verify(&self) -> TlsVerify {
         match (self.verify, self.policy) {
             (Some(verify), _) => verify,
-            (None, TlsPolicy::Required) => TlsVerify::Host,
+            (None, TlsPolicy::Required | TlsPolicy::Implicit) => TlsVerify::Host,
             (None, _) => TlsVerify::None,
         }
     }

@@ -327,7 +327,7 @@ fn timeout_hint(stage: Stage) -> &'static str {
     match stage {
         Stage::Banner => {
             "; the server sent no 220 greeting (a port that expects TLS from \
-             the first byte, such as 465, never does, and ec supports only STARTTLS)"
+             the first byte, such as 465, never does: use the TLS policy implicit there)"
         }
         _ => "",
     }

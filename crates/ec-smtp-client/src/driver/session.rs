@@ -13,7 +13,7 @@ use ec_metrics::{TlsHandshakeResult, TlsVersion};
 use ec_types::{
     CloseOutcome, ClosePlan, CloseReport, MessageId, OpenRequest, RecipientStatus, Reply,
     ReplyCode, SessionCapabilities, SessionCommand, SessionError, SessionEvent, SessionFailure,
-    SharedMessage, Stage, TlsInfo, TlsVerify, TransactionOutcome,
+    SharedMessage, Stage, TlsInfo, TlsPolicy, TlsVerify, TransactionOutcome,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -236,7 +236,18 @@ impl<E: EventSink> Session<E> {
         }
 
         let mut transport = Transport::Plain(stream);
-        let end = self.converse(&mut transport).await;
+        let implicit_tls = if settings.tls.policy == TlsPolicy::Implicit {
+            self.implicit_tls(&mut transport).await
+        } else {
+            Ok(())
+        };
+        let end = match implicit_tls {
+            Ok(()) => self.converse(&mut transport).await,
+            Err(error) => {
+                self.fail(error, Stage::TlsHandshake);
+                self.wait_for_close().await
+            }
+        };
         let plan = match end {
             LoopEnd::Close(plan) => plan,
             LoopEnd::Abandoned => ClosePlan {
@@ -564,6 +575,52 @@ impl<E: EventSink> Session<E> {
         client: &mut Client,
         transport: &mut Transport,
     ) -> Result<(), SessionError> {
+        // EHLO waits in rustls until the handshake is done, and then leaves
+        // in the same write as the client's Finished (TLS 1.3).
+        let ehlo = client.ehlo_after_tls();
+        let ehlo_queued = self.tls_handshake(transport, &ehlo).await?;
+        let now = std::time::Instant::now();
+        let established = match ehlo_queued {
+            0 => client.tls_established(now),
+            queued if queued == ehlo.len() => {
+                self.events.bytes_sent(queued as u64);
+                client.tls_established_with_ehlo(now)
+            }
+            queued => {
+                // rustls buffers up to 64 KiB of plaintext by default
+                // before the handshake ends, far more than an EHLO line.
+                return Err(SessionError::Protocol {
+                    stage: Stage::TlsHandshake,
+                    detail: format!("TLS took {queued} of the EHLO's {} octets", ehlo.len()),
+                });
+            }
+        };
+        established.map_err(|error| SessionError::Protocol {
+            stage: Stage::TlsHandshake,
+            detail: error.to_string(),
+        })
+    }
+
+    /// Runs the TLS handshake of implicit TLS, right after the connect and
+    /// before the server's greeting, and records its result.
+    async fn implicit_tls(&mut self, transport: &mut Transport) -> Result<(), SessionError> {
+        let result = self.tls_handshake(transport, &[]).await;
+        if result.is_err() {
+            record_handshake(self.request.settings.tls.policy, None);
+        }
+        result.map(drop)
+    }
+
+    /// Turns the clear-text TCP stream in `transport` into a TLS stream,
+    /// with the certificate checks of the session's TLS settings, and
+    /// records a successful handshake. `early` is handed to TLS before the
+    /// handshake, so that it leaves with the client's last flight. Returns
+    /// how many octets of `early` TLS took.
+    async fn tls_handshake(
+        &mut self,
+        transport: &mut Transport,
+        early: &[u8],
+    ) -> Result<usize, SessionError> {
         let settings = self.request.settings.clone();
         let config = self
             .tls_configs
@@ -585,19 +642,19 @@ impl<E: EventSink> Session<E> {
 
         let Transport::Plain(tcp) = std::mem::replace(transport, Transport::Detached) else {
             return Err(SessionError::Protocol {
-                stage: Stage::StartTls,
-                detail: "STARTTLS on a stream that is not clear-text TCP".to_owned(),
+                stage: Stage::TlsHandshake,
+                detail: "TLS handshake on a stream that is not clear-text TCP".to_owned(),
             });
         };
         let connector = tokio_rustls::TlsConnector::from(config);
         let after = settings.timeouts.tls_handshake;
-        // EHLO waits in rustls until the handshake is done, and then leaves
-        // in the same write as the client's Finished (TLS 1.3).
-        let ehlo = client.ehlo_after_tls();
-        let mut ehlo_queued = 0;
+        let mut early_queued = 0;
         let handshake = connector
             .connect_with(name, tcp, |connection| {
-                ehlo_queued = std::io::Write::write(&mut connection.writer(), &ehlo).unwrap_or(0);
+                if !early.is_empty() {
+                    early_queued =
+                        std::io::Write::write(&mut connection.writer(), early).unwrap_or(0);
+                }
             })
             .into_fallible();
         let stream = match timeout(after, handshake).await {
@@ -635,26 +692,7 @@ impl<E: EventSink> Session<E> {
         });
         record_handshake(settings.tls.policy, self.tls.as_ref());
         *transport = Transport::Tls(Box::new(stream));
-        let now = std::time::Instant::now();
-        let established = match ehlo_queued {
-            0 => client.tls_established(now),
-            queued if queued == ehlo.len() => {
-                self.events.bytes_sent(queued as u64);
-                client.tls_established_with_ehlo(now)
-            }
-            queued => {
-                // rustls buffers up to 64 KiB of plaintext by default
-                // before the handshake ends, far more than an EHLO line.
-                return Err(SessionError::Protocol {
-                    stage: Stage::TlsHandshake,
-                    detail: format!("TLS took {queued} of the EHLO's {} octets", ehlo.len()),
-                });
-            }
-        };
-        established.map_err(|error| SessionError::Protocol {
-            stage: Stage::TlsHandshake,
-            detail: error.to_string(),
-        })
+        Ok(early_queued)
     }
 
     /// Starts the next queued message's transaction, if the client is ready
@@ -984,7 +1022,7 @@ mod tests {
             .await
             .expect("bind a loopback port");
         let mut settings = EffectiveSettings::default();
-        settings.tls.policy = ec_types::TlsPolicy::Disabled;
+        settings.tls.policy = TlsPolicy::Disabled;
         let request = OpenRequest {
             handle: ConnectionHandle {
                 slot: 0,

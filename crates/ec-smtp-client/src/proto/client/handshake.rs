@@ -52,6 +52,11 @@ impl Client {
 
     /// Decides on STARTTLS after the first EHLO or HELO reply.
     fn after_greeting(&mut self, capabilities: Capabilities) -> Result<State, ClientError> {
+        if self.tls {
+            // Implicit TLS: a second handshake inside the first is never
+            // wanted, whatever the server offers.
+            return Ok(self.ready(capabilities));
+        }
         let offered = capabilities.starttls;
         self.capabilities = Some(capabilities.clone());
 

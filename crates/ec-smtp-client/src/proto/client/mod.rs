@@ -33,7 +33,8 @@ use super::reply_parser::{ReplyError, ReplyLimits, ReplyParser};
 pub struct ClientConfig {
     /// The domain or address literal sent with EHLO and HELO.
     pub ehlo_domain: String,
-    /// When to use STARTTLS.
+    /// When to use STARTTLS. Under [`TlsPolicy::Implicit`] the transport
+    /// is TLS from the start, so the session never sends STARTTLS.
     pub tls_policy: TlsPolicy,
     /// How long each wait may take.
     pub timeouts: Timeouts,
@@ -128,6 +129,11 @@ impl ClientConfig {
 /// handshake's last flight hands it [`ehlo_after_tls`](Self::ehlo_after_tls)
 /// first and calls [`tls_established_with_ehlo`](Self::tls_established_with_ehlo)
 /// instead.
+///
+/// Under [`TlsPolicy::Implicit`] the driver runs the handshake before it
+/// creates the client, which then reads the banner from the decrypted
+/// stream, reports [`ClientEvent::Ready`] with `tls: true` and never sends
+/// STARTTLS, even when the EHLO reply offers it (RFC 8314 section 3).
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
@@ -249,7 +255,8 @@ pub struct StateError {
 
 impl Client {
     /// Starts a session on a freshly connected transport: the banner is due
-    /// by `now` plus [`Timeouts::banner`].
+    /// by `now` plus [`Timeouts::banner`]. Under [`TlsPolicy::Implicit`]
+    /// the transport must be TLS already.
     ///
     /// # Errors
     ///
@@ -258,6 +265,7 @@ impl Client {
     pub fn new(config: ClientConfig, now: Instant) -> Result<Self, CommandError> {
         Command::Ehlo(&config.ehlo_domain).to_bytes()?;
 
+        let implicit_tls = config.tls_policy == TlsPolicy::Implicit;
         let mut client = Self {
             parser: ReplyParser::new(config.reply_limits),
             config,
@@ -267,7 +275,7 @@ impl Client {
             events: VecDeque::new(),
             deadline: None,
             capabilities: None,
-            tls: false,
+            tls: implicit_tls,
             transactions: 0,
             data_handed_out: false,
             undeliverable: false,
