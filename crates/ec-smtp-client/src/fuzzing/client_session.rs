@@ -25,9 +25,10 @@ const EXTRA_EVENTS_PER_STEP: usize = 4;
 ///
 /// The input is a script:
 ///
-/// 1. a flag byte: TLS policy (`% 3`: disabled, opportunistic, required),
-///    recipients per transaction (`/ 3 % 3 + 1`) and transactions per
-///    session (`/ 9 % 3 + 1`; each one after the first starts with RSET);
+/// 1. a flag byte: TLS policy (`% 3`: disabled, opportunistic, required;
+///    required becomes implicit when `/ 27` is odd), recipients per
+///    transaction (`/ 3 % 3 + 1`) and transactions per session
+///    (`/ 9 % 3 + 1`; each one after the first starts with RSET);
 /// 2. the reply limits, read as by [`check_reply_parser`](super::check_reply_parser);
 /// 3. a length byte and that many octets of message data;
 /// 4. steps until the input ends, each an opcode byte `% 9`:
@@ -47,8 +48,9 @@ const EXTRA_EVENTS_PER_STEP: usize = 4;
 /// a MAIL rejection twice or alongside a RCPT reply in one transaction, is in a
 /// transaction state without an open transaction (or the reverse), keeps a
 /// timer or bytes to write after it closed, reports more events in one step
-/// than one per recipient plus four, or when an API call succeeds or fails
-/// in a state where its documentation says otherwise.
+/// than one per recipient plus four, reports STARTTLS or a clear-text Ready
+/// under implicit TLS, or when an API call succeeds or fails in a state
+/// where its documentation says otherwise.
 pub fn check_client_session(input: &[u8]) {
     let mut script = Script::new(input);
     let mut harness = Harness::new(&mut script);
@@ -75,6 +77,9 @@ struct Harness {
     /// `quit_after_transaction` succeeded: the session must never be
     /// ready again.
     quit_after: bool,
+    /// The session runs under implicit TLS: it must never ask for STARTTLS
+    /// and must report Ready over TLS.
+    implicit_tls: bool,
 }
 
 impl Harness {
@@ -88,8 +93,10 @@ impl Harness {
         config.tls_policy = match flags % 3 {
             0 => TlsPolicy::Disabled,
             1 => TlsPolicy::Opportunistic,
+            _ if flags / 27 % 2 == 1 => TlsPolicy::Implicit,
             _ => TlsPolicy::Required,
         };
+        let implicit_tls = config.tls_policy == TlsPolicy::Implicit;
         config.reply_limits = limits;
         let now = Instant::now();
         let client = Client::new(config, now).expect("client.example.org is a valid EHLO domain");
@@ -114,6 +121,7 @@ impl Harness {
             mail_rejected: false,
             ready_events: 0,
             quit_after: false,
+            implicit_tls,
         }
     }
 
@@ -162,6 +170,10 @@ impl Harness {
     fn write_all(&mut self) {
         while let Some(bytes) = self.client.poll_transmit() {
             assert!(!bytes.is_empty(), "poll_transmit returned an empty buffer");
+            assert!(
+                !(self.implicit_tls && bytes.starts_with(b"STARTTLS")),
+                "STARTTLS sent under implicit TLS"
+            );
         }
         self.client.handle_transmitted(self.now);
     }
@@ -220,9 +232,16 @@ impl Harness {
         while let Some(event) = self.client.poll_event() {
             count += 1;
             match event {
-                ClientEvent::Ready { .. } => {
+                ClientEvent::Ready { tls, .. } => {
                     self.ready_events += 1;
                     assert_eq!(self.ready_events, 1, "Ready reported twice");
+                    assert!(
+                        tls || !self.implicit_tls,
+                        "Ready in clear text under implicit TLS"
+                    );
+                }
+                ClientEvent::StartTls => {
+                    assert!(!self.implicit_tls, "STARTTLS under implicit TLS");
                 }
                 ClientEvent::RecipientReply { index, .. } => {
                     let reported = self
