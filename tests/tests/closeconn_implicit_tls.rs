@@ -1,6 +1,6 @@
 //! Implicit TLS (RFC 8314) against the fault peer: a delivery whose every
 //! command travels inside TLS, a server that greets in clear text, and one
-//! that never answers the handshake. No message may go out in clear text,
+//! that stays silent during the handshake. No message may go out in clear text,
 //! and every connection must close with its accounting settled.
 
 use std::time::Duration;

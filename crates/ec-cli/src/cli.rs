@@ -224,6 +224,12 @@ pub struct SinkArgs {
     #[arg(long)]
     pub require_tls: bool,
 
+    /// Run the TLS handshake right after the connect, before the greeting
+    /// (implicit TLS, as on port 465), instead of offering STARTTLS. Clients
+    /// then need --tls implicit.
+    #[arg(long)]
+    pub implicit_tls: bool,
+
     /// Do not offer CHUNKING (RFC 3030), so that clients send with DATA.
     /// BDAT then gets 502.
     #[arg(long)]

@@ -363,6 +363,7 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {
         allow_non_loopback: args.allow_non_loopback,
         hostname: args.hostname.clone(),
         require_tls: args.require_tls,
+        implicit_tls: args.implicit_tls,
         max_message_size: args.max_message_size,
         chunking: !args.no_chunking,
         ..SinkConfig::default()

@@ -245,6 +245,73 @@ async fn starttls_verifies_against_ca() {
 }
 
 #[tokio::test]
+async fn implicit_tls_greets_inside_tls() {
+    let sink = start(SinkConfig {
+        implicit_tls: true,
+        ..keep()
+    })
+    .await;
+    let tcp = TcpStream::connect(sink.local_addr())
+        .await
+        .expect("connect to sink");
+    let name = ServerName::try_from("localhost".to_owned()).expect("valid name");
+    let tls = tls_connector(&sink)
+        .connect(name, tcp)
+        .await
+        .expect("handshake before the greeting verifies");
+    let mut client = Client::new(tls);
+
+    client.expect(220).await;
+    client.send(b"EHLO client.test\r\n").await;
+    let ehlo = client.expect(250).await;
+    assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    client
+        .send(b"MAIL FROM:<a@ec.test>\r\nRCPT TO:<b@demo.test>\r\nDATA\r\n")
+        .await;
+    for code in [250, 250, 354] {
+        client.expect(code).await;
+    }
+    client.send(b"x\r\n.\r\nQUIT\r\n").await;
+    client.expect(250).await;
+    client.expect(221).await;
+    assert!(
+        client.closed_cleanly().await,
+        "221 then close_notify and FIN"
+    );
+
+    let messages = sink.take_messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].tls);
+    let stats = sink.shutdown().await;
+    assert_eq!(stats.tls_handshakes, 1);
+}
+
+#[tokio::test]
+async fn implicit_tls_fails_clear_text_client() {
+    let sink = start(SinkConfig {
+        implicit_tls: true,
+        ..SinkConfig::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(sink.local_addr())
+        .await
+        .expect("connect to sink");
+    tcp.write_all(b"EHLO client.test\r\n")
+        .await
+        .expect("write EHLO");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the sink closes the connection");
+    assert!(
+        !rest.starts_with(b"220"),
+        "no clear-text greeting: {rest:?}"
+    );
+
+    wait_for(&sink, |stats| stats.tls_failures == 1).await;
+    assert!(sink.take_messages().is_empty());
+}
+
+#[tokio::test]
 async fn wrong_name_fails_verification() {
     let sink = start(SinkConfig::default()).await;
     let client = connect(&sink).await;

@@ -80,6 +80,10 @@ pub struct SinkConfig {
     /// Reject every command but EHLO, HELO, STARTTLS and QUIT before TLS,
     /// with 530 5.7.0. Default false.
     pub require_tls: bool,
+    /// Run the TLS handshake right after the connect, before the greeting
+    /// (implicit TLS, RFC 8314), as a relay on port 465 does. STARTTLS is
+    /// then not offered. Default false.
+    pub implicit_tls: bool,
     /// Longest command line accepted, in octets with CRLF; a longer one is
     /// rejected with 500 5.5.2 and discarded. Default 2,048, four times the
     /// 512 octets of RFC 5321 section 4.5.3.1.4, for the parameters of
@@ -117,6 +121,7 @@ impl Default for SinkConfig {
             allow_non_loopback: false,
             hostname: "localhost".to_owned(),
             require_tls: false,
+            implicit_tls: false,
             max_line_length: 2_048,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_recipients: 1_000,

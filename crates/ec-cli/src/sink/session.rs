@@ -1,5 +1,6 @@
 //! One sink connection: the read buffer and the I/O around
-//! [`Protocol`], over TCP and then, after STARTTLS, over TLS.
+//! [`Protocol`], over TCP and then, after STARTTLS, over TLS, or over TLS
+//! from the connect on under implicit TLS.
 
 use std::io;
 use std::net::SocketAddr;
@@ -59,6 +60,17 @@ pub(crate) async fn run(
     }
 
     let mut connection = Connection::new(shared.clone());
+    if shared.config.implicit_tls {
+        let Some(mut tls) = handshake(tcp, peer, &acceptor, &shared).await else {
+            return;
+        };
+        connection.protocol.tls_started();
+        connection.out.extend_from_slice(&shared.replies.greeting);
+        let exit = connection.serve(&mut tls, &mut shutdown).await;
+        connection.finish(&mut tls, peer, exit).await;
+        return;
+    }
+
     connection.out.extend_from_slice(&shared.replies.greeting);
 
     let exit = connection.serve(&mut tcp, &mut shutdown).await;
@@ -73,25 +85,40 @@ pub(crate) async fn run(
         tracing::warn!(%peer, octets = injected, "client sent data after STARTTLS before the TLS handshake; discarded");
     }
 
-    let handshake = tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp));
-    let mut tls = match handshake.await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            shared.stats.count_tls(false);
-            tracing::debug!(%peer, %error, "TLS handshake with a sink client failed");
-            return;
-        }
-        Err(_) => {
-            shared.stats.count_tls(false);
-            tracing::debug!(%peer, "TLS handshake with a sink client timed out");
-            return;
-        }
+    let Some(mut tls) = handshake(tcp, peer, &acceptor, &shared).await else {
+        return;
     };
-    shared.stats.count_tls(true);
     connection.protocol.tls_started();
 
     let exit = connection.serve(&mut tls, &mut shutdown).await;
     connection.finish(&mut tls, peer, exit).await;
+}
+
+/// Runs the server side of a TLS handshake within the handshake timeout
+/// and counts its result. Returns `None` when it failed, after logging why.
+async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    shared: &Shared,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let handshake = tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp));
+    match handshake.await {
+        Ok(Ok(tls)) => {
+            shared.stats.count_tls(true);
+            Some(tls)
+        }
+        Ok(Err(error)) => {
+            shared.stats.count_tls(false);
+            tracing::debug!(%peer, %error, "TLS handshake with a sink client failed");
+            None
+        }
+        Err(_) => {
+            shared.stats.count_tls(false);
+            tracing::debug!(%peer, "TLS handshake with a sink client timed out");
+            None
+        }
+    }
 }
 
 impl Connection {
