@@ -82,4 +82,45 @@ pub enum PeersError {
         /// What it wrote to stdout and stderr.
         output: String,
     },
+
+    /// NSD (`nsd` or `nsd-checkzone`) is not installed.
+    #[error(
+        "{path} not found; the DNS test peer needs NSD: install it with \
+         `apt-get install -y nsd` (as root; .ci/run installs it in CI)"
+    )]
+    NsdMissing {
+        /// Where the program was looked for.
+        path: PathBuf,
+    },
+
+    /// The origin passed to the DNS test peer cannot be a zone name.
+    #[error(
+        "invalid DNS zone origin {origin:?}: {reason}; pass a domain name such as \"dns.test.\""
+    )]
+    DnsOriginInvalid {
+        /// The origin as passed.
+        origin: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// `nsd-checkzone` rejected the zone text.
+    #[error("the zone for {origin} is invalid; nsd-checkzone reported:\n{output}")]
+    DnsZoneInvalid {
+        /// The zone's origin.
+        origin: String,
+        /// What nsd-checkzone wrote to stdout and stderr.
+        output: String,
+    },
+
+    /// `nsd` exited or did not answer a query after it was started.
+    #[error("nsd for zone {origin} failed to start: {reason}; its output was:\n{output}")]
+    NsdStart {
+        /// The zone's origin.
+        origin: String,
+        /// What went wrong.
+        reason: String,
+        /// What nsd wrote to stderr and its log file.
+        output: String,
+    },
 }

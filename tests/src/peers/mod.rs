@@ -1,5 +1,6 @@
-//! Real SMTP servers for end-to-end tests: the Postfix instance that
-//! `cargo xtask peers up` starts, and private `smtp-sink` processes.
+//! Real servers for end-to-end tests: the Postfix instance that
+//! `cargo xtask peers up` starts, private `smtp-sink` processes, and
+//! private NSD DNS servers ([`DnsServer`], with the shared [`TEST_ZONE`]).
 //!
 //! [`Postfix::get`] reads the status file that `peers up` writes
 //! (`/var/lib/ec-peers/peers.env`, or `$EC_PEERS_DIR/peers.env`), checks
@@ -28,12 +29,14 @@
 
 #![warn(missing_docs)]
 
+mod dns;
 mod error;
 mod maildir;
 mod postfix;
 mod smtp_sink;
 mod status;
 
+pub use dns::{DnsServer, TEST_ORIGIN, TEST_ZONE};
 pub use error::PeersError;
 pub use postfix::{Postfix, PostfixPorts};
 pub use smtp_sink::SmtpSink;
