@@ -106,9 +106,9 @@ pub struct DeliverArgs {
     #[arg(long, value_name = "ADDRESS")]
     pub to: Vec<Address>,
 
-    /// Send all mail through this SMTP server. Without it, mail goes to port
-    /// 25 of each recipient domain's own address: MX lookup is not
-    /// implemented yet. IPv6 addresses go in brackets, as in `[::1]:25`.
+    /// Send all mail through this SMTP server. Without it, mail goes to each
+    /// recipient domain's MX hosts on port 25. IPv6 addresses go in
+    /// brackets, as in `[::1]:25`.
     #[arg(long, value_name = "HOST:PORT")]
     pub relay: Option<RelayAddress>,
 

@@ -48,6 +48,7 @@ use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use thiserror::Error;
 
 mod dropped_fields;
+mod header_section;
 
 /// The `--from` and `--to` flags: each replaces only its own part of the
 /// envelope taken from the header.
@@ -444,7 +445,10 @@ pub fn load_bytes(tag: u64, file: MessageFile, data: Bytes, envelope: &EnvelopeO
         data
     };
 
-    let parsed = MessageParser::new().parse_headers(&data[..]);
+    // Only the header section as a server reads it: a body line that looks
+    // like a field neither joins the envelope nor is dropped.
+    let header_len = header_section::header_section_len(&data);
+    let parsed = MessageParser::new().parse_headers(&data[..header_len]);
     let message_id = parsed
         .as_ref()
         .and_then(|message| message.message_id())
@@ -511,7 +515,8 @@ fn header_has_bare_cr(data: &[u8]) -> bool {
 /// The Message-ID header field's value without angle brackets, if the
 /// message has one.
 pub fn message_id(data: &[u8]) -> Option<String> {
-    let parsed = MessageParser::new().parse_headers(data)?;
+    let header = &data[..header_section::header_section_len(data)];
+    let parsed = MessageParser::new().parse_headers(header)?;
     parsed.message_id().map(str::to_owned)
 }
 

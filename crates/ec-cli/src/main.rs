@@ -280,9 +280,9 @@ fn print_log_failure(failure: &run::LogFailure) {
     }
 }
 
-/// Warns about recipient domains whose mail goes to their own address
-/// records. Without MX lookup, that reaches a domain's mail server only when
-/// those records point at it.
+/// Warns about recipient domains whose mail goes to their MX hosts, so that
+/// a run meant for a relay or a test server does not reach the Internet
+/// unnoticed.
 fn warn_direct_domains(direct: &[ec_types::Domain]) {
     const SHOWN: usize = 3;
     if direct.is_empty() {
@@ -294,9 +294,8 @@ fn warn_direct_domains(direct: &[ec_types::Domain]) {
     }
     tracing::warn!(
         domains = direct.len(),
-        "no --relay or route covers {} recipient domain(s) ({}): ec connects to port 25 of \
-         each one's own address records, because MX lookup is not implemented yet; give \
-         --relay or a route in --config",
+        "no --relay or route covers {} recipient domain(s) ({}): ec delivers their mail to \
+         their MX hosts directly; give --relay or a route in --config to send it elsewhere",
         direct.len(),
         names.join(", ")
     );

@@ -235,7 +235,7 @@ impl FailureStreak {
             "{connections} to {} ended before a message could be sent (last: {last})",
             self.target
         );
-        if let Some(advice) = self.failure.as_deref().and_then(certificate_advice) {
+        if let Some(advice) = self.failure.as_deref().and_then(failure_advice) {
             text.push_str("; ");
             text.push_str(advice);
         }
@@ -243,10 +243,16 @@ impl FailureStreak {
     }
 }
 
-/// Returns what to do about a certificate verification failure that a
-/// flag can fix, found by the rustls error name or text in `failure`.
-fn certificate_advice(failure: &str) -> Option<&'static str> {
-    if failure.contains("UnknownIssuer") {
+/// Returns what to do about a TLS failure that a flag can fix, found by
+/// the rustls error name or text in `failure`.
+fn failure_advice(failure: &str) -> Option<&'static str> {
+    if failure.contains("InvalidContentType") {
+        Some(
+            "the server answered the TLS handshake in clear text, so the port does not \
+             expect implicit TLS: use --tls required or opportunistic there, or the \
+             server's implicit-TLS port, such as 465",
+        )
+    } else if failure.contains("UnknownIssuer") {
         Some(
             "the server's certificate is signed by a CA that ec does not trust: pass \
              --ca-file FILE with the PEM certificate of the CA that signed it",
@@ -892,8 +898,8 @@ pub fn check_can_send(
 }
 
 /// Returns the recipient domains of `messages` that no relay or route
-/// covers, in order and without repeats. Their mail goes to port 25 of the
-/// domain's own address records, because MX lookup is not implemented.
+/// covers, in order and without repeats. Their mail goes to their MX hosts
+/// directly.
 pub fn direct_domains(config: &Config, messages: &[InputMessage]) -> Vec<Domain> {
     let mut seen = HashSet::new();
     let mut direct = Vec::new();
@@ -1144,7 +1150,7 @@ mod tests {
     }
 
     #[test]
-    fn certificate_failures_get_advice() {
+    fn tls_failures_get_advice() {
         let streak = |failure: &str| FailureStreak {
             count: GIVE_UP_AFTER,
             reason: CloseReason::TlsFailed,
@@ -1165,6 +1171,11 @@ mod tests {
         );
         let text = wrong_name.describe();
         assert!(text.contains("--tls-server-name NAME"), "{text}");
+
+        let clear_text =
+            streak("TLS handshake failed: received corrupt message of type InvalidContentType");
+        let text = clear_text.describe();
+        assert!(text.contains("does not expect implicit TLS"), "{text}");
 
         let other = streak("TLS handshake failed: received fatal alert: HandshakeFailure");
         let text = other.describe();

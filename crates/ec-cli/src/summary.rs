@@ -232,8 +232,10 @@ impl RunTotals {
 /// The exit status of a run that got past option parsing: the first rule
 /// that applies, in this order:
 ///
-/// 1. [`ExitStatus::Unavailable`] (69): recipients were handed to the engine
-///    and not one connection was established.
+/// 1. [`ExitStatus::Unavailable`] (69): recipients were handed to the engine,
+///    not one connection was established, and not every recipient failed
+///    for good (a null MX or a domain that does not exist fails its mail
+///    without a connection).
 /// 2. [`ExitStatus::TempFail`] (75): some recipient deferred or its delivery
 ///    unknown.
 /// 3. [`ExitStatus::Failed`] (76): some recipient failed permanently.
@@ -243,7 +245,8 @@ impl RunTotals {
 /// [`ExitStatus::Usage`] (64) comes before all of them, but from option
 /// parsing, never from totals.
 pub fn exit_status(totals: &RunTotals) -> ExitStatus {
-    if totals.recipients() > 0 && totals.connections_established == 0 {
+    let all_failed = totals.failed == totals.recipients();
+    if totals.recipients() > 0 && totals.connections_established == 0 && !all_failed {
         ExitStatus::Unavailable
     } else if totals.deferred + totals.delivery_unknown > 0 {
         ExitStatus::TempFail
@@ -359,6 +362,13 @@ mod tests {
             ..RunTotals::default()
         };
         assert_eq!(exit_status(&run), ExitStatus::Unavailable);
+
+        let null_mx = RunTotals {
+            failed: 2,
+            connections_attempted: 1,
+            ..RunTotals::default()
+        };
+        assert_eq!(exit_status(&null_mx), ExitStatus::Failed);
     }
 
     #[test]

@@ -328,7 +328,7 @@ pub const TLS_HANDSHAKES: MetricDef = MetricDef {
     name: "ec_tls_handshakes_total",
     kind: MetricKind::Counter,
     unit: Unit::Count,
-    help: "TLS handshakes after STARTTLS, by TLS policy, result and negotiated protocol version",
+    help: "TLS handshakes, after STARTTLS or at the connect (implicit TLS), by TLS policy, result and negotiated protocol version",
     labels: &[
         LabelDef {
             name: "policy",

@@ -161,14 +161,17 @@ pub fn close_connection(
 /// 1. cancels the connection's idle and maximum-age timers;
 /// 2. gives every message of the batch exactly one fate:
 ///    - requeued without spending an attempt when its transaction never
-///      started,
+///      started, or failed with the failure's reply when no retry can
+///      change it ([`SessionError::permanent_reply`](ec_types::SessionError::permanent_reply)),
 ///    - delivery unknown (requeued and marked) when its final dot was sent
 ///      and no reply came,
 ///    - failed on a 5xx,
 ///    - deferred with backoff on any other failure during its transaction
 ///      (4xx, 421, lost connection, timeout);
 /// 3. records a failure in the address metrics, and starts the domain's
-///    connection backoff when the connection failed before it was ready;
+///    connection backoff when the connection failed before it was ready,
+///    unless the failure failed the batch outright (a null MX, a domain
+///    that does not exist);
 /// 4. marks the connection closing and arms its close deadline
 ///    (`Timeouts::close`), after which it counts as gone even without a
 ///    `Closed` event;
@@ -263,11 +266,14 @@ pub fn begin_close(
         connection.messages_attempted += 1;
     }
 
-    if failure.is_some() {
+    if let Some(failure) = failure {
         if let Some(metrics) = address_metrics {
             metrics.record_failure(now);
         }
-        if prior == ConnectionState::Connecting {
+        // A failure that fails the mail outright needs no backoff: the
+        // domain's next batch fails the same way at once.
+        let permanent = failure.error.permanent_reply().is_some();
+        if prior == ConnectionState::Connecting && !permanent {
             start_domain_backoff(&mut ctx, domain, backoff, now);
         }
     }

@@ -310,14 +310,17 @@ impl Scheduler {
                     .unwrap_or(&addresses[0]);
                 Target::Address(*chosen)
             }
-            // MX routing, and the degenerate empty address list: the target is
-            // the domain name on port 25.
-            // NOTE: the SMTP driver resolves that name's address records; it
-            // does not look up MX records (RFC 5321 section 5.1) yet.
-            _ => Target::Host {
-                host: domain.record.name.as_str().to_owned(),
-                port: 25,
-            },
+            // MX routing, and the degenerate empty address list: the driver
+            // looks up the domain's MX hosts.
+            _ => {
+                let port = domain
+                    .binding(key.binding)
+                    .map_or(25, |lane| lane.settings.mx_port);
+                Target::Mx {
+                    domain: domain.record.name.as_str().to_owned(),
+                    port,
+                }
+            }
         }
     }
 

@@ -606,6 +606,7 @@ fn resolve_unnamed_domain(config: &Config, binding: &str) -> EffectiveSettings {
         global: config.global.clone(),
         binding: BTreeMap::new(),
         domain: BTreeMap::new(),
+        dns: config.dns.clone(),
     };
     if let Some(scope) = config.binding.get(binding) {
         let scope = BindingScope {

@@ -1,5 +1,7 @@
 //! The fates a close gives a connection's batch. Messages whose
-//! transaction never started go back to the active queue. The message whose
+//! transaction never started go back to the active queue, unless the
+//! failure is one no retry can change (a null MX, a domain that does not
+//! exist), which fails them. The message whose
 //! transaction the close cut short gets its fate from the rejections the
 //! session reported before the cut, then from the session's failure.
 
@@ -29,9 +31,10 @@ pub(crate) struct Settling<'a> {
     pub(crate) prior: ConnectionState,
 }
 
-/// Gives each message of a closing connection's batch its fate. Also
-/// returns whether one of them was in its transaction, and so spent an
-/// attempt.
+/// Gives each message of a closing connection's batch its fate, and under
+/// a failure that no retry can change also each message queued in the
+/// lane. Also returns whether one of them was in its transaction, and so
+/// spent an attempt.
 pub(crate) fn settle_batch(
     ctx: &mut FateContext<'_>,
     domain: &mut DomainEntry,
@@ -69,7 +72,31 @@ pub(crate) fn settle_batch(
             untouched.push(message);
         }
     }
-    let mut fates = ctx.requeue(untouched, LaneRef { key, record, lane }, attempt, now);
+    let permanent = failure.and_then(|failure| failure.error.permanent_reply());
+    let mut fates = match permanent {
+        // No later attempt can change the answer (a null MX, a domain that
+        // does not exist): the batch and the messages queued behind it
+        // fail now instead of waiting out the retry policy.
+        Some(reply) => {
+            let queued: Vec<SharedMessage> = lane.active.drain().collect();
+            ctx.ledger.active -= queued.len() as u64;
+            untouched
+                .into_iter()
+                .chain(queued)
+                .map(|mut message| {
+                    let id = message.id;
+                    Arc::make_mut(&mut message).attempts += 1;
+                    let lane = LaneRef {
+                        key,
+                        record: &mut *record,
+                        lane: &mut *lane,
+                    };
+                    (id, ctx.fail(&mut message, lane, &reply, attempt, now))
+                })
+                .collect()
+        }
+        None => ctx.requeue(untouched, LaneRef { key, record, lane }, attempt, now),
+    };
 
     let Some(mut message) = current else {
         return (fates, false);

@@ -420,6 +420,20 @@ impl Harness {
         self.event(handle, SessionEvent::Failed(failure));
     }
 
+    /// The MX lookup found a null MX (RFC 7505): the domain accepts no
+    /// mail.
+    pub fn null_mx(&mut self, handle: ConnectionHandle, domain: &str) {
+        let failure = SessionFailure {
+            error: SessionError::NullMx {
+                domain: domain.to_owned(),
+            },
+            stage: Stage::NotConnected,
+            in_transaction: None,
+            final_dot_sent: false,
+        };
+        self.event(handle, SessionEvent::Failed(failure));
+    }
+
     /// Reports the next outstanding message's transaction with every
     /// recipient given `code`'s status. Returns false when the session
     /// has no message.

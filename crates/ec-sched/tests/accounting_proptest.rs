@@ -36,6 +36,7 @@ enum Op {
     },
     Connect(usize),
     ConnectFail(usize),
+    NullMx(usize),
     Deliver {
         connection: usize,
         replies: Vec<u16>,
@@ -56,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(binding, domains)| Op::Submit { binding, domains }),
         5 => any::<usize>().prop_map(Op::Connect),
         1 => any::<usize>().prop_map(Op::ConnectFail),
+        1 => any::<usize>().prop_map(Op::NullMx),
         6 => (any::<usize>(), prop::collection::vec(reply, 1..4))
             .prop_map(|(connection, replies)| Op::Deliver { connection, replies }),
         1 => any::<usize>().prop_map(Op::LostBeforeDot),
@@ -183,6 +185,14 @@ impl Run {
                 };
                 if let Some((ConnectionState::Connecting, _)) = self.state(handle) {
                     self.harness.connect_failed(handle);
+                }
+            }
+            Op::NullMx(index) => {
+                let Some(handle) = self.pick(*index) else {
+                    return;
+                };
+                if let Some((ConnectionState::Connecting, _)) = self.state(handle) {
+                    self.harness.null_mx(handle, "null-mx.example");
                 }
             }
             Op::Deliver {

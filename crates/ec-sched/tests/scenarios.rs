@@ -380,6 +380,56 @@ fn connect_failure_requeues_and_backs_off() {
     audit(&harness);
 }
 
+/// A null MX fails every queued message of the lane with 556 5.1.10 at
+/// once, and a message submitted later gets a connection without a backoff
+/// and fails the same way.
+#[test]
+fn null_mx_fails_queue_without_backoff() {
+    let options = SchedulerOptions {
+        domain_backoff: Duration::from_secs(30),
+        ..SchedulerOptions::default()
+    };
+    let config = global(|settings| settings.max_outbound_connections = Some(1));
+    let mut harness = Harness::with_options(config, options);
+    let null_mx = |harness: &mut Harness, handle| {
+        harness.null_mx(handle, "nullmx.example");
+        harness.closed(handle, CloseOutcome::NeverConnected);
+        audit(harness);
+    };
+
+    for tag in 1..=3 {
+        harness.submit_to(BindingSlot(0), tag, &["a@nullmx.example"]);
+    }
+    let first = harness.opened()[0];
+    null_mx(&mut harness, first);
+    assert_eq!(harness.final_outcomes().len(), 3);
+    assert_eq!(harness.opened().len(), 1, "nothing left to connect for");
+
+    harness.submit_to(BindingSlot(0), 4, &["b@nullmx.example"]);
+    assert_eq!(
+        harness.opened().len(),
+        2,
+        "a connection at once, no backoff"
+    );
+    let second = harness.opened()[1];
+    null_mx(&mut harness, second);
+
+    let outcomes = harness.final_outcomes();
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    for (_, _, outcome) in &outcomes {
+        let RecipientOutcome::Failed(reply) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(reply.code.as_u16(), 556);
+        let enhanced = reply.enhanced.map(|code| code.to_string());
+        assert_eq!(enhanced.as_deref(), Some("5.1.10"));
+        assert!(reply.local, "a reply ec made");
+    }
+    assert_eq!(harness.elapsed(), Duration::ZERO);
+    let ledger = *harness.scheduler().ledger();
+    assert_eq!((ledger.active, ledger.delayed), (0, 0));
+}
+
 #[test]
 fn lost_before_dot_defers() {
     let mut harness = Harness::new(Config::default());

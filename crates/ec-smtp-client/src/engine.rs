@@ -79,7 +79,7 @@ impl Engine {
             .thread_name("ec-io")
             .enable_all()
             .build()?;
-        let driver = SmtpDriver::new(runtime.handle().clone());
+        let driver = SmtpDriver::new(runtime.handle().clone()).dns(config.dns.clone());
         let (handle, scheduler) =
             Scheduler::spawn_with_options(config, options.scheduler, driver, observer)?;
         Ok(Self {
@@ -107,7 +107,9 @@ impl Engine {
                     let notify = Arc::clone(&notify);
                     Arc::new(move || notify.notify_one())
                 };
-                let driver = SmtpDriver::new(runtime.handle().clone()).waking(wake.clone());
+                let driver = SmtpDriver::new(runtime.handle().clone())
+                    .dns(config.dns.clone())
+                    .waking(wake.clone());
                 let (handle, mut local) = Scheduler::local(config, options, driver, observer, wake);
                 // The receiver waits in `start_local` until this send.
                 let _ = started.send(handle);

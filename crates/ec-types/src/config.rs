@@ -50,6 +50,19 @@ pub struct Config {
     /// Per-domain settings.
     #[serde(default)]
     pub domain: BTreeMap<Domain, Settings>,
+    /// The DNS servers for MX and address lookups.
+    #[serde(default)]
+    pub dns: DnsSettings,
+}
+
+/// Where MX and address lookups go. In TOML:
+/// `[dns]` with `nameservers = ["192.0.2.53:53"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsSettings {
+    /// Recursive resolvers to ask, in order, over UDP and TCP. Empty, the
+    /// default, means the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
 }
 
 /// A binding's scope: its own settings and its binding × domain overrides.
@@ -111,6 +124,12 @@ impl Config {
                 })?;
             }
             settings.check_nonzero(&scope)?;
+            if settings.mx_port == Some(0) {
+                return Err(ConfigError::Zero {
+                    scope,
+                    setting: "mx_port",
+                });
+            }
             if let Some(route) = &settings.route {
                 check_route(route, &scope)?;
             }
@@ -120,6 +139,17 @@ impl Config {
                 .and_then(|tls| tls.server_name.as_ref())
             {
                 check_server_name(name, &scope)?;
+            }
+        }
+        for nameserver in &self.dns.nameservers {
+            if nameserver.port() == 0 {
+                return Err(ConfigError::Invalid {
+                    scope: "dns".to_owned(),
+                    setting: "nameservers",
+                    value: nameserver.to_string(),
+                    problem: "port 0 cannot be asked; give the server's port, usually 53"
+                        .to_owned(),
+                });
             }
         }
         self.engine.check_nonzero()
@@ -415,6 +445,8 @@ pub struct Settings {
     pub ehlo_name: Option<String>,
     /// See [`EffectiveSettings::route`].
     pub route: Option<Route>,
+    /// See [`EffectiveSettings::mx_port`].
+    pub mx_port: Option<u16>,
     /// See [`EffectiveSettings::tls`].
     pub tls: Option<TlsSettings>,
     /// See [`EffectiveSettings::chunking`].
@@ -449,6 +481,9 @@ impl Settings {
         }
         if let Some(value) = &self.route {
             effective.route = value.clone();
+        }
+        if let Some(value) = self.mx_port {
+            effective.mx_port = value;
         }
         if let Some(value) = &self.tls {
             effective.tls = value.clone();
@@ -488,6 +523,9 @@ pub struct EffectiveSettings {
     pub ehlo_name: String,
     /// Where mail for the domain goes. Default: [`Route::Mx`].
     pub route: Route,
+    /// TCP port on the MX hosts under [`Route::Mx`]. Default 25, the SMTP
+    /// port; another is for private networks and tests.
+    pub mx_port: u16,
     /// TLS policy and certificate checks.
     pub tls: TlsSettings,
     /// Send each message as one `BDAT LAST` chunk (RFC 3030 CHUNKING) in
@@ -515,6 +553,7 @@ impl Default for EffectiveSettings {
             batch_size: 1,
             ehlo_name: "localhost".to_owned(),
             route: Route::Mx,
+            mx_port: 25,
             tls: TlsSettings::default(),
             chunking: true,
             long_lines: LongLines::Reject,
@@ -534,10 +573,10 @@ impl Default for EffectiveSettings {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Route {
-    /// The domain's MX hosts (RFC 5321 section 5.1).
-    ///
-    /// NOTE: MX lookup is not implemented yet: the SMTP driver connects to
-    /// port 25 of the domain's own address records for this route.
+    /// The domain's MX hosts (RFC 5321 section 5.1), tried in order of
+    /// preference on [`EffectiveSettings::mx_port`]. A domain without MX
+    /// records gets its own addresses; a null MX (RFC 7505) or a domain that
+    /// does not exist fails its mail at once.
     Mx,
     /// One SMTP server for all mail of the scope, given as a host name or IP
     /// address and a separate port.
@@ -1012,6 +1051,29 @@ mod tests {
             });
             assert!(config.validate().is_err(), "{name} is accepted");
         }
+    }
+
+    #[test]
+    fn mx_port_and_nameservers_parse_and_validate() {
+        let text = "[dns]\nnameservers = [\"127.0.0.1:10053\", \"[::1]:53\"]\n\
+                    [global]\nmx_port = 2525\n\
+                    [domain.\"example.com\"]\nmx_port = 10025\n";
+        let config: Config = toml::from_str(text).expect("valid TOML");
+        assert_eq!(config.dns.nameservers.len(), 2);
+        config.validate().expect("valid settings");
+        let domain = Domain::new("example.com").expect("valid domain");
+        assert_eq!(config.resolve("default", &domain).mx_port, 10_025);
+        let other = Domain::new("example.net").expect("valid domain");
+        assert_eq!(config.resolve("default", &other).mx_port, 2_525);
+        assert_eq!(Config::default().resolve("default", &other).mx_port, 25);
+
+        let zero: Config = toml::from_str("[global]\nmx_port = 0\n").expect("valid TOML");
+        let error = zero.validate().expect_err("port 0");
+        assert!(error.to_string().contains("mx_port"), "{error}");
+        let zero: Config =
+            toml::from_str("[dns]\nnameservers = [\"127.0.0.1:0\"]\n").expect("valid TOML");
+        let error = zero.validate().expect_err("port 0");
+        assert!(error.to_string().contains("127.0.0.1:0"), "{error}");
     }
 
     #[test]

@@ -57,8 +57,9 @@ pub use address::{Address, AddressError, Domain, ReversePath};
 pub use address_metrics::{AddressKey, AddressMetrics};
 pub use binding::{Binding, BindingSlot};
 pub use config::{
-    validate_ehlo_name, BindingScope, Config, ConfigError, EffectiveSettings, EngineLimits,
-    LongLines, RetryPolicy, Route, Settings, Timeouts, TlsPolicy, TlsSettings, TlsVerify,
+    validate_ehlo_name, BindingScope, Config, ConfigError, DnsSettings, EffectiveSettings,
+    EngineLimits, LongLines, RetryPolicy, Route, Settings, Timeouts, TlsPolicy, TlsSettings,
+    TlsVerify,
 };
 pub use connection::{ConnectionHandle, ConnectionId, ConnectionState, Stage};
 pub use construct::DeliveryConstruct;

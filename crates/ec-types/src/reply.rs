@@ -69,8 +69,14 @@ impl ReplyCode {
     pub const COMMAND_NOT_IMPLEMENTED: Self = Self(502);
     /// 503: bad sequence of commands.
     pub const BAD_SEQUENCE: Self = Self(503);
+    /// 550: mailbox unavailable; ec also uses it for a recipient domain
+    /// that does not exist.
+    pub const MAILBOX_UNAVAILABLE: Self = Self(550);
     /// 554: transaction failed (or, as a banner, no SMTP service here).
     pub const TRANSACTION_FAILED: Self = Self(554);
+    /// 556: domain does not accept mail (RFC 7504), the reply for a
+    /// domain with a null MX (RFC 7505).
+    pub const DOMAIN_ACCEPTS_NO_MAIL: Self = Self(556);
 
     /// Checks that `code` is a valid SMTP reply code.
     ///

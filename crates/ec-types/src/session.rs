@@ -18,7 +18,7 @@ use crate::config::EffectiveSettings;
 use crate::connection::{ConnectionHandle, ConnectionId, Stage};
 use crate::event::{CloseOutcome, CloseReason};
 use crate::message::{MessageId, RecipientStatus, SharedMessage};
-use crate::reply::Reply;
+use crate::reply::{EnhancedStatusCode, Reply, ReplyCode};
 
 /// Where a connection goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,6 +33,15 @@ pub enum Target {
     },
     /// A socket address.
     Address(SocketAddr),
+    /// The MX hosts of a domain, looked up by the driver (RFC 5321 section
+    /// 5.1), in order of preference, or the domain's own addresses when it
+    /// has no MX record.
+    Mx {
+        /// The recipient domain.
+        domain: String,
+        /// TCP port on every MX host; 25 unless configured.
+        port: u16,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -40,6 +49,7 @@ impl std::fmt::Display for Target {
         match self {
             Self::Host { host, port } => write!(f, "{host}:{port}"),
             Self::Address(address) => write!(f, "{address}"),
+            Self::Mx { domain, port } => write!(f, "MX of {domain} (port {port})"),
         }
     }
 }
@@ -240,6 +250,18 @@ pub enum SessionError {
         /// The resolver's error.
         message: String,
     },
+    /// The domain publishes a null MX (RFC 7505): it accepts no mail.
+    #[error("{domain} accepts no mail: it publishes a null MX record (RFC 7505)")]
+    NullMx {
+        /// The recipient domain.
+        domain: String,
+    },
+    /// The DNS answered that the domain does not exist (NXDOMAIN).
+    #[error("{domain} does not exist: the DNS answered NXDOMAIN to its MX lookup")]
+    DomainNotFound {
+        /// The recipient domain.
+        domain: String,
+    },
     /// A step did not finish within its deadline.
     #[error("timed out at stage {stage} after {after:?}{}", timeout_hint(*stage))]
     Timeout {
@@ -327,7 +349,8 @@ fn timeout_hint(stage: Stage) -> &'static str {
     match stage {
         Stage::Banner => {
             "; the server sent no 220 greeting (a port that expects TLS from \
-             the first byte, such as 465, never does: use the TLS policy implicit there)"
+             the first byte, such as 465, sends none before a TLS handshake, which only \
+             the TLS policy `implicit` starts)"
         }
         _ => "",
     }
@@ -337,7 +360,10 @@ impl SessionError {
     /// The close reason that `closeconn` records for this error.
     pub fn close_reason(&self) -> CloseReason {
         match self {
-            Self::Connect { .. } | Self::Resolve { .. } => CloseReason::ConnectFailed,
+            Self::Connect { .. }
+            | Self::Resolve { .. }
+            | Self::NullMx { .. }
+            | Self::DomainNotFound { .. } => CloseReason::ConnectFailed,
             Self::Timeout { .. } => CloseReason::Timeout,
             Self::Reply { reply, .. } if reply.code.as_u16() == 421 => CloseReason::ServiceClosing,
             Self::Reply { .. } => CloseReason::Greeting,
@@ -349,6 +375,27 @@ impl SessionError {
                 CloseReason::PeerClosed
             }
         }
+    }
+
+    /// The reply that fails every message of the domain at once, for an
+    /// error that no later attempt can change: a null MX (556 5.1.10,
+    /// RFC 7505 section 4.1) or a domain that does not exist (550 5.1.2).
+    /// `None` for every other error, which defers the mail.
+    pub fn permanent_reply(&self) -> Option<Reply> {
+        let (code, enhanced, text) = match self {
+            Self::NullMx { domain } => (
+                ReplyCode::DOMAIN_ACCEPTS_NO_MAIL,
+                EnhancedStatusCode::new(5, 1, 10),
+                format!("{domain} accepts no mail: it publishes a null MX (reply made by ec)"),
+            ),
+            Self::DomainNotFound { domain } => (
+                ReplyCode::MAILBOX_UNAVAILABLE,
+                EnhancedStatusCode::new(5, 1, 2),
+                format!("{domain} does not exist: the DNS answered NXDOMAIN (reply made by ec)"),
+            ),
+            _ => return None,
+        };
+        Some(Reply::made_locally(code, enhanced.ok(), &text))
     }
 
     /// Whether the transport is still usable for a QUIT. A session that

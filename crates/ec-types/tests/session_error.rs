@@ -57,3 +57,49 @@ fn other_connect_errors_have_no_hint() {
         "connect to 127.0.0.1:2525 failed: address not available"
     );
 }
+
+#[test]
+fn null_mx_fails_with_556() {
+    let error = SessionError::NullMx {
+        domain: "example.com".to_owned(),
+    };
+
+    assert!(error.to_string().contains("null MX"), "{error}");
+    assert_eq!(error.close_reason(), ec_types::CloseReason::ConnectFailed);
+    let reply = error.permanent_reply().expect("a null MX is permanent");
+    assert_eq!(reply.code.as_u16(), 556);
+    assert_eq!(
+        reply.enhanced.map(|code| code.to_string()).as_deref(),
+        Some("5.1.10")
+    );
+    assert!(reply.local);
+    assert!(reply.to_string().contains("example.com"), "{reply}");
+}
+
+#[test]
+fn missing_domain_fails_with_550() {
+    let error = SessionError::DomainNotFound {
+        domain: "no-such.example".to_owned(),
+    };
+
+    let reply = error.permanent_reply().expect("NXDOMAIN is permanent");
+    assert_eq!(reply.code.as_u16(), 550);
+    assert_eq!(
+        reply.enhanced.map(|code| code.to_string()).as_deref(),
+        Some("5.1.2")
+    );
+}
+
+#[test]
+fn other_errors_defer() {
+    let resolve = SessionError::Resolve {
+        host: "example.com".to_owned(),
+        message: "SERVFAIL".to_owned(),
+    };
+    assert!(resolve.permanent_reply().is_none());
+    let refused = SessionError::Connect {
+        target: "mx.example.com [192.0.2.1:25]".to_owned(),
+        kind: std::io::ErrorKind::ConnectionRefused,
+    };
+    assert!(refused.permanent_reply().is_none());
+}

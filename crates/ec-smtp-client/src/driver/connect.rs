@@ -1,5 +1,5 @@
-//! Opening the TCP connection: name resolution, source binding, connect
-//! deadline, TCP_NODELAY.
+//! Opening the TCP connection: name resolution (MX hosts for
+//! [`Target::Mx`]), source binding, connect deadline, TCP_NODELAY.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -9,8 +9,28 @@ use ec_types::{SessionError, Target};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout_at, Instant};
 
+use super::mx::{MxAnswer, MxResolver};
+
+/// The maximum number of addresses one connect tries across a domain's MX
+/// hosts, as Postfix's `smtp_mx_address_limit` (default 5). A domain whose
+/// first hosts all fail is tried again later rather than through a long
+/// list.
+const MX_ADDRESS_LIMIT: usize = 5;
+
+/// An open connection and the host name it reached, when the target named
+/// one: the MX host for [`Target::Mx`], which is also the name its TLS
+/// certificate must carry.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    pub(crate) stream: TcpStream,
+    pub(crate) host: Option<String>,
+}
+
 /// Connects to the first address of `target` that answers, binding
-/// `source_ip` when given, all within `timeout`.
+/// `source_ip` when given. A host name or address gets `timeout` for its
+/// lookup and every connect together. Under [`Target::Mx`], each lookup and
+/// each connect gets its own `timeout`, and at most [`MX_ADDRESS_LIMIT`]
+/// addresses are tried.
 ///
 /// TCP_NODELAY is set: a session writes each pipelined command group, and
 /// the body with its final dot, in one write, so Nagle's algorithm would
@@ -19,7 +39,12 @@ pub(crate) async fn connect(
     target: &Target,
     source_ip: Option<IpAddr>,
     timeout: Duration,
-) -> Result<TcpStream, SessionError> {
+    resolver: &MxResolver,
+) -> Result<Connected, SessionError> {
+    if let Target::Mx { domain, port } = target {
+        return connect_mx(domain, *port, source_ip, timeout, resolver).await;
+    }
+
     let deadline = Instant::now() + timeout;
     let connect_error = |kind: io::ErrorKind| SessionError::Connect {
         target: target.to_string(),
@@ -47,7 +72,7 @@ pub(crate) async fn connect(
     let mut last_error = io::ErrorKind::NotFound;
     for address in addresses {
         match timeout_at(deadline, connect_one(address, source_ip)).await {
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(stream)) => return Ok(Connected { stream, host: None }),
             Ok(Err(error)) => {
                 tracing::debug!(%address, %error, "connect attempt failed");
                 last_error = error.kind();
@@ -56,6 +81,73 @@ pub(crate) async fn connect(
         }
     }
     Err(connect_error(last_error))
+}
+
+/// Connects to the MX hosts of `domain` in order (RFC 5321 section 5.1):
+/// every address of the first host, then of the next, until one answers.
+async fn connect_mx(
+    domain: &str,
+    port: u16,
+    source_ip: Option<IpAddr>,
+    timeout: Duration,
+    resolver: &MxResolver,
+) -> Result<Connected, SessionError> {
+    let lookup_timed_out = |name: &str| SessionError::Resolve {
+        host: name.to_owned(),
+        message: format!("no DNS answer within {timeout:?}"),
+    };
+    let hosts = match tokio::time::timeout(timeout, resolver.mx(domain)).await {
+        Ok(Ok(MxAnswer::Hosts(hosts))) => hosts,
+        Ok(Ok(MxAnswer::NullMx)) => {
+            return Err(SessionError::NullMx {
+                domain: domain.to_owned(),
+            })
+        }
+        Ok(Err(error)) => return Err(error),
+        Err(_) => return Err(lookup_timed_out(domain)),
+    };
+
+    let mut tried = 0;
+    let mut last_error = None;
+    for host in hosts {
+        let addresses = match tokio::time::timeout(timeout, resolver.addresses(&host, port)).await {
+            Ok(Ok(addresses)) => addresses,
+            Ok(Err(error)) => {
+                tracing::debug!(%domain, mx = %host, %error, "MX host has no usable address");
+                last_error = Some(error);
+                continue;
+            }
+            Err(_) => {
+                last_error = Some(lookup_timed_out(&host));
+                continue;
+            }
+        };
+        for address in addresses {
+            if tried == MX_ADDRESS_LIMIT {
+                break;
+            }
+            tried += 1;
+            let kind = match tokio::time::timeout(timeout, connect_one(address, source_ip)).await {
+                Ok(Ok(stream)) => {
+                    return Ok(Connected {
+                        stream,
+                        host: Some(host),
+                    })
+                }
+                Ok(Err(error)) => error.kind(),
+                Err(_) => io::ErrorKind::TimedOut,
+            };
+            tracing::debug!(%domain, mx = %host, %address, ?kind, "connect attempt failed");
+            last_error = Some(SessionError::Connect {
+                target: format!("{host} [{address}]"),
+                kind,
+            });
+        }
+    }
+    Err(last_error.unwrap_or_else(|| SessionError::Resolve {
+        host: domain.to_owned(),
+        message: "no MX host has an address".to_owned(),
+    }))
 }
 
 async fn connect_one(address: SocketAddr, source_ip: Option<IpAddr>) -> io::Result<TcpStream> {
@@ -75,16 +167,20 @@ async fn connect_one(address: SocketAddr, source_ip: Option<IpAddr>) -> io::Resu
 mod tests {
     use super::*;
 
+    fn resolver() -> MxResolver {
+        MxResolver::new(ec_types::DnsSettings::default())
+    }
+
     #[tokio::test]
     async fn sets_nodelay() -> io::Result<()> {
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let target = Target::Address(listener.local_addr()?);
 
-        let stream = connect(&target, None, Duration::from_secs(5))
+        let connected = connect(&target, None, Duration::from_secs(5), &resolver())
             .await
             .map_err(io::Error::other)?;
 
-        assert!(stream.nodelay()?, "Nagle's algorithm is still on");
+        assert!(connected.stream.nodelay()?, "Nagle's algorithm is still on");
         Ok(())
     }
 
@@ -96,7 +192,7 @@ mod tests {
             port: 25,
         };
 
-        let error = connect(&target, None, Duration::from_secs(5))
+        let error = connect(&target, None, Duration::from_secs(5), &resolver())
             .await
             .expect_err("no such host");
 
@@ -116,7 +212,8 @@ mod tests {
         let address = listener.local_addr().expect("local address");
         drop(listener);
 
-        let error = connect(&Target::Address(address), None, Duration::from_secs(5))
+        let target = Target::Address(address);
+        let error = connect(&target, None, Duration::from_secs(5), &resolver())
             .await
             .expect_err("nothing listens");
 

@@ -4,6 +4,7 @@
 mod batch;
 mod connect;
 mod fallback;
+mod mx;
 mod session;
 mod shutdown;
 mod transport;
@@ -16,11 +17,14 @@ use ec_sched::{
     failure_of, CloseTicket, EventSender, Scheduler, SchedulerToken, SessionDriver, SessionLink,
     Wake,
 };
-use ec_types::{CloseReason, ConnectionHandle, Event, OpenRequest, SessionCommand, SessionEvent};
+use ec_types::{
+    CloseReason, ConnectionHandle, DnsSettings, Event, OpenRequest, SessionCommand, SessionEvent,
+};
 use tokio::sync::mpsc;
 
 use self::batch::{BatchedEvents, EventBatcher};
 use self::fallback::TlsFallback;
+use self::mx::MxResolver;
 pub use self::session::EventSink;
 use crate::closeconn::closeconn;
 use crate::tls::TlsConfigCache;
@@ -36,10 +40,12 @@ pub struct SmtpDriver {
     wake: Option<Wake>,
     tls_configs: Arc<TlsConfigCache>,
     tls_fallback: TlsFallback,
+    resolver: Arc<MxResolver>,
 }
 
 impl SmtpDriver {
-    /// A driver that spawns its sessions on `runtime`.
+    /// A driver that spawns its sessions on `runtime` and looks up MX hosts
+    /// through the system's DNS resolvers.
     pub fn new(runtime: tokio::runtime::Handle) -> Self {
         Self {
             runtime,
@@ -47,7 +53,16 @@ impl SmtpDriver {
             wake: None,
             tls_configs: Arc::new(TlsConfigCache::default()),
             tls_fallback: TlsFallback::default(),
+            resolver: Arc::new(MxResolver::new(DnsSettings::default())),
         }
+    }
+
+    /// Looks up MX hosts and their addresses through the DNS servers that
+    /// `dns` names, instead of the system's.
+    #[must_use]
+    pub fn dns(mut self, dns: DnsSettings) -> Self {
+        self.resolver = Arc::new(MxResolver::new(dns));
+        self
     }
 }
 
@@ -59,6 +74,7 @@ impl fmt::Debug for SmtpDriver {
             .field("wake", &self.wake.is_some())
             .field("tls_configs", &self.tls_configs)
             .field("tls_fallback", &self.tls_fallback)
+            .field("resolver", &self.resolver)
             .finish()
     }
 }
@@ -91,6 +107,7 @@ impl SessionDriver for SmtpDriver {
             BatchedEvents::new(Arc::clone(batcher), events),
             receiver,
             self.tls_configs.clone(),
+            self.resolver.clone(),
         ));
         Box::new(TokioLink(commands))
     }

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument;
 
-use super::connect::connect;
+use super::connect::{connect, Connected};
+use super::mx::MxResolver;
 use super::shutdown::{shutdown, QuitStep, ShutdownPlan, StreamEnd};
 use super::transport::Transport;
 use crate::proto::client::{
@@ -61,6 +62,7 @@ pub(crate) async fn run<E: EventSink>(
     events: E,
     commands: mpsc::UnboundedReceiver<SessionCommand>,
     tls_configs: Arc<TlsConfigCache>,
+    resolver: Arc<MxResolver>,
 ) {
     let span = tracing::debug_span!(
         "session",
@@ -69,7 +71,7 @@ pub(crate) async fn run<E: EventSink>(
         binding = %request.binding_name,
         target = %request.target,
     );
-    Session::new(request, events, commands, tls_configs)
+    Session::new(request, events, commands, tls_configs, resolver)
         .run()
         .instrument(span)
         .await;
@@ -80,6 +82,10 @@ struct Session<E: EventSink> {
     events: E,
     commands: mpsc::UnboundedReceiver<SessionCommand>,
     tls_configs: Arc<TlsConfigCache>,
+    resolver: Arc<MxResolver>,
+    /// The host name the connect reached, when the target named one: the
+    /// MX host, whose name the TLS certificate must carry.
+    connected_host: Option<String>,
     /// Messages of the current batch that have not started their transaction.
     queued: std::collections::VecDeque<SharedMessage>,
     /// The message in transaction, with the index of each transaction
@@ -183,12 +189,15 @@ impl<E: EventSink> Session<E> {
         events: E,
         commands: mpsc::UnboundedReceiver<SessionCommand>,
         tls_configs: Arc<TlsConfigCache>,
+        resolver: Arc<MxResolver>,
     ) -> Self {
         Self {
             request,
             events,
             commands,
             tls_configs,
+            resolver,
+            connected_host: None,
             queued: std::collections::VecDeque::new(),
             current: None,
             closed_reported: false,
@@ -206,10 +215,12 @@ impl<E: EventSink> Session<E> {
 
     async fn run(mut self) {
         let settings = self.request.settings.clone();
+        let resolver = Arc::clone(&self.resolver);
         let connecting = connect(
             &self.request.target,
             self.request.source_ip,
             settings.timeouts.connect,
+            &resolver,
         );
         let stream = tokio::select! {
             result = connecting => result,
@@ -231,6 +242,8 @@ impl<E: EventSink> Session<E> {
                 return;
             }
         };
+        let Connected { stream, host } = stream;
+        self.connected_host = host;
         if let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) {
             self.events.report(SessionEvent::Connected { local, peer });
         }
@@ -630,6 +643,7 @@ impl<E: EventSink> Session<E> {
             .tls
             .server_name
             .clone()
+            .or_else(|| self.connected_host.clone())
             .unwrap_or_else(|| match &self.request.target {
                 ec_types::Target::Host { host, .. } => host.clone(),
                 other => other
@@ -1044,6 +1058,7 @@ mod tests {
             PanicOnConnected(Arc::clone(&events)),
             receiver,
             Arc::new(TlsConfigCache::default()),
+            Arc::new(MxResolver::new(ec_types::DnsSettings::default())),
         ));
         let joined = task.await;
 

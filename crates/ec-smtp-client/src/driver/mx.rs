@@ -1,0 +1,268 @@
+//! MX resolution for direct delivery (RFC 5321 section 5.1, RFC 7505):
+//! which hosts serve a domain, in which order, and their addresses.
+//!
+//! The answer to a domain's MX query decides:
+//!
+//! - MX records: their hosts, by preference, the lowest first. Hosts of
+//!   equal preference come in random order, so that their load spreads.
+//! - No MX record (the name exists): the domain itself, the implicit MX.
+//! - A null MX, one record with preference 0 and the root as its host: the
+//!   domain accepts no mail, a permanent failure.
+//! - NXDOMAIN: the domain does not exist, a permanent failure.
+//! - Anything else (a timeout, SERVFAIL, REFUSED): a temporary failure.
+//!
+//! Names are looked up as fully qualified, so the resolver's search list
+//! never turns `example.com` into `example.com.corp.example`.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+
+use ec_types::{DnsSettings, SessionError};
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::rdata::MX;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::{ResolveError, TokioResolver};
+
+/// The hosts for a domain's mail, from its MX records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MxAnswer {
+    /// The hosts to try, in order; the domain itself when it has no MX.
+    Hosts(Vec<String>),
+    /// The domain publishes a null MX: it accepts no mail.
+    NullMx,
+}
+
+/// The resolver of one driver, shared by its sessions so that they share
+/// its cache. It is built at the first lookup, so that a machine without
+/// `/etc/resolv.conf` can still deliver through relays.
+pub(crate) struct MxResolver {
+    settings: DnsSettings,
+    resolver: OnceLock<Result<TokioResolver, String>>,
+}
+
+impl std::fmt::Debug for MxResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MxResolver")
+            .field("nameservers", &self.settings.nameservers)
+            .field("built", &self.resolver.get().is_some())
+            .finish()
+    }
+}
+
+impl MxResolver {
+    /// A resolver that queries `settings.nameservers`, or the system's
+    /// resolvers when the list is empty.
+    pub(crate) fn new(settings: DnsSettings) -> Self {
+        Self {
+            settings,
+            resolver: OnceLock::new(),
+        }
+    }
+
+    fn resolver(&self, domain: &str) -> Result<&TokioResolver, SessionError> {
+        let built = self.resolver.get_or_init(|| build(&self.settings));
+        built.as_ref().map_err(|message| SessionError::Resolve {
+            host: domain.to_owned(),
+            message: message.clone(),
+        })
+    }
+
+    /// Looks up the MX records of `domain`.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::DomainNotFound`] on NXDOMAIN, and
+    /// [`SessionError::Resolve`] when the lookup fails for another reason.
+    pub(crate) async fn mx(&self, domain: &str) -> Result<MxAnswer, SessionError> {
+        let resolver = self.resolver(domain)?;
+        match resolver.mx_lookup(fully_qualified(domain)).await {
+            Ok(lookup) => Ok(order(domain, lookup.iter())),
+            Err(error) if error.is_nx_domain() => Err(SessionError::DomainNotFound {
+                domain: domain.to_owned(),
+            }),
+            Err(error) if is_no_data(&error) => Ok(MxAnswer::Hosts(vec![domain.to_owned()])),
+            Err(error) => Err(resolve_error(domain, &error)),
+        }
+    }
+
+    /// Looks up the IPv4 and IPv6 addresses of `host`, each with `port`.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Resolve`] when the lookup fails or finds no address.
+    pub(crate) async fn addresses(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, SessionError> {
+        let resolver = self.resolver(host)?;
+        match resolver.lookup_ip(fully_qualified(host)).await {
+            Ok(lookup) => Ok(lookup
+                .iter()
+                .map(|ip: IpAddr| SocketAddr::new(ip, port))
+                .collect()),
+            Err(error) => Err(resolve_error(host, &error)),
+        }
+    }
+}
+
+/// Builds a resolver from the settings, or returns why it cannot be built.
+fn build(settings: &DnsSettings) -> Result<TokioResolver, String> {
+    if settings.nameservers.is_empty() {
+        return TokioResolver::builder_tokio()
+            .map(|builder| builder.build())
+            .map_err(|error| {
+                format!(
+                    "cannot read the system's DNS configuration ({error}); set [dns] \
+                     nameservers in the configuration file"
+                )
+            });
+    }
+    let servers: Vec<NameServerConfig> = settings
+        .nameservers
+        .iter()
+        .flat_map(|&address| {
+            [Protocol::Udp, Protocol::Tcp].map(|protocol| NameServerConfig::new(address, protocol))
+        })
+        .collect();
+    let config = ResolverConfig::from_parts(None, Vec::new(), servers);
+    Ok(TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build())
+}
+
+/// Returns whether the name exists without records of the type asked
+/// (NOERROR with no answer). hickory reports REFUSED and SERVFAIL as "no
+/// records found" too, so the response code must be NOERROR.
+fn is_no_data(error: &ResolveError) -> bool {
+    error.proto().is_some_and(|proto| {
+        matches!(
+            proto.kind(),
+            ProtoErrorKind::NoRecordsFound {
+                response_code: ResponseCode::NoError,
+                ..
+            }
+        )
+    })
+}
+
+fn resolve_error(name: &str, error: &ResolveError) -> SessionError {
+    SessionError::Resolve {
+        host: name.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// Returns `name` with the trailing dot of a fully qualified name.
+fn fully_qualified(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.")
+    }
+}
+
+/// Orders the MX records of `domain` (RFC 5321 section 5.1): by
+/// preference, the lowest first, and at random among equal preferences.
+/// One record whose host is the root is a null MX (RFC 7505 section 3).
+/// A root host among other records names no host, so it is skipped.
+pub(crate) fn order<'a>(domain: &str, records: impl Iterator<Item = &'a MX>) -> MxAnswer {
+    let records: Vec<&MX> = records.collect();
+    if let [only] = records.as_slice() {
+        if only.exchange().is_root() {
+            return MxAnswer::NullMx;
+        }
+    }
+
+    let shuffle = RandomState::new();
+    let mut hosts: Vec<(u16, u64, String)> = records
+        .iter()
+        .filter(|record| !record.exchange().is_root())
+        .map(|record| {
+            let host = record.exchange().to_utf8();
+            let host = host.trim_end_matches('.').to_owned();
+            (record.preference(), shuffle.hash_one(&host), host)
+        })
+        .collect();
+    hosts.sort();
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|(_, _, host)| seen.insert(host.to_ascii_lowercase()));
+    if hosts.is_empty() {
+        // Only root hosts, and more than one: no usable MX.
+        return MxAnswer::Hosts(vec![domain.to_owned()]);
+    }
+    MxAnswer::Hosts(hosts.into_iter().map(|(_, _, host)| host).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::rr::Name;
+
+    fn mx(preference: u16, host: &str) -> MX {
+        MX::new(preference, Name::from_ascii(host).expect("valid name"))
+    }
+
+    fn hosts(answer: MxAnswer) -> Vec<String> {
+        match answer {
+            MxAnswer::Hosts(hosts) => hosts,
+            MxAnswer::NullMx => panic!("null MX"),
+        }
+    }
+
+    #[test]
+    fn lowest_preference_first() {
+        let records = [
+            mx(20, "b.example."),
+            mx(10, "a.example."),
+            mx(30, "c.example."),
+        ];
+        let answer = order("example.com", records.iter());
+        assert_eq!(hosts(answer), ["a.example", "b.example", "c.example"]);
+    }
+
+    #[test]
+    fn equal_preferences_shuffled() {
+        let records: Vec<MX> = (0..8).map(|i| mx(10, &format!("h{i}.example."))).collect();
+        let mut orders = std::collections::HashSet::new();
+        for _ in 0..20 {
+            orders.insert(hosts(order("example.com", records.iter())));
+        }
+        assert!(
+            orders.len() > 1,
+            "20 orderings of 8 hosts were all the same"
+        );
+        for order in &orders {
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted.len(), 8);
+        }
+    }
+
+    #[test]
+    fn single_root_is_null_mx() {
+        let records = [mx(0, ".")];
+        assert_eq!(order("example.com", records.iter()), MxAnswer::NullMx);
+    }
+
+    #[test]
+    fn root_beside_hosts_is_skipped() {
+        let records = [mx(0, "."), mx(10, "a.example.")];
+        assert_eq!(hosts(order("example.com", records.iter())), ["a.example"]);
+    }
+
+    #[test]
+    fn duplicate_hosts_tried_once() {
+        let records = [mx(10, "a.example."), mx(20, "A.example.")];
+        assert_eq!(hosts(order("example.com", records.iter())), ["a.example"]);
+    }
+
+    #[test]
+    fn names_made_fully_qualified() {
+        assert_eq!(fully_qualified("example.com"), "example.com.");
+        assert_eq!(fully_qualified("example.com."), "example.com.");
+    }
+}
