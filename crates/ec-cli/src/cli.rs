@@ -85,7 +85,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
 Exit status: 0 all delivered; 64 usage error; 65 some input invalid; \
-69 no connection could be made; 75 some deferred or delivery unknown; \
+69 no connection could be made (unless every recipient failed for good, \
+as with a null MX); 75 some deferred or delivery unknown; \
 76 some failed permanently. The first that applies, in the order \
 64, 69, 75, 76, 65, 0. Apart from those: 74 a delivery log write failed \
 (the run stops at once); 70 an internal error ended the run; 130 or 143 \

@@ -243,7 +243,10 @@ pub enum SessionError {
         kind: io::ErrorKind,
     },
     /// The target's host name could not be resolved to an address.
-    #[error("failed to resolve {host}: {message}; check the host name in the route")]
+    #[error(
+        "failed to resolve {host}: {message}; check the name, and that the DNS servers \
+         answer (the system's, or [dns] nameservers in the configuration)"
+    )]
     Resolve {
         /// The host name.
         host: String,
@@ -331,13 +334,14 @@ pub enum SessionError {
 fn connect_hint(kind: io::ErrorKind) -> &'static str {
     match kind {
         io::ErrorKind::ConnectionRefused => {
-            "; nothing accepts connections there: check that the server runs and the \
-             route's host and port"
+            "; nothing accepts connections there: check that the server runs, and the \
+             host and port of the route (or the MX records and mx_port)"
         }
         io::ErrorKind::TimedOut
         | io::ErrorKind::HostUnreachable
         | io::ErrorKind::NetworkUnreachable => {
-            "; check the route's address and that no firewall drops the connection"
+            "; check the address of the route (or the MX records) and that no firewall \
+             drops the connection"
         }
         _ => "",
     }

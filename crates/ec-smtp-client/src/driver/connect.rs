@@ -84,7 +84,12 @@ pub(crate) async fn connect(
 }
 
 /// Connects to the MX hosts of `domain` in order (RFC 5321 section 5.1):
-/// every address of the first host, then of the next, until one answers.
+/// every address of the first host, then of the next, until one accepts.
+/// Each connect and each failed address lookup counts as one of the
+/// [`MX_ADDRESS_LIMIT`] tries. A walk therefore takes at most the MX lookup
+/// and that many tries of `timeout` each, plus the lookups that found
+/// addresses, one per host tried. A domain that is an address literal,
+/// such as `[192.0.2.1]`, names its one address itself.
 async fn connect_mx(
     domain: &str,
     port: u16,
@@ -92,6 +97,21 @@ async fn connect_mx(
     timeout: Duration,
     resolver: &MxResolver,
 ) -> Result<Connected, SessionError> {
+    if let Some(ip) = address_literal(domain) {
+        let address = SocketAddr::new(ip, port);
+        return match tokio::time::timeout(timeout, connect_one(address, source_ip)).await {
+            Ok(Ok(stream)) => Ok(Connected { stream, host: None }),
+            Ok(Err(error)) => Err(SessionError::Connect {
+                target: address.to_string(),
+                kind: error.kind(),
+            }),
+            Err(_) => Err(SessionError::Connect {
+                target: address.to_string(),
+                kind: io::ErrorKind::TimedOut,
+            }),
+        };
+    }
+
     let lookup_timed_out = |name: &str| SessionError::Resolve {
         host: name.to_owned(),
         message: format!("no DNS answer within {timeout:?}"),
@@ -107,26 +127,31 @@ async fn connect_mx(
         Err(_) => return Err(lookup_timed_out(domain)),
     };
 
-    let mut tried = 0;
+    let mut tries = 0;
     let mut last_error = None;
-    for host in hosts {
+    'hosts: for host in hosts {
+        if tries == MX_ADDRESS_LIMIT {
+            break;
+        }
         let addresses = match tokio::time::timeout(timeout, resolver.addresses(&host, port)).await {
             Ok(Ok(addresses)) => addresses,
             Ok(Err(error)) => {
                 tracing::debug!(%domain, mx = %host, %error, "MX host has no usable address");
+                tries += 1;
                 last_error = Some(error);
                 continue;
             }
             Err(_) => {
+                tries += 1;
                 last_error = Some(lookup_timed_out(&host));
                 continue;
             }
         };
         for address in addresses {
-            if tried == MX_ADDRESS_LIMIT {
-                break;
+            if tries == MX_ADDRESS_LIMIT {
+                break 'hosts;
             }
-            tried += 1;
+            tries += 1;
             let kind = match tokio::time::timeout(timeout, connect_one(address, source_ip)).await {
                 Ok(Ok(stream)) => {
                     return Ok(Connected {
@@ -150,6 +175,19 @@ async fn connect_mx(
     }))
 }
 
+/// Returns the address of a domain written as an address literal (RFC 5321
+/// section 4.1.3): `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+fn address_literal(domain: &str) -> Option<IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => inner[5..]
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6),
+        _ => inner.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
 async fn connect_one(address: SocketAddr, source_ip: Option<IpAddr>) -> io::Result<TcpStream> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -169,6 +207,22 @@ mod tests {
 
     fn resolver() -> MxResolver {
         MxResolver::new(ec_types::DnsSettings::default())
+    }
+
+    #[test]
+    fn address_literals_parse() {
+        assert_eq!(
+            address_literal("[192.0.2.1]"),
+            Some(IpAddr::from([192, 0, 2, 1]))
+        );
+        assert_eq!(
+            address_literal("[IPv6:2001:db8::1]"),
+            "2001:db8::1".parse().ok()
+        );
+        assert_eq!(address_literal("[ipv6:::1]"), "::1".parse().ok());
+        assert_eq!(address_literal("example.com"), None);
+        assert_eq!(address_literal("[2001:db8::1]"), None, "IPv6 needs its tag");
+        assert_eq!(address_literal("[example.com]"), None);
     }
 
     #[tokio::test]

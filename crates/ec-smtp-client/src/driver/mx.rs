@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
 use ec_types::{DnsSettings, SessionError};
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::rdata::MX;
@@ -113,9 +113,15 @@ impl MxResolver {
 
 /// Builds a resolver from the settings, or returns why it cannot be built.
 fn build(settings: &DnsSettings) -> Result<TokioResolver, String> {
+    // Both address families: hickory's default asks for AAAA only when a
+    // name has no A record, so an IPv6 address would never be tried.
+    let ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     if settings.nameservers.is_empty() {
         return TokioResolver::builder_tokio()
-            .map(|builder| builder.build())
+            .map(|mut builder| {
+                builder.options_mut().ip_strategy = ip_strategy;
+                builder.build()
+            })
             .map_err(|error| {
                 format!(
                     "cannot read the system's DNS configuration ({error}); set [dns] \
@@ -131,7 +137,10 @@ fn build(settings: &DnsSettings) -> Result<TokioResolver, String> {
         })
         .collect();
     let config = ResolverConfig::from_parts(None, Vec::new(), servers);
-    Ok(TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build())
+    let mut builder =
+        TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+    builder.options_mut().ip_strategy = ip_strategy;
+    Ok(builder.build())
 }
 
 /// Returns whether the name exists without records of the type asked
@@ -149,10 +158,29 @@ fn is_no_data(error: &ResolveError) -> bool {
     })
 }
 
+/// Turns a failed lookup of `name` into a deferral. A server's negative
+/// answer is named by its response code (REFUSED, SERVFAIL), which
+/// hickory's own text leaves out.
 fn resolve_error(name: &str, error: &ResolveError) -> SessionError {
+    let answered = error.proto().and_then(|proto| match proto.kind() {
+        ProtoErrorKind::NoRecordsFound {
+            response_code: ResponseCode::NoError,
+            query,
+            ..
+        } => Some(format!("the name has no {} record", query.query_type())),
+        ProtoErrorKind::NoRecordsFound {
+            response_code,
+            query,
+            ..
+        } => Some(format!(
+            "the DNS server answered {response_code} to the {} query",
+            query.query_type()
+        )),
+        _ => None,
+    });
     SessionError::Resolve {
         host: name.to_owned(),
-        message: error.to_string(),
+        message: answered.unwrap_or_else(|| error.to_string()),
     }
 }
 
@@ -182,7 +210,9 @@ pub(crate) fn order<'a>(domain: &str, records: impl Iterator<Item = &'a MX>) -> 
         .iter()
         .filter(|record| !record.exchange().is_root())
         .map(|record| {
-            let host = record.exchange().to_utf8();
+            // The ASCII (A-label) form: rustls takes only that as a TLS
+            // server name.
+            let host = record.exchange().to_ascii();
             let host = host.trim_end_matches('.').to_owned();
             (record.preference(), shuffle.hash_one(&host), host)
         })
