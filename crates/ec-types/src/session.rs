@@ -244,8 +244,8 @@ pub enum SessionError {
     },
     /// The target's host name could not be resolved to an address.
     #[error(
-        "failed to resolve {host}: {message}; check the name, and that the DNS servers \
-         answer (the system's, or [dns] nameservers in the configuration)"
+        "failed to resolve {host}: {message}; check the name and the DNS servers (the \
+         system's, or for MX lookups [dns] nameservers when the configuration sets it)"
     )]
     Resolve {
         /// The host name.
