@@ -10,6 +10,9 @@
 //! [engine]
 //! max_connections = 20000
 //!
+//! [dns]
+//! nameservers = ["192.0.2.53:53"]
+//!
 //! [global]
 //! idle_timeout = "5s"
 //!
@@ -18,6 +21,10 @@
 //!
 //! [domain."example.com"]
 //! tls = { policy = "required", verify = "host" }
+//!
+//! [domain."relayed.example"]
+//! route = { relay = { host = "smarthost.example.net", port = 465 } }
+//! tls = { policy = "implicit" }
 //!
 //! [binding.outbound-a.domain."example.com"]
 //! max_outbound_connections = 4
@@ -890,6 +897,23 @@ mod tests {
         assert_eq!(settings.idle_timeout, Duration::from_secs(5));
         assert_eq!(settings.timeouts.data_termination, Duration::from_secs(600));
         assert_eq!(settings.tls.effective_verify(), TlsVerify::None);
+    }
+
+    #[test]
+    fn module_doc_example_parses() {
+        let source = include_str!("config.rs");
+        let start = source.find("//! ```toml\n").expect("the example starts") + 12;
+        let end = start + source[start..].find("//! ```").expect("the example ends");
+        let text: String = source[start..end]
+            .lines()
+            .map(|line| line.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: Config = toml::from_str(&text).expect("the example is valid TOML");
+        config.validate().expect("the example is a valid configuration");
+        assert_eq!(config.dns.nameservers.len(), 1);
+        let relayed = config.resolve("default", &domain("relayed.example"));
+        assert_eq!(relayed.tls.policy, TlsPolicy::Implicit);
     }
 
     #[test]
