@@ -910,7 +910,9 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let config: Config = toml::from_str(&text).expect("the example is valid TOML");
-        config.validate().expect("the example is a valid configuration");
+        config
+            .validate()
+            .expect("the example is a valid configuration");
         assert_eq!(config.dns.nameservers.len(), 1);
         let relayed = config.resolve("default", &domain("relayed.example"));
         assert_eq!(relayed.tls.policy, TlsPolicy::Implicit);
