@@ -74,9 +74,9 @@ pub(crate) fn settle_batch(
     }
     let permanent = failure.and_then(|failure| failure.error.permanent_reply());
     let mut fates = match permanent {
-        // No later attempt can change the answer (a null MX, a domain that
-        // does not exist): the batch and the messages queued behind it
-        // fail now instead of waiting out the retry policy.
+        // No later attempt can change the outcome (a null MX, a domain
+        // that does not exist), so the batch and the messages queued behind
+        // it fail now instead of waiting out the retry policy.
         Some(reply) => {
             let queued: Vec<SharedMessage> = lane.active.drain().collect();
             ctx.ledger.active -= queued.len() as u64;

@@ -420,8 +420,8 @@ impl Harness {
         self.event(handle, SessionEvent::Failed(failure));
     }
 
-    /// The MX lookup found a null MX (RFC 7505): the domain accepts no
-    /// mail.
+    /// Reports that the MX lookup found a null MX (RFC 7505): the domain
+    /// accepts no mail.
     pub fn null_mx(&mut self, handle: ConnectionHandle, domain: &str) {
         let failure = SessionFailure {
             error: SessionError::NullMx {
