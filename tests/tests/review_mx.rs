@@ -391,6 +391,11 @@ fn silent_dns_defers_within_timeout() {
             "{:?} for one MX lookup with a 1 s connect timeout",
             close.duration
         );
+        let failure = close.failure.as_deref().unwrap_or_default();
+        assert!(
+            failure.contains(&format!("no answer from the DNS servers {}", dns.addr)),
+            "the failure names the silent server: {failure}"
+        );
     }
 }
 

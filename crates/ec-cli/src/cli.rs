@@ -73,7 +73,8 @@ impl Verbosity {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // Parsed once per run; boxing gains nothing.
 pub enum Command {
-    /// Send message files over SMTP, through --relay or the routes in --config.
+    /// Send message files over SMTP: through --relay or the routes in --config,
+    /// else to each recipient domain's MX hosts.
     Deliver(DeliverArgs),
     /// Deliver bundled sample messages to a built-in SMTP sink over TLS.
     Demo(DemoArgs),
@@ -151,8 +152,8 @@ pub struct DeliverArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_ehlo_name)]
     pub ehlo: Option<String>,
 
-    /// TOML configuration file (scopes engine, global, binding and domain);
-    /// command-line flags override its values.
+    /// TOML configuration file (sections engine, dns, global, binding and
+    /// domain); command-line flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -447,8 +447,8 @@ pub fn load_bytes(tag: u64, file: MessageFile, data: Bytes, envelope: &EnvelopeO
 
     // Only the header section as a server reads it: a body line that looks
     // like a field neither joins the envelope nor is dropped.
-    let header_len = header_section::header_section_len(&data);
-    let parsed = MessageParser::new().parse_headers(&data[..header_len]);
+    let header = header_section::parseable(&data);
+    let parsed = MessageParser::new().parse_headers(&header[..]);
     let message_id = parsed
         .as_ref()
         .and_then(|message| message.message_id())
@@ -457,6 +457,11 @@ pub fn load_bytes(tag: u64, file: MessageFile, data: Bytes, envelope: &EnvelopeO
         .as_ref()
         .map(dropped_fields::dropped_field_ranges)
         .unwrap_or_default();
+    // A range may end in the line ending that `parseable` added.
+    let dropped_fields: Vec<_> = dropped_fields
+        .into_iter()
+        .map(|range| range.start..range.end.min(data.len()))
+        .collect();
 
     let reverse_path = match &envelope.from {
         Some(from) => from.clone(),
@@ -515,8 +520,8 @@ fn header_has_bare_cr(data: &[u8]) -> bool {
 /// The Message-ID header field's value without angle brackets, if the
 /// message has one.
 pub fn message_id(data: &[u8]) -> Option<String> {
-    let header = &data[..header_section::header_section_len(data)];
-    let parsed = MessageParser::new().parse_headers(header)?;
+    let header = header_section::parseable(data);
+    let parsed = MessageParser::new().parse_headers(&header[..])?;
     parsed.message_id().map(str::to_owned)
 }
 
@@ -767,6 +772,19 @@ mod tests {
                 "d@example.com"
             ]
         );
+    }
+
+    #[test]
+    fn last_line_without_ending_gives_recipients() {
+        for field in ["To", "Cc", "Bcc"] {
+            let text = format!("From: f@example.org\nTo: a@example.com\n{field}: b@example.com");
+            let message = expect_message(load(&text));
+            let recipients = recipients(&message);
+            assert!(
+                recipients.contains(&"b@example.com"),
+                "{field}: {recipients:?}"
+            );
+        }
     }
 
     #[test]

@@ -70,6 +70,16 @@ pub enum AddressError {
         /// The rejected value.
         value: String,
     },
+    /// A domain in brackets that is not an address literal of RFC 5321
+    /// section 4.1.3.
+    #[error(
+        "domain {value:?} is not a valid address literal; write an IP address in \
+         brackets, such as [192.0.2.1] or [IPv6:2001:db8::1]"
+    )]
+    InvalidAddressLiteral {
+        /// The domain as given.
+        value: String,
+    },
     /// A domain name had an empty label: two dots in a row, or a dot at
     /// its start.
     #[error("domain {value:?} has an empty label (two dots in a row or a leading dot); remove the extra dot")]
@@ -98,7 +108,7 @@ pub const MAX_LABEL_LEN: usize = 63;
 /// `[192.0.2.1]` has none.
 fn check_labels(name: &str) -> Result<(), AddressError> {
     if name.starts_with('[') {
-        return Ok(());
+        return check_address_literal(name);
     }
     for label in name.split('.') {
         if label.is_empty() {
@@ -115,6 +125,41 @@ fn check_labels(name: &str) -> Result<(), AddressError> {
         }
     }
     Ok(())
+}
+
+/// Checks an address literal (RFC 5321 section 4.1.3): `[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]`, or a general literal `[tag:content]` whose tag is
+/// a letter-digit-hyphen string and whose content has no `[`, `\` or `]`.
+fn check_address_literal(name: &str) -> Result<(), AddressError> {
+    let invalid = || AddressError::InvalidAddressLiteral {
+        value: name.to_owned(),
+    };
+    let inner = name
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .ok_or_else(invalid)?;
+    if inner.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    let (tag, content) = inner.split_once(':').ok_or_else(invalid)?;
+    if tag.eq_ignore_ascii_case("IPv6") {
+        return content
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| invalid());
+    }
+    let tag_valid = !tag.is_empty()
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !tag.ends_with('-');
+    let content_valid = !content.is_empty()
+        && content
+            .bytes()
+            .all(|b| (33..=126).contains(&b) && !matches!(b, b'[' | b'\\' | b']'));
+    if tag_valid && content_valid {
+        Ok(())
+    } else {
+        Err(invalid())
+    }
 }
 
 fn check_characters(what: &'static str, value: &str) -> Result<(), AddressError> {

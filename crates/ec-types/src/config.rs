@@ -63,13 +63,48 @@ pub struct Config {
 }
 
 /// Where MX and address lookups go. In TOML:
-/// `[dns]` with `nameservers = ["192.0.2.53:53"]`.
+/// `[dns]` with `nameservers = ["192.0.2.53", "[2001:db8::53]:53"]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsSettings {
-    /// Recursive resolvers to ask, in order, over UDP and TCP. Empty, the
-    /// default, means the system's (`/etc/resolv.conf`).
+    /// Recursive resolvers to query, in order, over UDP and TCP; an IP
+    /// address without a port means port 53. Empty, the default, means the
+    /// system's (`/etc/resolv.conf`).
+    #[serde(deserialize_with = "deserialize_nameservers")]
     pub nameservers: Vec<SocketAddr>,
+}
+
+fn deserialize_nameservers<'de, D>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| parse_nameserver(text).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// Parses a DNS server as `IP`, `IP:PORT` or `[IPv6]:PORT`; without a
+/// port, the DNS port 53.
+///
+/// # Errors
+///
+/// Returns a message that names `text` and shows the accepted forms.
+pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'));
+    match bare.unwrap_or(text).parse::<IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, 53)),
+        Err(_) => Err(format!(
+            "invalid nameserver {text:?}: write an IP address with an optional port, such \
+             as \"192.0.2.53\", \"192.0.2.53:5353\" or \"[2001:db8::53]:53\""
+        )),
+    }
 }
 
 /// A binding's scope: its own settings and its binding × domain overrides.
@@ -1081,11 +1116,21 @@ mod tests {
 
     #[test]
     fn mx_port_and_nameservers_parse_and_validate() {
-        let text = "[dns]\nnameservers = [\"127.0.0.1:10053\", \"[::1]:53\"]\n\
+        let text = "[dns]\nnameservers = [\"127.0.0.1:10053\", \"::1\"]\n\
                     [global]\nmx_port = 2525\n\
                     [domain.\"example.com\"]\nmx_port = 10025\n";
         let config: Config = toml::from_str(text).expect("valid TOML");
-        assert_eq!(config.dns.nameservers.len(), 2);
+        assert_eq!(
+            config.dns.nameservers,
+            [
+                "127.0.0.1:10053".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        let error = toml::from_str::<Config>("[dns]\nnameservers = [\"ns.example\"]\n")
+            .expect_err("a name is not an address");
+        assert!(error.to_string().contains("\"ns.example\""), "{error}");
+        assert!(error.to_string().contains("192.0.2.53:5353"), "{error}");
         config.validate().expect("valid settings");
         let domain = Domain::new("example.com").expect("valid domain");
         assert_eq!(config.resolve("default", &domain).mx_port, 10_025);

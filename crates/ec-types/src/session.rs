@@ -309,7 +309,7 @@ pub enum SessionError {
         detail: String,
     },
     /// The server closed the connection.
-    #[error("connection closed by the server at stage {stage}")]
+    #[error("connection closed by the server at stage {stage}{}", closed_hint(*stage))]
     PeerClosed {
         /// The stage.
         stage: Stage,
@@ -342,6 +342,18 @@ fn connect_hint(kind: io::ErrorKind) -> &'static str {
         | io::ErrorKind::NetworkUnreachable => {
             "; check the address of the route (or the MX records) and that no firewall \
              drops the connection"
+        }
+        _ => "",
+    }
+}
+
+/// Returns the likeliest cause of a close by the server at `stage`, when
+/// one is worth naming.
+fn closed_hint(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Banner => {
+            "; a port that expects TLS from the first byte, such as 465, closes a client \
+             that sends no TLS handshake, which only the TLS policy `implicit` starts"
         }
         _ => "",
     }

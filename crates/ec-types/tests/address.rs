@@ -184,3 +184,31 @@ fn split_moves_recipients() {
         messages[1].reverse_path.as_str().as_ptr()
     );
 }
+
+#[test]
+fn address_literals_checked() {
+    for valid in [
+        "[192.0.2.1]",
+        "[IPv6:2001:db8::1]",
+        "[ipv6:::1]",
+        "[x-tag:some-content]",
+    ] {
+        assert!(Domain::new(valid).is_ok(), "{valid} rejected");
+    }
+    for invalid in [
+        "[ipv6:::1",
+        "[not-an-ip]",
+        "[IPv6:not-an-ip]",
+        "[192.0.2.300]",
+        "[]",
+        "[tag-:x]",
+    ] {
+        let error = Domain::new(invalid).expect_err(invalid);
+        assert!(
+            error
+                .to_string()
+                .contains("[192.0.2.1] or [IPv6:2001:db8::1]"),
+            "{invalid}: {error}"
+        );
+    }
+}

@@ -98,8 +98,21 @@ fn other_errors_defer() {
     };
     assert!(resolve.permanent_reply().is_none());
     let refused = SessionError::Connect {
-        target: "mx.example.com [192.0.2.1:25]".to_owned(),
+        target: "mx.example.com (192.0.2.1:25)".to_owned(),
         kind: std::io::ErrorKind::ConnectionRefused,
     };
     assert!(refused.permanent_reply().is_none());
+}
+
+#[test]
+fn close_at_banner_names_implicit_tls() {
+    let error = SessionError::PeerClosed {
+        stage: Stage::Banner,
+    };
+    let text = error.to_string();
+    assert!(text.contains("465"), "{text}");
+    assert!(text.contains("implicit"), "{text}");
+
+    let later = SessionError::PeerClosed { stage: Stage::Body };
+    assert!(!later.to_string().contains("465"), "{later}");
 }

@@ -8,6 +8,8 @@
 //! a body line that looks like `Bcc:` or `Return-Path:` is body text, and
 //! must neither become part of the envelope nor be removed.
 
+use std::borrow::Cow;
+
 /// Returns the length of the header section of `data`, whose header lines
 /// end in LF or CRLF. The section runs up to and including the empty line
 /// that ends it, or up to the first line that is neither a header field nor
@@ -36,6 +38,21 @@ pub(super) fn header_section_len(data: &[u8]) -> usize {
         start = end;
     }
     data.len()
+}
+
+/// Returns the header section of `data` for a mail parser: borrowed, or,
+/// when its last line has no line ending, copied with a CRLF added, because
+/// mail-parser 0.11 drops the value of such a last field (a `Cc:` there
+/// would lose its recipients).
+pub(super) fn parseable(data: &[u8]) -> Cow<'_, [u8]> {
+    let header = &data[..header_section_len(data)];
+    if header.is_empty() || header.ends_with(b"\n") {
+        return Cow::Borrowed(header);
+    }
+    let mut owned = Vec::with_capacity(header.len() + 2);
+    owned.extend_from_slice(header);
+    owned.extend_from_slice(b"\r\n");
+    Cow::Owned(owned)
 }
 
 /// Returns whether `line` starts a header field: a name of printable
@@ -96,6 +113,20 @@ mod tests {
     #[test]
     fn continuation_first_is_body() {
         assert_eq!(section(" folded\r\nSubject: s\r\n"), "");
+    }
+
+    #[test]
+    fn last_line_gets_an_ending() {
+        assert_eq!(
+            &parseable(b"To: a@example.com")[..],
+            b"To: a@example.com\r\n"
+        );
+        let ended = b"To: a@example.com\n\nbody";
+        assert!(matches!(
+            parseable(ended),
+            Cow::Borrowed(b"To: a@example.com\n\n")
+        ));
+        assert!(parseable(b"").is_empty());
     }
 
     #[test]

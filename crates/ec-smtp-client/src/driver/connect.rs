@@ -114,7 +114,7 @@ async fn connect_mx(
 
     let lookup_timed_out = |name: &str| SessionError::Resolve {
         host: name.to_owned(),
-        message: format!("no DNS answer within {timeout:?}"),
+        message: format!("no answer from {} within {timeout:?}", resolver.servers()),
     };
     let hosts = match tokio::time::timeout(timeout, resolver.mx(domain)).await {
         Ok(Ok(MxAnswer::Hosts(hosts))) => hosts,
@@ -164,7 +164,7 @@ async fn connect_mx(
             };
             tracing::debug!(%domain, mx = %host, %address, ?kind, "connect attempt failed");
             last_error = Some(SessionError::Connect {
-                target: format!("{host} [{address}]"),
+                target: format!("{host} ({address})"),
                 kind,
             });
         }

@@ -86,7 +86,7 @@ impl MxResolver {
                 domain: domain.to_owned(),
             }),
             Err(error) if is_no_data(&error) => Ok(MxAnswer::Hosts(vec![domain.to_owned()])),
-            Err(error) => Err(resolve_error(domain, &error)),
+            Err(error) => Err(self.resolve_error(domain, &error)),
         }
     }
 
@@ -106,8 +106,41 @@ impl MxResolver {
                 .iter()
                 .map(|ip: IpAddr| SocketAddr::new(ip, port))
                 .collect()),
-            Err(error) => Err(resolve_error(host, &error)),
+            Err(error) => Err(self.resolve_error(host, &error)),
         }
+    }
+
+    /// Turns a failed lookup of `name` into a deferral. A server's negative
+    /// answer is named by its response code (REFUSED, SERVFAIL), which
+    /// hickory's own text leaves out, and a timeout names the servers that
+    /// were asked.
+    fn resolve_error(&self, name: &str, error: &ResolveError) -> SessionError {
+        let timed_out = error
+            .proto()
+            .is_some_and(|proto| matches!(proto.kind(), ProtoErrorKind::Timeout));
+        let message = if timed_out {
+            format!("no answer from {}", self.servers())
+        } else {
+            describe(error)
+        };
+        SessionError::Resolve {
+            host: name.to_owned(),
+            message,
+        }
+    }
+
+    /// Names the DNS servers that lookups go to.
+    pub(crate) fn servers(&self) -> String {
+        if self.settings.nameservers.is_empty() {
+            return "the system's DNS servers (/etc/resolv.conf)".to_owned();
+        }
+        let list: Vec<String> = self
+            .settings
+            .nameservers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        format!("the DNS servers {} ([dns] nameservers)", list.join(", "))
     }
 }
 
@@ -158,10 +191,9 @@ fn is_no_data(error: &ResolveError) -> bool {
     })
 }
 
-/// Turns a failed lookup of `name` into a deferral. A server's negative
-/// answer is named by its response code (REFUSED, SERVFAIL), which
-/// hickory's own text leaves out.
-fn resolve_error(name: &str, error: &ResolveError) -> SessionError {
+/// Describes a failed lookup: a server's negative answer by its response
+/// code (REFUSED, SERVFAIL), which hickory's own text leaves out.
+fn describe(error: &ResolveError) -> String {
     let answered = error.proto().and_then(|proto| match proto.kind() {
         ProtoErrorKind::NoRecordsFound {
             response_code: ResponseCode::NoError,
@@ -178,10 +210,7 @@ fn resolve_error(name: &str, error: &ResolveError) -> SessionError {
         )),
         _ => None,
     });
-    SessionError::Resolve {
-        host: name.to_owned(),
-        message: answered.unwrap_or_else(|| error.to_string()),
-    }
+    answered.unwrap_or_else(|| error.to_string())
 }
 
 /// Returns `name` with the trailing dot of a fully qualified name.
