@@ -27,7 +27,7 @@ pub const MAX_PATH_LEN: usize = 254;
 #[non_exhaustive]
 pub enum AddressError {
     /// The value was empty.
-    #[error("{what} is empty")]
+    #[error("{what} is empty; {}", empty_hint(what))]
     Empty {
         /// Which part was empty ("address", "domain", "local part").
         what: &'static str,
@@ -43,7 +43,7 @@ pub enum AddressError {
         byte: u8,
     },
     /// The value contained a character that is not allowed there.
-    #[error("{what} {value:?} contains {character:?}, which is not allowed there")]
+    #[error("{what} {value:?} contains {character:?}, which is not allowed there; remove it")]
     InvalidCharacter {
         /// Which part contained it.
         what: &'static str,
@@ -98,6 +98,14 @@ pub enum AddressError {
         /// The limit in octets.
         max: usize,
     },
+}
+
+/// Returns what to write instead of an empty `what`.
+fn empty_hint(what: &str) -> &'static str {
+    match what {
+        "domain" => "give a domain name such as example.com",
+        _ => "write the address as local-part@domain",
+    }
 }
 
 /// Maximum length of one label of a domain name in octets (RFC 1035
