@@ -444,6 +444,14 @@ pub enum ValueError {
         /// A valid value for the option, such as `127.0.0.1:2525`.
         example: &'static str,
     },
+    /// An IP address whose port number is out of range.
+    #[error("invalid listen address {value:?}: port {port} is out of range; give 1 to 65535")]
+    ListenPort {
+        /// The rejected text.
+        value: String,
+        /// The port as written.
+        port: String,
+    },
     /// Not a DNS name or IP address that TLS can check a certificate against.
     #[error(
         "invalid TLS server name {0:?}: give a DNS name such as mx.example.net or an IP \
@@ -495,7 +503,22 @@ pub fn parse_metrics_listen(value: &str) -> Result<SocketAddr, ValueError> {
 }
 
 fn parse_listen(value: &str, example: &'static str) -> Result<SocketAddr, ValueError> {
-    value.parse().map_err(|_| ValueError::ListenAddress {
+    if let Ok(address) = value.parse() {
+        return Ok(address);
+    }
+    // An IP address with a port number past 65535 gets its own message:
+    // the general one would blame the host.
+    if let Some((host, port)) = value.rsplit_once(':') {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        if digits && host.parse::<std::net::IpAddr>().is_ok() {
+            return Err(ValueError::ListenPort {
+                value: value.to_owned(),
+                port: port.to_owned(),
+            });
+        }
+    }
+    Err(ValueError::ListenAddress {
         value: value.to_owned(),
         example,
     })
@@ -1442,6 +1465,19 @@ mod tests {
             panic!("expected sink");
         };
         sink.validate().expect("consent given");
+    }
+
+    #[test]
+    fn listen_port_out_of_range_named() {
+        let error = parse_sink_listen("127.0.0.1:99999").expect_err("port too large");
+        assert!(
+            error.to_string().contains("port 99999 is out of range"),
+            "{error}"
+        );
+        let error = parse_sink_listen("[::1]:70000").expect_err("port too large");
+        assert!(error.to_string().contains("port 70000"), "{error}");
+        let error = parse_sink_listen("localhost:2525").expect_err("a host name");
+        assert!(error.to_string().contains("host names"), "{error}");
     }
 
     /// Returns whether the config file's `tls.server_name` accepts `name`.
