@@ -374,7 +374,11 @@ fn sink(args: SinkArgs) -> anyhow::Result<ExitStatus> {
         let _ca_temp_file;
         let ca_path = match &args.ca_out {
             Some(path) => {
-                sink.write_ca_file(path)?;
+                sink.write_ca_file(path).map_err(|error| {
+                    anyhow::anyhow!(
+                        "{error}; check that the directory of --ca-out exists and is writable"
+                    )
+                })?;
                 path.clone()
             }
             None => {

@@ -252,7 +252,7 @@ fn failure_advice(failure: &str) -> Option<&'static str> {
              expect implicit TLS: use --tls required or opportunistic there, or the \
              server's implicit-TLS port, such as 465",
         )
-    } else if failure.contains("UnknownIssuer") {
+    } else if failure.contains("UnknownIssuer") || failure.contains("BadSignature") {
         Some(
             "the server's certificate is signed by a CA that ec does not trust: pass \
              --ca-file FILE with the PEM certificate of the CA that signed it",
