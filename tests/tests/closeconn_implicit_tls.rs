@@ -118,3 +118,30 @@ fn silent_server_times_out_handshake() {
     let scenario = Scenario::builder().banner(Response::silence()).build();
     assert_never_sent(scenario, CloseReason::Timeout);
 }
+
+/// A close that comes while the handshake runs ends it at once: the run's
+/// end (an engine shutdown) does not wait for the 30 s handshake timeout or
+/// the close deadline, and the session reports no failure of its own.
+#[test]
+fn shutdown_ends_a_pending_handshake() {
+    let scenario = Scenario::builder().banner(Response::silence()).build();
+    let peer = FaultPeer::start_on_thread(scenario).expect("peer starts");
+    let mut config = config(&peer);
+    config.global.timeouts.tls_handshake = Some(Duration::from_secs(30));
+
+    let result = Run::new(config)
+        .submit(message(1))
+        .limit(Duration::from_millis(500))
+        .run();
+
+    assert_settled(&result, &peer);
+    assert_eq!(result.outcomes_of(1), ["unsent"], "{:#?}", result.records);
+    assert_eq!(result.closes.len(), 1, "{:#?}", result.closes);
+    let close = &result.closes[0];
+    assert_eq!(close.reason, CloseReason::Shutdown, "{close:?}");
+    assert!(close.failure.is_none(), "no failure reported: {close:?}");
+    assert!(
+        close.duration < Duration::from_secs(2),
+        "the close waited for the handshake: {close:?}"
+    );
+}

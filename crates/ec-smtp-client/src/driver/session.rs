@@ -109,6 +109,9 @@ struct Session<E: EventSink> {
     /// The client's reply parser, taken when the close began while the
     /// reply to QUIT was due, with any part of that reply already read.
     quit_parser: Option<ReplyParser>,
+    /// The scheduler's close that came during a TLS handshake and ended it:
+    /// the session then reports no failure of its own.
+    interrupted: Option<LoopEnd>,
     /// The buffers of the write under way; kept to reuse its allocation.
     writes: Vec<TransmitParts>,
     /// `Closed` was reported: the scheduler has the session's last event.
@@ -209,6 +212,7 @@ impl<E: EventSink> Session<E> {
             quit: QuitProgress::NotSent,
             quit_timed_out: false,
             quit_parser: None,
+            interrupted: None,
             writes: Vec::new(),
         }
     }
@@ -257,7 +261,9 @@ impl<E: EventSink> Session<E> {
         let end = match implicit_tls {
             Ok(()) => self.converse(&mut transport).await,
             Err(error) => {
-                self.fail(error, Stage::TlsHandshake);
+                if self.interrupted.is_none() {
+                    self.fail(error, Stage::TlsHandshake);
+                }
                 self.wait_for_close().await
             }
         };
@@ -518,8 +524,10 @@ impl<E: EventSink> Session<E> {
                 }
                 ClientEvent::StartTls => {
                     if let Err(error) = self.handshake(client, transport).await {
-                        record_handshake(self.request.settings.tls.policy, None);
-                        self.fail(error, Stage::TlsHandshake);
+                        if self.interrupted.is_none() {
+                            record_handshake(self.request.settings.tls.policy, None);
+                            self.fail(error, Stage::TlsHandshake);
+                        }
                         failed = true;
                     }
                 }
@@ -618,7 +626,7 @@ impl<E: EventSink> Session<E> {
     /// before the server's greeting, and records its result.
     async fn implicit_tls(&mut self, transport: &mut Transport) -> Result<(), SessionError> {
         let result = self.tls_handshake(transport, &[]).await;
-        if result.is_err() {
+        if result.is_err() && self.interrupted.is_none() {
             record_handshake(self.request.settings.tls.policy, None);
         }
         result.map(drop)
@@ -671,7 +679,22 @@ impl<E: EventSink> Session<E> {
                 }
             })
             .into_fallible();
-        let stream = match timeout(after, handshake).await {
+        // The scheduler may close the connection (a shutdown, say) while
+        // the handshake runs: the close then ends it at once.
+        let result = tokio::select! {
+            result = timeout(after, handshake) => result,
+            end = next_close(&mut self.commands) => {
+                tracing::debug!("TLS handshake abandoned: the scheduler closed the connection");
+                self.interrupted = Some(end);
+                self.stream_end = Some(StreamEnd::TlsFailed);
+                return Err(SessionError::Protocol {
+                    stage: Stage::TlsHandshake,
+                    detail: "the scheduler closed the connection during the TLS handshake"
+                        .to_owned(),
+                });
+            }
+        };
+        let stream = match result {
             Ok(Ok(stream)) => stream,
             Ok(Err((error, tcp))) => {
                 tracing::warn!(%error, stage = Stage::TlsHandshake.as_str(), "TLS handshake failed");
@@ -892,6 +915,9 @@ impl<E: EventSink> Session<E> {
 
     /// After a failure: keeps reading nothing, waits for `closeconn`'s plan.
     async fn wait_for_close(&mut self) -> LoopEnd {
+        if let Some(end) = self.interrupted.take() {
+            return end;
+        }
         loop {
             match self.commands.recv().await {
                 Some(SessionCommand::Close(plan)) => return LoopEnd::Close(plan),
@@ -903,6 +929,19 @@ impl<E: EventSink> Session<E> {
                 Some(_) => {}
                 None => return LoopEnd::Abandoned,
             }
+        }
+    }
+}
+
+/// Waits for the scheduler's close, or for the scheduler to go away.
+/// Nothing else can come before the session is ready, and a batch that
+/// came anyway stays with the scheduler, which requeues it.
+async fn next_close(commands: &mut mpsc::UnboundedReceiver<SessionCommand>) -> LoopEnd {
+    loop {
+        match commands.recv().await {
+            Some(SessionCommand::Close(plan)) => return LoopEnd::Close(plan),
+            Some(_) => {}
+            None => return LoopEnd::Abandoned,
         }
     }
 }
