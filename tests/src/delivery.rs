@@ -309,6 +309,17 @@ pub fn config_for(domain: &str, route: Route) -> Config {
     config
 }
 
+/// Builds a configuration that routes `domain` to its MX hosts on
+/// `mx_port`, looked up at `nameserver`, with `connect` as the timeout of
+/// each lookup and connect.
+pub fn mx_config(domain: &str, nameserver: SocketAddr, mx_port: u16, connect: Duration) -> Config {
+    let mut config = config_for(domain, Route::Mx);
+    config.dns.nameservers = vec![nameserver];
+    config.global.mx_port = Some(mx_port);
+    config.global.timeouts.connect = Some(connect);
+    config
+}
+
 /// Builds a configuration for fault scenarios: `domain` routed to `addr`,
 /// every reply wait 5 s, the QUIT wait 500 ms and the whole close 3 s, so a
 /// stalled step ends a test quickly. Tests shorten the timeout they are

@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use ec_sched::RecipientOutcome;
-use ec_tests::delivery::{assert_settled, config_for, submission, Run, RunResult, Until};
+use ec_tests::delivery::{self, assert_settled, submission, Run, RunResult, Until};
 use ec_tests::fault_peer::{FaultPeer, Scenario};
 use ec_tests::peers::{DnsServer, TEST_ORIGIN, TEST_ZONE};
 use ec_tests::pki::TestCa;
-use ec_types::{Config, Route, TlsPolicy, TlsSettings, TlsVerify};
+use ec_types::{Config, TlsPolicy, TlsSettings, TlsVerify};
 
 fn dns() -> DnsServer {
     DnsServer::start(TEST_ZONE, TEST_ORIGIN).expect("NSD serves the test zone")
@@ -19,11 +19,12 @@ fn dns() -> DnsServer {
 
 /// Routes `domain` to its MX hosts, asking `dns`, on the port of `peer`.
 fn mx_config(dns: &DnsServer, domain: &str, peer: &FaultPeer) -> Config {
-    let mut config = config_for(domain, Route::Mx);
-    config.dns.nameservers = vec![dns.addr()];
-    config.global.mx_port = Some(peer.addr().port());
-    config.global.timeouts.connect = Some(Duration::from_secs(5));
-    config
+    delivery::mx_config(
+        domain,
+        dns.addr(),
+        peer.addr().port(),
+        Duration::from_secs(5),
+    )
 }
 
 /// Sends one message to `rcpt@domain` until every recipient has a record.

@@ -16,11 +16,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ec_sched::RecipientOutcome;
-use ec_tests::delivery::{config_for, submission, Run, RunResult};
+use ec_tests::delivery::{self, submission, Run, RunResult};
 use ec_tests::fault_peer::{FaultPeer, Scenario};
 use ec_tests::peers::DnsServer;
 use ec_tests::pki::TestCa;
-use ec_types::{Config, Route, TlsPolicy, TlsSettings, TlsVerify};
+use ec_types::{Config, TlsPolicy, TlsSettings, TlsVerify};
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
@@ -218,11 +218,7 @@ fn aaaa(address: Ipv6Addr) -> RData {
 /// Routes `domain` to its MX hosts on `port`, asking `nameserver`, with a
 /// 1 s connect timeout.
 fn mx_config(nameserver: SocketAddr, domain: &str, port: u16) -> Config {
-    let mut config = config_for(domain, Route::Mx);
-    config.dns.nameservers = vec![nameserver];
-    config.global.mx_port = Some(port);
-    config.global.timeouts.connect = Some(Duration::from_secs(1));
-    config
+    delivery::mx_config(domain, nameserver, port, Duration::from_secs(1))
 }
 
 /// Sends one message to `rcpt@domain` and waits at most `limit` for a

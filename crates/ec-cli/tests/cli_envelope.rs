@@ -6,50 +6,13 @@ mod cli_support;
 use std::path::Path;
 use std::time::Duration;
 
-use cli_support::{arg, read_log, run, temp_dir, Finished};
+use cli_support::{arg, read_log, run, temp_dir, Finished, TestSink};
 use ec_cli::delivery_log::LogResult;
-use ec_cli::sink::{ReceivedMessage, Sink, SinkConfig};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The built-in sink on a free loopback port, keeping every message, with
-/// the runtime that serves it.
-struct KeepingSink {
-    sink: Sink,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl KeepingSink {
-    fn start() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("start a tokio runtime");
-        let config = SinkConfig {
-            keep_messages: true,
-            ..SinkConfig::default()
-        };
-        let sink = runtime
-            .block_on(Sink::start(config))
-            .expect("start the built-in sink");
-        Self {
-            sink,
-            _runtime: runtime,
-        }
-    }
-
-    fn relay(&self) -> String {
-        self.sink.local_addr().to_string()
-    }
-
-    fn take_messages(&self) -> Vec<ReceivedMessage> {
-        self.sink.take_messages()
-    }
-}
-
 /// Runs `ec deliver --relay SINK --log LOG` with `extra` arguments after.
-fn deliver(sink: &KeepingSink, log: &Path, extra: &[&str]) -> Finished {
+fn deliver(sink: &TestSink, log: &Path, extra: &[&str]) -> Finished {
     let relay = sink.relay();
     let log = arg(log);
     let mut args = vec!["deliver", "--relay", &relay, "--log", &log];
@@ -62,7 +25,7 @@ fn deliver(sink: &KeepingSink, log: &Path, extra: &[&str]) -> Finished {
 /// them: the sender from Return-Path, recipients from Bcc.
 #[test]
 fn dropped_fields_not_sent() {
-    let sink = KeepingSink::start();
+    let sink = TestSink::keeping();
     let temp = temp_dir();
     let message = temp.path().join("bcc.eml");
     let text = "Return-Path: <bounces@ec.test>\r\n\
@@ -95,7 +58,7 @@ fn dropped_fields_not_sent() {
 
 #[test]
 fn resume_matches_respelled_paths() {
-    let sink = KeepingSink::start();
+    let sink = TestSink::keeping();
     let temp = temp_dir();
     let big = temp.path().join("big");
     std::fs::create_dir(&big).expect("create the message directory");
@@ -133,7 +96,7 @@ fn resume_matches_respelled_paths() {
 
 #[test]
 fn display_name_recipient_is_invalid() {
-    let sink = KeepingSink::start();
+    let sink = TestSink::keeping();
     let temp = temp_dir();
     let message = temp.path().join("moderated.eml");
     let text = "From: sender@ec.test\nTo: good@ec.test, moderator\nSubject: x\n\nbody\n";
@@ -161,7 +124,7 @@ fn display_name_recipient_is_invalid() {
 
 #[test]
 fn log_sender_null_or_unknown() {
-    let sink = KeepingSink::start();
+    let sink = TestSink::keeping();
     let temp = temp_dir();
     let dir = temp.path().join("mail");
     std::fs::create_dir(&dir).expect("create the message directory");

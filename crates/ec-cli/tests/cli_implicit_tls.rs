@@ -6,30 +6,22 @@ mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{arg, read_log, run, temp_dir};
+use cli_support::{arg, read_log, run, temp_dir, TestSink};
 use ec_cli::delivery_log::LogResult;
-use ec_cli::sink::{Sink, SinkConfig};
+use ec_cli::sink::SinkConfig;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn delivers_over_implicit_tls_verified() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("start a tokio runtime");
-    let config = SinkConfig {
+    let sink = TestSink::start(SinkConfig {
         implicit_tls: true,
         keep_messages: true,
         ..SinkConfig::default()
-    };
-    let sink = runtime
-        .block_on(Sink::start(config))
-        .expect("start the built-in sink");
+    });
     let temp = temp_dir();
     let ca_file = temp.path().join("sink-ca.pem");
-    std::fs::write(&ca_file, sink.ca_pem()).expect("write the sink's CA");
+    std::fs::write(&ca_file, sink.sink().ca_pem()).expect("write the sink's CA");
     let message = temp.path().join("implicit.eml");
     std::fs::write(
         &message,
@@ -37,7 +29,7 @@ fn delivers_over_implicit_tls_verified() {
     )
     .expect("write the message");
     let log = temp.path().join("log.jsonl");
-    let relay = sink.local_addr().to_string();
+    let relay = sink.relay();
 
     let finished = run(
         [
@@ -66,7 +58,7 @@ fn delivers_over_implicit_tls_verified() {
     assert_eq!(records[0].result, LogResult::Delivered, "{records:?}");
     let tls = records[0].tls.as_deref().unwrap_or_default();
     assert!(tls.starts_with("TLS"), "{records:?}");
-    let stats = sink.stats();
+    let stats = sink.sink().stats();
     assert_eq!(stats.tls_handshakes, 1);
     assert_eq!(stats.tls_failures, 0);
 }

@@ -7,9 +7,8 @@ mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{arg, read_log, run, temp_dir};
+use cli_support::{arg, mx_config_file, read_log, run, temp_dir, TestSink};
 use ec_cli::delivery_log::LogResult;
-use ec_cli::sink::{Sink, SinkConfig};
 use ec_tests::peers::{DnsServer, TEST_ORIGIN, TEST_ZONE};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -17,29 +16,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 #[test]
 fn delivers_to_mx_and_fails_null_mx() {
     let dns = DnsServer::start(TEST_ZONE, TEST_ORIGIN).expect("NSD serves the test zone");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("start a tokio runtime");
-    let config = SinkConfig {
-        keep_messages: true,
-        ..SinkConfig::default()
-    };
-    let sink = runtime
-        .block_on(Sink::start(config))
-        .expect("start the built-in sink");
+    let sink = TestSink::keeping();
     let temp = temp_dir();
-    let config = temp.path().join("mx.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[dns]\nnameservers = [\"{}\"]\n[global]\nmx_port = {}\n",
-            dns.addr(),
-            sink.local_addr().port()
-        ),
-    )
-    .expect("write the configuration");
+    let config = mx_config_file(temp.path(), dns.addr(), sink.sink().local_addr().port());
     let message = temp.path().join("mx.eml");
     std::fs::write(
         &message,

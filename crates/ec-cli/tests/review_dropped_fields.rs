@@ -12,8 +12,8 @@ mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{arg, run, temp_dir};
-use ec_cli::sink::{ReceivedMessage, Sink, SinkConfig};
+use cli_support::{arg, run, temp_dir, TestSink};
+use ec_cli::sink::ReceivedMessage;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -21,24 +21,13 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// one file containing `data` with `extra` arguments, and returns what the
 /// sink received.
 fn deliver(data: &[u8], extra: &[&str]) -> Vec<ReceivedMessage> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("start a tokio runtime");
-    let config = SinkConfig {
-        keep_messages: true,
-        ..SinkConfig::default()
-    };
-    let sink = runtime
-        .block_on(Sink::start(config))
-        .expect("start the built-in sink");
+    let sink = TestSink::keeping();
 
     let temp = temp_dir();
     let message = temp.path().join("message.eml");
     std::fs::write(&message, data).expect("write the message");
     let log = arg(&temp.path().join("log.jsonl"));
-    let relay = sink.local_addr().to_string();
+    let relay = sink.relay();
     let message = arg(&message);
     let mut args = vec!["deliver", "--relay", &relay, "--log", &log];
     args.extend_from_slice(extra);

@@ -7,8 +7,8 @@ mod cli_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cli_support::{arg, count_results, read_log, run, temp_dir};
-use ec_cli::sink::{Sink, SinkConfig};
+use cli_support::{arg, count_results, mx_config_file, read_log, run, temp_dir, TestSink};
+use ec_cli::sink::SinkConfig;
 use ec_tests::peers::DnsServer;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,25 +39,9 @@ const FAILING: [&str; 5] = ["null1", "null2", "null3", "nx1", "nx2"];
 fn null_mx_and_nxdomain_accounting() {
     const MESSAGES: usize = 3000;
     let dns = DnsServer::start(ZONE, "review.test.").expect("NSD serves the zone");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("start a tokio runtime");
-    let sink = runtime
-        .block_on(Sink::start(SinkConfig::default()))
-        .expect("start the built-in sink");
+    let sink = TestSink::start(SinkConfig::default());
     let temp = temp_dir();
-    let config = temp.path().join("mx.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[dns]\nnameservers = [\"{}\"]\n[global]\nmx_port = {}\n",
-            dns.addr(),
-            sink.local_addr().port()
-        ),
-    )
-    .expect("write the configuration");
+    let config = mx_config_file(temp.path(), dns.addr(), sink.sink().local_addr().port());
     let mail = temp.path().join("mail");
     std::fs::create_dir(&mail).expect("create the message directory");
     let mut expected = BTreeMap::new();

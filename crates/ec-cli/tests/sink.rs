@@ -136,6 +136,28 @@ async fn starttls(
     Ok(Client::new(tls))
 }
 
+/// Sends EHLO, one message and QUIT over an established TLS session, and
+/// checks that STARTTLS is not offered again and that the close is clean.
+async fn send_one_over_tls(mut client: Client<TlsStream<TcpStream>>) {
+    client.send(b"EHLO client.test\r\n").await;
+    let ehlo = client.expect(250).await;
+    assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+
+    client
+        .send(b"MAIL FROM:<a@ec.test>\r\nRCPT TO:<b@demo.test>\r\nDATA\r\n")
+        .await;
+    for code in [250, 250, 354] {
+        client.expect(code).await;
+    }
+    client.send(b"x\r\n.\r\nQUIT\r\n").await;
+    client.expect(250).await;
+    client.expect(221).await;
+    assert!(
+        client.closed_cleanly().await,
+        "221 then close_notify and FIN"
+    );
+}
+
 fn keep() -> SinkConfig {
     SinkConfig {
         keep_messages: true,
@@ -213,27 +235,11 @@ async fn starttls_verifies_against_ca() {
     let sink = start(keep()).await;
     for name in ["localhost", "127.0.0.1"] {
         let client = connect(&sink).await;
-        let mut client = starttls(&sink, client, name)
+        let client = starttls(&sink, client, name)
             .await
             .expect("handshake verifies");
 
-        client.send(b"EHLO client.test\r\n").await;
-        let ehlo = client.expect(250).await;
-        assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
-
-        client
-            .send(b"MAIL FROM:<a@ec.test>\r\nRCPT TO:<b@demo.test>\r\nDATA\r\n")
-            .await;
-        for code in [250, 250, 354] {
-            client.expect(code).await;
-        }
-        client.send(b"x\r\n.\r\nQUIT\r\n").await;
-        client.expect(250).await;
-        client.expect(221).await;
-        assert!(
-            client.closed_cleanly().await,
-            "221 then close_notify and FIN"
-        );
+        send_one_over_tls(client).await;
     }
 
     let messages = sink.take_messages();
@@ -260,24 +266,9 @@ async fn implicit_tls_greets_inside_tls() {
         .await
         .expect("handshake before the greeting verifies");
     let mut client = Client::new(tls);
-
     client.expect(220).await;
-    client.send(b"EHLO client.test\r\n").await;
-    let ehlo = client.expect(250).await;
-    assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
-    client
-        .send(b"MAIL FROM:<a@ec.test>\r\nRCPT TO:<b@demo.test>\r\nDATA\r\n")
-        .await;
-    for code in [250, 250, 354] {
-        client.expect(code).await;
-    }
-    client.send(b"x\r\n.\r\nQUIT\r\n").await;
-    client.expect(250).await;
-    client.expect(221).await;
-    assert!(
-        client.closed_cleanly().await,
-        "221 then close_notify and FIN"
-    );
+
+    send_one_over_tls(client).await;
 
     let messages = sink.take_messages();
     assert_eq!(messages.len(), 1);

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
@@ -346,4 +347,61 @@ pub(crate) fn message_index(stored: &[u8]) -> Option<usize> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The built-in sink on a free loopback port, with the runtime that serves
+/// it, for tests that run `ec` against it.
+pub(crate) struct TestSink {
+    sink: ec_cli::sink::Sink,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TestSink {
+    /// Starts a sink that keeps every message it accepts.
+    pub(crate) fn keeping() -> Self {
+        Self::start(ec_cli::sink::SinkConfig {
+            keep_messages: true,
+            ..ec_cli::sink::SinkConfig::default()
+        })
+    }
+
+    /// Starts a sink with `config`.
+    pub(crate) fn start(config: ec_cli::sink::SinkConfig) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("start a tokio runtime");
+        let sink = runtime
+            .block_on(ec_cli::sink::Sink::start(config))
+            .expect("start the built-in sink");
+        Self {
+            sink,
+            _runtime: runtime,
+        }
+    }
+
+    /// The sink's address, as `--relay` takes it.
+    pub(crate) fn relay(&self) -> String {
+        self.sink.local_addr().to_string()
+    }
+
+    /// The running sink.
+    pub(crate) fn sink(&self) -> &ec_cli::sink::Sink {
+        &self.sink
+    }
+
+    /// Takes the messages the sink has kept.
+    pub(crate) fn take_messages(&self) -> Vec<ec_cli::sink::ReceivedMessage> {
+        self.sink.take_messages()
+    }
+}
+
+/// Writes a configuration file into `dir` that sends MX lookups to
+/// `nameserver` and MX deliveries to `mx_port`, and returns its path.
+pub(crate) fn mx_config_file(dir: &Path, nameserver: SocketAddr, mx_port: u16) -> PathBuf {
+    let path = dir.join("mx.toml");
+    let text = format!("[dns]\nnameservers = [\"{nameserver}\"]\n[global]\nmx_port = {mx_port}\n");
+    std::fs::write(&path, text).expect("write the configuration");
+    path
 }
