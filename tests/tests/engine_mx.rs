@@ -1,8 +1,8 @@
-//! Direct delivery through MX records served by a real DNS server (NSD):
-//! the MX host, the next MX when the first refuses, the implicit MX, the
-//! MX host's name checked against its certificate, and the answers that
-//! fail mail at once (a null MX, NXDOMAIN) or defer it (an MX host without
-//! an address, a REFUSED query).
+//! Direct delivery through MX records served by a real DNS server (NSD).
+//! Delivered: to the MX host, to the next MX when the first refuses, to
+//! the implicit MX, and with the MX host's name checked against its
+//! certificate. Failed at once: a null MX and NXDOMAIN. Deferred: an MX
+//! host without an address, and a REFUSED query.
 
 use std::time::Duration;
 
@@ -194,6 +194,7 @@ fn mx_host_without_address_defers() {
 
 #[test]
 fn refused_query_defers() {
-    // Outside the zone: NSD answers REFUSED, which is no answer at all.
+    // Outside the zone: NSD responds REFUSED, which tells nothing about
+    // the domain.
     assert_deferred("elsewhere.example");
 }

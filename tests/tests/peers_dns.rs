@@ -21,8 +21,8 @@ fn start_test_zone() -> DnsServer {
     DnsServer::start(TEST_ZONE, TEST_ORIGIN).unwrap_or_else(|error| panic!("{error}"))
 }
 
-/// A resolver that queries only `name_servers`, without caching, the hosts
-/// file or the system configuration.
+/// Builds a resolver that queries only `name_servers`, without caching,
+/// the hosts file or the system configuration.
 fn resolver(name_servers: NameServerConfigGroup) -> TokioResolver {
     let config = ResolverConfig::from_parts(None, vec![], name_servers);
     let mut options = ResolverOpts::default();

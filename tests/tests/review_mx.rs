@@ -163,13 +163,8 @@ fn respond(
         .unwrap_or_else(PoisonError::into_inner)
         .push((name.clone(), question.query_type()));
 
-    let mut response = Message::new();
-    response
-        .set_id(request.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(request.op_code())
-        .set_recursion_desired(request.recursion_desired())
-        .set_recursion_available(true);
+    let mut response = response_to(&request);
+    response.set_recursion_available(true);
     response.add_query(question.clone());
     match script(&name, question.query_type()) {
         Answer::Drop => return None,
@@ -186,16 +181,22 @@ fn respond(
     response.to_vec().ok()
 }
 
-/// Builds an empty response to `query` with the TC bit set.
-fn truncated(query: &[u8]) -> Vec<u8> {
-    let request = Message::from_vec(query).expect("a query that was answered");
+/// Starts a response to `request`: its id, operation and RD flag.
+fn response_to(request: &Message) -> Message {
     let mut response = Message::new();
     response
         .set_id(request.id())
         .set_message_type(MessageType::Response)
         .set_op_code(request.op_code())
-        .set_recursion_desired(request.recursion_desired())
-        .set_truncated(true);
+        .set_recursion_desired(request.recursion_desired());
+    response
+}
+
+/// Builds an empty response to `query` with the TC bit set.
+fn truncated(query: &[u8]) -> Vec<u8> {
+    let request = Message::from_vec(query).expect("a query that was answered");
+    let mut response = response_to(&request);
+    response.set_truncated(true);
     response.add_queries(request.queries().to_vec());
     response.to_vec().expect("encode a truncated response")
 }
@@ -265,7 +266,7 @@ fn walk_stops_looking_up_at_limit() {
     let first = result.closes.first().expect("one connection closed");
     assert!(first.peer.is_none(), "{first:?}");
     // Every walk queries the same hosts in the same order, and later
-    // walks find the answers cached, so the distinct names are those of
+    // walks find the responses cached, so the distinct names are those of
     // the longest walk.
     let queried = dns.names_queried(RecordType::A);
     let distinct: BTreeSet<&String> = queried.iter().collect();
@@ -389,7 +390,7 @@ fn silent_dns_defers_within_timeout() {
         );
         let failure = close.failure.as_deref().unwrap_or_default();
         assert!(
-            failure.contains(&format!("no answer from the DNS servers {}", dns.addr)),
+            failure.contains(&format!("waiting for the DNS servers {}", dns.addr)),
             "the failure names the silent server: {failure}"
         );
     }

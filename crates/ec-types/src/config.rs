@@ -62,7 +62,7 @@ pub struct Config {
     pub dns: DnsSettings,
 }
 
-/// Where MX and address lookups go. In TOML:
+/// The DNS servers for MX and address lookups. In TOML:
 /// `[dns]` with `nameservers = ["192.0.2.53", "[2001:db8::53]:53"]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -617,7 +617,7 @@ impl Default for EffectiveSettings {
 pub enum Route {
     /// The domain's MX hosts (RFC 5321 section 5.1), tried in order of
     /// preference on [`EffectiveSettings::mx_port`]. A domain without MX
-    /// records gets its own addresses; a null MX (RFC 7505) or a domain that
+    /// records gets its own addresses. A null MX (RFC 7505) or a domain that
     /// does not exist fails its mail at once.
     Mx,
     /// One SMTP server for all mail of the scope, given as a host name or IP

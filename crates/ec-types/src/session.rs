@@ -393,10 +393,11 @@ impl SessionError {
         }
     }
 
-    /// The reply that fails every message of the domain at once, for an
-    /// error that no later attempt can change: a null MX (556 5.1.10,
-    /// RFC 7505 section 4.1) or a domain that does not exist (550 5.1.2).
-    /// `None` for every other error, which defers the mail.
+    /// Returns the reply that fails every message of the domain at once, for
+    /// an error that no later attempt can change: a null MX (RFC 7505, with
+    /// the 556 code of RFC 7504 and status 5.1.10) or a domain that does not
+    /// exist (550 5.1.2). Returns `None` for every other error, which defers
+    /// the mail.
     pub fn permanent_reply(&self) -> Option<Reply> {
         let (code, enhanced, text) = match self {
             Self::NullMx { domain } => (

@@ -26,7 +26,7 @@ use super::PeersError;
 const NSD: &str = "/usr/sbin/nsd";
 const NSD_CHECKZONE: &str = "/usr/sbin/nsd-checkzone";
 
-/// How long a started nsd may take to answer its first SOA query over UDP
+/// How long a started nsd may take to respond to its first SOA query over UDP
 /// and TCP. NSD 4.6.1 needed about 70 ms on an idle 2-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,7 +56,7 @@ static PORTS_IN_USE: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 pub const TEST_ORIGIN: &str = "dns.test.";
 
 /// A zone for MX tests, origin [`TEST_ORIGIN`]. Every record has a TTL of
-/// 60 s, and so do negative answers (the SOA minimum).
+/// 60 s, and so do negative responses (the SOA minimum).
 ///
 /// | name | records | what it is for |
 /// |---|---|---|
@@ -126,7 +126,7 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Starts nsd serving `zone` (zone file text) as `origin`, on 127.0.0.1
-    /// at a free port for both UDP and TCP, and waits until it answers a
+    /// at a free port for both UDP and TCP, and waits until it responds to a
     /// SOA query for `origin` over both. `origin` may omit the final dot.
     ///
     /// # Errors

@@ -113,7 +113,7 @@ pub enum PeersError {
         output: String,
     },
 
-    /// `nsd` exited or did not answer a query after it was started.
+    /// `nsd` exited or did not respond to a query after it was started.
     #[error("nsd for zone {origin} failed to start: {reason}; its output was:\n{output}")]
     NsdStart {
         /// The zone's origin.

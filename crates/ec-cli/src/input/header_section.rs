@@ -40,10 +40,10 @@ pub(super) fn header_section_len(data: &[u8]) -> usize {
     data.len()
 }
 
-/// Returns the header section of `data` for a mail parser: borrowed, or,
-/// when its last line has no line ending, copied with a CRLF added, because
-/// mail-parser 0.11 drops the value of such a last field (a `Cc:` there
-/// would lose its recipients).
+/// Returns the header section of `data` for a mail parser. When its last
+/// line has no line ending, the section is copied with a CRLF added,
+/// because mail-parser 0.11 drops the value of such a last field, so a
+/// `Cc:` there would lose its recipients.
 pub(super) fn parseable(data: &[u8]) -> Cow<'_, [u8]> {
     let header = &data[..header_section_len(data)];
     if header.is_empty() || header.ends_with(b"\n") {

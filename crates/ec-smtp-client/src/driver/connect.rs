@@ -114,7 +114,10 @@ async fn connect_mx(
 
     let lookup_timed_out = |name: &str| SessionError::Resolve {
         host: name.to_owned(),
-        message: format!("no answer from {} within {timeout:?}", resolver.servers()),
+        message: format!(
+            "timed out after {timeout:?} waiting for {}",
+            resolver.servers()
+        ),
     };
     let hosts = match tokio::time::timeout(timeout, resolver.mx(domain)).await {
         Ok(Ok(MxAnswer::Hosts(hosts))) => hosts,

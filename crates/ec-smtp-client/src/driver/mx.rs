@@ -1,7 +1,7 @@
 //! MX resolution for direct delivery (RFC 5321 section 5.1, RFC 7505):
 //! which hosts serve a domain, in which order, and their addresses.
 //!
-//! The answer to a domain's MX query decides:
+//! The response to a domain's MX query decides:
 //!
 //! - MX records: their hosts, by preference, the lowest first. Hosts of
 //!   equal preference come in random order, so that their load spreads.
@@ -55,8 +55,8 @@ impl std::fmt::Debug for MxResolver {
 }
 
 impl MxResolver {
-    /// A resolver that queries `settings.nameservers`, or the system's
-    /// resolvers when the list is empty.
+    /// Creates a resolver that queries `settings.nameservers`, or the
+    /// system's resolvers when the list is empty.
     pub(crate) fn new(settings: DnsSettings) -> Self {
         Self {
             settings,
@@ -110,16 +110,15 @@ impl MxResolver {
         }
     }
 
-    /// Turns a failed lookup of `name` into a deferral. A server's negative
-    /// answer is named by its response code (REFUSED, SERVFAIL), which
-    /// hickory's own text leaves out, and a timeout names the servers that
-    /// were asked.
+    /// Turns a failed lookup of `name` into a deferral. A negative response
+    /// is named by its response code (REFUSED, SERVFAIL), which hickory's
+    /// own text leaves out, and a timeout names the servers queried.
     fn resolve_error(&self, name: &str, error: &ResolveError) -> SessionError {
         let timed_out = error
             .proto()
             .is_some_and(|proto| matches!(proto.kind(), ProtoErrorKind::Timeout));
         let message = if timed_out {
-            format!("no answer from {}", self.servers())
+            format!("timed out waiting for {}", self.servers())
         } else {
             describe(error)
         };
@@ -146,7 +145,7 @@ impl MxResolver {
 
 /// Builds a resolver from the settings, or returns why it cannot be built.
 fn build(settings: &DnsSettings) -> Result<TokioResolver, String> {
-    // Both address families: hickory's default asks for AAAA only when a
+    // Both address families: hickory's default queries AAAA only when a
     // name has no A record, so an IPv6 address would never be tried.
     let ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     if settings.nameservers.is_empty() {
@@ -176,8 +175,8 @@ fn build(settings: &DnsSettings) -> Result<TokioResolver, String> {
     Ok(builder.build())
 }
 
-/// Returns whether the name exists without records of the type asked
-/// (NOERROR with no answer). hickory reports REFUSED and SERVFAIL as "no
+/// Returns whether the name exists without records of the type queried
+/// (NOERROR with an empty answer section). hickory reports REFUSED and SERVFAIL as "no
 /// records found" too, so the response code must be NOERROR.
 fn is_no_data(error: &ResolveError) -> bool {
     error.proto().is_some_and(|proto| {
