@@ -29,8 +29,8 @@ pub(crate) struct Connected {
 /// Connects to the first address of `target` that answers, binding
 /// `source_ip` when given. A host name or address gets `timeout` for its
 /// lookup and every connect together. Under [`Target::Mx`], each lookup and
-/// each connect gets its own `timeout`, and at most [`MX_ADDRESS_LIMIT`]
-/// addresses are tried.
+/// each connect gets its own `timeout`, and the walk stops after
+/// [`MX_ADDRESS_LIMIT`] tries.
 ///
 /// TCP_NODELAY is set: a session writes each pipelined command group, and
 /// the body with its final dot, in one write, so Nagle's algorithm would
